@@ -1,0 +1,60 @@
+//! What the boot protocols may serve: export lookup with per-export client allow-lists.
+//!
+//! The store implements [`ExportCatalog`]; protocol servers (NBD now, iSCSI later) call it on
+//! every connection, so a compute module reaches only the volumes exported to its address.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::block::BlockDevice;
+
+/// Why an export could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExportError {
+    /// No export has that name (or the client may not know it exists).
+    #[error("no export named {0:?}")]
+    Unknown(String),
+    /// The export exists but this client is not on its allow-list.
+    #[error("client {client} is not allowed to use export {name:?}")]
+    Denied { name: String, client: IpAddr },
+}
+
+/// One export as listed by NBD_OPT_LIST.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportSummary {
+    pub name: String,
+    pub description: String,
+}
+
+/// An export opened for one connection. Dropping it ends the connection's use of the volume,
+/// which is what lets the store refuse to delete a volume that is in use.
+pub struct OpenExport {
+    /// The name the client asked for.
+    pub name: String,
+    /// Human-readable description (NBD_INFO_DESCRIPTION).
+    pub description: String,
+    /// The device to serve.
+    pub device: Arc<dyn BlockDevice>,
+    /// Held for the connection's lifetime.
+    pub lease: Box<dyn Send + Sync>,
+}
+
+impl fmt::Debug for OpenExport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenExport")
+            .field("name", &self.name)
+            .field("size", &self.device.size())
+            .field("read_only", &self.device.read_only())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The set of exports a protocol server may hand out.
+pub trait ExportCatalog: Send + Sync + 'static {
+    /// Opens export `name` (a volume id or name) for `client`.
+    fn open(&self, name: &str, client: IpAddr) -> Result<OpenExport, ExportError>;
+
+    /// The exports `client` is allowed to see.
+    fn list(&self, client: IpAddr) -> Vec<ExportSummary>;
+}
