@@ -10,3 +10,4 @@
 
 pub mod block;
 pub mod export;
+pub mod imagefile;
