@@ -9,5 +9,9 @@
 //! never let one volume's failure damage another's data.
 
 pub mod block;
+pub mod control;
 pub mod export;
 pub mod imagefile;
+pub mod nbd;
+pub mod store;
+pub mod volume;

@@ -1,0 +1,147 @@
+//! Exports: which volumes the boot protocols serve, and to whom.
+
+use std::io;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+use super::catalog::Change;
+use super::{ExportRecord, Store, StoreError, VolumeLease, VolumeState};
+use crate::block::{BlockDevice, Extent};
+use crate::export::{ExportCatalog, ExportError, ExportSummary, OpenExport};
+use crate::volume::Volume;
+
+impl Store {
+    /// Exports volume `key` to the clients in `allow` (any client when empty). Replaces an
+    /// existing export of the volume.
+    pub fn export_add(
+        &self,
+        key: &str,
+        allow: Vec<IpNet>,
+        read_only: bool,
+    ) -> Result<ExportRecord, StoreError> {
+        let mut st = self.state.lock();
+        let id = st.resolve(key)?.id.clone();
+        let rec = ExportRecord {
+            volume: id.clone(),
+            allow,
+            read_only,
+        };
+        self.catalog.commit(&[Change::PutExport(rec.clone())])?;
+        st.exports.insert(id, rec.clone());
+        Ok(rec)
+    }
+
+    /// Stops exporting volume `key`. Connections already open keep running until they close.
+    pub fn export_remove(&self, key: &str) -> Result<(), StoreError> {
+        let mut st = self.state.lock();
+        let id = st.resolve(key)?.id.clone();
+        if !st.exports.contains_key(&id) {
+            return Err(StoreError::Invalid(format!("volume {key} is not exported")));
+        }
+        self.catalog.commit(&[Change::DeleteExport(id.clone())])?;
+        st.exports.remove(&id);
+        Ok(())
+    }
+
+    /// Every export.
+    pub fn export_list(&self) -> Vec<ExportRecord> {
+        self.state.lock().exports.values().cloned().collect()
+    }
+}
+
+fn allowed(rec: &ExportRecord, client: IpAddr) -> bool {
+    let client = match client {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(client, IpAddr::V4),
+        v4 => v4,
+    };
+    rec.allow.is_empty() || rec.allow.iter().any(|net| net.contains(&client))
+}
+
+impl ExportCatalog for Store {
+    fn open(&self, name: &str, client: IpAddr) -> Result<OpenExport, ExportError> {
+        let st = self.state.lock();
+        let unknown = || ExportError::Unknown(name.to_string());
+        let r = st.resolve(name).map_err(|_| unknown())?;
+        let rec = st.exports.get(&r.id).ok_or_else(unknown)?;
+        if !allowed(rec, client) {
+            return Err(ExportError::Denied {
+                name: name.to_string(),
+                client,
+            });
+        }
+        let volume = self.open_volume(&st, r).map_err(|e| {
+            tracing::error!("export {name}: cannot open volume {}: {e}", r.id);
+            unknown()
+        })?;
+        let lease = VolumeLease::new(Arc::clone(&volume));
+        let device: Arc<dyn BlockDevice> = if rec.read_only && r.state == VolumeState::Writable {
+            Arc::new(ReadOnlyView(volume))
+        } else {
+            volume
+        };
+        Ok(OpenExport {
+            name: name.to_string(),
+            description: format!(
+                "{} ({}, {})",
+                r.name,
+                r.id,
+                match r.state {
+                    VolumeState::Frozen => "golden image",
+                    VolumeState::Writable => "volume",
+                }
+            ),
+            device,
+            lease: Box::new(lease),
+        })
+    }
+
+    fn list(&self, client: IpAddr) -> Vec<ExportSummary> {
+        let st = self.state.lock();
+        st.exports
+            .values()
+            .filter(|e| allowed(e, client))
+            .filter_map(|e| st.volumes.get(&e.volume))
+            .map(|r| ExportSummary {
+                name: r.name.clone(),
+                description: r.id.clone(),
+            })
+            .collect()
+    }
+}
+
+/// A writable volume served read-only.
+#[derive(Debug)]
+struct ReadOnlyView(Arc<Volume>);
+
+fn read_only_error() -> io::Error {
+    io::Error::new(io::ErrorKind::PermissionDenied, "export is read-only")
+}
+
+impl BlockDevice for ReadOnlyView {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    fn read_only(&self) -> bool {
+        true
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.0.read_at(buf, offset)
+    }
+    fn write_at(&self, _: &[u8], _: u64, _: bool) -> io::Result<()> {
+        Err(read_only_error())
+    }
+    fn write_zeroes(&self, _: u64, _: u64, _: bool, _: bool) -> io::Result<()> {
+        Err(read_only_error())
+    }
+    fn trim(&self, _: u64, _: u64) -> io::Result<()> {
+        Err(read_only_error())
+    }
+    fn flush(&self) -> io::Result<()> {
+        Ok(())
+    }
+    fn block_status(&self, offset: u64, len: u64) -> io::Result<Vec<Extent>> {
+        self.0.block_status(offset, len)
+    }
+}

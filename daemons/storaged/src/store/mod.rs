@@ -1,0 +1,553 @@
+//! The volume store: a data directory of layer files plus the catalog that gives them meaning.
+//!
+//! ```text
+//! DATA_DIR/lock            flock()ed by the daemon that owns the store
+//! DATA_DIR/catalog.redb    volume records and exports (see `catalog`)
+//! DATA_DIR/layers/<id>.data, <id>.map
+//! ```
+//!
+//! Metadata operations are serialized by one mutex and committed to the catalog before the
+//! in-memory state changes; I/O on open volumes runs concurrently and never takes that mutex.
+
+pub mod catalog;
+mod exports;
+pub mod record;
+mod recovery;
+mod transfer;
+mod verify;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use nix::fcntl::{Flock, FlockArg};
+use parking_lot::Mutex;
+
+pub use self::catalog::CatalogError;
+use self::catalog::{Catalog, Change};
+pub use self::record::{ExportRecord, Problem, VerifyReport, VolumeInfo, VolumeRecord, VolumeState};
+pub use self::transfer::Progress;
+use crate::volume::layer::{Layer, LayerPaths};
+use crate::volume::presence::MapError;
+use crate::volume::{LocalOnly, Replica, Volume};
+
+/// Copy-on-write granularity of new layers. 64 KiB, like qcow2's default cluster: small enough
+/// that a first write copies little, large enough that a 64 GiB volume's presence map is
+/// 128 KiB.
+pub const DEFAULT_BLOCK_SIZE: u32 = 64 * 1024;
+
+/// Largest volume the store accepts (64 TiB).
+pub const MAX_VOLUME_SIZE: u64 = 64 << 40;
+
+/// Store failures. Each names the volume or file concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no volume named or with id {0:?}")]
+    NotFound(String),
+    #[error("a volume named {0:?} already exists; choose another name")]
+    NameTaken(String),
+    #[error("volume {volume} has children ({}): delete them first", children.join(", "))]
+    HasChildren {
+        volume: String,
+        children: Vec<String>,
+    },
+    #[error("volume {volume} is in use by {users} connection(s) or operation(s)")]
+    InUse { volume: String, users: usize },
+    #[error("volume {0} is frozen (immutable): clone it to get a writable volume")]
+    Frozen(String),
+    #[error(
+        "volume {0} is writable; a clone needs an immutable parent: snapshot it first \
+         (storaged volume snapshot {0})"
+    )]
+    NotFrozen(String),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("data directory {path} is in use by another storaged")]
+    Locked { path: String },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Layer(#[from] MapError),
+    #[error(transparent)]
+    ImageFile(#[from] crate::imagefile::ImageFileError),
+}
+
+impl StoreError {
+    fn io(what: impl Into<String>) -> impl FnOnce(io::Error) -> Self {
+        let what = what.into();
+        move |source| Self::Io { what, source }
+    }
+}
+
+/// Records as loaded from the catalog; changed only after a successful commit.
+#[derive(Debug, Default)]
+struct State {
+    volumes: BTreeMap<String, VolumeRecord>,
+    exports: BTreeMap<String, ExportRecord>,
+}
+
+impl State {
+    fn resolve(&self, key: &str) -> Result<&VolumeRecord, StoreError> {
+        self.volumes
+            .get(key)
+            .or_else(|| self.volumes.values().find(|r| r.name == key))
+            .ok_or_else(|| StoreError::NotFound(key.to_string()))
+    }
+
+    fn children(&self, id: &str) -> Vec<&VolumeRecord> {
+        self.volumes
+            .values()
+            .filter(|r| r.parent.as_deref() == Some(id))
+            .collect()
+    }
+
+    fn check_name_free(&self, name: &str) -> Result<(), StoreError> {
+        validate_name(name)?;
+        if self
+            .volumes
+            .values()
+            .any(|r| r.name == name || r.id == name)
+        {
+            return Err(StoreError::NameTaken(name.to_string()));
+        }
+        Ok(())
+    }
+}
+
+fn validate_name(name: &str) -> Result<(), StoreError> {
+    if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+        return Err(StoreError::Invalid(format!(
+            "volume name {name:?} must be 1 to 255 bytes without control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn validate_size(size: u64) -> Result<(), StoreError> {
+    if size == 0 || size % 512 != 0 || size > MAX_VOLUME_SIZE {
+        return Err(StoreError::Invalid(format!(
+            "size {size} must be a non-zero multiple of 512 bytes, at most {MAX_VOLUME_SIZE}"
+        )));
+    }
+    Ok(())
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// An open volume store.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    layers_dir: PathBuf,
+    catalog: Catalog,
+    state: Mutex<State>,
+    open: Mutex<HashMap<String, Weak<Volume>>>,
+    layers: Mutex<HashMap<String, Weak<Layer>>>,
+    replica: Arc<dyn Replica>,
+    _lock: Flock<File>,
+}
+
+/// Keeps a volume counted as in use while an operation or a connection holds it.
+#[derive(Debug)]
+pub struct VolumeLease(Arc<Volume>);
+
+impl VolumeLease {
+    fn new(volume: Arc<Volume>) -> Self {
+        volume.users.fetch_add(1, Ordering::AcqRel);
+        Self(volume)
+    }
+
+    pub fn volume(&self) -> &Arc<Volume> {
+        &self.0
+    }
+}
+
+impl Drop for VolumeLease {
+    fn drop(&mut self) {
+        self.0.users.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `root`, takes its lock, and removes what an
+    /// interrupted operation left behind.
+    pub fn open(root: &Path) -> Result<Self, StoreError> {
+        Self::open_with_replica(root, Arc::new(LocalOnly))
+    }
+
+    /// Like [`Store::open`], mirroring every write to `replica`.
+    pub fn open_with_replica(root: &Path, replica: Arc<dyn Replica>) -> Result<Self, StoreError> {
+        let layers_dir = root.join("layers");
+        std::fs::create_dir_all(&layers_dir)
+            .map_err(StoreError::io(format!("creating {}", layers_dir.display())))?;
+        let lock_path = root.join("lock");
+        let lock_file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(StoreError::io(format!("opening {}", lock_path.display())))?;
+        let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock).map_err(|_| {
+            StoreError::Locked {
+                path: root.display().to_string(),
+            }
+        })?;
+        let catalog = Catalog::open(&root.join("catalog.redb"))?;
+        let mut state = State::default();
+        for r in catalog.volumes()? {
+            state.volumes.insert(r.id.clone(), r);
+        }
+        for e in catalog.exports()? {
+            state.exports.insert(e.volume.clone(), e);
+        }
+        let store = Self {
+            root: root.to_path_buf(),
+            layers_dir,
+            catalog,
+            state: Mutex::new(state),
+            open: Mutex::new(HashMap::new()),
+            layers: Mutex::new(HashMap::new()),
+            replica,
+            _lock: lock,
+        };
+        store.remove_leftovers()?;
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn paths(&self, layer: &str) -> LayerPaths {
+        LayerPaths::new(&self.layers_dir, layer)
+    }
+
+    fn sync_layers_dir(&self) -> Result<(), StoreError> {
+        File::open(&self.layers_dir)
+            .and_then(|d| d.sync_all())
+            .map_err(StoreError::io("syncing the layers directory"))
+    }
+
+    fn remove_layer_files(&self, layer: &str) {
+        let p = self.paths(layer);
+        for f in [p.data, p.map] {
+            match std::fs::remove_file(&f) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!("could not remove {}: {e}", f.display()),
+            }
+        }
+    }
+
+    fn open_layer(&self, r: &VolumeRecord) -> Result<Arc<Layer>, StoreError> {
+        let mut layers = self.layers.lock();
+        if let Some(l) = layers.get(&r.layer).and_then(Weak::upgrade) {
+            return Ok(l);
+        }
+        let layer = Arc::new(Layer::open(
+            &r.layer,
+            &self.paths(&r.layer),
+            r.size,
+            r.block_size,
+            r.parent.is_some(),
+            true,
+        )?);
+        layers.insert(r.layer.clone(), Arc::downgrade(&layer));
+        Ok(layer)
+    }
+
+    fn open_volume(&self, st: &State, r: &VolumeRecord) -> Result<Arc<Volume>, StoreError> {
+        if let Some(v) = self.open.lock().get(&r.id).and_then(Weak::upgrade) {
+            return Ok(v);
+        }
+        let mut chain = Vec::new();
+        let mut cur = Some(r);
+        while let Some(rec) = cur {
+            if chain.len() > st.volumes.len() {
+                return Err(StoreError::Invalid(format!(
+                    "the parent chain of volume {} loops",
+                    r.id
+                )));
+            }
+            chain.push(self.open_layer(rec)?);
+            cur = match &rec.parent {
+                Some(p) => Some(
+                    st.volumes
+                        .get(p)
+                        .ok_or_else(|| StoreError::NotFound(p.clone()))?,
+                ),
+                None => None,
+            };
+        }
+        let v = Arc::new(Volume::new(
+            r.id.clone(),
+            r.size,
+            r.state == VolumeState::Frozen,
+            chain,
+            Arc::clone(&self.replica),
+        ));
+        self.open.lock().insert(r.id.clone(), Arc::downgrade(&v));
+        Ok(v)
+    }
+
+    /// Opens a volume by id or name and counts it as in use until the lease is dropped.
+    pub fn lease(&self, key: &str) -> Result<VolumeLease, StoreError> {
+        let st = self.state.lock();
+        let r = st.resolve(key)?;
+        Ok(VolumeLease::new(self.open_volume(&st, r)?))
+    }
+
+    fn users(&self, id: &str) -> usize {
+        self.open
+            .lock()
+            .get(id)
+            .and_then(Weak::upgrade)
+            .map_or(0, |v| v.users())
+    }
+
+    fn info_of(&self, st: &State, r: &VolumeRecord) -> VolumeInfo {
+        let mut parent_chain = Vec::new();
+        let mut cur = r.parent.clone();
+        while let Some(p) = cur {
+            if parent_chain.contains(&p) || parent_chain.len() > st.volumes.len() {
+                break;
+            }
+            cur = st.volumes.get(&p).and_then(|x| x.parent.clone());
+            parent_chain.push(p);
+        }
+        let allocated_bytes = {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(self.paths(&r.layer).data).map_or(0, |m| m.blocks() * 512)
+        };
+        VolumeInfo {
+            record: r.clone(),
+            allocated_bytes,
+            parent_chain,
+            children: st.children(&r.id).iter().map(|c| c.id.clone()).collect(),
+            export: st.exports.get(&r.id).cloned(),
+            connections: self.users(&r.id),
+        }
+    }
+
+    /// Every volume.
+    pub fn list(&self) -> Vec<VolumeInfo> {
+        let st = self.state.lock();
+        st.volumes.values().map(|r| self.info_of(&st, r)).collect()
+    }
+
+    /// One volume, by id or name.
+    pub fn info(&self, key: &str) -> Result<VolumeInfo, StoreError> {
+        let st = self.state.lock();
+        let r = st.resolve(key)?;
+        Ok(self.info_of(&st, r))
+    }
+
+    /// Adds a new volume whose layer files already exist, or removes them if that fails.
+    fn commit_new(&self, st: &mut State, r: VolumeRecord) -> Result<VolumeInfo, StoreError> {
+        let result = self
+            .sync_layers_dir()
+            .and_then(|()| Ok(self.catalog.commit(&[Change::PutVolume(r.clone())])?));
+        if let Err(e) = result {
+            self.remove_layer_files(&r.layer);
+            return Err(e);
+        }
+        st.volumes.insert(r.id.clone(), r.clone());
+        Ok(self.info_of(st, &r))
+    }
+
+    fn new_record(
+        name: Option<&str>,
+        size: u64,
+        parent: Option<String>,
+        state: VolumeState,
+    ) -> VolumeRecord {
+        let id = uuid::Uuid::new_v4().to_string();
+        VolumeRecord {
+            name: name.map_or_else(|| id.clone(), str::to_string),
+            size,
+            block_size: DEFAULT_BLOCK_SIZE,
+            layer: uuid::Uuid::new_v4().to_string(),
+            parent,
+            state,
+            created: now(),
+            checksum: None,
+            origin: None,
+            id,
+        }
+    }
+
+    /// Creates an empty, writable, thin volume of `size` bytes.
+    pub fn create(&self, name: Option<&str>, size: u64) -> Result<VolumeInfo, StoreError> {
+        validate_size(size)?;
+        let mut st = self.state.lock();
+        if let Some(n) = name {
+            st.check_name_free(n)?;
+        }
+        let r = Self::new_record(name, size, None, VolumeState::Writable);
+        Layer::create(&self.paths(&r.layer), size, r.block_size, false)
+            .map_err(StoreError::io(format!("creating the layer of volume {}", r.id)))?;
+        self.commit_new(&mut st, r)
+    }
+
+    /// Makes a writable copy-on-write volume over the frozen volume `parent`, in O(1).
+    pub fn clone_volume(&self, parent: &str, name: Option<&str>) -> Result<VolumeInfo, StoreError> {
+        let mut st = self.state.lock();
+        let p = st.resolve(parent)?.clone();
+        if p.state != VolumeState::Frozen {
+            return Err(StoreError::NotFrozen(p.name));
+        }
+        if let Some(n) = name {
+            st.check_name_free(n)?;
+        }
+        let r = Self::new_record(name, p.size, Some(p.id.clone()), VolumeState::Writable);
+        Layer::create(&self.paths(&r.layer), r.size, r.block_size, true)
+            .map_err(StoreError::io(format!("creating the layer of volume {}", r.id)))?;
+        self.commit_new(&mut st, r)
+    }
+
+    /// Freezes the current content of writable volume `key` as a new immutable volume, in
+    /// O(1): the volume's layer becomes the snapshot's, and the volume continues on a new
+    /// empty layer over it. Open connections keep running; the volume's id does not change.
+    pub fn snapshot(&self, key: &str, name: Option<&str>) -> Result<VolumeInfo, StoreError> {
+        let mut st = self.state.lock();
+        let v = st.resolve(key)?.clone();
+        if v.state == VolumeState::Frozen {
+            return Err(StoreError::Frozen(v.name));
+        }
+        if let Some(n) = name {
+            st.check_name_free(n)?;
+        }
+        let volume = self.open_volume(&st, &v)?;
+        // Writers wait here until the volume continues on its new layer.
+        let mut chain = volume.chain.write();
+        chain[0]
+            .sync()
+            .map_err(StoreError::io(format!("flushing volume {}", v.id)))?;
+        let mut snap = Self::new_record(name, v.size, v.parent.clone(), VolumeState::Frozen);
+        snap.layer = v.layer.clone();
+        snap.block_size = v.block_size;
+        snap.origin = Some(format!("snapshot of {}", v.id));
+        let mut moved = Self::new_record(None, v.size, Some(snap.id.clone()), v.state);
+        moved.id = v.id.clone();
+        moved.name = v.name.clone();
+        moved.created = v.created;
+        moved.origin = v.origin.clone();
+        let new_layer_paths = self.paths(&moved.layer);
+        Layer::create(&new_layer_paths, v.size, moved.block_size, true)
+            .map_err(StoreError::io(format!("creating the new layer of volume {}", v.id)))?;
+        let committed = self.sync_layers_dir().and_then(|()| {
+            Ok(self.catalog.commit(&[
+                Change::PutVolume(snap.clone()),
+                Change::PutVolume(moved.clone()),
+            ])?)
+        });
+        if let Err(e) = committed {
+            self.remove_layer_files(&moved.layer);
+            return Err(e);
+        }
+        st.volumes.insert(snap.id.clone(), snap.clone());
+        st.volumes.insert(moved.id.clone(), moved.clone());
+        match self.open_layer(&moved) {
+            Ok(top) => chain.insert(0, top),
+            Err(e) => {
+                // The catalog is right; the open volume is not. Drop it so the next user
+                // reopens it from the catalog, and refuse I/O on the stale handle meanwhile.
+                tracing::error!("volume {}: reopening after snapshot failed: {e}", v.id);
+                self.open.lock().remove(&v.id);
+            }
+        }
+        Ok(self.info_of(&st, &snap))
+    }
+
+    /// Copies every block `key` reads from its parents into its own layer and detaches it
+    /// from them. Clients may keep using the volume meanwhile.
+    pub fn flatten(&self, key: &str) -> Result<VolumeInfo, StoreError> {
+        let (record, lease) = {
+            let st = self.state.lock();
+            let r = st.resolve(key)?.clone();
+            if r.parent.is_none() {
+                return Ok(self.info_of(&st, &r));
+            }
+            let lease = VolumeLease::new(self.open_volume(&st, &r)?);
+            (r, lease)
+        };
+        let volume = lease.volume();
+        volume
+            .fill_from_parents()
+            .map_err(StoreError::io(format!("flattening volume {}", record.id)))?;
+        let mut st = self.state.lock();
+        let mut r = st.resolve(&record.id)?.clone();
+        r.parent = None;
+        self.catalog.commit(&[Change::PutVolume(r.clone())])?;
+        st.volumes.insert(r.id.clone(), r.clone());
+        volume.chain.write().truncate(1);
+        // The layer now holds every block; it is opened without a map from now on.
+        let map = self.paths(&r.layer).map;
+        if let Err(e) = std::fs::remove_file(&map) {
+            tracing::warn!("could not remove {}: {e}", map.display());
+        }
+        Ok(self.info_of(&st, &r))
+    }
+
+    /// Deletes volume `key` and its export. Refused while it has children or users.
+    pub fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let mut st = self.state.lock();
+        let r = st.resolve(key)?.clone();
+        let children: Vec<String> = st
+            .children(&r.id)
+            .iter()
+            .map(|c| format!("{} ({})", c.name, c.id))
+            .collect();
+        if !children.is_empty() {
+            return Err(StoreError::HasChildren {
+                volume: r.name,
+                children,
+            });
+        }
+        let users = self.users(&r.id);
+        if users > 0 {
+            return Err(StoreError::InUse {
+                volume: r.name,
+                users,
+            });
+        }
+        self.catalog.commit(&[
+            Change::DeleteVolume(r.id.clone()),
+            Change::DeleteExport(r.id.clone()),
+        ])?;
+        st.volumes.remove(&r.id);
+        st.exports.remove(&r.id);
+        self.open.lock().remove(&r.id);
+        self.remove_layer_files(&r.layer);
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Makes every completed write on every open volume durable (used at shutdown).
+    pub fn sync_all(&self) -> Result<(), StoreError> {
+        let open: Vec<_> = self.open.lock().values().filter_map(Weak::upgrade).collect();
+        for v in open {
+            v.sync()
+                .map_err(StoreError::io(format!("syncing volume {}", v.id())))?;
+        }
+        Ok(())
+    }
+}

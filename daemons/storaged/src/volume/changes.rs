@@ -1,0 +1,107 @@
+//! What changed on a volume, for replication: the write hook and the changed-region map.
+//!
+//! Every acknowledged write passes through [`Replica::write`] after it is applied locally, so
+//! the HA pair can mirror it synchronously, and marks its region in a [`ChangeMap`], so a peer
+//! that was away can be resynchronised with the regions written meanwhile.
+
+use std::fmt::Debug;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A modification of a volume, as sent to a replica.
+#[derive(Debug, Clone, Copy)]
+pub enum WriteOp<'a> {
+    /// Bytes written at the offset.
+    Data(&'a [u8]),
+    /// `len` bytes made to read as zeroes; `may_trim` allows freeing the storage.
+    Zeroes { len: u64, may_trim: bool },
+}
+
+/// Where acknowledged writes are mirrored. A write is acknowledged to the client only after
+/// the replica accepted it, and a flush only after the replica flushed.
+pub trait Replica: Send + Sync + Debug {
+    fn write(&self, volume: &str, offset: u64, op: WriteOp<'_>) -> io::Result<()>;
+    fn flush(&self, volume: &str) -> io::Result<()>;
+}
+
+/// A single appliance: nothing to mirror to.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LocalOnly;
+
+impl Replica for LocalOnly {
+    fn write(&self, _volume: &str, _offset: u64, _op: WriteOp<'_>) -> io::Result<()> {
+        Ok(())
+    }
+    fn flush(&self, _volume: &str) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Granularity of change tracking.
+pub const REGION_BYTES: u64 = 1 << 20;
+
+/// A bitmap of the 1 MiB regions written since it was last taken.
+#[derive(Debug)]
+pub struct ChangeMap {
+    words: Vec<AtomicU64>,
+}
+
+impl ChangeMap {
+    pub fn new(size: u64) -> Self {
+        let regions = size.div_ceil(REGION_BYTES);
+        Self {
+            words: (0..regions.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Records that `[offset, offset + len)` changed.
+    pub fn mark(&self, offset: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        let first = offset / REGION_BYTES;
+        let last = (offset + len - 1) / REGION_BYTES;
+        for r in first..=last {
+            if let Some(w) = self.words.get((r / 64) as usize) {
+                w.fetch_or(1 << (r % 64), Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Returns the changed regions as `(offset, len)` byte ranges and clears them.
+    pub fn take(&self) -> Vec<(u64, u64)> {
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for (i, w) in self.words.iter().enumerate() {
+            let bits = w.swap(0, Ordering::AcqRel);
+            for b in 0..64 {
+                if bits & (1 << b) == 0 {
+                    continue;
+                }
+                let start = (i as u64 * 64 + b) * REGION_BYTES;
+                match out.last_mut() {
+                    Some((s, l)) if *s + *l == start => *l += REGION_BYTES,
+                    _ => out.push((start, REGION_BYTES)),
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_merge_into_ranges_and_take_clears() {
+        let m = ChangeMap::new(200 * REGION_BYTES);
+        m.mark(0, 1);
+        m.mark(REGION_BYTES + 5, REGION_BYTES);
+        m.mark(150 * REGION_BYTES, 4096);
+        assert_eq!(
+            m.take(),
+            vec![(0, 3 * REGION_BYTES), (150 * REGION_BYTES, REGION_BYTES)]
+        );
+        assert!(m.take().is_empty());
+    }
+}
