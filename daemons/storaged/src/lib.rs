@@ -10,3 +10,6 @@
 
 pub mod block;
 pub mod export;
+pub mod nbd;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
