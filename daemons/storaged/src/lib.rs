@@ -14,4 +14,6 @@ pub mod export;
 pub mod imagefile;
 pub mod nbd;
 pub mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod volume;
