@@ -52,8 +52,10 @@ impl Store {
         let mut r = Self::new_record(name, size, None, state);
         r.origin = origin;
         let paths = self.paths(&r.layer);
-        Layer::create(&paths, size, r.block_size, false)
-            .map_err(StoreError::io(format!("creating the layer of volume {}", r.id)))?;
+        Layer::create(&paths, size, r.block_size, false).map_err(StoreError::io(format!(
+            "creating the layer of volume {}",
+            r.id
+        )))?;
         let copied = (|| {
             let layer = Layer::open(&r.layer, &paths, size, r.block_size, false, true)?;
             let checksum = copy_into(&*source, &layer, size, progress)?;
@@ -71,11 +73,9 @@ impl Store {
         };
         r.checksum = Some(checksum);
         let mut st = self.state.lock();
-        if let Some(n) = name {
-            if let Err(e) = st.check_name_free(n) {
-                self.remove_layer_files(&r.layer);
-                return Err(e);
-            }
+        if let Some(Err(e)) = name.map(|n| st.check_name_free(n)) {
+            self.remove_layer_files(&r.layer);
+            return Err(e);
         }
         self.commit_new(&mut st, r)
     }
@@ -157,7 +157,9 @@ fn copy_into(
             if !is_zero(&buf[..n]) {
                 layer
                     .write_data(&buf[..n], pos)
-                    .map_err(StoreError::io(format!("writing the new volume at offset {pos}")))?;
+                    .map_err(StoreError::io(format!(
+                        "writing the new volume at offset {pos}"
+                    )))?;
             }
             pos += n as u64;
             progress(pos, size);
