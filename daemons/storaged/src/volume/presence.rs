@@ -129,7 +129,15 @@ impl PresenceMap {
             .create_new(true)
             .open(path)?;
         file.write_all_at(&header.encode(), 0)?;
-        file.set_len(header.file_len())?;
+        // Allocated now (as unwritten extents: no data is written), so that persisting bits
+        // later never needs free space: a full disk must not make a flush fail.
+        nix::fcntl::fallocate(
+            std::os::fd::AsFd::as_fd(&file),
+            nix::fcntl::FallocateFlags::empty(),
+            0,
+            header.file_len() as i64,
+        )
+        .map_err(io::Error::from)?;
         file.sync_all()
     }
 
