@@ -1,6 +1,9 @@
 //! Property test: random writes, zeroes, trims, clones, snapshots, flattens, deletes and
 //! restarts against an in-memory model of every volume's bytes.
 
+// Tests fail by panicking; an unexpected store error should do exactly that.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
@@ -11,18 +14,45 @@ const SIZE: u64 = 8 * DEFAULT_BLOCK_SIZE as u64 + 4096 * 3;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Write { vol: usize, off: u64, len: u64, byte: u8 },
-    Zero { vol: usize, off: u64, len: u64, may_trim: bool },
-    Trim { vol: usize, off: u64, len: u64 },
-    Clone { vol: usize },
-    Snapshot { vol: usize },
-    Flatten { vol: usize },
-    Delete { vol: usize },
+    Write {
+        vol: usize,
+        off: u64,
+        len: u64,
+        byte: u8,
+    },
+    Zero {
+        vol: usize,
+        off: u64,
+        len: u64,
+        may_trim: bool,
+    },
+    Trim {
+        vol: usize,
+        off: u64,
+        len: u64,
+    },
+    Clone {
+        vol: usize,
+    },
+    Snapshot {
+        vol: usize,
+    },
+    Flatten {
+        vol: usize,
+    },
+    Delete {
+        vol: usize,
+    },
     Restart,
 }
 
 fn range() -> impl Strategy<Value = (u64, u64)> {
-    (0..SIZE).prop_flat_map(|off| (Just(off), 1..=(SIZE - off).min(3 * DEFAULT_BLOCK_SIZE as u64)))
+    (0..SIZE).prop_flat_map(|off| {
+        (
+            Just(off),
+            1..=(SIZE - off).min(3 * DEFAULT_BLOCK_SIZE as u64),
+        )
+    })
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -61,7 +91,11 @@ fn check(store: &Store, model: &Model) {
     assert_eq!(listed, expected);
     for (id, (content, frozen, parent)) in &model.volumes {
         let info = store.info(id).unwrap();
-        assert_eq!(info.record.state == VolumeState::Frozen, *frozen, "state of {id}");
+        assert_eq!(
+            info.record.state == VolumeState::Frozen,
+            *frozen,
+            "state of {id}"
+        );
         assert_eq!(&info.record.parent, parent, "parent of {id}");
         let lease = store.lease(id).unwrap();
         let v = lease.volume();
@@ -80,7 +114,11 @@ fn check(store: &Store, model: &Model) {
         let mut pos = 0u64;
         for e in v.block_status(0, SIZE).unwrap() {
             if e.zero {
-                assert!(content[pos as usize..(pos + e.len) as usize].iter().all(|&b| b == 0));
+                assert!(
+                    content[pos as usize..(pos + e.len) as usize]
+                        .iter()
+                        .all(|&b| b == 0)
+                );
             }
             pos += e.len;
         }

@@ -11,7 +11,11 @@ use clap::{Args, Parser, Subcommand};
 use storaged::control::DEFAULT_SOCKET;
 
 #[derive(Debug, Parser)]
-#[command(name = "storaged", version, about = "Streamer volume store and NBD boot-volume service")]
+#[command(
+    name = "storaged",
+    version,
+    about = "Streamer volume store and NBD boot-volume service"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -34,9 +34,10 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, Failure> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let store = Arc::new(Store::open(&args.data_dir).map_err(|e| {
-        Failure::Local(storaged::control::error::error_chain(&e))
-    })?);
+    let store = Arc::new(
+        Store::open(&args.data_dir)
+            .map_err(|e| Failure::Local(storaged::control::error::error_chain(&e)))?,
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -195,7 +195,8 @@ pub fn run_volume(cmd: VolumeCommand) -> Result<ExitCode, Failure> {
                     Failure::Local(format!("cannot create {}: {e}", file.display()))
                 })?;
                 let token = uuid::Uuid::new_v4().to_string();
-                let bar = ProgressBar::new(&format!("exporting to {}", file.display()), client.json);
+                let bar =
+                    ProgressBar::new(&format!("exporting to {}", file.display()), client.json);
                 let call = c.proxy().export(&volume, &format, Fd::from(&f), &token);
                 let result = with_progress(&c, &token, &bar, call).await;
                 bar.finish();
@@ -203,7 +204,10 @@ pub fn run_volume(cmd: VolumeCommand) -> Result<ExitCode, Failure> {
                     let _ = std::fs::remove_file(&file);
                     return Err(e);
                 }
-                output::done(&format!("exported {volume} to {} ({format})", file.display()), client.json);
+                output::done(
+                    &format!("exported {volume} to {} ({format})", file.display()),
+                    client.json,
+                );
             }
             VolumeCommand::Clone {
                 parent,
@@ -211,7 +215,9 @@ pub fn run_volume(cmd: VolumeCommand) -> Result<ExitCode, Failure> {
                 client,
             } => {
                 let c = connect(&client).await?;
-                let info = c.clone_volume(&parent, name.as_deref().unwrap_or("")).await?;
+                let info = c
+                    .clone_volume(&parent, name.as_deref().unwrap_or(""))
+                    .await?;
                 output::volume(&info, client.json);
             }
             VolumeCommand::Snapshot {
@@ -271,10 +277,10 @@ async fn with_progress<T>(
                 return result.map_err(|e| storaged::control::client::ClientError::from(e).into());
             }
             Some(signal) = signals.next() => {
-                if let Ok(args) = signal.args() {
-                    if *args.token() == token {
-                        bar.update(*args.done(), *args.total());
-                    }
+                if let Ok(args) = signal.args()
+                    && *args.token() == token
+                {
+                    bar.update(*args.done(), *args.total());
                 }
             }
         }

@@ -34,9 +34,9 @@ fn optional(name: &str) -> Option<&str> {
 fn format_arg(format: &str) -> Result<Option<ImageFormat>, ControlError> {
     match format {
         "" | "auto" => Ok(None),
-        f => ImageFormat::from_str(f)
-            .map(Some)
-            .map_err(|_| ControlError::Invalid(format!("unknown image format {f:?}: use raw or qcow2"))),
+        f => ImageFormat::from_str(f).map(Some).map_err(|_| {
+            ControlError::Invalid(format!("unknown image format {f:?}: use raw or qcow2"))
+        }),
     }
 }
 

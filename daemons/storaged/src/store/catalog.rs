@@ -66,13 +66,17 @@ impl Catalog {
             for change in changes {
                 match change {
                     Change::PutVolume(r) => {
-                        volumes.insert(r.id.as_str(), json(r)?.as_str()).map_err(db_err)?;
+                        volumes
+                            .insert(r.id.as_str(), json(r)?.as_str())
+                            .map_err(db_err)?;
                     }
                     Change::DeleteVolume(id) => {
                         volumes.remove(id.as_str()).map_err(db_err)?;
                     }
                     Change::PutExport(r) => {
-                        exports.insert(r.volume.as_str(), json(r)?.as_str()).map_err(db_err)?;
+                        exports
+                            .insert(r.volume.as_str(), json(r)?.as_str())
+                            .map_err(db_err)?;
                     }
                     Change::DeleteExport(id) => {
                         exports.remove(id.as_str()).map_err(db_err)?;

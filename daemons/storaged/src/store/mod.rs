@@ -32,7 +32,9 @@ use parking_lot::Mutex;
 
 pub use self::catalog::CatalogError;
 use self::catalog::{Catalog, Change};
-pub use self::record::{ExportRecord, Problem, VerifyReport, VolumeInfo, VolumeRecord, VolumeState};
+pub use self::record::{
+    ExportRecord, Problem, VerifyReport, VolumeInfo, VolumeRecord, VolumeState,
+};
 pub use self::transfer::Progress;
 use crate::volume::layer::{Layer, LayerPaths};
 use crate::volume::presence::MapError;
@@ -137,7 +139,7 @@ fn validate_name(name: &str) -> Result<(), StoreError> {
 }
 
 fn validate_size(size: u64) -> Result<(), StoreError> {
-    if size == 0 || size % 512 != 0 || size > MAX_VOLUME_SIZE {
+    if size == 0 || !size.is_multiple_of(512) || size > MAX_VOLUME_SIZE {
         return Err(StoreError::Invalid(format!(
             "size {size} must be a non-zero multiple of 512 bytes, at most {MAX_VOLUME_SIZE}"
         )));
@@ -401,8 +403,9 @@ impl Store {
             st.check_name_free(n)?;
         }
         let r = Self::new_record(name, size, None, VolumeState::Writable);
-        Layer::create(&self.paths(&r.layer), size, r.block_size, false)
-            .map_err(StoreError::io(format!("creating the layer of volume {}", r.id)))?;
+        Layer::create(&self.paths(&r.layer), size, r.block_size, false).map_err(StoreError::io(
+            format!("creating the layer of volume {}", r.id),
+        ))?;
         self.commit_new(&mut st, r)
     }
 
@@ -417,8 +420,9 @@ impl Store {
             st.check_name_free(n)?;
         }
         let r = Self::new_record(name, p.size, Some(p.id.clone()), VolumeState::Writable);
-        Layer::create(&self.paths(&r.layer), r.size, r.block_size, true)
-            .map_err(StoreError::io(format!("creating the layer of volume {}", r.id)))?;
+        Layer::create(&self.paths(&r.layer), r.size, r.block_size, true).map_err(
+            StoreError::io(format!("creating the layer of volume {}", r.id)),
+        )?;
         self.commit_new(&mut st, r)
     }
 
@@ -450,8 +454,9 @@ impl Store {
         moved.created = v.created;
         moved.origin = v.origin.clone();
         let new_layer_paths = self.paths(&moved.layer);
-        Layer::create(&new_layer_paths, v.size, moved.block_size, true)
-            .map_err(StoreError::io(format!("creating the new layer of volume {}", v.id)))?;
+        Layer::create(&new_layer_paths, v.size, moved.block_size, true).map_err(StoreError::io(
+            format!("creating the new layer of volume {}", v.id),
+        ))?;
         let committed = self.sync_layers_dir().and_then(|()| {
             Ok(self.catalog.commit(&[
                 Change::PutVolume(snap.clone()),
@@ -543,7 +548,12 @@ impl Store {
 impl Store {
     /// Makes every completed write on every open volume durable (used at shutdown).
     pub fn sync_all(&self) -> Result<(), StoreError> {
-        let open: Vec<_> = self.open.lock().values().filter_map(Weak::upgrade).collect();
+        let open: Vec<_> = self
+            .open
+            .lock()
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
         for v in open {
             v.sync()
                 .map_err(StoreError::io(format!("syncing volume {}", v.id())))?;

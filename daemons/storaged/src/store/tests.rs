@@ -14,7 +14,12 @@ fn store() -> (tempfile::TempDir, Store) {
 
 fn frozen_base(store: &Store, size: u64) -> String {
     let v = store.create(Some("base"), size).unwrap().record.id;
-    store.lease(&v).unwrap().volume().write_at(b"golden", 0, false).unwrap();
+    store
+        .lease(&v)
+        .unwrap()
+        .volume()
+        .write_at(b"golden", 0, false)
+        .unwrap();
     store.snapshot(&v, Some("golden")).unwrap().record.id
 }
 
@@ -32,11 +37,23 @@ fn deleting_a_parent_names_its_children() {
 fn clone_needs_a_frozen_parent_and_snapshot_a_writable_volume() {
     let (_d, s) = store();
     let gold = frozen_base(&s, 1 << 20);
-    assert!(matches!(s.clone_volume("base", None), Err(StoreError::NotFrozen(_))));
-    assert!(matches!(s.snapshot(&gold, None), Err(StoreError::Frozen(_))));
-    assert!(matches!(s.create(Some("golden"), 4096), Err(StoreError::NameTaken(_))));
+    assert!(matches!(
+        s.clone_volume("base", None),
+        Err(StoreError::NotFrozen(_))
+    ));
+    assert!(matches!(
+        s.snapshot(&gold, None),
+        Err(StoreError::Frozen(_))
+    ));
+    assert!(matches!(
+        s.create(Some("golden"), 4096),
+        Err(StoreError::NameTaken(_))
+    ));
     assert!(matches!(s.create(None, 1000), Err(StoreError::Invalid(_))));
-    assert!(matches!(s.create(Some("a\nb"), 4096), Err(StoreError::Invalid(_))));
+    assert!(matches!(
+        s.create(Some("a\nb"), 4096),
+        Err(StoreError::Invalid(_))
+    ));
 }
 
 #[test]
@@ -68,7 +85,10 @@ fn a_volume_in_use_cannot_be_deleted() {
     let (_d, s) = store();
     let v = s.create(Some("v"), 1 << 20).unwrap().record.id;
     let lease = s.lease(&v).unwrap();
-    assert!(matches!(s.delete("v"), Err(StoreError::InUse { users: 1, .. })));
+    assert!(matches!(
+        s.delete("v"),
+        Err(StoreError::InUse { users: 1, .. })
+    ));
     drop(lease);
     s.delete("v").unwrap();
     assert!(matches!(s.info(&v), Err(StoreError::NotFound(_))));
@@ -92,7 +112,10 @@ fn leftovers_of_interrupted_operations_are_removed_on_open() {
 #[test]
 fn a_second_daemon_cannot_open_the_same_store() {
     let (d, _s) = store();
-    assert!(matches!(Store::open(d.path()), Err(StoreError::Locked { .. })));
+    assert!(matches!(
+        Store::open(d.path()),
+        Err(StoreError::Locked { .. })
+    ));
 }
 
 #[test]
@@ -103,7 +126,14 @@ fn verify_reports_damaged_layers_and_checksums() {
         let raw = dir.path().join("img.raw");
         std::fs::write(&raw, vec![7u8; 8192]).unwrap();
         let gold = s
-            .import(Some("gold"), File::open(&raw).unwrap(), None, false, None, &mut |_, _| {})
+            .import(
+                Some("gold"),
+                File::open(&raw).unwrap(),
+                None,
+                false,
+                None,
+                &mut |_, _| {},
+            )
             .unwrap()
             .record;
         assert!(gold.checksum.as_deref().unwrap().starts_with("sha256:"));
@@ -119,7 +149,10 @@ fn verify_reports_damaged_layers_and_checksums() {
     let report = s.verify(true).unwrap();
     let text = format!("{:?}", report.problems);
     assert!(text.contains("checksum"), "{text}");
-    assert!(text.contains(&clone.id) && text.contains("shorter than"), "{text}");
+    assert!(
+        text.contains(&clone.id) && text.contains("shorter than"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -129,10 +162,14 @@ fn exports_are_bound_to_their_clients() {
     let node: IpAddr = "10.0.0.5".parse().unwrap();
     let other: IpAddr = "10.0.0.6".parse().unwrap();
     assert!(matches!(s.open("os-1", node), Err(ExportError::Unknown(_))));
-    s.export_add(&v, vec!["10.0.0.5/32".parse().unwrap()], false).unwrap();
+    s.export_add(&v, vec!["10.0.0.5/32".parse().unwrap()], false)
+        .unwrap();
     assert!(s.open("os-1", node).is_ok());
     assert!(s.open(&v, node).is_ok());
-    assert!(matches!(s.open("os-1", other), Err(ExportError::Denied { .. })));
+    assert!(matches!(
+        s.open("os-1", other),
+        Err(ExportError::Denied { .. })
+    ));
     assert_eq!(ExportCatalog::list(&s, node).len(), 1);
     assert!(ExportCatalog::list(&s, other).is_empty());
     let mapped: IpAddr = "::ffff:10.0.0.5".parse().unwrap();
@@ -162,9 +199,16 @@ fn snapshot_keeps_the_live_volume_writable_and_the_snapshot_fixed() {
     lease.volume().read_at(&mut buf, 0).unwrap();
     assert_eq!(&buf[..50], &[2u8; 50]);
     assert_eq!(&buf[50..], &[1u8; 50]);
-    s.lease(&snap).unwrap().volume().read_at(&mut buf, 0).unwrap();
+    s.lease(&snap)
+        .unwrap()
+        .volume()
+        .read_at(&mut buf, 0)
+        .unwrap();
     assert_eq!(buf, [1u8; 100]);
-    assert_eq!(s.info(&v).unwrap().record.parent.as_deref(), Some(snap.as_str()));
+    assert_eq!(
+        s.info(&v).unwrap().record.parent.as_deref(),
+        Some(snap.as_str())
+    );
 }
 
 #[test]
@@ -172,7 +216,11 @@ fn flatten_detaches_a_clone_with_its_content() {
     let (_d, s) = store();
     let gold = frozen_base(&s, 1 << 20);
     let c = s.clone_volume(&gold, Some("c")).unwrap().record.id;
-    s.lease(&c).unwrap().volume().write_at(b"CLONE", 100, false).unwrap();
+    s.lease(&c)
+        .unwrap()
+        .volume()
+        .write_at(b"CLONE", 100, false)
+        .unwrap();
     let flat = s.flatten("c").unwrap();
     assert_eq!(flat.record.parent, None);
     assert!(flat.parent_chain.is_empty());

@@ -50,7 +50,9 @@ impl ChangeMap {
     pub fn new(size: u64) -> Self {
         let regions = size.div_ceil(REGION_BYTES);
         Self {
-            words: (0..regions.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            words: (0..regions.div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
         }
     }
 

@@ -5,8 +5,8 @@
 //! per run of blocks; every write, zero and trim goes through [`write`], the single place where
 //! replication to the peer appliance and change tracking hook in.
 
-pub mod changes;
 pub mod chain;
+pub mod changes;
 pub mod layer;
 pub mod presence;
 pub mod write;
