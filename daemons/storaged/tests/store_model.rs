@@ -1,7 +1,8 @@
 //! Property test: random writes, zeroes, trims, clones, snapshots, flattens, deletes and
 //! restarts against an in-memory model of every volume's bytes.
 
-#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+// Tests fail by panicking; an unexpected store error should do exactly that.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 

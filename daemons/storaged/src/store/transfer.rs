@@ -154,13 +154,9 @@ fn copy_into(
                 .read_at(&mut buf[..n], pos)
                 .map_err(StoreError::io(format!("reading the image at offset {pos}")))?;
             hasher.update(&buf[..n]);
-            if !is_zero(&buf[..n]) {
-                layer
-                    .write_data(&buf[..n], pos)
-                    .map_err(StoreError::io(format!(
-                        "writing the new volume at offset {pos}"
-                    )))?;
-            }
+            write_nonzero_blocks(layer, &buf[..n], pos).map_err(StoreError::io(format!(
+                "writing the new volume at offset {pos}"
+            )))?;
             pos += n as u64;
             progress(pos, size);
         }
@@ -170,4 +166,31 @@ fn copy_into(
     }
     progress(size, size);
     Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+}
+
+/// Writes the blocks of `buf` (at `offset`) that are not all zeroes, leaving holes for the
+/// rest. Zeroes are skipped block by block, not per 4 MiB chunk: a fully allocated raw file
+/// (a `dd` of a disk) must still import sparse, and a chunk with a little data in it would
+/// otherwise allocate the whole 4 MiB.
+fn write_nonzero_blocks(layer: &Layer, buf: &[u8], offset: u64) -> std::io::Result<()> {
+    let bs = layer.block_size();
+    let mut pos = 0usize;
+    let mut run: Option<usize> = None;
+    while pos < buf.len() {
+        let at = offset + pos as u64;
+        let end = (((at / bs) + 1) * bs - offset).min(buf.len() as u64) as usize;
+        match (is_zero(&buf[pos..end]), run) {
+            (false, None) => run = Some(pos),
+            (true, Some(start)) => {
+                layer.write_data(&buf[start..pos], offset + start as u64)?;
+                run = None;
+            }
+            _ => {}
+        }
+        pos = end;
+    }
+    if let Some(start) = run {
+        layer.write_data(&buf[start..], offset + start as u64)?;
+    }
+    Ok(())
 }
