@@ -1,0 +1,175 @@
+//! HPE's transport conventions, applied to every request before it reaches a handler.
+//!
+//! 1. `X-API-Version`: absent = 300; unsupported = 412 (not checked on `/rest/version`).
+//! 2. Authentication: the `auth` header must hold a live session ID, except for
+//!    `GET /rest/version` and `POST /rest/login-sessions`; otherwise 401.
+//! 3. Roles: `Read only` sessions may only read (and end their own session); otherwise 403.
+//! 4. Audit: every request that can change something is logged with who, what, when, result.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{Method, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use super::version::{self, ApiVersion};
+use crate::auth::{Role, Session};
+use crate::state::AppState;
+
+/// What every handler knows about the caller.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub version: ApiVersion,
+    /// `None` only on the public endpoints.
+    pub session: Option<Session>,
+}
+
+impl Ctx {
+    /// The user name for audit and task ownership.
+    pub fn user(&self) -> &str {
+        self.session
+            .as_ref()
+            .map_or("anonymous", |s| s.user.as_str())
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Ctx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Ctx>()
+            .cloned()
+            .ok_or_else(|| ApiError::internal("request context missing"))
+    }
+}
+
+fn is_public(method: &Method, path: &str) -> bool {
+    (path == "/rest/version" && method == Method::GET)
+        || (path == "/rest/login-sessions" && method == Method::POST)
+}
+
+fn may(role: Role, method: &Method, path: &str) -> bool {
+    match role {
+        Role::InfrastructureAdministrator => true,
+        Role::ReadOnly => {
+            matches!(*method, Method::GET | Method::HEAD) || path == "/rest/login-sessions"
+        }
+    }
+}
+
+/// The transport middleware (see the module documentation).
+pub async fn transport(
+    State(st): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let path = uri.path().to_string();
+    let version = if path == "/rest/version" {
+        ApiVersion(version::DEFAULT_VERSION)
+    } else {
+        match version::from_headers(req.headers()) {
+            Ok(v) => v,
+            Err(e) => return e.into_response(),
+        }
+    };
+    let session = if is_public(&method, &path) {
+        None
+    } else {
+        let token = req
+            .headers()
+            .get("auth")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let Some(session) = st.sessions.touch(token) else {
+            let msg = if token.is_empty() {
+                "The request has no auth header: log in first."
+            } else {
+                "The session is not valid or has expired: log in again."
+            };
+            return ApiError::Unauthorized(msg.into()).into_response();
+        };
+        if !may(session.role, &method, &path) {
+            let resp = ApiError::Forbidden(format!(
+                "User {} has the Read only role and cannot {method} {path}.",
+                session.user
+            ))
+            .into_response();
+            st.audit
+                .record(&session.user, peer.ip(), &method, &uri, resp.status());
+            return resp;
+        }
+        Some(session)
+    };
+    let user = session.as_ref().map(|s| s.user.clone());
+    if let Some(len) = oversized_json(&req) {
+        let resp = ApiError::PayloadTooLarge(format!(
+            "The request body has {len} bytes; JSON bodies are limited to {} bytes.",
+            super::JSON_BODY_LIMIT
+        ))
+        .into_response();
+        drain(req.into_body()).await;
+        return resp;
+    }
+    req.extensions_mut().insert(Ctx { version, session });
+    let resp = next.run(req).await;
+    if !matches!(method, Method::GET | Method::HEAD) && path != "/rest/login-sessions" {
+        st.audit.record(
+            user.as_deref().unwrap_or("anonymous"),
+            peer.ip(),
+            &method,
+            &uri,
+            resp.status(),
+        );
+    }
+    resp
+}
+
+/// The declared length of a non-upload body over the JSON limit.
+fn oversized_json(req: &Request) -> Option<u64> {
+    let multipart = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("multipart/"));
+    let len = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse::<u64>()
+        .ok()?;
+    (!multipart && len > super::JSON_BODY_LIMIT as u64).then_some(len)
+}
+
+/// Reads and discards a refused body (up to a bound) so the client, still sending, gets to
+/// read our 413 instead of a reset connection.
+async fn drain(body: axum::body::Body) {
+    const DRAIN_LIMIT: usize = 64 << 20;
+    let mut body = body.into_data_stream();
+    let mut seen = 0;
+    while let Some(Ok(chunk)) = futures_util::StreamExt::next(&mut body).await {
+        seen += chunk.len();
+        if seen > DRAIN_LIMIT {
+            break;
+        }
+    }
+}
+
+/// Unknown URI.
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("No resource at {}.", uri.path()))
+}
+
+/// Known URI, unsupported method.
+pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not supported on {}.", uri.path()))
+}

@@ -1,0 +1,85 @@
+//! `deployd`: the REST API daemon.
+//!
+//! Exit status: 0 after a clean shutdown; 1 if it cannot start (state directory, certificate,
+//! address in use) or the server fails.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use deployd::state::{AppState, Config};
+use deployd::tls::{TlsFiles, ensure_certificate};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "deployd",
+    version,
+    about = "Streamer REST API and deployment manager"
+)]
+struct Args {
+    /// Metadata database, audit log and TLS certificate.
+    #[arg(long)]
+    state_dir: PathBuf,
+    /// HTTPS address of the API.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    listen: SocketAddr,
+    /// storaged's control socket.
+    #[arg(long, env = "STORAGED_CONTROL", default_value = storaged::control::DEFAULT_SOCKET)]
+    storaged: PathBuf,
+    /// Close sessions idle for this many minutes.
+    #[arg(long, default_value_t = 60)]
+    session_idle_minutes: u64,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DEPLOYD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("deployd: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let config = Config {
+        state_dir: args.state_dir.clone(),
+        storaged_socket: args.storaged,
+        session_idle_timeout: Duration::from_secs(args.session_idle_minutes * 60),
+        admin_password: std::env::var("STREAMER_ADMIN_PASSWORD")
+            .ok()
+            .filter(|p| !p.is_empty()),
+    };
+    let (state, generated) = AppState::open(config)?;
+    if let Some(password) = generated {
+        // Shown once: it is not stored anywhere in clear.
+        eprintln!("deployd: first start: user Administrator, password {password}");
+        eprintln!("deployd: (set STREAMER_ADMIN_PASSWORD before the first start to choose it)");
+    }
+    let tls = TlsFiles::in_state_dir(&args.state_dir);
+    let names = vec!["localhost".to_string(), args.listen.ip().to_string()];
+    if ensure_certificate(&tls, &names)? {
+        tracing::info!(
+            "generated a self-signed certificate in {}",
+            tls.cert.display()
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let listener = std::net::TcpListener::bind(args.listen)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+    runtime.block_on(deployd::server::serve(Arc::new(state), listener, tls))?;
+    Ok(())
+}

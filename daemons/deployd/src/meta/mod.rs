@@ -1,0 +1,115 @@
+//! The metadata store: every resource the API manages, as JSON documents with revisions.
+//!
+//! The interface is etcd's shape on purpose: a global revision that every committed change
+//! increments, each record carrying the revision that last modified it (its eTag), and atomic
+//! multi-record transactions with per-record preconditions. One appliance uses [`RedbStore`];
+//! the HA pair will put etcd behind the same trait.
+
+mod redb_store;
+
+pub use redb_store::RedbStore;
+
+use serde_json::Value;
+
+/// What kind of resource a record is; also its key prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    PlanScript,
+    BuildPlan,
+    DeploymentPlan,
+    GoldenImage,
+    OsVolume,
+    ArtifactBundle,
+    DeploymentGroup,
+    Task,
+    User,
+    ServerHardware,
+    ServerProfile,
+}
+
+impl Kind {
+    /// The key prefix (and REST collection name).
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Self::PlanScript => "plan-scripts",
+            Self::BuildPlan => "build-plans",
+            Self::DeploymentPlan => "deployment-plans",
+            Self::GoldenImage => "golden-images",
+            Self::OsVolume => "os-volumes",
+            Self::ArtifactBundle => "artifact-bundles",
+            Self::DeploymentGroup => "deployment-groups",
+            Self::Task => "tasks",
+            Self::User => "users",
+            Self::ServerHardware => "server-hardware",
+            Self::ServerProfile => "server-profiles",
+        }
+    }
+}
+
+/// A store revision. Strictly increasing over committed transactions.
+pub type Revision = u64;
+
+/// A record as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub kind: Kind,
+    pub id: String,
+    /// Revision of the transaction that created the record.
+    pub created: Revision,
+    /// Revision of the transaction that last modified it (the eTag).
+    pub revision: Revision,
+    pub value: Value,
+}
+
+/// A precondition on one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// No condition.
+    Any,
+    /// The record must not exist.
+    Absent,
+    /// The record must exist (any revision).
+    Present,
+    /// The record must exist at exactly this revision.
+    Revision(Revision),
+}
+
+/// One change in a transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    Put {
+        kind: Kind,
+        id: String,
+        value: Value,
+        expect: Expect,
+    },
+    Delete {
+        kind: Kind,
+        id: String,
+        expect: Expect,
+    },
+}
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    /// A precondition did not hold; nothing was changed.
+    #[error("{kind:?} {id}: {what}")]
+    Conflict {
+        kind: Kind,
+        id: String,
+        what: String,
+    },
+    #[error("metadata store: {0}")]
+    Backend(String),
+}
+
+/// The metadata store interface.
+pub trait MetaStore: Send + Sync + std::fmt::Debug {
+    fn get(&self, kind: Kind, id: &str) -> Result<Option<Record>, MetaError>;
+    fn list(&self, kind: Kind) -> Result<Vec<Record>, MetaError>;
+    /// Applies `ops` atomically if every precondition holds, and returns the new revision.
+    fn apply(&self, ops: Vec<Op>) -> Result<Revision, MetaError>;
+    /// The revision of the last committed transaction.
+    fn revision(&self) -> Result<Revision, MetaError>;
+}

@@ -1,0 +1,39 @@
+//! `GET /rest/openapi.json`: the API description, generated from the handlers' annotations.
+
+use axum::Json;
+use utoipa::OpenApi;
+
+use crate::api::error::ErrorBody;
+
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(
+        title = "Streamer REST API",
+        description = "HPE Image Streamer compatible REST API of the Streamer appliance. Every call except GET /rest/version and POST /rest/login-sessions needs the `auth` header."
+    ),
+    paths(
+        crate::api::version::get_version,
+        crate::api::sessions::login,
+        crate::api::sessions::renew,
+        crate::api::sessions::logout,
+        crate::api::tasks::list_tasks,
+        crate::api::tasks::get_task,
+        crate::artifacts::plan_scripts::list,
+        crate::artifacts::plan_scripts::read,
+        crate::artifacts::plan_scripts::create,
+        crate::artifacts::plan_scripts::update,
+        crate::artifacts::plan_scripts::remove,
+        crate::artifacts::plan_scripts::differences,
+        crate::artifacts::plan_scripts::used_by_readonly,
+        get_openapi,
+    ),
+    components(schemas(ErrorBody))
+)]
+pub struct ApiDoc;
+
+/// This document.
+#[utoipa::path(get, path = "/rest/openapi.json", tag = "openapi",
+    responses((status = 200, description = "OpenAPI 3.1 document", body = Object)))]
+pub async fn get_openapi(_ctx: crate::api::transport::Ctx) -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,3 @@
+//! The plan-script language: guestfish scripts with `@Name@` custom attributes.
+
+pub mod attributes;

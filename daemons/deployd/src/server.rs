@@ -1,0 +1,56 @@
+//! Running the API: HTTPS listener, certificate reload on SIGHUP, graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum_server::tls_rustls::RustlsConfig;
+
+use crate::state::AppState;
+use crate::tls::TlsFiles;
+
+/// Serves the API on `listener` until SIGTERM or SIGINT.
+pub async fn serve(
+    state: Arc<AppState>,
+    listener: std::net::TcpListener,
+    tls: TlsFiles,
+) -> std::io::Result<()> {
+    // One process-wide crypto provider (ring): we build without aws-lc.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = RustlsConfig::from_pem_file(&tls.cert, &tls.key).await?;
+    let handle = axum_server::Handle::new();
+    tokio::spawn(signals(handle.clone(), config.clone(), tls));
+    let app = crate::api::router(state);
+    tracing::info!("REST API on https://{}", listener.local_addr()?);
+    listener.set_nonblocking(true)?;
+    axum_server::from_tcp_rustls(listener, config)
+        .handle(handle)
+        .serve(app.into_make_service_with_connect_info::<SocketAddr>())
+        .await
+}
+
+async fn signals(handle: axum_server::Handle, config: RustlsConfig, tls: TlsFiles) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                match config.reload_from_pem_file(&tls.cert, &tls.key).await {
+                    Ok(()) => tracing::info!("TLS certificate reloaded from {}", tls.cert.display()),
+                    Err(e) => tracing::error!("TLS certificate reload failed (keeping the old one): {e}"),
+                }
+            }
+        }
+    }
+    tracing::info!("shutting down");
+    handle.graceful_shutdown(Some(Duration::from_secs(10)));
+}

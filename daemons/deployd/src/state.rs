@@ -1,0 +1,84 @@
+//! Everything a request handler can reach.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::audit::AuditLog;
+use crate::auth::{LoginLimiter, Sessions, Users, bootstrap_administrator};
+use crate::meta::{MetaStore, RedbStore};
+use crate::tasks::Tasks;
+
+/// Settings of a deployd instance.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Metadata database, audit log, TLS certificate.
+    pub state_dir: PathBuf,
+    /// storaged's control socket (golden image and OS volume content).
+    pub storaged_socket: PathBuf,
+    /// Sessions idle longer than this are closed.
+    pub session_idle_timeout: Duration,
+    /// The first Administrator password (`STREAMER_ADMIN_PASSWORD`); generated if `None`.
+    pub admin_password: Option<String>,
+}
+
+/// Failures opening the state.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state directory {0}: {1}")]
+    Io(String, #[source] std::io::Error),
+    #[error(transparent)]
+    Meta(#[from] crate::meta::MetaError),
+    #[error("creating the Administrator user: {0}")]
+    Users(String),
+    #[error("recovering interrupted tasks: {0}")]
+    Tasks(String),
+}
+
+/// Shared state of the API.
+#[derive(Debug)]
+pub struct AppState {
+    pub config: Config,
+    pub meta: Arc<dyn MetaStore>,
+    pub users: Users,
+    pub sessions: Sessions,
+    pub limiter: LoginLimiter,
+    pub tasks: Tasks,
+    pub audit: AuditLog,
+}
+
+impl AppState {
+    /// Opens the state directory. The second value is a generated Administrator password, to
+    /// be shown once, on the very first start.
+    pub fn open(config: Config) -> Result<(Self, Option<String>), StateError> {
+        let dir = &config.state_dir;
+        let io = |p: &Path| {
+            let p = p.display().to_string();
+            move |e| StateError::Io(p, e)
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let meta: Arc<dyn MetaStore> = Arc::new(RedbStore::open(&dir.join("meta.redb"))?);
+        let users = Users::new(Arc::clone(&meta));
+        let generated = bootstrap_administrator(&users, config.admin_password.clone())
+            .map_err(|e| StateError::Users(e.to_string()))?;
+        let tasks = Tasks::new(Arc::clone(&meta));
+        let interrupted = tasks
+            .fail_interrupted()
+            .map_err(|e| StateError::Tasks(e.to_string()))?;
+        if interrupted > 0 {
+            tracing::warn!("{interrupted} task(s) interrupted by the last stop were marked failed");
+        }
+        let audit_path = dir.join("audit.log");
+        let audit = AuditLog::open(&audit_path).map_err(io(&audit_path))?;
+        let state = Self {
+            sessions: Sessions::new(config.session_idle_timeout),
+            limiter: LoginLimiter::default(),
+            config,
+            meta,
+            users,
+            tasks,
+            audit,
+        };
+        Ok((state, generated))
+    }
+}

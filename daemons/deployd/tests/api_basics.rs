@@ -1,0 +1,171 @@
+//! Transport conventions and plan scripts through the real HTTPS API.
+
+mod common;
+
+use common::TestServer;
+use serde_json::{Value, json};
+
+#[test]
+fn version_is_public_and_everything_else_needs_a_session() {
+    let s = TestServer::start();
+    let http = s.anonymous();
+    let v: Value = http
+        .get(format!("{}/rest/version", s.base))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(v["currentVersion"], 2020);
+    assert_eq!(v["minimumVersion"], 300);
+    for path in ["/rest/plan-scripts", "/rest/tasks", "/rest/openapi.json"] {
+        let r = http.get(format!("{}{path}", s.base)).send().unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+        let body: Value = r.json().unwrap();
+        assert_eq!(body["errorCode"], "AUTHORIZATION");
+    }
+    let r = http
+        .post(format!("{}/rest/login-sessions", s.base))
+        .json(&json!({"userName": "Administrator", "password": "wrong"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[test]
+fn api_versions_outside_300_to_2020_get_412() {
+    let s = TestServer::start();
+    let api = s.login(300);
+    for (v, status) in [
+        ("299", 412),
+        ("2021", 412),
+        ("abc", 412),
+        ("300", 200),
+        ("2020", 200),
+    ] {
+        let r = api
+            .http
+            .get(format!("{}/rest/plan-scripts", api.base))
+            .header("auth", &api.token)
+            .header("X-API-Version", v)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), status, "version {v}");
+    }
+}
+
+#[test]
+fn plan_script_crud_with_etags_and_derived_attributes() {
+    let s = TestServer::start();
+    let api = s.login(800);
+    let r = api.post(
+        "/rest/plan-scripts",
+        &json!({"name": "demo", "planType": "Deploy", "hpProvided": "false",
+                "content": "echo @Hostname:web01@\necho @Nic.ipaddress@\n"}),
+    );
+    assert_eq!(r.status(), 201);
+    let ps: Value = r.json().unwrap();
+    let uri = ps["uri"].as_str().unwrap().to_string();
+    assert_eq!(ps["type"], "PlanScript");
+    assert_eq!(ps["planType"], "deploy");
+    let attrs: Vec<Value> = serde_json::from_str(ps["customAttributes"].as_str().unwrap()).unwrap();
+    assert_eq!(attrs[0]["name"], "Hostname");
+    assert_eq!(attrs[0]["value"], "web01");
+    assert_eq!(attrs[1]["type"], "nic");
+    // Duplicate names are refused.
+    let dup = api.post(
+        "/rest/plan-scripts",
+        &json!({"name": "demo", "planType": "general"}),
+    );
+    assert_eq!(dup.status(), 409);
+    // Update with a stale eTag: 412; with the current one: a completed task.
+    let mut changed = ps.clone();
+    changed["content"] = json!("echo changed");
+    let stale = api
+        .req(reqwest::Method::PUT, &uri)
+        .header("If-Match", "\"1\"")
+        .json(&changed)
+        .send()
+        .unwrap();
+    assert_eq!(stale.status(), 412);
+    let ok = api
+        .req(reqwest::Method::PUT, &uri)
+        .header("If-Match", ps["eTag"].as_str().unwrap())
+        .json(&changed)
+        .send()
+        .unwrap();
+    let task = api.wait_task(ok);
+    assert_eq!(task["taskState"], "Completed");
+    assert_eq!(task["type"], "TaskResourceV2");
+    assert_eq!(task["associatedResource"]["resourceUri"], uri.as_str());
+    assert_eq!(api.get_json(&uri)["content"], "echo changed");
+    // Paging: nextPageUri null on the last page.
+    for i in 0..4 {
+        api.post(
+            "/rest/plan-scripts",
+            &json!({"name": format!("p{i}"), "planType": "capture"}),
+        );
+    }
+    let page = api.get_json("/rest/plan-scripts?start=0&count=2");
+    assert_eq!(page["total"], 5);
+    assert!(page["nextPageUri"].is_string());
+    let last = api.get_json("/rest/plan-scripts?start=4&count=2");
+    assert!(last["nextPageUri"].is_null());
+    let filtered = api.get_json("/rest/plan-scripts?filter=%22planType%3D%27capture%27%22");
+    assert_eq!(filtered["total"], 4);
+    // Delete.
+    assert_eq!(api.delete(&uri).status(), 204);
+    assert_eq!(api.get(&uri).status(), 404);
+}
+
+#[test]
+fn bad_input_gets_a_clear_4xx_and_stores_nothing() {
+    let s = TestServer::start();
+    let api = s.login(800);
+    let cases = [
+        ("{not json", "INVALID_JSON"),
+        ("{\"name\": 5, \"planType\": \"deploy\"}", "INVALID_JSON"),
+        (
+            "{\"name\": \"x\", \"planType\": \"sideways\"}",
+            "INVALID_JSON",
+        ),
+        ("{\"name\": \"\", \"planType\": \"deploy\"}", "INVALID_NAME"),
+        ("", "EMPTY_BODY"),
+    ];
+    for (body, code) in cases {
+        let r = api
+            .req(reqwest::Method::POST, "/rest/plan-scripts")
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+        let e: Value = r.json().unwrap();
+        assert_eq!(e["errorCode"], code, "{body}: {e}");
+        assert!(!e["message"].as_str().unwrap().is_empty());
+    }
+    let big = "x".repeat(9 << 20);
+    let r = api.post(
+        "/rest/plan-scripts",
+        &json!({"name": "big", "planType": "deploy", "content": big}),
+    );
+    assert_eq!(r.status(), 413);
+    assert_eq!(api.get_json("/rest/plan-scripts")["total"], 0);
+}
+
+#[test]
+fn changes_survive_a_restart() {
+    let s = TestServer::start();
+    let api = s.login(300);
+    let r = api.post(
+        "/rest/plan-scripts",
+        &json!({"name": "kept", "planType": "deploy"}),
+    );
+    assert_eq!(r.status(), 201);
+    let dir = s.stop();
+    let s = TestServer::start_in(dir);
+    let api = s.login(300);
+    assert_eq!(
+        api.get_json("/rest/plan-scripts?filter=name='kept'")["total"],
+        1
+    );
+}

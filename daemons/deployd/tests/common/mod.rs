@@ -1,0 +1,177 @@
+//! Test harness: a real deployd (HTTPS, self-signed certificate) in this process on a free
+//! loopback port, and a small blocking client that logs in and speaks the API's JSON.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deployd::state::{AppState, Config};
+use deployd::tls::{TlsFiles, ensure_certificate};
+use reqwest::blocking::{Client, Response};
+use serde_json::{Value, json};
+
+pub const PASSWORD: &str = "test-admin-password";
+
+/// A running deployd; stopped when dropped (with its runtime).
+pub struct TestServer {
+    pub base: String,
+    pub state_dir: tempfile::TempDir,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl TestServer {
+    pub fn start() -> Self {
+        Self::start_in(tempfile::tempdir().unwrap())
+    }
+
+    /// Starts on an existing state directory (to test restarts).
+    pub fn start_in(state_dir: tempfile::TempDir) -> Self {
+        let config = Config {
+            state_dir: state_dir.path().to_path_buf(),
+            storaged_socket: state_dir.path().join("storaged.sock"),
+            session_idle_timeout: Duration::from_secs(600),
+            admin_password: Some(PASSWORD.into()),
+        };
+        let (state, _) = AppState::open(config).unwrap();
+        let tls = TlsFiles::in_state_dir(state_dir.path());
+        ensure_certificate(&tls, &["localhost".into()]).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("https://{}", listener.local_addr().unwrap());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.spawn(deployd::server::serve(Arc::new(state), listener, tls));
+        let server = Self {
+            base,
+            state_dir,
+            runtime: Some(runtime),
+        };
+        // Wait until it answers.
+        for _ in 0..100 {
+            if server
+                .anonymous()
+                .get(format!("{}/rest/version", server.base))
+                .send()
+                .is_ok()
+            {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("deployd did not start");
+    }
+
+    /// Stops the server and returns its state directory.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(5));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.state_dir, dir)
+    }
+
+    pub fn anonymous(&self) -> Client {
+        Client::builder()
+            .danger_accept_invalid_certs(true)
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap()
+    }
+
+    /// A client logged in as Administrator, sending X-API-Version `version`.
+    pub fn login(&self, version: u32) -> Api {
+        self.login_as("Administrator", PASSWORD, version)
+    }
+
+    pub fn login_as(&self, user: &str, password: &str, version: u32) -> Api {
+        let http = self.anonymous();
+        let r = http
+            .post(format!("{}/rest/login-sessions", self.base))
+            .json(&json!({"userName": user, "password": password}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "login failed: {}", r.text().unwrap());
+        let token = r.json::<Value>().unwrap()["sessionID"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        Api {
+            http,
+            base: self.base.clone(),
+            token,
+            version,
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(5));
+        }
+    }
+}
+
+/// A logged-in API client.
+pub struct Api {
+    pub http: Client,
+    pub base: String,
+    pub token: String,
+    pub version: u32,
+}
+
+impl Api {
+    pub fn req(&self, method: reqwest::Method, path: &str) -> reqwest::blocking::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .header("auth", &self.token)
+            .header("X-API-Version", self.version.to_string())
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        self.req(reqwest::Method::GET, path).send().unwrap()
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> Response {
+        self.req(reqwest::Method::POST, path)
+            .json(body)
+            .send()
+            .unwrap()
+    }
+
+    pub fn put(&self, path: &str, body: &Value) -> Response {
+        self.req(reqwest::Method::PUT, path)
+            .json(body)
+            .send()
+            .unwrap()
+    }
+
+    pub fn delete(&self, path: &str) -> Response {
+        self.req(reqwest::Method::DELETE, path).send().unwrap()
+    }
+
+    /// GETs `path`, asserting 200, as JSON.
+    pub fn get_json(&self, path: &str) -> Value {
+        let r = self.get(path);
+        assert_eq!(r.status(), 200, "GET {path}");
+        r.json().unwrap()
+    }
+
+    /// Follows a 202's task until it ends; returns the final task.
+    pub fn wait_task(&self, accepted: Response) -> Value {
+        assert_eq!(accepted.status(), 202, "expected 202 Accepted");
+        let location = accepted.headers()["location"].to_str().unwrap().to_string();
+        for _ in 0..600 {
+            let t = self.get_json(&location);
+            match t["taskState"].as_str() {
+                Some("Running" | "New" | "Starting" | "Pending") => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                _ => return t,
+            }
+        }
+        panic!("task {location} did not finish");
+    }
+}
