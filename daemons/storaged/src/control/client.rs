@@ -54,6 +54,9 @@ pub enum ClientError {
     /// The daemon refused or failed the request; the text is its message.
     #[error("{0}")]
     Remote(String),
+    /// The connection to the daemon failed (it stopped, or the socket broke).
+    #[error("lost the connection to storaged: {0}")]
+    Transport(String),
     #[error("storaged sent an unreadable reply: {0}")]
     Reply(#[from] serde_json::Error),
 }
@@ -62,7 +65,9 @@ impl From<zbus::Error> for ClientError {
     fn from(e: zbus::Error) -> Self {
         match e {
             zbus::Error::MethodError(_, Some(msg), _) => Self::Remote(msg),
-            other => Self::Remote(other.to_string()),
+            zbus::Error::MethodError(name, None, _) => Self::Remote(name.to_string()),
+            zbus::Error::FDO(e) => Self::Remote(e.to_string()),
+            other => Self::Transport(other.to_string()),
         }
     }
 }

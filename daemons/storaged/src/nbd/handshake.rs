@@ -589,16 +589,29 @@ mod tests {
         }
     }
 
+    /// One process-wide subscriber writing into a buffer. A per-test `set_default` is not
+    /// reliable: tracing caches each call site's interest globally, so a test running on
+    /// another thread without a subscriber can disable the call site for this one.
+    fn global_logs() -> LogBuf {
+        static LOGS: std::sync::OnceLock<LogBuf> = std::sync::OnceLock::new();
+        LOGS.get_or_init(|| {
+            let logs = LogBuf::default();
+            let sink = logs.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || sink.clone())
+                .with_ansi(false)
+                .finish();
+            // Fails only if another test installed a global subscriber first; then the
+            // assertion below reports it.
+            let _ = tracing::subscriber::set_global_default(subscriber);
+            logs
+        })
+        .clone()
+    }
+
     #[tokio::test]
     async fn denied_client_is_logged_with_client_and_export() {
-        let logs = LogBuf::default();
-        let sink = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || sink.clone())
-            .with_ansi(false)
-            .finish();
-        // Current-thread runtime: the server task runs on this thread, under this subscriber.
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let logs = global_logs();
         let mut c = connect(&catalog(), STRANGER);
         c.greet(FLAG_C_FIXED_NEWSTYLE).await;
         assert_eq!(
@@ -606,12 +619,9 @@ mod tests {
             REP_ERR_POLICY
         );
         let text = String::from_utf8_lossy(&logs.0.lock()).into_owned();
-        let line = text
-            .lines()
-            .find(|l| l.contains("WARN"))
-            .unwrap_or_default();
         assert!(
-            line.contains("10.9.9.9") && line.contains("os-vol"),
+            text.lines()
+                .any(|l| l.contains("WARN") && l.contains("10.9.9.9") && l.contains("os-vol")),
             "{text}"
         );
     }
