@@ -8,6 +8,8 @@ packages=(
     libnbd-bin      # nbdinfo, nbdcopy: libnbd's NBD clients
     fio             # 4 KiB random-read IOPS over NBD (make bench)
     e2fsprogs
+    dosfstools      # mkfs.vfat: FAT test images (UEFI system partitions)
+    mtools          # mtype: cross-checks our FAT writes with another implementation
     util-linux
 )
 

@@ -1,4 +1,5 @@
 //! The plan-script language: guestfish scripts with `@Name@` custom attributes.
 
 pub mod attributes;
+pub mod guest;
 pub mod parse;
