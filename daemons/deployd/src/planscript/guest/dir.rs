@@ -69,6 +69,14 @@ impl DirFs {
         })
     }
 
+    /// The host path of directory `path` of the guest, resolved inside the guest (so a
+    /// symlinked mount point cannot lead outside it).
+    pub fn resolve_dir(&self, path: &str) -> Result<PathBuf, GuestError> {
+        let fd = self.open_at(path, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty())?;
+        let link = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+        std::fs::read_link(&link).map_err(GuestError::io(path))
+    }
+
     fn open_at(&self, path: &str, flags: OFlag, mode: Mode) -> Result<OwnedFd, GuestError> {
         openat2(self.root.as_fd(), rel(path).as_str(), how(flags, mode))
             .map_err(|e| GuestError::io(path)(e.into()))
