@@ -58,6 +58,7 @@ impl AppState {
         };
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let meta: Arc<dyn MetaStore> = Arc::new(RedbStore::open(&dir.join("meta.redb"))?);
+        crate::artifacts::deployment_groups::ensure_default(meta.as_ref())?;
         let users = Users::new(Arc::clone(&meta));
         let generated = bootstrap_administrator(&users, config.admin_password.clone())
             .map_err(|e| StateError::Users(e.to_string()))?;

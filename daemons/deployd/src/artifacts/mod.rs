@@ -4,6 +4,10 @@
 //! Records are stored as HPE's JSON documents without the server-computed fields; `render`
 //! adds `uri`, `eTag` (the store revision), `type` (by API version) and `category`.
 
+pub mod attributes;
+pub mod build_plans;
+pub mod deployment_groups;
+pub mod deployment_plans;
 pub mod plan_scripts;
 pub mod usage;
 
@@ -177,6 +181,19 @@ pub mod loose_bool {
                     "expected true or false, got {t:?}"
                 ))),
             },
+        }
+    }
+
+    /// As [`deserialize`], but absent or `null` stays `None` (for fields defaulting to true).
+    pub fn option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrap(#[serde(deserialize_with = "deserialize")] bool);
+        let v = Option::<serde_json::Value>::deserialize(d)?;
+        match v {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(v) => serde_json::from_value::<Wrap>(v)
+                .map(|w| Some(w.0))
+                .map_err(serde::de::Error::custom),
         }
     }
 }

@@ -102,23 +102,9 @@ pub struct PlanScriptDoc {
 
 /// The `customAttributes` string of a script's content.
 pub fn custom_attributes_of(content: &str) -> String {
-    let list: Vec<Value> = attributes::declared(content)
-        .into_iter()
-        .filter(|d| !d.name.starts_with('_'))
-        .map(|d| {
-            let nic = !d.fields.is_empty();
-            json!({
-                "name": d.name,
-                "value": if nic { Value::Null } else { json!(d.default.unwrap_or_default()) },
-                "type": if nic { "nic" } else { "string" },
-                "constraints": if nic {
-                    json!({"ipv4static": true, "ipv4dhcp": true, "ipv4disable": false, "parameters": d.fields}).to_string()
-                } else {
-                    "{\"regex\":\"\",\"helpText\":\"\"}".to_string()
-                },
-                "description": "",
-            })
-        })
+    let list: Vec<Value> = super::attributes::derived(attributes::declared(content))
+        .iter()
+        .map(super::attributes::Attribute::document)
         .collect();
     Value::Array(list).to_string()
 }
