@@ -1,6 +1,9 @@
 //! Property test: random writes, zeroes, trims, clones, snapshots, flattens, deletes and
 //! restarts against an in-memory model of every volume's bytes.
 
+// The model's helpers run only inside the property test, where a failed unwrap is the report.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;

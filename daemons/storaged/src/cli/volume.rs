@@ -271,10 +271,10 @@ async fn with_progress<T>(
                 return result.map_err(|e| storaged::control::client::ClientError::from(e).into());
             }
             Some(signal) = signals.next() => {
-                if let Ok(args) = signal.args() {
-                    if *args.token() == token {
-                        bar.update(*args.done(), *args.total());
-                    }
+                if let Ok(args) = signal.args()
+                    && *args.token() == token
+                {
+                    bar.update(*args.done(), *args.total());
                 }
             }
         }

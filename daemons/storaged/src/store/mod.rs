@@ -137,7 +137,7 @@ fn validate_name(name: &str) -> Result<(), StoreError> {
 }
 
 fn validate_size(size: u64) -> Result<(), StoreError> {
-    if size == 0 || size % 512 != 0 || size > MAX_VOLUME_SIZE {
+    if size == 0 || !size.is_multiple_of(512) || size > MAX_VOLUME_SIZE {
         return Err(StoreError::Invalid(format!(
             "size {size} must be a non-zero multiple of 512 bytes, at most {MAX_VOLUME_SIZE}"
         )));

@@ -71,11 +71,11 @@ impl Store {
         };
         r.checksum = Some(checksum);
         let mut st = self.state.lock();
-        if let Some(n) = name {
-            if let Err(e) = st.check_name_free(n) {
-                self.remove_layer_files(&r.layer);
-                return Err(e);
-            }
+        if let Some(n) = name
+            && let Err(e) = st.check_name_free(n)
+        {
+            self.remove_layer_files(&r.layer);
+            return Err(e);
         }
         self.commit_new(&mut st, r)
     }

@@ -217,7 +217,7 @@ impl PresenceMap {
         let state = self.is_present(start);
         let mut b = start + 1;
         while b < limit {
-            if b % 64 == 0 && b + 64 <= limit {
+            if b.is_multiple_of(64) && b + 64 <= limit {
                 let w = self.words[(b / 64) as usize].load(Ordering::Acquire);
                 let uniform = if state { u64::MAX } else { 0 };
                 if w == uniform {
