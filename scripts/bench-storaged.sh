@@ -93,9 +93,9 @@ mbps() { python3 -c "import sys; print(f'{int(sys.argv[1]) / 1e6 / float(sys.arg
 ratio() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}')" "$1" "$2"; }
 verdict() { python3 -c "import sys; print('pass' if float(sys.argv[1]) >= float(sys.argv[2]) else 'FAIL')" "$1" "$2"; }
 json_field() { python3 -c "import json, sys; print(json.load(sys.stdin)[sys.argv[1]])" "$1"; }
-meminfo_cached() { awk '/^Cached:/ {print $2 * 1024}' /proc/meminfo; }
+meminfo_cached() { awk '/^Cached:/ {printf "%.0f\n", $2 * 1024}' /proc/meminfo; }
 # Bytes of a file resident in the page cache.
-resident() { fincore -b -n -o RES "$@" | awk '{s += $1} END {print s + 0}'; }
+resident() { fincore -b -n -o RES "$@" | awk '{s += $1} END {printf "%.0f\n", s}'; }
 gib() { python3 -c "import sys; print(f'{int(sys.argv[1]) / 2**30:.2f}')" "$1"; }
 
 wait_nbd() {
