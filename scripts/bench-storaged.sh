@@ -456,9 +456,9 @@ Source: the image file, read from the page cache. Each run writes into a fresh t
 clone of \`golden\` (storaged), a fresh \`cp\` of the raw file (qemu-nbd raw) or a new qcow2
 overlay (qemu-nbd qcow2); the page cache is synced before each run. nbdcopy does not flush at
 the end (no \`--flush\`), so this is the servers' write path into the page cache, with the
-kernel's background writeback running as it would. qemu-nbd does not offer multi-conn on a
-writable export, so nbdcopy uses one connection to it; storaged offers it (so nbdcopy uses
-4); the "1 connection" row forces one connection to storaged too.
+kernel's background writeback running as it would. nbdcopy opens up to 4 connections to a
+server that offers multi-conn (column below); the "1 connection" row forces a single
+connection to storaged.
 
 | target | multi-conn | MB/s |
 |---|---|---:|
