@@ -29,7 +29,9 @@ run: build
 	STORAGED_CONTROL=$(VAR)/run/storaged.sock target/release/storaged serve \
 		--data-dir $(VAR)/run/data --nbd-listen 127.0.0.1:10809
 
+# storaged vs qemu-nbd and a local copy; needs root (drops caches). Writes BENCHMARKS.md.
 bench: build
+	$(CARGO) build --locked --release -p storaged --example clone_time
 	scripts/bench-storaged.sh
 
 clean:

@@ -28,6 +28,17 @@ pub trait BlockDevice: Send + Sync {
     /// Fills `buf` from `offset`.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
 
+    /// Fills `buf` from `offset` only if that needs no disk I/O and no waiting on locks (the
+    /// data is in the page cache or in memory), and says whether it did. On `Ok(false)` or an
+    /// error the contents of `buf` are unspecified and the caller falls back to
+    /// [`read_at`](Self::read_at), which also reports any error properly.
+    ///
+    /// This lets the NBD server answer cache hits on its async thread instead of paying a
+    /// hand-off to the blocking pool and back for each request. The default never tries.
+    fn read_cached(&self, _buf: &mut [u8], _offset: u64) -> io::Result<bool> {
+        Ok(false)
+    }
+
     /// Writes `buf` at `offset`; with `fua` the data is durable when this returns.
     fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> io::Result<()>;
 

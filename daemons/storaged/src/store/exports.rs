@@ -129,6 +129,9 @@ impl BlockDevice for ReadOnlyView {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.0.read_at(buf, offset)
     }
+    fn read_cached(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+        self.0.read_cached(buf, offset)
+    }
     fn write_at(&self, _: &[u8], _: u64, _: bool) -> io::Result<()> {
         Err(read_only_error())
     }

@@ -237,3 +237,25 @@ fn flatten_detaches_a_clone_with_its_content() {
     s.delete(&gold).unwrap_err(); // still the parent of "base"
     assert!(s.verify(true).unwrap().problems.is_empty());
 }
+
+#[test]
+fn page_cache_reads_match_blocking_reads_through_a_chain() {
+    let (_d, s) = store();
+    let gold = frozen_base(&s, 1 << 20);
+    let clone = s.clone_volume(&gold, None).unwrap().record.id;
+    let lease = s.lease(&clone).unwrap();
+    let v = lease.volume();
+    // Own blocks, a partly written block over the parent, the parent's blocks and holes.
+    v.write_at(&[7; 5000], 70_000, false).unwrap();
+    let mut want = vec![0u8; 300_000];
+    v.read_at(&mut want, 0).unwrap();
+    assert_eq!(&want[..6], b"golden");
+    assert!(want[70_000..75_000].iter().all(|&b| b == 7));
+    // That read brought every page into the cache, holes included.
+    let mut got = vec![0xa5u8; 300_000];
+    if !v.read_cached(&mut got, 0).unwrap() {
+        eprintln!("skipped: this file system does not serve RWF_NOWAIT reads from the cache");
+        return;
+    }
+    assert!(got == want, "page-cache read differs from the blocking read");
+}

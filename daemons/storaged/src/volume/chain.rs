@@ -65,19 +65,36 @@ impl Volume {
 /// Reads `buf.len()` bytes at `offset` through `layers` (top first). Bytes beyond a layer's
 /// size, or below the last layer, read as zeroes.
 pub(crate) fn read_chain(layers: &[Arc<Layer>], buf: &mut [u8], offset: u64) -> io::Result<()> {
+    read_chain_via(layers, buf, offset, &|layer, b, o| {
+        layer.read_data(b, o).map(|()| true)
+    })
+    .map(|_| ())
+}
+
+/// How [`read_chain_via`] reads one layer's data file: `Ok(false)` gives up the whole read.
+type ReadLayer<'a> = &'a dyn Fn(&Layer, &mut [u8], u64) -> io::Result<bool>;
+
+/// [`read_chain`] with the data-file read supplied, so the same walk serves blocking reads
+/// and page-cache-only reads. Returns `Ok(false)` as soon as `read` does.
+fn read_chain_via(
+    layers: &[Arc<Layer>],
+    buf: &mut [u8],
+    offset: u64,
+    read: ReadLayer<'_>,
+) -> io::Result<bool> {
     let Some((top, rest)) = layers.split_first() else {
         buf.fill(0);
-        return Ok(());
+        return Ok(true);
     };
     let end = offset + buf.len() as u64;
     let within_end = end.min(top.size()).max(offset);
     let (inside, beyond) = buf.split_at_mut((within_end - offset) as usize);
     beyond.fill(0);
     if inside.is_empty() {
-        return Ok(());
+        return Ok(true);
     }
     let Some(map) = top.map() else {
-        return top.read_data(inside, offset);
+        return read(top, inside, offset);
     };
     let bs = top.block_size();
     let last_block = (within_end - 1) / bs + 1;
@@ -86,14 +103,17 @@ pub(crate) fn read_chain(layers: &[Arc<Layer>], buf: &mut [u8], offset: u64) -> 
         let (present, run_end_block) = map.run(pos / bs, last_block);
         let run_end = (run_end_block * bs).min(within_end);
         let slice = &mut inside[(pos - offset) as usize..(run_end - offset) as usize];
-        if present {
-            top.read_data(slice, pos)?;
+        let done = if present {
+            read(top, slice, pos)?
         } else {
-            read_chain(rest, slice, pos)?;
+            read_chain_via(rest, slice, pos, read)?
+        };
+        if !done {
+            return Ok(false);
         }
         pos = run_end;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Appends the allocation of `[offset, end)` as seen through `layers` to `out`.
@@ -173,6 +193,15 @@ impl BlockDevice for Volume {
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         read_chain(&self.chain.read(), buf, offset)
+    }
+
+    fn read_cached(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+        // A snapshot holds the chain's write lock across an fsync; the async thread that
+        // calls this must never wait for that.
+        let Some(chain) = self.chain.try_read() else {
+            return Ok(false);
+        };
+        read_chain_via(&chain, buf, offset, &Layer::read_data_cached)
     }
 
     fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> io::Result<()> {

@@ -8,7 +8,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -136,6 +136,52 @@ impl Layer {
 
     pub fn read_data(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.data.read_exact_at(buf, offset)
+    }
+
+    /// Like [`read_data`](Self::read_data), but only from the page cache: `Ok(false)` as soon
+    /// as a page is missing (reading it would mean waiting for the disk). `buf` may then be
+    /// partly filled.
+    pub fn read_data_cached(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+        let mut done = 0;
+        while done < buf.len() {
+            let rest = &mut buf[done..];
+            let iov = libc::iovec {
+                iov_base: rest.as_mut_ptr().cast(),
+                iov_len: rest.len(),
+            };
+            let pos = offset + done as u64;
+            // RWF_NOWAIT makes a buffered read return EAGAIN (or a short count) instead of
+            // starting I/O for pages that are not cached.
+            // SAFETY: `iov` describes `rest`, which is exclusively borrowed and stays alive for
+            // the call; the kernel writes at most `iov_len` bytes into it. The descriptor is
+            // owned by `self.data`, which outlives the call.
+            let n = unsafe {
+                libc::preadv2(
+                    self.data.as_raw_fd(),
+                    &iov,
+                    1,
+                    pos as libc::off_t,
+                    libc::RWF_NOWAIT,
+                )
+            };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                return match err.raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    // Not cached, or RWF_NOWAIT unsupported here: the caller reads normally.
+                    Some(libc::EAGAIN | libc::EOPNOTSUPP | libc::EINVAL | libc::ENOSYS) => {
+                        Ok(false)
+                    }
+                    _ => Err(err),
+                };
+            }
+            if n == 0 {
+                // End of file: let the blocking read report the short file.
+                return Ok(false);
+            }
+            done += n as usize;
+        }
+        Ok(true)
     }
 
     pub fn write_data(&self, buf: &[u8], offset: u64) -> io::Result<()> {
