@@ -9,6 +9,7 @@ packages=(
     fio             # 4 KiB random-read IOPS over NBD (make bench)
     e2fsprogs
     util-linux
+    python3-venv    # make test: a virtualenv for the HPE Python SDK (hpOneView) tests
 )
 
 missing=()
