@@ -11,6 +11,7 @@ packages=(
     dosfstools      # mkfs.vfat: FAT test images (UEFI system partitions)
     mtools          # mtype: cross-checks our FAT writes with another implementation
     util-linux
+    python3-venv    # make test: a virtualenv for the HPE Python SDK (hpOneView) tests
 )
 
 missing=()

@@ -46,6 +46,15 @@ fn unquote(s: &str) -> &str {
 
 fn parse_filter(raw: &str) -> Result<Vec<Cond>, ApiError> {
     let mut out = Vec::new();
+    // Repeated `filter` parameters arrive joined by newlines (see `transport`); each is ANDed.
+    for one in raw.split('\n') {
+        out.extend(parse_one_filter(one)?);
+    }
+    Ok(out)
+}
+
+fn parse_one_filter(raw: &str) -> Result<Vec<Cond>, ApiError> {
+    let mut out = Vec::new();
     // Several conditions may be joined with " AND " inside one filter.
     for part in unquote(raw)
         .split(" AND ")
@@ -290,6 +299,13 @@ mod tests {
             ..Default::default()
         };
         assert!(envelope("/rest/x", "x", "XList", members(), &q).is_err());
+        // Repeated filter parameters (the SDK's list form), joined by `transport`.
+        let q = ListQuery {
+            filter: Some("\"name matches 'Demo%'\"\nplanType='capture'".into()),
+            ..Default::default()
+        };
+        let p = envelope("/rest/x", "x", "XList", members(), &q).unwrap();
+        assert_eq!(p["total"], 2);
         assert!(like("HPE - Developer", "hpe%dev%"));
         assert!(!like("HPE", "x%"));
     }

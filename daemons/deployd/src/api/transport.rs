@@ -70,6 +70,9 @@ pub async fn transport(
     mut req: Request,
     next: Next,
 ) -> Response {
+    if let Some(uri) = join_repeated_filters(req.uri()) {
+        *req.uri_mut() = uri;
+    }
     let method = req.method().clone();
     let uri = req.uri().clone();
     let path = uri.path().to_string();
@@ -133,6 +136,27 @@ pub async fn transport(
     resp
 }
 
+/// OneView accepts `filter` several times (ANDed), and the HPE Python SDK sends a list of
+/// filters that way; the query extractor takes one value, so repeated filters are joined
+/// with a newline (`%0A`), which `collection` splits again.
+fn join_repeated_filters(uri: &Uri) -> Option<Uri> {
+    let query = uri.query()?;
+    let (filters, rest): (Vec<&str>, Vec<&str>) =
+        query.split('&').partition(|p| p.starts_with("filter="));
+    if filters.len() < 2 {
+        return None;
+    }
+    let joined = filters
+        .iter()
+        .map(|f| &f["filter=".len()..])
+        .collect::<Vec<_>>()
+        .join("%0A");
+    let mut parts = rest;
+    let filter = format!("filter={joined}");
+    parts.push(&filter);
+    format!("{}?{}", uri.path(), parts.join("&")).parse().ok()
+}
+
 /// The declared length of a non-upload body over the JSON limit.
 fn oversized_json(req: &Request) -> Option<u64> {
     let multipart = req
@@ -172,4 +196,23 @@ pub async fn not_found(uri: Uri) -> ApiError {
 /// Known URI, unsupported method.
 pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError::MethodNotAllowed(format!("{method} is not supported on {}.", uri.path()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_filters_are_joined() {
+        let uri: Uri = "/rest/x?start=0&filter=a%3D1&count=-1&filter=b%3D2"
+            .parse()
+            .unwrap();
+        let joined = join_repeated_filters(&uri).unwrap();
+        assert_eq!(
+            joined.to_string(),
+            "/rest/x?start=0&count=-1&filter=a%3D1%0Ab%3D2"
+        );
+        let one: Uri = "/rest/x?filter=a%3D1".parse().unwrap();
+        assert!(join_repeated_filters(&one).is_none());
+    }
 }

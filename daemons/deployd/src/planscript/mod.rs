@@ -8,5 +8,6 @@ pub mod attributes;
 pub mod commands;
 pub mod exec;
 pub mod guest;
+pub mod lint;
 pub mod parse;
 pub mod types;

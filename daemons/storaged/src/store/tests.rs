@@ -257,5 +257,8 @@ fn page_cache_reads_match_blocking_reads_through_a_chain() {
         eprintln!("skipped: this file system does not serve RWF_NOWAIT reads from the cache");
         return;
     }
-    assert!(got == want, "page-cache read differs from the blocking read");
+    assert!(
+        got == want,
+        "page-cache read differs from the blocking read"
+    );
 }
