@@ -102,11 +102,13 @@ const TABLE: &[(&[&str], Verb, usize, Option<usize>)] = &[
     (&["is-dir"], Verb::IsDir, 1, Some(1)),
 ];
 
-/// The verb named `name`, and its argument bounds.
+/// The verb named `name` (guestfish accepts `_` for `-` and any case), and its argument
+/// bounds.
 pub fn lookup(name: &str) -> Option<(Verb, usize, Option<usize>)> {
+    let name = name.to_ascii_lowercase().replace('_', "-");
     TABLE
         .iter()
-        .find(|(names, ..)| names.contains(&name))
+        .find(|(names, ..)| names.contains(&name.as_str()))
         .map(|&(_, v, min, max)| (v, min, max))
 }
 

@@ -1,62 +1,22 @@
-//! Offline checks of plan-script text, for `streamerctl plan-script lint` and (later) for
-//! validating scripts before they are stored or run.
+//! Offline checks of plan-script text, for `streamerctl plan-script lint` and for validating
+//! scripts before they are stored or run.
 //!
-//! What is checked today, without a server or a guest:
-//! * the text is UTF-8;
-//! * every here-document `cmd -<<TERM` has a closing `TERM` line;
-//! * every `@Name:default` opens a token that closes with `@` on the same line;
-//! * every command is one the plan-script engine knows: the guestfish subset HPE scripts use
-//!   (reference §5.3) plus `write` and `sh`, with the `-`, `!` and `<!` prefixes, and `glob`
-//!   followed by a known command. A line that is only an `@Attr@` token is allowed (its value
-//!   becomes the command).
+//! It runs the real parser ([`super::parse`]) and the real command table
+//! ([`super::commands`]), so lint and the interpreter never disagree about what a script
+//! means. Reported: non-UTF-8 text, syntax errors (`line:column`), unterminated `@Name:default`
+//! tokens, unknown commands and wrong argument counts (also after `glob`), and, as warnings,
+//! what parses but probably is not meant (an unterminated quote, `chmod 755`, which guestfish
+//! reads as decimal).
 //!
 //! An unknown command spelled like a guestfish command (lower case, digits, `-`, `_`) is an
 //! error: it is a typo or a command the engine does not run. Any other word (`Mixed_Case`)
 //! cannot be a guestfish command at all; HPE's "fail OS deployment" scripts use exactly that
-//! to fail a deployment on purpose, so it is only a warning.
+//! to fail a deployment on purpose, so it is only a warning. A line that is only an `@Attr@`
+//! token is allowed (its value becomes the command).
 
 use super::attributes;
-
-/// The guestfish commands the plan-script engine accepts.
-pub const GUESTFISH_COMMANDS: &[&str] = &[
-    "echo",
-    "upload",
-    "download",
-    "mkdir",
-    "mkdir-p",
-    "cat",
-    "chmod",
-    "mount",
-    "umount",
-    "unmount",
-    "unmount-all",
-    "umount-all",
-    "list-filesystems",
-    "list-devices",
-    "list-partitions",
-    "vgs",
-    "lvs",
-    "statvfs",
-    "rm",
-    "rm-f",
-    "rm-rf",
-    "touch",
-    "ls",
-    "ln-s",
-    "ln-f",
-    "cp-a",
-    "copy-in",
-    "copy-out",
-    "glob",
-    "command",
-    "compress-out",
-    "write",
-    "write-append",
-    "vgrename",
-    "version",
-    "inspect-os",
-    "sh",
-];
+use super::commands::{self, Verb};
+use super::parse::{self, CommandKind};
 
 /// How bad a finding is: errors fail the lint (exit status 1), warnings are only printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,98 +74,72 @@ pub fn lint_bytes(bytes: &[u8]) -> Vec<Finding> {
 /// Lints plan-script text.
 pub fn lint(text: &str) -> Vec<Finding> {
     let mut out = Vec::new();
-    // (terminator, line of the command that opened it)
-    let mut heredoc: Option<(String, usize)> = None;
     for (i, raw) in text.split('\n').enumerate() {
-        let n = i + 1;
-        let line = raw.strip_suffix('\r').unwrap_or(raw);
-        check_tokens(line, n, &mut out);
-        if let Some((term, _)) = &heredoc {
-            if line.trim() == term {
-                heredoc = None;
-            }
-            continue;
-        }
-        let trimmed = line.trim();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
-        if trimmed.starts_with('!') || trimmed.starts_with("<!") {
-            continue;
-        }
-        check_command(trimmed, n, &mut out);
-        if let Some(term) = heredoc_terminator(trimmed) {
-            match term {
-                Ok(t) => heredoc = Some((t, n)),
-                Err(m) => out.push(Finding::error(n, m)),
-            }
-        }
+        check_tokens(raw.strip_suffix('\r').unwrap_or(raw), i + 1, &mut out);
     }
-    if let Some((term, opened)) = heredoc {
-        out.push(Finding::error(
-            opened,
-            format!("here-document is never closed: no line {term:?} follows"),
-        ));
+    let script = match parse::parse(text) {
+        Ok(s) => s,
+        Err(e) => {
+            out.push(Finding::error(
+                e.line,
+                format!("column {}: {}", e.column, e.message),
+            ));
+            out.sort_by_key(|f| f.line);
+            return out;
+        }
+    };
+    for w in script.warnings {
+        out.push(Finding {
+            line: w.line,
+            severity: Severity::Warning,
+            message: format!("column {}: {}", w.column, w.message),
+        });
     }
+    for c in &script.commands {
+        let CommandKind::Guest { name, args, .. } = &c.kind else {
+            continue;
+        };
+        if is_only_token(name) && args.is_empty() {
+            continue;
+        }
+        check_command(name, args, c.line, &mut out);
+    }
+    out.sort_by_key(|f| f.line);
     out
 }
 
-/// The terminator of a here-document this command line opens, if it opens one.
-fn heredoc_terminator(line: &str) -> Option<Result<String, String>> {
-    let at = line.find("-<<")?;
-    let rest = line[at + 3..].trim_start();
-    let word: String = rest
-        .chars()
-        .take_while(|c| !c.is_whitespace())
-        .collect::<String>()
-        .trim_matches(|c| c == '"' || c == '\'')
-        .to_string();
-    if word.is_empty() {
-        return Some(Err("here-document `-<<` has no terminator word".into()));
-    }
-    Some(Ok(word))
-}
-
-/// The command of a guestfish line: its first word, without the `-` prefix.
-fn check_command(line: &str, n: usize, out: &mut Vec<Finding>) {
-    if is_only_token(line) {
-        return;
-    }
-    let mut words = line.split_whitespace();
-    let Some(first) = words.next() else { return };
-    let mut cmd = first.strip_prefix('-').unwrap_or(first);
-    if cmd.is_empty() {
-        // `- cmd`: the prefix written apart from its command.
-        match words.next() {
-            Some(w) => cmd = w,
-            None => return out.push(Finding::error(n, "`-` with no command".into())),
-        }
-    }
-    if let Some(f) = unknown(cmd, n) {
-        return out.push(f);
-    }
-    if cmd.eq_ignore_ascii_case("glob") {
-        match words.next() {
-            Some(inner) => {
-                if let Some(f) = unknown(inner, n) {
-                    out.push(f);
-                }
+fn check_command(name: &str, args: &[String], n: usize, out: &mut Vec<Finding>) {
+    match commands::check_arity(name, args.len()) {
+        Ok(Verb::Glob) => {
+            if let Some((inner, rest)) = args.split_first() {
+                check_command(inner, rest, n, out);
             }
-            None => out.push(Finding::error(n, "`glob` needs a command".into())),
         }
+        Ok(Verb::Chmod) => {
+            let mode = &args[0];
+            if mode.len() > 1 && !mode.starts_with('0') && mode.bytes().all(|b| b.is_ascii_digit())
+            {
+                out.push(Finding {
+                    line: n,
+                    severity: Severity::Warning,
+                    message: format!(
+                        "chmod {mode}: guestfish reads this as decimal; write 0{mode} for octal"
+                    ),
+                });
+            }
+        }
+        Ok(_) => {}
+        Err(message) if commands::lookup(name).is_some() => out.push(Finding::error(n, message)),
+        Err(_) => out.push(unknown(name, n)),
     }
 }
 
-/// A finding for `cmd` if the engine does not know it (guestfish treats `_` like `-`).
-fn unknown(cmd: &str, n: usize) -> Option<Finding> {
-    let name = cmd.to_ascii_lowercase().replace('_', "-");
-    if GUESTFISH_COMMANDS.contains(&name.as_str()) {
-        return None;
-    }
+/// The finding for a command the engine does not know.
+fn unknown(cmd: &str, n: usize) -> Finding {
     let guestfish_like = cmd
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    Some(Finding {
+    Finding {
         line: n,
         severity: if guestfish_like {
             Severity::Error
@@ -217,7 +151,7 @@ fn unknown(cmd: &str, n: usize) -> Option<Finding> {
         } else {
             format!("{cmd:?} is not a guestfish command: the script fails here when it runs")
         },
-    })
+    }
 }
 
 /// A line that is exactly one `@Attr@` / `@Attr:default@` token.
@@ -331,13 +265,13 @@ mod tests {
             return;
         };
         let mut scripts = 0;
-        let mut warnings = Vec::new();
+        let mut not_commands = Vec::new();
         for e in entries {
             let path = e.unwrap().path();
             let bytes = std::fs::read(&path).unwrap();
             scripts += 1;
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
             for f in lint_bytes(&bytes) {
-                let name = path.file_name().unwrap().to_string_lossy().to_string();
                 assert_eq!(
                     f.severity,
                     Severity::Warning,
@@ -345,12 +279,24 @@ mod tests {
                     f.line,
                     f.message
                 );
-                warnings.push(name);
+                if f.message.contains("is not a guestfish command") {
+                    not_commands.push(name.clone());
+                }
             }
         }
         assert!(scripts >= 200, "only {scripts} scripts");
         // The one real script that fails a deployment on purpose with a non-command.
-        assert_eq!(warnings.len(), 1, "{warnings:?}");
-        assert!(warnings[0].contains("fail_OS_deployment"), "{warnings:?}");
+        assert_eq!(not_commands.len(), 1, "{not_commands:?}");
+        assert!(
+            not_commands[0].contains("fail_OS_deployment"),
+            "{not_commands:?}"
+        );
+    }
+
+    #[test]
+    fn decimal_chmod_and_unterminated_quotes_are_warnings() {
+        let f = lint("chmod 755 /x\nchmod 0755 /y\nrm-f /a'\n");
+        let w: Vec<(usize, Severity)> = f.iter().map(|f| (f.line, f.severity)).collect();
+        assert_eq!(w, vec![(1, Severity::Warning), (3, Severity::Warning)]);
     }
 }
