@@ -241,12 +241,6 @@ impl Store {
         LayerPaths::new(&self.layers_dir, layer)
     }
 
-    fn sync_layers_dir(&self) -> Result<(), StoreError> {
-        File::open(&self.layers_dir)
-            .and_then(|d| d.sync_all())
-            .map_err(StoreError::io("syncing the layers directory"))
-    }
-
     fn remove_layer_files(&self, layer: &str) {
         let p = self.paths(layer);
         for f in [p.data, p.map] {
@@ -361,11 +355,13 @@ impl Store {
         Ok(self.info_of(&st, r))
     }
 
-    /// Adds a new volume whose layer files already exist, or removes them if that fails.
+    /// Adds a new volume whose layer files already exist (created durably by
+    /// `Layer::create`), or removes them if that fails.
     fn commit_new(&self, st: &mut State, r: VolumeRecord) -> Result<VolumeInfo, StoreError> {
         let result = self
-            .sync_layers_dir()
-            .and_then(|()| Ok(self.catalog.commit(&[Change::PutVolume(r.clone())])?));
+            .catalog
+            .commit(&[Change::PutVolume(r.clone())])
+            .map_err(StoreError::from);
         if let Err(e) = result {
             self.remove_layer_files(&r.layer);
             return Err(e);
@@ -457,12 +453,13 @@ impl Store {
         Layer::create(&new_layer_paths, v.size, moved.block_size, true).map_err(StoreError::io(
             format!("creating the new layer of volume {}", v.id),
         ))?;
-        let committed = self.sync_layers_dir().and_then(|()| {
-            Ok(self.catalog.commit(&[
+        let committed = self
+            .catalog
+            .commit(&[
                 Change::PutVolume(snap.clone()),
                 Change::PutVolume(moved.clone()),
-            ])?)
-        });
+            ])
+            .map_err(StoreError::from);
         if let Err(e) = committed {
             self.remove_layer_files(&moved.layer);
             return Err(e);

@@ -51,6 +51,10 @@ pub struct Layer {
 impl Layer {
     /// Creates the files of a new empty layer. With `with_map` the layer holds no block and
     /// reads through to its parent; without, it is a base that reads as zeroes.
+    ///
+    /// The files and their directory entries are durable when this returns. The three fsyncs
+    /// run in parallel: the filesystem's journal then commits them together, which is most of
+    /// what makes a clone take milliseconds rather than tens of them.
     pub fn create(
         paths: &LayerPaths,
         size: u64,
@@ -63,11 +67,35 @@ impl Layer {
             .create_new(true)
             .open(&paths.data)?;
         data.set_len(size)?;
-        data.sync_all()?;
-        if with_map {
-            PresenceMap::create(&paths.map, MapHeader { block_size, size })?;
-        }
-        Ok(())
+        let map = if with_map {
+            Some(PresenceMap::create(
+                &paths.map,
+                MapHeader { block_size, size },
+            )?)
+        } else {
+            None
+        };
+        let dir = match paths.data.parent() {
+            Some(d) => Some(File::open(d)?),
+            None => None,
+        };
+        let files: Vec<&File> = [Some(&data), map.as_ref(), dir.as_ref()]
+            .into_iter()
+            .flatten()
+            .collect();
+        std::thread::scope(|s| {
+            let handles: Vec<_> = files
+                .iter()
+                .map(|f| s.spawn(move || f.sync_all()))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(io::Error::other("fsync thread panicked")))
+                })
+                .collect::<io::Result<()>>()
+        })
     }
 
     /// Opens a layer's files.

@@ -121,8 +121,8 @@ pub struct PresenceMap {
 }
 
 impl PresenceMap {
-    /// Creates an empty map file (no block present) and syncs it.
-    pub fn create(path: &Path, header: MapHeader) -> io::Result<()> {
+    /// Creates an empty map file (no block present) and returns it, not yet synced.
+    pub fn create(path: &Path, header: MapHeader) -> io::Result<File> {
         let file = File::options()
             .read(true)
             .write(true)
@@ -138,7 +138,7 @@ impl PresenceMap {
             header.file_len() as i64,
         )
         .map_err(io::Error::from)?;
-        file.sync_all()
+        Ok(file)
     }
 
     /// Opens and loads a map file.
@@ -325,7 +325,10 @@ mod tests {
     fn set_run_and_persist_roundtrip() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.map");
-        PresenceMap::create(&path, header(100_000)).unwrap();
+        PresenceMap::create(&path, header(100_000))
+            .unwrap()
+            .sync_all()
+            .unwrap();
         let m = PresenceMap::open(&path, true).unwrap();
         assert_eq!(m.run(0, 100_000), (false, 100_000));
         m.set_range(10, 200);
@@ -352,7 +355,10 @@ mod tests {
     fn failed_data_sync_keeps_pages_dirty_and_unwritten() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.map");
-        PresenceMap::create(&path, header(64)).unwrap();
+        PresenceMap::create(&path, header(64))
+            .unwrap()
+            .sync_all()
+            .unwrap();
         let m = PresenceMap::open(&path, true).unwrap();
         m.set_range(0, 3);
         assert!(m.persist(|| Err(io::Error::other("disk gone"))).is_err());
@@ -366,7 +372,10 @@ mod tests {
     fn corrupt_headers_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.map");
-        PresenceMap::create(&path, header(10)).unwrap();
+        PresenceMap::create(&path, header(10))
+            .unwrap()
+            .sync_all()
+            .unwrap();
         let f = File::options().write(true).open(&path).unwrap();
         f.write_all_at(&[0xff], 13).unwrap();
         let err = PresenceMap::open(&path, false).unwrap_err().to_string();
