@@ -9,6 +9,7 @@ packages=(
     fio             # 4 KiB random-read IOPS over NBD (make bench)
     e2fsprogs
     util-linux
+    busybox-static  # /bin/busybox: the toolbox of the plan-script sandbox (deployd::sandbox)
 )
 
 missing=()
