@@ -12,6 +12,7 @@ packages=(
     mtools          # mtype: cross-checks our FAT writes with another implementation
     util-linux
     python3-venv    # make test: a virtualenv for the HPE Python SDK (hpOneView) tests
+    busybox-static  # /bin/busybox: the toolbox of the plan-script sandbox (deployd::sandbox)
 )
 
 missing=()

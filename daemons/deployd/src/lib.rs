@@ -14,6 +14,7 @@ pub mod auth;
 pub mod meta;
 pub mod openapi;
 pub mod planscript;
+pub mod sandbox;
 pub mod server;
 pub mod state;
 pub mod tasks;
