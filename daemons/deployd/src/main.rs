@@ -29,6 +29,9 @@ struct Args {
     /// storaged's control socket.
     #[arg(long, env = "STORAGED_CONTROL", default_value = storaged::control::DEFAULT_SOCKET)]
     storaged: PathBuf,
+    /// Largest upload accepted (golden images, artifact bundles), in MiB.
+    #[arg(long, default_value_t = Config::DEFAULT_MAX_UPLOAD >> 20)]
+    max_upload_mib: u64,
     /// Close sessions idle for this many minutes.
     #[arg(long, default_value_t = 60)]
     session_idle_minutes: u64,
@@ -60,6 +63,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         admin_password: std::env::var("STREAMER_ADMIN_PASSWORD")
             .ok()
             .filter(|p| !p.is_empty()),
+        max_upload_bytes: args.max_upload_mib.saturating_mul(1 << 20),
+        max_image_bytes: Config::DEFAULT_MAX_IMAGE,
     };
     let (state, generated) = AppState::open(config)?;
     if let Some(password) = generated {

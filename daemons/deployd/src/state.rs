@@ -20,6 +20,17 @@ pub struct Config {
     pub session_idle_timeout: Duration,
     /// The first Administrator password (`STREAMER_ADMIN_PASSWORD`); generated if `None`.
     pub admin_password: Option<String>,
+    /// Largest file accepted by an upload (golden images, artifact bundles).
+    pub max_upload_bytes: u64,
+    /// Largest disk image a golden image file may unpack to.
+    pub max_image_bytes: u64,
+}
+
+impl Config {
+    /// Default upload limit: 64 GiB.
+    pub const DEFAULT_MAX_UPLOAD: u64 = 64 << 30;
+    /// Default unpacked image limit: 2 TiB.
+    pub const DEFAULT_MAX_IMAGE: u64 = 2 << 40;
 }
 
 /// Failures opening the state.
@@ -57,6 +68,7 @@ impl AppState {
             move |e| StateError::Io(p, e)
         };
         std::fs::create_dir_all(dir).map_err(io(dir))?;
+        crate::files::prepare(dir).map_err(io(dir))?;
         let meta: Arc<dyn MetaStore> = Arc::new(RedbStore::open(&dir.join("meta.redb"))?);
         crate::artifacts::deployment_groups::ensure_default(meta.as_ref())?;
         let users = Users::new(Arc::clone(&meta));

@@ -59,6 +59,9 @@ pub enum ApiError {
     /// A dependency (storaged) is unavailable.
     #[error("{0}")]
     Unavailable(String),
+    /// The operation is part of the API but this appliance cannot do it yet.
+    #[error("{0}")]
+    NotImplemented(String),
 }
 
 impl ApiError {
@@ -105,6 +108,7 @@ impl ApiError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
         }
     }
 
@@ -123,6 +127,7 @@ impl ApiError {
             Self::MethodNotAllowed(_) => "METHOD_NOT_ALLOWED",
             Self::Internal(_) => "INTERNAL_ERROR",
             Self::Unavailable(_) => "SERVICE_UNAVAILABLE",
+            Self::NotImplemented(_) => "NOT_IMPLEMENTED",
         }
     }
 
@@ -154,6 +159,7 @@ impl ApiError {
             }
             Self::Internal(_) => "Retry; if it persists, collect a support dump.".into(),
             Self::Unavailable(_) => "Retry later; check the appliance's health.".into(),
+            Self::NotImplemented(_) => "Use another way to reach the same result.".into(),
         }
     }
 

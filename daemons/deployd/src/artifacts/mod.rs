@@ -4,10 +4,13 @@
 //! Records are stored as HPE's JSON documents without the server-computed fields; `render`
 //! adds `uri`, `eTag` (the store revision), `type` (by API version) and `category`.
 
+pub mod artifact_bundles;
 pub mod attributes;
 pub mod build_plans;
 pub mod deployment_groups;
 pub mod deployment_plans;
+pub mod golden_images;
+pub mod os_volumes;
 pub mod plan_scripts;
 pub mod usage;
 

@@ -120,7 +120,8 @@ fn is_read_only(r: &Record) -> bool {
     r.value["readOnly"].as_bool() == Some(true) || r.value["hpProvided"].as_bool() == Some(true)
 }
 
-fn document(input: &PlanScriptInput, created: &str, read_only: bool) -> Value {
+/// The stored record of a plan script (bundle extraction writes the same shape).
+pub fn document(input: &PlanScriptInput, created: &str, read_only: bool) -> Value {
     json!({
         "name": input.name,
         "description": input.description.clone().unwrap_or_default(),

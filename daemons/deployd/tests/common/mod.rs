@@ -16,6 +16,8 @@ pub const PASSWORD: &str = "test-admin-password";
 pub struct TestServer {
     pub base: String,
     pub state_dir: tempfile::TempDir,
+    /// The server's state, for tests that set up records directly.
+    pub state: Arc<AppState>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -26,13 +28,26 @@ impl TestServer {
 
     /// Starts on an existing state directory (to test restarts).
     pub fn start_in(state_dir: tempfile::TempDir) -> Self {
+        Self::start_with(state_dir, false)
+    }
+
+    /// Starts with a real storaged (in this process, store in `<state>/storaged`).
+    pub fn start_with_storage() -> Self {
+        Self::start_with(tempfile::tempdir().unwrap(), true)
+    }
+
+    pub fn start_with(state_dir: tempfile::TempDir, storage: bool) -> Self {
+        let socket = state_dir.path().join("storaged.sock");
         let config = Config {
             state_dir: state_dir.path().to_path_buf(),
-            storaged_socket: state_dir.path().join("storaged.sock"),
+            storaged_socket: socket.clone(),
             session_idle_timeout: Duration::from_secs(600),
             admin_password: Some(PASSWORD.into()),
+            max_upload_bytes: Config::DEFAULT_MAX_UPLOAD,
+            max_image_bytes: Config::DEFAULT_MAX_IMAGE,
         };
         let (state, _) = AppState::open(config).unwrap();
+        let state = Arc::new(state);
         let tls = TlsFiles::in_state_dir(state_dir.path());
         ensure_certificate(&tls, &["localhost".into()]).unwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -42,10 +57,26 @@ impl TestServer {
             .enable_all()
             .build()
             .unwrap();
-        runtime.spawn(deployd::server::serve(Arc::new(state), listener, tls));
+        if storage {
+            let store = storaged::store::Store::open(&state_dir.path().join("storaged")).unwrap();
+            let sock = socket.clone();
+            runtime.spawn(async move {
+                if let Err(e) = storaged::control::server::serve(&sock, Arc::new(store)).await {
+                    eprintln!("storaged stopped: {e}");
+                }
+            });
+            for _ in 0..100 {
+                if socket.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        runtime.spawn(deployd::server::serve(Arc::clone(&state), listener, tls));
         let server = Self {
             base,
             state_dir,
+            state,
             runtime: Some(runtime),
         };
         // Wait until it answers.
@@ -61,6 +92,31 @@ impl TestServer {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("deployd did not start");
+    }
+
+    /// Runs `f` on the server's runtime.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime.as_ref().unwrap().block_on(f)
+    }
+
+    /// storaged's volumes.
+    pub fn volumes(&self) -> Vec<storaged::store::VolumeInfo> {
+        let socket = self.state.config.storaged_socket.clone();
+        self.block_on(async move {
+            storaged::control::client::StorageClient::connect(&socket)
+                .await
+                .unwrap()
+                .list()
+                .await
+                .unwrap()
+        })
+    }
+
+    /// Files left in the temporary upload directory.
+    pub fn temp_files(&self) -> usize {
+        std::fs::read_dir(self.state_dir.path().join("tmp"))
+            .map(|d| d.count())
+            .unwrap_or(0)
     }
 
     /// Stops the server and returns its state directory.
@@ -150,6 +206,30 @@ impl Api {
 
     pub fn delete(&self, path: &str) -> Response {
         self.req(reqwest::Method::DELETE, path).send().unwrap()
+    }
+
+    /// POSTs `bytes` as a multipart upload in part `file` named `file_name`, with extra
+    /// form fields.
+    pub fn upload(
+        &self,
+        path: &str,
+        file_name: &str,
+        bytes: Vec<u8>,
+        fields: &[(&str, &str)],
+    ) -> Response {
+        let mut form = reqwest::blocking::multipart::Form::new();
+        for (k, v) in fields {
+            form = form.text(k.to_string(), v.to_string());
+        }
+        let part = reqwest::blocking::multipart::Part::bytes(bytes)
+            .file_name(file_name.to_string())
+            .mime_str("application/octet-stream")
+            .unwrap();
+        form = form.part("file", part);
+        self.req(reqwest::Method::POST, path)
+            .multipart(form)
+            .send()
+            .unwrap()
     }
 
     /// GETs `path`, asserting 200, as JSON.

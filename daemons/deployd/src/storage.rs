@@ -1,0 +1,114 @@
+//! Everything deployd asks of storaged: golden image and OS volume content.
+//!
+//! One connection per operation (the control socket is local and cheap to open), so a restart
+//! of storaged never leaves deployd holding a dead connection. Imports and exports pass file
+//! descriptors over the socket: the bytes never cross it.
+
+use std::fs::File;
+use std::path::Path;
+
+use storaged::control::client::{ClientError, StorageClient};
+use storaged::store::VolumeInfo;
+use zbus::zvariant::Fd;
+
+use crate::api::error::ApiError;
+
+/// Failures of storaged operations.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// storaged is not running or not reachable.
+    #[error("the volume store (storaged) is unavailable: {0}")]
+    Unavailable(String),
+    /// storaged refused the request (bad image, unknown volume, name taken).
+    #[error("the volume store refused the request: {0}")]
+    Refused(String),
+    #[error("{0}")]
+    Local(String),
+}
+
+impl From<ClientError> for StorageError {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::Connect { .. } | ClientError::Transport(_) => {
+                Self::Unavailable(e.to_string())
+            }
+            ClientError::Remote(m) => Self::Refused(m),
+            ClientError::Reply(e) => Self::Local(e.to_string()),
+        }
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
+            StorageError::Refused(_) | StorageError::Local(_) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// storaged, reached through its control socket.
+#[derive(Debug, Clone, Copy)]
+pub struct Storage<'a> {
+    socket: &'a Path,
+}
+
+impl<'a> Storage<'a> {
+    pub fn new(socket: &'a Path) -> Self {
+        Self { socket }
+    }
+
+    async fn client(&self) -> Result<StorageClient, StorageError> {
+        Ok(StorageClient::connect(self.socket).await?)
+    }
+
+    /// Imports the image in `file` (raw or qcow2, detected) as a frozen volume named `name`.
+    pub async fn import_frozen(
+        &self,
+        name: &str,
+        file: &File,
+        origin: &str,
+    ) -> Result<VolumeInfo, StorageError> {
+        let c = self.client().await?;
+        let token = uuid::Uuid::new_v4().to_string();
+        let reply = c
+            .proxy()
+            .import(name, "", Fd::from(file), false, origin, &token)
+            .await
+            .map_err(ClientError::from)?;
+        serde_json::from_str(&reply).map_err(|e| StorageError::Local(e.to_string()))
+    }
+
+    /// Writes the raw content of `volume` into `out`.
+    pub async fn export_raw(&self, volume: &str, out: &File) -> Result<(), StorageError> {
+        let c = self.client().await?;
+        let token = uuid::Uuid::new_v4().to_string();
+        c.proxy()
+            .export(volume, "raw", Fd::from(out), &token)
+            .await
+            .map_err(ClientError::from)?;
+        Ok(())
+    }
+
+    pub async fn info(&self, volume: &str) -> Result<VolumeInfo, StorageError> {
+        Ok(self.client().await?.info(volume).await?)
+    }
+
+    pub async fn list(&self) -> Result<Vec<VolumeInfo>, StorageError> {
+        Ok(self.client().await?.list().await?)
+    }
+
+    pub async fn delete(&self, volume: &str) -> Result<(), StorageError> {
+        Ok(self.client().await?.delete(volume).await?)
+    }
+
+    /// Deletes volumes made by work that is being rolled back; failures are only logged,
+    /// as the caller is already reporting the original error.
+    pub async fn delete_quietly(&self, volumes: &[String]) {
+        for v in volumes {
+            if let Err(e) = self.delete(v).await {
+                tracing::error!("rolling back: volume {v} could not be deleted: {e}");
+            }
+        }
+    }
+}
