@@ -26,6 +26,8 @@ fn start() -> Server {
         storaged_socket: dir.path().join("storaged.sock"),
         session_idle_timeout: Duration::from_secs(600),
         admin_password: Some(PASSWORD.into()),
+        max_upload_bytes: Config::DEFAULT_MAX_UPLOAD,
+        max_image_bytes: Config::DEFAULT_MAX_IMAGE,
     })
     .unwrap();
     let tls = TlsFiles::in_state_dir(&dir.path().join("deployd"));

@@ -63,6 +63,11 @@ use crate::api::error::ErrorBody;
         crate::artifacts::artifact_bundles::download_backup,
         crate::artifacts::artifact_bundles::create_backup,
         crate::artifacts::artifact_bundles::restore_backup,
+        crate::api::users::list,
+        crate::api::users::read,
+        crate::api::users::create,
+        crate::api::users::update,
+        crate::api::users::remove,
         get_openapi,
     ),
     components(schemas(ErrorBody))

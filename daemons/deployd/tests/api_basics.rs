@@ -169,3 +169,73 @@ fn changes_survive_a_restart() {
         1
     );
 }
+
+#[test]
+fn read_only_users_can_read_but_not_change() {
+    let s = TestServer::start();
+    let admin = s.login(800);
+    let r = admin.post(
+        "/rest/users",
+        &json!({"userName": "viewer", "fullName": "V", "password": "viewer-pass", "roles": ["Read only"]}),
+    );
+    assert_eq!(r.status(), 201);
+    let u: Value = r.json().unwrap();
+    assert!(
+        u.get("password").is_none() && u.get("passwordHash").is_none(),
+        "{u}"
+    );
+    let weak = admin.post(
+        "/rest/users",
+        &json!({"userName": "w", "password": "short", "roles": ["Read only"]}),
+    );
+    assert_eq!(weak.status(), 400);
+    let viewer = s.login_as("viewer", "viewer-pass", 800);
+    assert_eq!(viewer.get("/rest/plan-scripts").status(), 200);
+    let denied = viewer.post(
+        "/rest/plan-scripts",
+        &json!({"name": "x", "planType": "deploy"}),
+    );
+    assert_eq!(denied.status(), 403);
+    assert_eq!(admin.get_json("/rest/plan-scripts")["total"], 0);
+    // The last administrator can be neither deleted nor demoted.
+    assert_eq!(admin.delete("/rest/users/Administrator").status(), 409);
+    let demote = admin.put(
+        "/rest/users/Administrator",
+        &json!({"roles": ["Read only"]}),
+    );
+    assert_eq!(demote.status(), 409);
+    // Every change is audited with who and the result; the failed one too.
+    let audit = std::fs::read_to_string(s.state_dir.path().join("audit.log")).unwrap();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"user\":\"viewer\"") && l.contains("\"status\":403")),
+        "{audit}"
+    );
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"user\":\"Administrator\"")
+                && l.contains("/rest/users")
+                && l.contains("\"status\":201"))
+    );
+    assert!(!audit.contains("viewer-pass"));
+}
+
+#[test]
+fn repeated_failed_logins_are_rate_limited() {
+    let s = TestServer::start();
+    let http = s.anonymous();
+    let attempt = |password: &str| {
+        http.post(format!("{}/rest/login-sessions", s.base))
+            .json(&json!({"userName": "Administrator", "password": password}))
+            .send()
+            .unwrap()
+            .status()
+    };
+    for _ in 0..5 {
+        assert_eq!(attempt("wrong"), 401);
+    }
+    // Now even the right password is refused for a while.
+    assert_eq!(attempt(common::PASSWORD), 429);
+}

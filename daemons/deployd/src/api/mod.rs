@@ -9,6 +9,7 @@ pub mod error;
 pub mod sessions;
 pub mod tasks;
 pub mod transport;
+pub mod users;
 pub mod version;
 
 use std::sync::Arc;
@@ -36,6 +37,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/rest/tasks", get(tasks::list_tasks))
         .route("/rest/tasks/{id}", get(tasks::get_task))
         .route("/rest/openapi.json", get(crate::openapi::get_openapi))
+        .merge(users::routes())
         .merge(artifacts::plan_scripts::routes())
         .merge(artifacts::build_plans::routes())
         .merge(artifacts::deployment_plans::routes())

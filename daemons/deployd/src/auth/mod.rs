@@ -7,4 +7,4 @@ mod users;
 
 pub use ratelimit::LoginLimiter;
 pub use sessions::{Session, Sessions};
-pub use users::{Role, User, Users, bootstrap_administrator};
+pub use users::{Role, User, UserError, Users, bootstrap_administrator, hash_password};

@@ -99,6 +99,19 @@ impl Users {
         Ok(())
     }
 
+    /// Deletes a user; `false` if there was none.
+    pub fn delete(&self, name: &str) -> Result<bool, UserError> {
+        if self.get(name)?.is_none() {
+            return Ok(false);
+        }
+        self.meta.apply(vec![Op::Delete {
+            kind: Kind::User,
+            id: user_key(name),
+            expect: Expect::Present,
+        }])?;
+        Ok(true)
+    }
+
     /// The user if `password` is right. Runs argon2 even for unknown users, so response
     /// times do not reveal which user names exist.
     pub fn verify(&self, name: &str, password: &str) -> Result<Option<User>, UserError> {

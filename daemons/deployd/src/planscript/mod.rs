@@ -11,3 +11,4 @@ pub mod guest;
 pub mod lint;
 pub mod parse;
 pub mod types;
+pub mod values;

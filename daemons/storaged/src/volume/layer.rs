@@ -88,13 +88,10 @@ impl Layer {
                 .iter()
                 .map(|f| s.spawn(move || f.sync_all()))
                 .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(io::Error::other("fsync thread panicked")))
-                })
-                .collect::<io::Result<()>>()
+            handles.into_iter().try_for_each(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("fsync thread panicked")))
+            })
         })
     }
 
