@@ -35,7 +35,7 @@ run: dev
 # storaged vs qemu-nbd and a local copy; needs root (drops caches). Writes BENCHMARKS.md.
 bench: build
 	$(CARGO) build --locked --release -p storaged --example clone_time
-	scripts/bench-storaged.sh
+	scripts/bench.sh
 
 clean:
 	$(CARGO) clean

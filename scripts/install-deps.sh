@@ -7,6 +7,7 @@ packages=(
     qemu-utils      # qemu-img, qemu-io, qemu-nbd: NBD clients and the benchmark's peer server
     libnbd-bin      # nbdinfo, nbdcopy: libnbd's NBD clients
     fio             # 4 KiB random-read IOPS over NBD (make bench)
+    wrk             # REST API requests/s and latency (make bench)
     e2fsprogs
     dosfstools      # mkfs.vfat: FAT test images (UEFI system partitions)
     mtools          # mtype: cross-checks our FAT writes with another implementation

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# deployd benchmarks (issue 3): GET /rest/plan-scripts with 100 plan scripts (requests/s and
+# latency percentiles, with wrk), and the time to upload and extract the HPE Developer 2017
+# artifact bundle. Runs the release daemons on loopback with throw-away state.
+# Writes its section of BENCHMARKS.md to $BENCH_OUT (default target/bench/deployd.md).
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${BIN:-$REPO/target/release}
+OUT=${BENCH_OUT:-$REPO/target/bench/deployd.md}
+BUNDLE=${BUNDLE:-$REPO/../shared/corpus/bundles/HPE-ImageStreamer-Developer-2017-08-28-v5.0.zip}
+RUNS=${RUNS:-3}
+mkdir -p "$(dirname "$OUT")"
+command -v wrk >/dev/null || { echo "bench-deployd: wrk is missing (apt-get install wrk)" >&2; exit 1; }
+[ -f "$BUNDLE" ] || { echo "bench-deployd: $BUNDLE not found (../shared beside the checkout)" >&2; exit 1; }
+
+WORK=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Starts storaged + deployd with fresh state in $WORK/$1; sets URL.
+start() {
+    local dir=$WORK/$1 api nbd
+    api=$(free_port); nbd=$(free_port)
+    mkdir -p "$dir"
+    "$BIN/storaged" serve --data-dir "$dir/storaged" --nbd-listen "127.0.0.1:$nbd" --control "$dir/s.sock" 2>"$dir/storaged.log" &
+    pids+=($!)
+    for _ in $(seq 100); do [ -S "$dir/s.sock" ] && break; sleep 0.05; done
+    STREAMER_ADMIN_PASSWORD=bench-password "$BIN/deployd" --state-dir "$dir/deployd" --listen "127.0.0.1:$api" --storaged "$dir/s.sock" 2>"$dir/deployd.log" &
+    pids+=($!)
+    URL=https://127.0.0.1:$api
+    for _ in $(seq 100); do curl -sk "$URL/rest/version" >/dev/null && break; sleep 0.05; done
+    TOKEN=$(curl -sk "$URL/rest/login-sessions" -H 'Content-Type: application/json' \
+        -d '{"userName":"Administrator","password":"bench-password"}' | python3 -c 'import sys,json; print(json.load(sys.stdin)["sessionID"])')
+}
+
+api() { curl -sk -H "auth: $TOKEN" -H 'X-API-Version: 800' "$@"; }
+
+# --- GET /rest/plan-scripts with 100 members ---------------------------------------------
+start list
+script=$(printf 'mount /dev/sda1 /\\nupload -<<END /EFI/BOOT/message.txt\\nHost: @Hostname:web01@\\nEND\\n')
+for i in $(seq 1 100); do
+    api "$URL/rest/plan-scripts" -H 'Content-Type: application/json' \
+        -d "{\"name\":\"bench-$i\",\"planType\":\"deploy\",\"content\":\"$script\"}" -o /dev/null -w '%{http_code}\n' | grep -q 201
+done
+total=$(api "$URL/rest/plan-scripts?count=-1" | python3 -c 'import sys,json; print(json.load(sys.stdin)["total"])')
+[ "$total" = 100 ] || { echo "bench-deployd: expected 100 plan scripts, found $total" >&2; exit 1; }
+wrk_out=$WORK/wrk.txt
+for c in 1 16; do
+    wrk -t$(( c < 2 ? 1 : 2 )) -c$c -d10s --latency -H "auth: $TOKEN" -H 'X-API-Version: 800' "$URL/rest/plan-scripts" >"$WORK/wrk-$c.txt"
+done
+parse_wrk() {
+    python3 - "$1" <<'PY'
+import re, sys
+t = open(sys.argv[1]).read()
+rps = re.search(r"Requests/sec:\s+([\d.]+)", t).group(1)
+lat = dict(re.findall(r"\s+(50|75|90|99)%\s+([\d.]+\w+)", t))
+print(f"| {float(rps):.0f} | {lat.get('50')} | {lat.get('90')} | {lat.get('99')} |")
+PY
+}
+size=$(api "$URL/rest/plan-scripts" | wc -c)
+
+# --- Developer bundle: upload + extract -------------------------------------------------
+bundle_times=()
+for r in $(seq 1 "$RUNS"); do
+    start "bundle$r"
+    t0=$(date +%s.%N)
+    resp=$(api "$URL/rest/artifact-bundles" -F "file=@$BUNDLE" -D "$WORK/h$r" -o "$WORK/b$r.json" -w '%{http_code}')
+    loc=$(grep -i '^location:' "$WORK/h$r" | tr -d '\r' | awk '{print $2}')
+    wait_task() {
+        local t state
+        for _ in $(seq 600); do
+            t=$(api "$URL$1")
+            state=$(echo "$t" | python3 -c 'import sys,json; print(json.load(sys.stdin)["taskState"])')
+            case $state in Running|New|Starting|Pending) sleep 0.02 ;; Completed) echo "$t"; return 0 ;; *) echo "task $1 ended $state: $t" >&2; return 1 ;; esac
+        done
+        return 1
+    }
+    task=$(wait_task "$loc")
+    bundle_uri=$(echo "$task" | python3 -c 'import sys,json; print(json.load(sys.stdin)["associatedResource"]["resourceUri"])')
+    t1=$(date +%s.%N)
+    loc=$(api -X PUT "$URL$bundle_uri?extract=true&forceImport=true" -H 'Content-Type: text/plain' -D - -o /dev/null | grep -i '^location:' | tr -d '\r' | awk '{print $2}')
+    wait_task "$loc" >/dev/null
+    t2=$(date +%s.%N)
+    dps=$(api "$URL/rest/deployment-plans" | python3 -c 'import sys,json; print(json.load(sys.stdin)["total"])')
+    [ "$dps" = 2 ] || { echo "bench-deployd: extract gave $dps deployment plans, expected 2" >&2; exit 1; }
+    bundle_times+=("$(python3 -c "print(f'{($t1-$t0)*1000:.0f} | {($t2-$t1)*1000:.0f} | {($t2-$t0)*1000:.0f}')")")
+done
+
+{
+    echo "## deployd: REST API"
+    echo
+    echo "Generated by \`scripts/bench-deployd.sh\` (\`make bench\`) on $(date -u '+%Y-%m-%d %H:%M UTC'), commit \`$(git -C "$REPO" rev-parse --short HEAD)\`,"
+    echo "release build, loopback HTTPS (TLS 1.3, self-signed certificate), load average at end: $(cut -d' ' -f1-3 /proc/loadavg)."
+    echo
+    echo "### GET /rest/plan-scripts, 100 plan scripts (one page of ${size} bytes of JSON)"
+    echo
+    echo "\`wrk -t2 -cN -d10s --latency\` with the \`auth\` and \`X-API-Version: 800\` headers; keep-alive connections."
+    echo
+    echo "| connections | requests/s | p50 | p90 | p99 |"
+    echo "|---:|---:|---:|---:|---:|"
+    for c in 1 16; do echo "| $c $(parse_wrk "$WORK/wrk-$c.txt")"; done
+    echo
+    echo "No peer is named for this figure; HPE publishes no API throughput for Image Streamer."
+    echo
+    echo "### Importing the HPE Developer 2017 artifact bundle ($(du -h "$BUNDLE" | cut -f1), 7 plan scripts, 5 build plans, 2 deployment plans, 1 golden image)"
+    echo
+    echo "Upload = multipart POST until its task completes (checksums verified, stored); extract ="
+    echo "\`PUT ?extract=true\` until its task completes (artifacts created, golden image imported into storaged)."
+    echo "Fresh appliance state for each run."
+    echo
+    echo "| run | upload ms | extract ms | total ms |"
+    echo "|---:|---:|---:|---:|"
+    for i in "${!bundle_times[@]}"; do echo "| $((i+1)) | ${bundle_times[$i]} |"; done
+} >"$OUT"
+echo "bench-deployd: wrote $OUT"

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# `make bench`: runs every benchmark and assembles BENCHMARKS.md from their sections
+# (target/bench/*.md). A section whose benchmark was not run keeps its last committed text
+# only if you copy it there yourself: each run writes fresh numbers.
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p "$REPO/target/bench"
+if [ "${SKIP_STORAGED:-}" != 1 ]; then
+    "$REPO/scripts/bench-storaged.sh"
+fi
+"$REPO/scripts/bench-deployd.sh"
+{
+    echo "# Benchmarks"
+    echo
+    echo "Every figure is measured by \`make bench\` on this project's machine (2 cores, 24 GiB); each"
+    echo "section says when, at which commit, and under what load. Peers named by the issues are"
+    echo "measured side by side in the same run."
+    for s in storaged deployd planscript; do
+        f=$REPO/target/bench/$s.md
+        if [ -f "$f" ]; then
+            echo
+            cat "$f"
+        fi
+    done
+} >"$REPO/BENCHMARKS.md"
+echo "bench: wrote $REPO/BENCHMARKS.md"
