@@ -219,6 +219,13 @@ impl<'a> Interpreter<'a> {
         })
     }
 
+    /// Files the run creates in the scratch directory belong to `uid`:`gid` (the sandbox's
+    /// user), so local commands can change them.
+    pub fn scratch_owner(mut self, uid: u32, gid: u32) -> Self {
+        self.scratch = self.scratch.owned_by(uid, gid);
+        self
+    }
+
     /// Text with every secret replaced by `********`.
     pub fn mask(&self, text: &str) -> String {
         let mut t = text.to_string();

@@ -23,6 +23,8 @@ use super::{GuestError, GuestFs, Statvfs, normalize};
 pub struct DirFs {
     root: OwnedFd,
     host: PathBuf,
+    /// Owner given to what this view creates.
+    owner: Option<(u32, u32)>,
 }
 
 fn how(flags: OFlag, mode: Mode) -> OpenHow {
@@ -66,7 +68,29 @@ impl DirFs {
         Ok(Self {
             root,
             host: host.to_path_buf(),
+            owner: None,
         })
+    }
+
+    /// The same view, giving what it creates to `uid`:`gid`.
+    pub fn owned_by(mut self, uid: u32, gid: u32) -> Self {
+        self.owner = Some((uid, gid));
+        self
+    }
+
+    fn own(&self, path: &str) -> Result<(), GuestError> {
+        let Some((uid, gid)) = self.owner else {
+            return Ok(());
+        };
+        let (dir, name) = self.parent(path)?;
+        nix::unistd::fchownat(
+            dir.as_fd(),
+            name.as_str(),
+            Some(uid.into()),
+            Some(gid.into()),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| GuestError::io(path)(e.into()))
     }
 
     /// The host path of directory `path` of the guest, resolved inside the guest (so a
@@ -150,13 +174,17 @@ impl GuestFs for DirFs {
             OFlag::O_WRONLY | OFlag::O_CREAT | mode,
             Mode::from_bits_truncate(0o644),
         )?;
-        File::from(fd).write_all(data).map_err(GuestError::io(path))
+        File::from(fd)
+            .write_all(data)
+            .map_err(GuestError::io(path))?;
+        self.own(path)
     }
 
     fn mkdir(&mut self, path: &str) -> Result<(), GuestError> {
         let (dir, name) = self.parent(path)?;
         mkdirat(dir.as_fd(), name.as_str(), Mode::from_bits_truncate(0o755))
-            .map_err(|e| GuestError::io(path)(e.into()))
+            .map_err(|e| GuestError::io(path)(e.into()))?;
+        self.own(path)
     }
 
     fn remove(&mut self, path: &str, recursive: bool) -> Result<(), GuestError> {
