@@ -39,7 +39,6 @@ use crate::api::error::ErrorBody;
         crate::artifacts::deployment_plans::osdp,
         crate::artifacts::deployment_groups::list,
         crate::artifacts::deployment_groups::read,
-        crate::artifacts::deployment_groups::refuse,
         crate::artifacts::golden_images::list,
         crate::artifacts::golden_images::read,
         crate::artifacts::golden_images::create,

@@ -63,7 +63,10 @@ pub fn routes() -> Router<Arc<AppState>> {
             get(read).put(update).delete(remove),
         )
         .route("/rest/artifact-bundles/download/{id}", get(download))
-        .route(BACKUPS, get(list_backups).post(create_backup))
+        .route(
+            "/rest/artifact-bundles/backups",
+            get(list_backups).post(create_backup),
+        )
         .route(
             "/rest/artifact-bundles/backups/{id}",
             get(read_backup).put(restore_backup),

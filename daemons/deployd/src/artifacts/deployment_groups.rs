@@ -56,14 +56,9 @@ pub fn ensure_default(meta: &dyn MetaStore) -> Result<String, MetaError> {
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
-        .route(
-            "/rest/deployment-groups",
-            get(list).post(refuse).put(refuse).delete(refuse),
-        )
-        .route(
-            "/rest/deployment-groups/{id}",
-            get(read).post(refuse).put(refuse).delete(refuse),
-        )
+        // Other methods get the router's 405 with HPE's error body: groups are read-only.
+        .route("/rest/deployment-groups", get(list))
+        .route("/rest/deployment-groups/{id}", get(read))
 }
 
 /// Lists deployment groups.
@@ -102,13 +97,4 @@ pub async fn read(
     Ok(Json(
         DEPLOYMENT_GROUPS.render(&DEPLOYMENT_GROUPS.get(&st, &id)?, ctx.version),
     ))
-}
-
-/// Deployment groups cannot be created, changed or deleted.
-#[utoipa::path(post, path = "/rest/deployment-groups", tag = "deployment-groups",
-    responses((status = 405, body = ErrorBody)))]
-pub async fn refuse(_ctx: Ctx) -> ApiError {
-    ApiError::MethodNotAllowed(
-        "Deployment groups are read-only: the appliance manages its one group.".into(),
-    )
 }
