@@ -1,6 +1,8 @@
 //! `/rest/openapi.json` matches the code: every route the router serves is described, with
 //! the same methods, and nothing is described that the router does not serve.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
