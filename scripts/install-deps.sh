@@ -7,8 +7,12 @@ packages=(
     qemu-utils      # qemu-img, qemu-io, qemu-nbd: NBD clients and the benchmark's peer server
     libnbd-bin      # nbdinfo, nbdcopy: libnbd's NBD clients
     fio             # 4 KiB random-read IOPS over NBD (make bench)
-    e2fsprogs
-    util-linux
+    e2fsprogs       # mkfs.ext4 (attach tests)
+    util-linux      # mkswap, losetup
+    fdisk           # sfdisk: partition tables for the attach tests
+    xfsprogs        # mkfs.xfs (attach tests)
+    dosfstools      # mkfs.vfat (attach tests)
+    lvm2            # pvcreate/vgcreate/vgcfgrestore/vgs: LVM PVs for the attach tests (no dm needed)
 )
 
 missing=()
