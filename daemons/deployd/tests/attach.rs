@@ -17,7 +17,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deployd::attach::{AttachError, AttachOptions, AttachedDisk, FsType, cleanup_leftovers};
+use deployd::attach::{
+    AttachError, AttachOptions, AttachedDisk, FsType, NbdClientKind, cleanup_leftovers,
+};
 use nix::mount::{MsFlags, mount, umount};
 use storaged::store::Store;
 
@@ -331,8 +333,15 @@ fn failure_midway_leaves_nothing_attached() {
     let work = tmp.path().join("work");
     let before = loops_under(&canon(&img));
     assert!(before.is_empty());
-    let e = AttachedDisk::attach_file_with(&img, &work, &AttachOptions { max_loops: Some(2) })
-        .unwrap_err();
+    let e = AttachedDisk::attach_file_with(
+        &img,
+        &work,
+        &AttachOptions {
+            max_loops: Some(2),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
     assert!(matches!(e, AttachError::TooManyLoops(2)), "{e}");
     assert!(wait_no_loops(&canon(&img)).is_empty());
 
@@ -399,13 +408,32 @@ fn serve(dir: &Path, img: &Path) -> Served {
 #[test]
 fn nbd_clone_is_personalized_and_golden_is_untouched() {
     require!(["sfdisk", "mkfs.ext4", "mkfs.xfs", "mkfs.vfat"], true);
+    nbd_round_trip(NbdClientKind::Fuse);
+}
+
+/// The appliance's path: the same through `/dev/nbdN` (runs inside the appliance VM).
+#[test]
+fn kernel_nbd_clone_is_personalized() {
+    require!(["sfdisk", "mkfs.ext4", "mkfs.xfs", "mkfs.vfat"], false);
+    if !deployd::attach::kernel_nbd_available() {
+        eprintln!("SKIPPED: no /dev/nbd0 or the nbd module is not loaded");
+        return;
+    }
+    nbd_round_trip(NbdClientKind::Kernel);
+}
+
+fn nbd_round_trip(kind: NbdClientKind) {
+    let opts = AttachOptions {
+        nbd_client: kind,
+        ..Default::default()
+    };
     let tmp = tempfile::tempdir().unwrap();
     let img = gpt_image(tmp.path());
     let s = serve(&tmp.path().join("store"), &img);
     let golden_sum = s.store.content_checksum(&s.golden).unwrap();
     let work = tmp.path().join("work");
 
-    let e = AttachedDisk::attach_nbd(s.addr, "no-such-volume", &work).unwrap_err();
+    let e = AttachedDisk::attach_nbd_with(s.addr, "no-such-volume", &work, &opts).unwrap_err();
     assert!(e.to_string().contains("no-such-volume"), "{e}");
     assert!(
         deployd::attach::mounts_under(&canon(&work))
@@ -413,8 +441,10 @@ fn nbd_clone_is_personalized_and_golden_is_untouched() {
             .is_empty()
     );
 
-    let d = AttachedDisk::attach_nbd(s.addr, &s.clone, &work).unwrap();
-    assert!(d.disk_path().starts_with(canon(&work)));
+    let d = AttachedDisk::attach_nbd_with(s.addr, &s.clone, &work, &opts).unwrap();
+    if kind == NbdClientKind::Fuse {
+        assert!(d.disk_path().starts_with(canon(&work)));
+    }
     assert_eq!(d.size(), 96 * MIB);
     assert_eq!(d.partitions(), ["/dev/sda1", "/dev/sda2", "/dev/sda3"]);
     assert!(matches!(
@@ -677,7 +707,11 @@ fn child_attaches_and_waits_to_be_killed() {
     let img = gpt_image(&dir);
     let s = serve(&dir.join("store"), &img);
     let work = dir.join("work/vol1");
-    let d = AttachedDisk::attach_nbd(s.addr, &s.clone, &work).unwrap();
+    let fuse = AttachOptions {
+        nbd_client: NbdClientKind::Fuse,
+        ..Default::default()
+    };
+    let d = AttachedDisk::attach_nbd_with(s.addr, &s.clone, &work, &fuse).unwrap();
     mount_at(
         &d.resolve("/dev/sda2").unwrap().node,
         &work.join("root"),

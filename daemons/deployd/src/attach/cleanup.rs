@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, umount2};
 
-use super::loopdev;
+use super::{KERNEL_NBD_MARKER, kernel_nbd, loopdev};
 
 /// One line of mountinfo: where, and what is mounted there.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,7 +102,9 @@ pub struct CleanupReport {
 
 /// Undoes what crashed attaches left under `work_root`: unmounts everything mounted below it
 /// (lazily when busy), detaches loop devices whose backing file lies below it, and removes
-/// its subdirectories (never crossing into a filesystem still mounted there).
+/// its subdirectories (never crossing into a filesystem still mounted there), and disconnects
+/// kernel NBD devices the attaches below it recorded. Call it at start-up, before any attach:
+/// it undoes live attaches below the root just the same.
 pub fn cleanup_leftovers(work_root: &Path) -> io::Result<CleanupReport> {
     let mut r = CleanupReport::default();
     let root = match work_root.canonicalize() {
@@ -133,16 +135,37 @@ pub fn cleanup_leftovers(work_root: &Path) -> io::Result<CleanupReport> {
                 .push(format!("unmounting {}: {e}", m.mountpoint.display())),
         }
     }
+    // Kernel NBD devices named by the markers of attaches below the root.
+    let mut nbds = Vec::new();
+    for dir in std::iter::once(root.clone()).chain(
+        std::fs::read_dir(&root)?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir()),
+    ) {
+        if let Ok(dev) = std::fs::read_to_string(dir.join(KERNEL_NBD_MARKER)) {
+            let dev = PathBuf::from(dev.trim());
+            if dev.starts_with("/dev") {
+                nbds.push(dev);
+            }
+        }
+    }
     for (dev, backing) in loopdev::bound() {
         let backing = backing
             .to_str()
             .map(|s| PathBuf::from(s.trim_end_matches(" (deleted)")))
             .unwrap_or(backing);
-        if backing.starts_with(&root) {
+        if backing.starts_with(&root) || nbds.contains(&backing) {
             match loopdev::clear(&dev) {
                 Ok(()) => r.loops_detached.push(dev),
                 Err(e) => r.problems.push(format!("detaching {}: {e}", dev.display())),
             }
+        }
+    }
+    for dev in nbds {
+        if let Err(e) = kernel_nbd::disconnect(&dev) {
+            r.problems
+                .push(format!("disconnecting {}: {e}", dev.display()));
         }
     }
     let still_mounted: Vec<PathBuf> = mounts_under(&root)?

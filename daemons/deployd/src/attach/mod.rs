@@ -15,6 +15,7 @@
 mod cleanup;
 pub mod fstype;
 mod fuse_file;
+mod kernel_nbd;
 mod loopdev;
 pub mod lvm;
 mod names;
@@ -22,7 +23,7 @@ pub mod nbd_client;
 pub mod partition;
 
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, Seek, SeekFrom};
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -35,6 +36,7 @@ pub use fstype::FsType;
 pub use partition::TableKind;
 
 use fuse_file::{FuseDisk, SharedClient};
+use kernel_nbd::KernelNbd;
 use loopdev::LoopDevice;
 use lvm::{LvmError, Pv, PvScan};
 use names::DeviceName;
@@ -45,6 +47,8 @@ use partition::PartitionError;
 pub const DISK_NAME: &str = "/dev/sda";
 /// Directory below the work directory where the FUSE disk file is mounted.
 const FUSE_DIR: &str = "nbd-disk";
+/// File in the work directory naming the `/dev/nbdN` in use, for [`cleanup_leftovers`].
+const KERNEL_NBD_MARKER: &str = "kernel-nbd";
 
 /// Why attaching, resolving a device name, renaming a volume group or detaching failed.
 #[derive(Debug, thiserror::Error)]
@@ -99,11 +103,25 @@ pub struct BlockTarget {
     pub fs: FsType,
 }
 
+/// Which NBD client makes the export a local disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum NbdClientKind {
+    /// The kernel's where `/dev/nbd0` exists and the `nbd` module is loaded, else ours
+    /// through FUSE.
+    #[default]
+    Auto,
+    /// Ours, serving the export as a FUSE file.
+    Fuse,
+    /// The kernel's; fails where it is missing.
+    Kernel,
+}
+
 /// Knobs for an attach.
 #[derive(Debug, Clone, Default)]
 pub struct AttachOptions {
     /// Refuse disks that need more loop devices than this (whole disk + partitions + LVs).
     pub max_loops: Option<usize>,
+    pub nbd_client: NbdClientKind,
 }
 
 #[derive(Debug)]
@@ -140,6 +158,7 @@ enum Backend {
         fuse: Option<FuseDisk>,
         client: SharedClient,
     },
+    KernelNbd(Option<KernelNbd>),
 }
 
 /// An OS volume attached as local block devices. Dropping it detaches everything; call
@@ -198,6 +217,20 @@ impl AttachedDisk {
         opts: &AttachOptions,
     ) -> Result<AttachedDisk, AttachError> {
         let work_dir = prepare_work_dir(work_dir)?;
+        let kernel = match opts.nbd_client {
+            NbdClientKind::Auto => kernel_nbd::available(),
+            NbdClientKind::Fuse => false,
+            NbdClientKind::Kernel => true,
+        };
+        if kernel {
+            match Self::attach_kernel_nbd(addr, export, &work_dir, opts) {
+                Ok(d) => return Ok(d),
+                Err(e) if opts.nbd_client == NbdClientKind::Auto => {
+                    tracing::warn!("kernel NBD client failed ({e}); using FUSE instead");
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let client = NbdClient::connect(addr, export)?;
         let client: SharedClient = Arc::new(Mutex::new(Some(client)));
         let mountpoint = work_dir.join(FUSE_DIR);
@@ -221,6 +254,29 @@ impl AttachedDisk {
         if let Backend::Nbd { fuse: f, .. } = &mut d.backend {
             *f = Some(fuse);
         }
+        d.populate()?;
+        Ok(d)
+    }
+
+    fn attach_kernel_nbd(
+        addr: SocketAddr,
+        export: &str,
+        work_dir: &Path,
+        opts: &AttachOptions,
+    ) -> Result<AttachedDisk, AttachError> {
+        let (stream, size, flags) = NbdClient::connect(addr, export)?.into_socket();
+        let nbd = KernelNbd::start(stream, size, flags)
+            .map_err(io_err("starting the kernel NBD client"))?;
+        let path = nbd.path().to_path_buf();
+        let mut d = AttachedDisk::empty(
+            work_dir.to_path_buf(),
+            path.clone(),
+            Backend::KernelNbd(Some(nbd)),
+            opts,
+        );
+        let marker = work_dir.join(KERNEL_NBD_MARKER);
+        std::fs::write(&marker, path.as_os_str().as_encoded_bytes())
+            .map_err(io_err(format!("writing {}", marker.display())))?;
         d.populate()?;
         Ok(d)
     }
@@ -256,13 +312,11 @@ impl AttachedDisk {
             .write(true)
             .open(&self.disk_path)
             .map_err(io_err(format!("opening {}", self.disk_path.display())))?;
-        self.size = disk
-            .metadata()
-            .map_err(io_err(format!(
-                "reading the size of {}",
-                self.disk_path.display()
-            )))?
-            .len();
+        // Seeking to the end gives the size of block devices too (their metadata says 0).
+        self.size = (&disk).seek(SeekFrom::End(0)).map_err(io_err(format!(
+            "reading the size of {}",
+            self.disk_path.display()
+        )))?;
         let (table, parts) = partition::read_table(&disk, self.size)?;
         self.table = table;
         self.whole_fs = if table == TableKind::None {
@@ -593,6 +647,19 @@ impl AttachedDisk {
         {
             problems.push(format!("flushing {}: {e}", self.disk_path.display()));
         }
+        if let Backend::KernelNbd(nbd) = &mut self.backend {
+            if let Some(n) = nbd.take()
+                && let Err(e) = n.stop()
+            {
+                problems.push(format!("disconnecting {}: {e}", self.disk_path.display()));
+            }
+            let marker = self.work_dir.join(KERNEL_NBD_MARKER);
+            if let Err(e) = std::fs::remove_file(&marker)
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                problems.push(format!("removing {}: {e}", marker.display()));
+            }
+        }
         if let Backend::Nbd { fuse, client } = &mut self.backend {
             if let Some(f) = fuse.take()
                 && let Err(e) = f.unmount()
@@ -623,6 +690,11 @@ impl Drop for AttachedDisk {
     }
 }
 
+/// True where [`NbdClientKind::Auto`] picks the kernel's NBD client (the appliance).
+pub fn kernel_nbd_available() -> bool {
+    kernel_nbd::available()
+}
+
 fn prepare_work_dir(work_dir: &Path) -> Result<PathBuf, AttachError> {
     std::fs::create_dir_all(work_dir)
         .and_then(|()| work_dir.canonicalize())
@@ -639,6 +711,12 @@ fn list_or_none(v: Vec<String>) -> String {
         v.join(", ")
     }
 }
+
+/// Attached disks move between threads (a plan script runs on the blocking pool).
+const _: () = {
+    const fn send<T: Send>() {}
+    send::<AttachedDisk>();
+};
 
 /// Detects the filesystem in `len` bytes at `offset` of the disk.
 fn probe(disk: &File, offset: u64, len: u64) -> Result<FsType, AttachError> {

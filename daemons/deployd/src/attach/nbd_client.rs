@@ -299,6 +299,12 @@ impl NbdClient {
         self.reply("TRIM", offset, cookie, &mut [])
     }
 
+    /// The connected socket in transmission phase, the export size and transmission flags,
+    /// for handing over to the kernel's NBD client.
+    pub fn into_socket(self) -> (TcpStream, u64, u16) {
+        (self.stream, self.size, self.flags)
+    }
+
     /// Ends the session politely (NBD_CMD_DISC, which has no reply).
     pub fn disconnect(mut self) -> Result<(), NbdError> {
         self.request(CMD_DISC, 0, 0, &[])?;
