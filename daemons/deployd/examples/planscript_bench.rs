@@ -105,7 +105,7 @@ fn linux(dir: &Path) -> anyhow::Result<PathBuf> {
         Ok(())
     };
     ok(Command::new("mkfs.vfat")
-        .args(["-F", "32", "--offset=2048"])
+        .args(["-F", "32", "-s", "1", "--offset=2048"])
         .arg(&img)
         .arg("262144"))?;
     let root_bytes = (4u64 << 30) - 526336 * 512 - (1 << 20);
