@@ -16,7 +16,7 @@ fi
     echo "Every figure is measured by \`make bench\` on this project's machine (2 cores, 24 GiB); each"
     echo "section says when, at which commit, and under what load. Peers named by the issues are"
     echo "measured side by side in the same run."
-    for s in storaged deployd planscript; do
+    for s in storaged deployd planscript deploy; do
         f=$REPO/target/bench/$s.md
         if [ -f "$f" ]; then
             echo

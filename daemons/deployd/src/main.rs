@@ -66,6 +66,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         max_upload_bytes: args.max_upload_mib.saturating_mul(1 << 20),
         max_image_bytes: Config::DEFAULT_MAX_IMAGE,
     };
+    // Plan-script runs interrupted by a crash left mounts, loop devices and scratch file
+    // systems behind: remove them before anything new runs.
+    let runs = deployd::planscript::run::RunConfig::new(args.state_dir.join("runs"));
+    for problem in deployd::planscript::run::cleanup_leftovers(&runs) {
+        tracing::warn!("cleaning up after an interrupted plan-script run: {problem}");
+    }
     let (state, generated) = AppState::open(config)?;
     if let Some(password) = generated {
         // Shown once: it is not stored anywhere in clear.
