@@ -135,6 +135,18 @@ fn read_esp(image: &Path, dir: &Path, path: &str) -> String {
     text
 }
 
+/// Loop devices still backed by files under `dir` after waiting up to 5 s: auto-clearing loop
+/// devices are released by the kernel asynchronously after their last close.
+fn loops_left(dir: &Path) -> usize {
+    for _ in 0..50 {
+        if loops_under(dir) == 0 {
+            return 0;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    loops_under(dir)
+}
+
 /// Loop devices whose backing file lies under `dir` (tests run in parallel: count only ours).
 fn loops_under(dir: &Path) -> usize {
     std::fs::read_dir("/sys/block")
@@ -208,7 +220,7 @@ fn developer_bundle_deploy_then_capture() {
         msg.contains("has been generalized!") && !msg.contains("Hello from Streamer"),
         "{msg}"
     );
-    assert_eq!(loops_under(dir.path()), 0, "every loop device was detached");
+    assert_eq!(loops_left(dir.path()), 0, "every loop device was detached");
     assert!(
         std::fs::read_dir(dir.path().join("runs"))
             .unwrap()
@@ -240,7 +252,7 @@ fn a_failing_script_names_its_line_and_leaves_nothing_attached() {
     );
     assert!(f.message.contains("Fail_OS_Deployment"), "{f}");
     assert!(f.line > 1);
-    assert_eq!(loops_under(dir.path()), 0);
+    assert_eq!(loops_left(dir.path()), 0);
     // Bad attribute values are refused before anything runs, each named.
     let errs = dev
         .sources(
