@@ -2,6 +2,8 @@
 //! loopback port, and a small blocking client that logs in and speaks the API's JSON.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod redfish;
+
 use std::sync::Arc;
 use std::time::Duration;
 
