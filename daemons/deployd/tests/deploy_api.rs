@@ -1,5 +1,6 @@
 //! Compute modules, server profiles and deploys through the REST API, with an in-process
 //! storaged and a Redfish test double.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
