@@ -9,6 +9,7 @@ if [ "${SKIP_STORAGED:-}" != 1 ]; then
     "$REPO/scripts/bench-storaged.sh"
 fi
 "$REPO/scripts/bench-deployd.sh"
+"$REPO/scripts/bench-planscript.sh"
 {
     echo "# Benchmarks"
     echo

@@ -8,10 +8,13 @@ packages=(
     libnbd-bin      # nbdinfo, nbdcopy: libnbd's NBD clients
     fio             # 4 KiB random-read IOPS over NBD (make bench)
     wrk             # REST API requests/s and latency (make bench)
-    e2fsprogs
+    e2fsprogs       # mkfs.ext4: test images
+    util-linux      # mkswap, losetup
+    fdisk           # sfdisk: partition tables for test images
+    xfsprogs        # mkfs.xfs (attach tests)
     dosfstools      # mkfs.vfat: FAT test images (UEFI system partitions)
     mtools          # mtype: cross-checks our FAT writes with another implementation
-    util-linux
+    lvm2            # pvcreate/vgcreate/vgcfgrestore/vgs: LVM PVs for the attach tests (no dm needed)
     python3-venv    # make test: a virtualenv for the HPE Python SDK (hpOneView) tests
     busybox-static  # /bin/busybox: the toolbox of the plan-script sandbox (deployd::sandbox)
 )

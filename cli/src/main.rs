@@ -8,6 +8,7 @@
 //! file that cannot be read or written.
 
 mod client;
+mod dryrun;
 mod error;
 mod lint;
 mod password;
@@ -54,7 +55,7 @@ enum Command {
     PlanScript(PlanScriptCmd),
     /// OS build plans.
     #[command(subcommand)]
-    BuildPlan(Crud),
+    BuildPlan(BuildPlanCmd),
     /// Deployment plans.
     #[command(subcommand)]
     DeploymentPlan(Crud),
@@ -134,6 +135,31 @@ enum PlanScriptCmd {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Print the scripts (in argument order) concatenated with @Name@ substituted; offline.
+    DryRun {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// An attribute value, NAME=VALUE (NIC fields as Nic.ipaddress=...); repeatable.
+        #[arg(long = "attr", value_name = "NAME=VALUE")]
+        attrs: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BuildPlanCmd {
+    #[command(flatten)]
+    Crud(Crud),
+    /// Print the plan's scripts in step order with @Name@ substituted (the plan's values,
+    /// then --attr), every value validated as a deployment would; nothing runs.
+    DryRun {
+        name_or_id: String,
+        /// An attribute value, NAME=VALUE (NIC fields as Nic.ipaddress=...); repeatable.
+        #[arg(long = "attr", value_name = "NAME=VALUE")]
+        attrs: Vec<String>,
+        /// Print password values instead of ********.
+        #[arg(long)]
+        show_secrets: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -184,8 +210,24 @@ fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Login(a) => login(a),
         Command::Logout => logout(),
         Command::PlanScript(PlanScriptCmd::Lint { files }) => Ok(lint::run(&files)),
+        Command::PlanScript(PlanScriptCmd::DryRun { files, attrs }) => {
+            print!("{}", dryrun::files(&files, &attrs)?);
+            Ok(0)
+        }
+        Command::BuildPlan(BuildPlanCmd::DryRun {
+            name_or_id,
+            attrs,
+            show_secrets,
+        }) => {
+            let api = Api::new(session::load()?)?;
+            print!(
+                "{}",
+                dryrun::build_plan(&api, &name_or_id, &attrs, show_secrets)?
+            );
+            Ok(0)
+        }
         Command::PlanScript(PlanScriptCmd::Crud(c)) => crud(&resources::PLAN_SCRIPT, c, json),
-        Command::BuildPlan(c) => crud(&resources::BUILD_PLAN, c, json),
+        Command::BuildPlan(BuildPlanCmd::Crud(c)) => crud(&resources::BUILD_PLAN, c, json),
         Command::DeploymentPlan(c) => crud(&resources::DEPLOYMENT_PLAN, c, json),
         Command::OsVolume(c) => crud(&resources::OS_VOLUME, c, json),
         Command::DeploymentGroup(c) => crud(&resources::DEPLOYMENT_GROUP, c, json),

@@ -299,3 +299,66 @@ fn lint_prints_file_line_message_and_fails_on_errors() {
         "{out}"
     );
 }
+
+#[test]
+fn dry_runs_print_the_substituted_plan_offline_and_from_the_appliance() {
+    let s = start();
+    let a = s.file("a.gfs", "upload -<<END /etc/hostname\n@Host:web01@\nEND\n");
+    let b = s.file("b.gfs", "echo root@@@Host@ @Pw@\n");
+    let out = s.ok(&["plan-script", "dry-run", &a, &b, "--attr", "Pw=s3cret"]);
+    assert_eq!(
+        out,
+        format!(
+            "# ==== plan script: {a}\nupload -<<END /etc/hostname\nweb01\nEND\n# ==== plan script: {b}\necho root@web01 s3cret\n"
+        )
+    );
+    assert_eq!(
+        s.ctl(&["plan-script", "dry-run", &a, "--attr", "novalue"], "")
+            .status
+            .code(),
+        Some(2)
+    );
+    // From the appliance: the build plan's typed attributes apply, passwords are masked.
+    s.login();
+    let ps = s.file(
+        "ps.json",
+        r#"{"name": "dr", "planType": "deploy", "content": "echo @Host:web01@ @Pw@\n"}"#,
+    );
+    let created: Value =
+        serde_json::from_str(&s.ok(&["--json", "plan-script", "create", "--file", &ps])).unwrap();
+    let bp = s.file(
+        "bp.json",
+        &serde_json::json!({
+            "name": "dr plan", "oeBuildPlanType": "deploy",
+            "buildStep": [{"serialNumber": "1", "planScriptUri": created["uri"]}],
+            "customAttributes": [
+                {"name": "Host", "value": "web01", "type": "hostname", "constraints": "{\"helpText\":\"\"}", "description": ""},
+                {"name": "Pw", "value": "", "type": "password", "constraints": "{\"maxlen\":\"20\"}", "description": ""}
+            ]
+        })
+        .to_string(),
+    );
+    s.ok(&["build-plan", "create", "--file", &bp]);
+    let out = s.ok(&[
+        "build-plan",
+        "dry-run",
+        "dr plan",
+        "--attr",
+        "Host=node7",
+        "--attr",
+        "Pw=hunter22",
+    ]);
+    assert!(out.contains("echo node7 ********"), "{out}");
+    let bad = s.ctl(
+        &[
+            "build-plan",
+            "dry-run",
+            "dr plan",
+            "--attr",
+            "Host=not.a.hostname",
+        ],
+        "",
+    );
+    assert_ne!(bad.status.code(), Some(0));
+    assert!(text(&bad.stderr).contains("Host"), "{}", text(&bad.stderr));
+}

@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod artifacts;
+pub mod attach;
 pub mod audit;
 pub mod auth;
 pub mod bundle;

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::planscript::exec::{Failure, Source};
+use crate::planscript::run::{RunConfig, cleanup_leftovers, run_on_nbd};
 
 /// What a plan run did.
 #[derive(Debug, Clone)]
@@ -38,27 +39,37 @@ pub trait PlanRunner: Send + Sync + Debug {
 /// The appliance's runner: the plan-script engine on an NBD attachment.
 #[derive(Debug)]
 pub struct NbdRunner {
-    work_root: std::path::PathBuf,
+    cfg: RunConfig,
 }
 
 impl NbdRunner {
     pub fn new(work_root: std::path::PathBuf) -> Self {
-        Self { work_root }
+        Self {
+            cfg: RunConfig::new(work_root),
+        }
     }
 }
 
 impl PlanRunner for NbdRunner {
     fn run(
         &self,
-        _nbd: SocketAddr,
-        _export: &str,
-        _sources: &[Source],
-        _secrets: Vec<String>,
+        nbd: SocketAddr,
+        export: &str,
+        sources: &[Source],
+        secrets: Vec<String>,
     ) -> Result<RunReport, String> {
-        // Replaced by `planscript::run::run_on_nbd` when the volume-attach module lands.
-        Err(format!(
-            "the plan-script engine is not part of this build yet (work root {})",
-            self.work_root.display()
-        ))
+        let o = run_on_nbd(&self.cfg, nbd, export, sources, secrets).map_err(|e| e.to_string())?;
+        Ok(RunReport {
+            log: o.log,
+            result: o.result,
+            cleanup_errors: o.cleanup_errors,
+            elapsed: o.elapsed,
+        })
+    }
+
+    fn cleanup_leftovers(&self) {
+        for p in cleanup_leftovers(&self.cfg) {
+            tracing::warn!("cleaning up after interrupted plan runs: {p}");
+        }
     }
 }
