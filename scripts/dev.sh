@@ -56,7 +56,7 @@ if [ ! -S "$SOCK" ]; then
     exit 1
 fi
 
-"$BIN/deployd" --state-dir "$STATE/deployd" --listen "$API" --storaged "$SOCK" &
+"$BIN/deployd" --state-dir "$STATE/deployd" --listen "$API" --storaged "$SOCK" --nbd "$NBD" &
 deployd_pid=$!
 
 cat >&2 <<MSG

@@ -28,6 +28,8 @@ fn start() -> Server {
         admin_password: Some(PASSWORD.into()),
         max_upload_bytes: Config::DEFAULT_MAX_UPLOAD,
         max_image_bytes: Config::DEFAULT_MAX_IMAGE,
+        nbd_addr: Config::DEFAULT_NBD.parse().unwrap(),
+        max_concurrent_runs: Config::DEFAULT_CONCURRENT_RUNS,
     })
     .unwrap();
     let tls = TlsFiles::in_state_dir(&dir.path().join("deployd"));

@@ -29,6 +29,12 @@ struct Args {
     /// storaged's control socket.
     #[arg(long, env = "STORAGED_CONTROL", default_value = storaged::control::DEFAULT_SOCKET)]
     storaged: PathBuf,
+    /// storaged's NBD address (plan runs attach OS volumes there; modules boot from it).
+    #[arg(long, default_value = Config::DEFAULT_NBD)]
+    nbd: SocketAddr,
+    /// Plan runs at once; further deploys and captures queue.
+    #[arg(long, default_value_t = Config::DEFAULT_CONCURRENT_RUNS)]
+    max_concurrent_runs: usize,
     /// Largest upload accepted (golden images, artifact bundles), in MiB.
     #[arg(long, default_value_t = Config::DEFAULT_MAX_UPLOAD >> 20)]
     max_upload_mib: u64,
@@ -65,6 +71,8 @@ fn run(args: Args) -> anyhow::Result<()> {
             .filter(|p| !p.is_empty()),
         max_upload_bytes: args.max_upload_mib.saturating_mul(1 << 20),
         max_image_bytes: Config::DEFAULT_MAX_IMAGE,
+        nbd_addr: args.nbd,
+        max_concurrent_runs: args.max_concurrent_runs,
     };
     // Plan-script runs interrupted by a crash left mounts, loop devices and scratch file
     // systems behind: remove them before anything new runs.

@@ -20,6 +20,13 @@ pub async fn serve(
     let config = RustlsConfig::from_pem_file(&tls.cert, &tls.key).await?;
     let handle = axum_server::Handle::new();
     tokio::spawn(signals(handle.clone(), config.clone(), tls));
+    match crate::deploy::recovery::clean_interrupted(&state).await {
+        Ok(r) if r != Default::default() => {
+            tracing::warn!("cleaned up after interrupted work: {r:?}")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!("cleaning up after interrupted deploys failed: {e}"),
+    }
     let app = crate::api::router(state);
     tracing::info!("REST API on https://{}", listener.local_addr()?);
     listener.set_nonblocking(true)?;

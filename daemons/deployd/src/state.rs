@@ -1,11 +1,14 @@
 //! Everything a request handler can reach.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::audit::AuditLog;
 use crate::auth::{LoginLimiter, Sessions, Users, bootstrap_administrator};
+use crate::deploy::Deployer;
+use crate::deploy::runner::NbdRunner;
 use crate::meta::{MetaStore, RedbStore};
 use crate::tasks::Tasks;
 
@@ -24,6 +27,10 @@ pub struct Config {
     pub max_upload_bytes: u64,
     /// Largest disk image a golden image file may unpack to.
     pub max_image_bytes: u64,
+    /// storaged's NBD server: plan runs attach OS volumes there, compute modules boot from it.
+    pub nbd_addr: SocketAddr,
+    /// Plan runs at once (attach, mount, sandbox); further deploys and captures queue.
+    pub max_concurrent_runs: usize,
 }
 
 impl Config {
@@ -31,6 +38,10 @@ impl Config {
     pub const DEFAULT_MAX_UPLOAD: u64 = 64 << 30;
     /// Default unpacked image limit: 2 TiB.
     pub const DEFAULT_MAX_IMAGE: u64 = 2 << 40;
+    /// storaged's default NBD address.
+    pub const DEFAULT_NBD: &str = "127.0.0.1:10809";
+    /// Default bound on concurrent plan runs.
+    pub const DEFAULT_CONCURRENT_RUNS: usize = 4;
 }
 
 /// Failures opening the state.
@@ -56,6 +67,7 @@ pub struct AppState {
     pub limiter: LoginLimiter,
     pub tasks: Tasks,
     pub audit: AuditLog,
+    pub deployer: Deployer,
 }
 
 impl AppState {
@@ -83,7 +95,10 @@ impl AppState {
         }
         let audit_path = dir.join("audit.log");
         let audit = AuditLog::open(&audit_path).map_err(io(&audit_path))?;
+        let runner = Arc::new(NbdRunner::new(dir.join("runs")));
+        let deployer = Deployer::new(runner, config.max_concurrent_runs);
         let state = Self {
+            deployer,
             sessions: Sessions::new(config.session_idle_timeout),
             limiter: LoginLimiter::default(),
             config,

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::path::Path;
 
 use storaged::control::client::{ClientError, StorageClient};
-use storaged::store::VolumeInfo;
+use storaged::store::{ExportRecord, VolumeInfo};
 use zbus::zvariant::Fd;
 
 use crate::api::error::ApiError;
@@ -88,6 +88,50 @@ impl<'a> Storage<'a> {
             .await
             .map_err(ClientError::from)?;
         Ok(())
+    }
+
+    /// A writable copy-on-write clone of frozen volume `parent` (O(1)).
+    pub async fn clone_volume(&self, parent: &str, name: &str) -> Result<VolumeInfo, StorageError> {
+        Ok(self.client().await?.clone_volume(parent, name).await?)
+    }
+
+    /// A frozen point-in-time copy of `volume`; the volume itself stays writable (O(1)).
+    pub async fn snapshot(&self, volume: &str, name: &str) -> Result<VolumeInfo, StorageError> {
+        Ok(self.client().await?.snapshot(volume, name).await?)
+    }
+
+    /// An empty writable volume of `size` bytes.
+    pub async fn create(&self, name: &str, size: u64) -> Result<VolumeInfo, StorageError> {
+        Ok(self.client().await?.create(name, size).await?)
+    }
+
+    /// Serves `volume` over NBD to the clients in `allow` only (replaces its export, if any).
+    pub async fn export_add(
+        &self,
+        volume: &str,
+        allow: &[&str],
+    ) -> Result<ExportRecord, StorageError> {
+        Ok(self
+            .client()
+            .await?
+            .export_add(volume, allow, false)
+            .await?)
+    }
+
+    pub async fn export_remove(&self, volume: &str) -> Result<(), StorageError> {
+        Ok(self.client().await?.export_remove(volume).await?)
+    }
+
+    /// Removes `volume`'s export if it has one, then deletes it.
+    pub async fn unexport_and_delete(&self, volume: &str) -> Result<(), StorageError> {
+        match self.info(volume).await {
+            Ok(i) if i.export.is_some() => self.export_remove(volume).await?,
+            Ok(_) => {}
+            // Already gone: nothing to do.
+            Err(StorageError::Refused(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        self.delete(volume).await
     }
 
     pub async fn info(&self, volume: &str) -> Result<VolumeInfo, StorageError> {

@@ -45,6 +45,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(artifacts::golden_images::routes())
         .merge(artifacts::os_volumes::routes())
         .merge(artifacts::artifact_bundles::routes())
+        .merge(artifacts::server_hardware::routes())
+        .merge(artifacts::server_profiles::routes())
         .fallback(transport::not_found)
         .method_not_allowed_fallback(transport::method_not_allowed)
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))

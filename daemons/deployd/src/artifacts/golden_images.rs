@@ -144,7 +144,7 @@ pub struct CaptureRequest {
     request_body(content = CaptureInput, description = "multipart/form-data with `file` (a golden image .zip; gzip, qcow2 or raw also accepted) and optional `name`/`description` fields; or JSON to capture"),
     responses((status = 202, description = "TaskResourceV2", body = Object),
               (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
-              (status = 413, body = ErrorBody), (status = 501, body = ErrorBody)))]
+              (status = 413, body = ErrorBody)))]
 pub async fn create(
     State(st): State<Arc<AppState>>,
     ctx: Ctx,
@@ -241,21 +241,27 @@ pub fn validate_capture(st: &AppState, input: CaptureInput) -> Result<CaptureReq
     }
 }
 
-/// The capture itself: cloning the OS volume, running the capture build plan on the clone,
-/// freezing it as the golden image. That belongs to the deploy/capture engine, which is not
-/// part of this appliance yet; until it is, a validated capture is refused honestly.
+/// Starts the capture (see `crate::deploy::capture`): 202 with a task whose resource is the
+/// new golden image.
 pub fn start_capture(
-    _st: &AppState,
-    _ctx: &Ctx,
+    st: &Arc<AppState>,
+    ctx: &Ctx,
     req: CaptureRequest,
 ) -> Result<Response, ApiError> {
-    Err(ApiError::NotImplemented(format!(
-        "Capturing golden image {:?} from OS volume {:?} with build plan {:?} needs the \
-         capture engine, which this appliance does not have yet.",
-        req.name,
-        name_of(&req.os_volume),
-        name_of(&req.build_plan)
-    )))
+    let id = uuid::Uuid::new_v4().to_string();
+    let task = st.tasks.start(
+        "Add",
+        ctx.user(),
+        &Associated {
+            category: GOLDEN_IMAGES.category.into(),
+            name: req.name.clone(),
+            uri: GOLDEN_IMAGES.uri(&id),
+        },
+    )?;
+    let bg = Arc::clone(st);
+    let t = task.clone();
+    tokio::spawn(async move { crate::deploy::capture::run(bg, req, id, t).await });
+    Ok(task.accepted())
 }
 
 async fn create_from_upload(

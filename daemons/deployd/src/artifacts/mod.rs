@@ -12,6 +12,8 @@ pub mod deployment_plans;
 pub mod golden_images;
 pub mod os_volumes;
 pub mod plan_scripts;
+pub mod server_hardware;
+pub mod server_profiles;
 pub mod usage;
 
 use axum::body::Bytes;

@@ -39,7 +39,7 @@ const LOG: &str = "os-volumes";
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/rest/os-volumes", get(list))
-        .route("/rest/os-volumes/{id}", get(read))
+        .route("/rest/os-volumes/{id}", get(read).delete(remove))
         .route("/rest/os-volumes/{id}/storage", get(storage))
         .route("/rest/os-volumes/archive/{id}", get(archive))
 }
@@ -54,6 +54,9 @@ pub struct NewOsVolume {
     pub deployment_plan_uri: Option<String>,
     pub golden_image_uri: Option<String>,
     pub server_profile_uri: Option<String>,
+    /// The task making it: the record stays `deploying` until [`mark_ready`], and a restart
+    /// deletes volumes left in that state.
+    pub deploying: Option<String>,
 }
 
 /// Records an OS volume made by deployment; returns its id. The first line of its activity
@@ -73,6 +76,8 @@ pub fn create_os_volume_record(st: &AppState, v: &NewOsVolume) -> Result<String,
             "deploymentPlanUri": v.deployment_plan_uri,
             "goldenVolumeUri": v.golden_image_uri,
             "statelessServerUri": v.server_profile_uri,
+            "deployState": if v.deploying.is_some() { "deploying" } else { "ready" },
+            "deployTaskUri": v.deploying.as_ref().map(|t| format!("/rest/tasks/{t}")),
             "status": "OK",
             "created": now,
             "modified": now,
@@ -91,6 +96,99 @@ pub fn create_os_volume_record(st: &AppState, v: &NewOsVolume) -> Result<String,
         ),
     );
     Ok(id)
+}
+
+fn update(st: &AppState, id: &str, f: impl Fn(&mut Value)) -> Result<(), ApiError> {
+    loop {
+        let r = OS_VOLUMES.get(st, id)?;
+        let mut v = r.value;
+        f(&mut v);
+        v["modified"] = json!(now_iso());
+        match st.meta.apply(vec![Op::Put {
+            kind: Kind::OsVolume,
+            id: id.to_string(),
+            value: v,
+            expect: Expect::Revision(r.revision),
+        }]) {
+            Ok(_) => return Ok(()),
+            Err(crate::meta::MetaError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Marks a deployed OS volume complete: a restart no longer removes it.
+pub fn mark_ready(st: &AppState, id: &str) -> Result<(), ApiError> {
+    update(st, id, |v| v["deployState"] = json!("ready"))
+}
+
+/// storaged's name of the OS volume's content.
+pub fn storage_volume_of(st: &AppState, id: &str) -> Option<String> {
+    st.meta
+        .get(Kind::OsVolume, id)
+        .ok()
+        .flatten()
+        .and_then(|r| r.value["storageVolume"].as_str().map(str::to_string))
+}
+
+/// Removes an OS volume record and its activity log (its content is the caller's).
+pub fn delete_os_volume_record(st: &AppState, id: &str) {
+    let r = st.meta.apply(vec![Op::Delete {
+        kind: Kind::OsVolume,
+        id: id.to_string(),
+        expect: Expect::Any,
+    }]);
+    if let Err(e) = r {
+        tracing::error!("OS volume record {id} not deleted: {e}");
+    }
+    files::remove_log(st, LOG, id);
+}
+
+/// Deletes storaged volume `volume` (export first), then the capture snapshots above it
+/// that nothing else is layered on.
+pub async fn delete_content(st: &AppState, volume: &str) -> Result<(), StorageError> {
+    let storage = Storage::new(&st.config.storaged_socket);
+    let chain = match storage.info(volume).await {
+        Ok(i) => i.parent_chain,
+        Err(StorageError::Refused(_)) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    storage.unexport_and_delete(volume).await?;
+    for parent in chain {
+        match storage.info(&parent).await {
+            Ok(i)
+                if i.record
+                    .name
+                    .starts_with(crate::deploy::CAPTURE_SNAPSHOT_PREFIX)
+                    && i.children.is_empty() =>
+            {
+                storage.delete(&parent).await?;
+            }
+            _ => break,
+        }
+    }
+    Ok(())
+}
+
+/// A profile lets go of its OS volume: the export is removed, and the volume either deleted
+/// (`keep == false`) or kept, unassigned.
+pub async fn release(st: &AppState, id: &str, keep: bool) -> Result<(), ApiError> {
+    let Some(volume) = storage_volume_of(st, id) else {
+        return Ok(());
+    };
+    if keep {
+        let storage = Storage::new(&st.config.storaged_socket);
+        match storage.export_remove(&volume).await {
+            Ok(()) | Err(StorageError::Refused(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        update(st, id, |v| v["statelessServerUri"] = Value::Null)?;
+        log_os_volume(st, id, "released by its server profile; kept");
+    } else {
+        delete_content(st, &volume).await?;
+        delete_os_volume_record(st, id);
+    }
+    Ok(())
 }
 
 /// Appends a line to an OS volume's activity log.
@@ -131,6 +229,11 @@ async fn render(st: &AppState, r: &Record, ctx: &Ctx) -> Value {
     doc["state"] = s["state"].clone();
     doc["oeVolumeId"] = s["volumeId"].clone();
     doc["export"] = s["export"].clone();
+    doc["exportState"] = json!(if s["export"].is_null() {
+        "NotExported"
+    } else {
+        "Exported"
+    });
     if s.get("error").is_some() {
         doc["status"] = json!("Critical");
     }
@@ -200,4 +303,53 @@ pub async fn archive(
     };
     let text = files::read_log(&st, LOG, &r.id)?;
     Ok(files::text_download(text, "archive_log.txt"))
+}
+
+/// Deletes an OS volume no server profile uses; 409 while one does or while it is being
+/// deployed. 202 with a completed task named "Delete".
+#[utoipa::path(delete, path = "/rest/os-volumes/{id}", tag = "os-volumes",
+    responses((status = 202, description = "TaskResourceV2 named Delete", body = Object),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn remove(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let r = OS_VOLUMES.get(&st, &id)?;
+    let name = r.value["name"].as_str().unwrap_or(&id).to_string();
+    if r.value["deployState"].as_str() == Some("deploying") {
+        return Err(ApiError::conflict(
+            "RESOURCE_IN_USE",
+            format!("The OS volume {name:?} is being deployed."),
+            "Wait for the deployment task to end.",
+        ));
+    }
+    if let Some(profile) = r.value["statelessServerUri"].as_str()
+        && super::server_profiles::SERVER_PROFILES
+            .id_in(profile)
+            .map(|pid| st.meta.get(Kind::ServerProfile, pid))
+            .transpose()?
+            .flatten()
+            .is_some()
+    {
+        return Err(ApiError::conflict(
+            "RESOURCE_IN_USE",
+            format!("The OS volume {name:?} is in use by server profile {profile}."),
+            "Delete the server profile, or re-deploy it, first.",
+        ));
+    }
+    let volume = r.value["storageVolume"].as_str().unwrap_or_default();
+    delete_content(&st, volume).await?;
+    delete_os_volume_record(&st, &id);
+    let task = st.tasks.start(
+        "Delete",
+        ctx.user(),
+        &crate::tasks::Associated {
+            category: OS_VOLUMES.category.into(),
+            name,
+            uri: OS_VOLUMES.uri(&id),
+        },
+    )?;
+    task.complete(None, "OS volume deleted");
+    Ok(task.accepted())
 }

@@ -2,6 +2,8 @@
 //! loopback port, and a small blocking client that logs in and speaks the API's JSON.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod redfish;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +40,8 @@ impl TestServer {
 
     pub fn start_with(state_dir: tempfile::TempDir, storage: bool) -> Self {
         let socket = state_dir.path().join("storaged.sock");
+        let nbd_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let nbd_addr = nbd_listener.local_addr().unwrap();
         let config = Config {
             state_dir: state_dir.path().to_path_buf(),
             storaged_socket: socket.clone(),
@@ -45,6 +49,8 @@ impl TestServer {
             admin_password: Some(PASSWORD.into()),
             max_upload_bytes: Config::DEFAULT_MAX_UPLOAD,
             max_image_bytes: Config::DEFAULT_MAX_IMAGE,
+            nbd_addr,
+            max_concurrent_runs: Config::DEFAULT_CONCURRENT_RUNS,
         };
         let (state, _) = AppState::open(config).unwrap();
         let state = Arc::new(state);
@@ -58,10 +64,19 @@ impl TestServer {
             .build()
             .unwrap();
         if storage {
-            let store = storaged::store::Store::open(&state_dir.path().join("storaged")).unwrap();
+            let store =
+                Arc::new(storaged::store::Store::open(&state_dir.path().join("storaged")).unwrap());
+            let catalog: Arc<dyn storaged::export::ExportCatalog> = store.clone();
+            nbd_listener.set_nonblocking(true).unwrap();
+            runtime.spawn(async move {
+                let l = tokio::net::TcpListener::from_std(nbd_listener).unwrap();
+                if let Err(e) = storaged::nbd::serve(l, catalog).await {
+                    eprintln!("storaged NBD stopped: {e}");
+                }
+            });
             let sock = socket.clone();
             runtime.spawn(async move {
-                if let Err(e) = storaged::control::server::serve(&sock, Arc::new(store)).await {
+                if let Err(e) = storaged::control::server::serve(&sock, store).await {
                     eprintln!("storaged stopped: {e}");
                 }
             });

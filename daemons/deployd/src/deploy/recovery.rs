@@ -1,0 +1,59 @@
+//! After a stop in the middle of deploys and captures: delete what they left half-made.
+//!
+//! Their tasks were already marked Error by `Tasks::fail_interrupted`. Here, OS volumes still
+//! recorded `deploying` lose their content, export and record; capture clones are deleted;
+//! profiles left `Deploying` go to `Error` (their previous OS volume, if any, is untouched).
+
+use crate::artifacts::os_volumes::delete_os_volume_record;
+use crate::artifacts::server_profiles::set_state;
+use crate::meta::Kind;
+use crate::state::AppState;
+use crate::storage::{Storage, StorageError};
+
+use super::CAPTURE_CLONE_PREFIX;
+
+/// What recovery removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    pub os_volumes: usize,
+    pub capture_clones: usize,
+    pub profiles: usize,
+}
+
+/// Cleans up after an interrupted run of deployd; storaged must be reachable.
+pub async fn clean_interrupted(st: &AppState) -> Result<Recovered, StorageError> {
+    st.deployer.runner.cleanup_leftovers();
+    let storage = Storage::new(&st.config.storaged_socket);
+    let mut done = Recovered::default();
+    let records = st
+        .meta
+        .list(Kind::OsVolume)
+        .map_err(|e| StorageError::Local(e.to_string()))?;
+    for r in records {
+        if r.value["deployState"].as_str() != Some("deploying") {
+            continue;
+        }
+        if let Some(v) = r.value["storageVolume"].as_str() {
+            storage.unexport_and_delete(v).await?;
+        }
+        delete_os_volume_record(st, &r.id);
+        done.os_volumes += 1;
+    }
+    for v in storage.list().await? {
+        if v.record.name.starts_with(CAPTURE_CLONE_PREFIX) {
+            storage.unexport_and_delete(&v.record.id).await?;
+            done.capture_clones += 1;
+        }
+    }
+    let profiles = st
+        .meta
+        .list(Kind::ServerProfile)
+        .map_err(|e| StorageError::Local(e.to_string()))?;
+    for p in profiles {
+        if p.value["state"].as_str() == Some("Deploying") {
+            set_state(st, &p.id, "Error", |_| {});
+            done.profiles += 1;
+        }
+    }
+    Ok(done)
+}
