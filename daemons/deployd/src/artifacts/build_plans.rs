@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -21,15 +21,14 @@ use serde_json::{Value, json};
 
 use super::attributes::{self, AttributeInput};
 use super::plan_scripts::PLAN_SCRIPTS;
-use super::usage;
 use super::{Collection, check_if_match, check_name, loose_bool, parse_body};
 use crate::api::collection::{ListQuery, envelope};
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::transport::Ctx;
-use crate::meta::{Expect, Kind, Op, Record};
+use crate::meta::{Kind, Record};
 use crate::planscript::attributes::declared;
 use crate::state::AppState;
-use crate::tasks::{Associated, now_iso};
+use crate::tasks::now_iso;
 
 pub const BUILD_PLANS: Collection = Collection {
     kind: Kind::BuildPlan,
@@ -159,10 +158,6 @@ pub fn check_type(c: &Collection, given: Option<&str>) -> Result<(), ApiError> {
             ),
         )),
     }
-}
-
-pub fn is_read_only(r: &Record) -> bool {
-    r.value["readOnly"].as_bool() == Some(true) || r.value["hpProvided"].as_bool() == Some(true)
 }
 
 fn render(r: &Record, ctx: &Ctx) -> Value {
@@ -323,20 +318,7 @@ pub async fn create(
     let input: BuildPlanInput = parse_body(&body)?;
     BUILD_PLANS.check_name_free(&st, &input.name, None)?;
     let value = document(&st, input, &now_iso(), &Value::Null)?;
-    let id = uuid::Uuid::new_v4().to_string();
-    st.meta.apply(vec![Op::Put {
-        kind: Kind::BuildPlan,
-        id: id.clone(),
-        value,
-        expect: Expect::Absent,
-    }])?;
-    let r = BUILD_PLANS.get(&st, &id)?;
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, BUILD_PLANS.uri(&id))],
-        Json(render(&r, &ctx)),
-    )
-        .into_response())
+    BUILD_PLANS.create(&st, value, |r| render(r, &ctx))
 }
 
 /// Replaces a build plan; answers 202 with a completed task. Read-only plans: 409.
@@ -355,38 +337,14 @@ pub async fn update(
     let current = BUILD_PLANS.get(&st, &id)?;
     check_if_match(&headers, &current)?;
     let input: BuildPlanInput = parse_body(&body)?;
-    let name = current.value["name"].as_str().unwrap_or(&id).to_string();
-    if is_read_only(&current) {
-        return Err(ApiError::conflict(
-            "READ_ONLY",
-            format!("The build plan {name:?} is read-only."),
-            "Copy it to a new build plan and edit the copy.",
-        ));
-    }
+    BUILD_PLANS.check_writable(&current, false)?;
     BUILD_PLANS.check_name_free(&st, &input.name, Some(&id))?;
     let created = current.value["created"]
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let new_name = input.name.clone();
     let value = document(&st, input, &created, &current.value["customAttributes"])?;
-    st.meta.apply(vec![Op::Put {
-        kind: Kind::BuildPlan,
-        id: id.clone(),
-        value,
-        expect: Expect::Revision(current.revision),
-    }])?;
-    let task = st.tasks.start(
-        "Update",
-        ctx.user(),
-        &Associated {
-            category: BUILD_PLANS.category.into(),
-            name: new_name,
-            uri: BUILD_PLANS.uri(&id),
-        },
-    )?;
-    task.complete(None, "Build plan updated");
-    Ok(task.accepted())
+    BUILD_PLANS.replace(&st, ctx.user(), &current, value)
 }
 
 /// Deletes a build plan; refused (409) while a deployment plan uses it or it is read-only.
@@ -401,21 +359,7 @@ pub async fn remove(
 ) -> Result<StatusCode, ApiError> {
     let current = BUILD_PLANS.get(&st, &id)?;
     check_if_match(&headers, &current)?;
-    let name = current.value["name"].as_str().unwrap_or(&id).to_string();
-    if is_read_only(&current) {
-        return Err(ApiError::conflict(
-            "READ_ONLY",
-            format!("The build plan {name:?} is read-only and cannot be deleted."),
-            "Delete the artifact bundle it came from, or leave it.",
-        ));
-    }
-    usage::refuse_if_used(&st, "build plan", &name, &BUILD_PLANS.uri(&id))?;
-    st.meta.apply(vec![Op::Delete {
-        kind: Kind::BuildPlan,
-        id,
-        expect: Expect::Revision(current.revision),
-    }])?;
-    Ok(StatusCode::NO_CONTENT)
+    BUILD_PLANS.delete(&st, &current)
 }
 
 #[cfg(test)]

@@ -13,23 +13,23 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::attributes::{self, AttributeInput, Problems};
-use super::build_plans::{BUILD_PLANS, check_type, is_read_only};
+use super::build_plans::{BUILD_PLANS, check_type};
 use super::usage::{self, UsedBy};
 use super::{Collection, check_if_match, check_name, loose_bool, parse_body};
 use crate::api::collection::{ListQuery, envelope};
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::transport::Ctx;
-use crate::meta::{Expect, Kind, Op, Record};
+use crate::meta::{Kind, Record};
 use crate::state::AppState;
-use crate::tasks::{Associated, now_iso};
+use crate::tasks::now_iso;
 
 pub const DEPLOYMENT_PLANS: Collection = Collection {
     kind: Kind::DeploymentPlan,
@@ -312,20 +312,7 @@ pub async fn create(
     let input: DeploymentPlanInput = parse_body(&body)?;
     DEPLOYMENT_PLANS.check_name_free(&st, &input.name, None)?;
     let value = document(&st, input, &now_iso(), &Value::Null)?;
-    let id = uuid::Uuid::new_v4().to_string();
-    st.meta.apply(vec![Op::Put {
-        kind: Kind::DeploymentPlan,
-        id: id.clone(),
-        value,
-        expect: Expect::Absent,
-    }])?;
-    let r = DEPLOYMENT_PLANS.get(&st, &id)?;
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, DEPLOYMENT_PLANS.uri(&id))],
-        Json(render(&r, &ctx)),
-    )
-        .into_response())
+    DEPLOYMENT_PLANS.create(&st, value, |r| render(r, &ctx))
 }
 
 /// Replaces a deployment plan; answers 202 with a completed task. Read-only plans: 409.
@@ -344,38 +331,14 @@ pub async fn update(
     let current = DEPLOYMENT_PLANS.get(&st, &id)?;
     check_if_match(&headers, &current)?;
     let input: DeploymentPlanInput = parse_body(&body)?;
-    let name = current.value["name"].as_str().unwrap_or(&id).to_string();
-    if is_read_only(&current) {
-        return Err(ApiError::conflict(
-            "READ_ONLY",
-            format!("The deployment plan {name:?} is read-only."),
-            "Copy it to a new deployment plan and edit the copy.",
-        ));
-    }
+    DEPLOYMENT_PLANS.check_writable(&current, false)?;
     DEPLOYMENT_PLANS.check_name_free(&st, &input.name, Some(&id))?;
     let created = current.value["created"]
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let new_name = input.name.clone();
     let value = document(&st, input, &created, &current.value["customAttributes"])?;
-    st.meta.apply(vec![Op::Put {
-        kind: Kind::DeploymentPlan,
-        id: id.clone(),
-        value,
-        expect: Expect::Revision(current.revision),
-    }])?;
-    let task = st.tasks.start(
-        "Update",
-        ctx.user(),
-        &Associated {
-            category: DEPLOYMENT_PLANS.category.into(),
-            name: new_name,
-            uri: DEPLOYMENT_PLANS.uri(&id),
-        },
-    )?;
-    task.complete(None, "Deployment plan updated");
-    Ok(task.accepted())
+    DEPLOYMENT_PLANS.replace(&st, ctx.user(), &current, value)
 }
 
 /// Deletes a deployment plan; refused (409) while a server profile uses it or it is
@@ -391,21 +354,7 @@ pub async fn remove(
 ) -> Result<StatusCode, ApiError> {
     let current = DEPLOYMENT_PLANS.get(&st, &id)?;
     check_if_match(&headers, &current)?;
-    let name = current.value["name"].as_str().unwrap_or(&id).to_string();
-    if is_read_only(&current) {
-        return Err(ApiError::conflict(
-            "READ_ONLY",
-            format!("The deployment plan {name:?} is read-only and cannot be deleted."),
-            "Delete the artifact bundle it came from, or leave it.",
-        ));
-    }
-    usage::refuse_if_used(&st, "deployment plan", &name, &DEPLOYMENT_PLANS.uri(&id))?;
-    st.meta.apply(vec![Op::Delete {
-        kind: Kind::DeploymentPlan,
-        id,
-        expect: Expect::Revision(current.revision),
-    }])?;
-    Ok(StatusCode::NO_CONTENT)
+    DEPLOYMENT_PLANS.delete(&st, &current)
 }
 
 /// What uses a deployment plan.

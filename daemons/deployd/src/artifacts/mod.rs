@@ -16,15 +16,18 @@ pub mod server_hardware;
 pub mod server_profiles;
 pub mod usage;
 
+use axum::Json;
 use axum::body::Bytes;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::api::error::ApiError;
 use crate::api::version::ApiVersion;
-use crate::meta::{Kind, Record};
+use crate::meta::{Expect, Kind, Op, Record};
 use crate::state::AppState;
+use crate::tasks::Associated;
 
 /// How one kind of artifact appears in the API.
 #[derive(Debug, Clone, Copy)]
@@ -106,6 +109,108 @@ impl Collection {
         uri.strip_prefix(self.path)?
             .strip_prefix('/')
             .filter(|id| !id.is_empty() && !id.contains('/'))
+    }
+}
+
+/// Whether a record is read-only: provided by HPE, or imported from a read-only bundle.
+pub fn is_read_only(r: &Record) -> bool {
+    r.value["readOnly"].as_bool() == Some(true) || r.value["hpProvided"].as_bool() == Some(true)
+}
+
+/// The record's name, for messages.
+fn name_of(r: &Record) -> String {
+    r.value["name"].as_str().unwrap_or(&r.id).to_string()
+}
+
+/// The generic create, replace and delete of an artifact: what every artifact collection does
+/// the same way around its own validation.
+impl Collection {
+    /// Refuses to change (or delete) a read-only record, with a 409 naming it.
+    pub fn check_writable(&self, r: &Record, deleting: bool) -> Result<(), ApiError> {
+        if !is_read_only(r) {
+            return Ok(());
+        }
+        let name = name_of(r);
+        Err(if deleting {
+            ApiError::conflict(
+                "READ_ONLY",
+                format!(
+                    "The {} {name:?} is read-only and cannot be deleted.",
+                    self.noun
+                ),
+                "Delete the artifact bundle it came from, or leave it.",
+            )
+        } else {
+            ApiError::conflict(
+                "READ_ONLY",
+                format!("The {} {name:?} is read-only.", self.noun),
+                format!("Copy it to a new {} and edit the copy.", self.noun),
+            )
+        })
+    }
+
+    /// Stores a new record and answers `201 Created` with it as `render` shows it.
+    pub fn create(
+        &self,
+        st: &AppState,
+        value: Value,
+        render: impl Fn(&Record) -> Value,
+    ) -> Result<Response, ApiError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        st.meta.apply(vec![Op::Put {
+            kind: self.kind,
+            id: id.clone(),
+            value,
+            expect: Expect::Absent,
+        }])?;
+        let r = self.get(st, &id)?;
+        Ok((
+            StatusCode::CREATED,
+            [(header::LOCATION, self.uri(&id))],
+            Json(render(&r)),
+        )
+            .into_response())
+    }
+
+    /// Replaces `current` with `value` (412 if it changed meanwhile) and answers `202` with a
+    /// completed Update task, as the HPE SDKs expect of a PUT.
+    pub fn replace(
+        &self,
+        st: &AppState,
+        user: &str,
+        current: &Record,
+        value: Value,
+    ) -> Result<Response, ApiError> {
+        let name = value["name"].as_str().unwrap_or(&current.id).to_string();
+        st.meta.apply(vec![Op::Put {
+            kind: self.kind,
+            id: current.id.clone(),
+            value,
+            expect: Expect::Revision(current.revision),
+        }])?;
+        let task = st.tasks.start(
+            "Update",
+            user,
+            &Associated {
+                category: self.category.into(),
+                name,
+                uri: self.uri(&current.id),
+            },
+        )?;
+        task.complete(None, &format!("The {} was updated", self.noun));
+        Ok(task.accepted())
+    }
+
+    /// Deletes `current` unless it is read-only or something uses it (409s naming them).
+    pub fn delete(&self, st: &AppState, current: &Record) -> Result<StatusCode, ApiError> {
+        self.check_writable(current, true)?;
+        usage::refuse_if_used(st, self.noun, &name_of(current), &self.uri(&current.id))?;
+        st.meta.apply(vec![Op::Delete {
+            kind: self.kind,
+            id: current.id.clone(),
+            expect: Expect::Revision(current.revision),
+        }])?;
+        Ok(StatusCode::NO_CONTENT)
     }
 }
 

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -21,10 +21,10 @@ use super::{Collection, check_if_match, check_name, loose_bool, parse_body};
 use crate::api::collection::{ListQuery, envelope};
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::transport::Ctx;
-use crate::meta::{Expect, Kind, Op, Record};
+use crate::meta::{Kind, Record};
 use crate::planscript::attributes;
 use crate::state::AppState;
-use crate::tasks::{Associated, now_iso};
+use crate::tasks::now_iso;
 
 pub const PLAN_SCRIPTS: Collection = Collection {
     kind: Kind::PlanScript,
@@ -116,10 +116,6 @@ fn render(r: &Record, ctx: &Ctx) -> Value {
     doc
 }
 
-fn is_read_only(r: &Record) -> bool {
-    r.value["readOnly"].as_bool() == Some(true) || r.value["hpProvided"].as_bool() == Some(true)
-}
-
 /// The stored record of a plan script (bundle extraction writes the same shape).
 pub fn document(input: &PlanScriptInput, created: &str, read_only: bool) -> Value {
     json!({
@@ -199,20 +195,9 @@ pub async fn create(
     let input: PlanScriptInput = parse_body(&body)?;
     check_name("plan script", &input.name)?;
     PLAN_SCRIPTS.check_name_free(&st, &input.name, None)?;
-    let id = uuid::Uuid::new_v4().to_string();
-    st.meta.apply(vec![Op::Put {
-        kind: Kind::PlanScript,
-        id: id.clone(),
-        value: document(&input, &now_iso(), false),
-        expect: Expect::Absent,
-    }])?;
-    let r = PLAN_SCRIPTS.get(&st, &id)?;
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, PLAN_SCRIPTS.uri(&id))],
-        Json(render(&r, &ctx)),
-    )
-        .into_response())
+    PLAN_SCRIPTS.create(&st, document(&input, &now_iso(), false), |r| {
+        render(r, &ctx)
+    })
 }
 
 /// Replaces a plan script; answers 202 with a completed task.
@@ -232,36 +217,13 @@ pub async fn update(
     check_if_match(&headers, &current)?;
     let input: PlanScriptInput = parse_body(&body)?;
     check_name("plan script", &input.name)?;
-    let name = current.value["name"].as_str().unwrap_or(&id).to_string();
-    if is_read_only(&current) {
-        return Err(ApiError::conflict(
-            "READ_ONLY",
-            format!("The plan script {name:?} is read-only."),
-            "Copy it to a new plan script and edit the copy.",
-        ));
-    }
+    PLAN_SCRIPTS.check_writable(&current, false)?;
     PLAN_SCRIPTS.check_name_free(&st, &input.name, Some(&id))?;
     let created = current.value["created"]
         .as_str()
         .unwrap_or_default()
         .to_string();
-    st.meta.apply(vec![Op::Put {
-        kind: Kind::PlanScript,
-        id: id.clone(),
-        value: document(&input, &created, false),
-        expect: Expect::Revision(current.revision),
-    }])?;
-    let task = st.tasks.start(
-        "Update",
-        ctx.user(),
-        &Associated {
-            category: PLAN_SCRIPTS.category.into(),
-            name: input.name.clone(),
-            uri: PLAN_SCRIPTS.uri(&id),
-        },
-    )?;
-    task.complete(None, "Plan script updated");
-    Ok(task.accepted())
+    PLAN_SCRIPTS.replace(&st, ctx.user(), &current, document(&input, &created, false))
 }
 
 /// Deletes a plan script; refused (409) while a build plan uses it or it is read-only.
@@ -275,21 +237,7 @@ pub async fn remove(
 ) -> Result<StatusCode, ApiError> {
     let current = PLAN_SCRIPTS.get(&st, &id)?;
     check_if_match(&headers, &current)?;
-    let name = current.value["name"].as_str().unwrap_or(&id).to_string();
-    if is_read_only(&current) {
-        return Err(ApiError::conflict(
-            "READ_ONLY",
-            format!("The plan script {name:?} is read-only and cannot be deleted."),
-            "Delete the artifact bundle it came from, or leave it.",
-        ));
-    }
-    usage::refuse_if_used(&st, "plan script", &name, &PLAN_SCRIPTS.uri(&id))?;
-    st.meta.apply(vec![Op::Delete {
-        kind: Kind::PlanScript,
-        id,
-        expect: Expect::Revision(current.revision),
-    }])?;
-    Ok(StatusCode::NO_CONTENT)
+    PLAN_SCRIPTS.delete(&st, &current)
 }
 
 /// A line of a difference.
@@ -377,7 +325,7 @@ pub async fn used_by_readonly(
     let current = PLAN_SCRIPTS.get(&st, &id)?;
     let used: Vec<UsedBy> = usage::users_of(&st, &PLAN_SCRIPTS.uri(&id))?;
     Ok(Json(
-        json!({"readOnly": is_read_only(&current), "usedBy": used}),
+        json!({"readOnly": super::is_read_only(&current), "usedBy": used}),
     ))
 }
 
