@@ -230,6 +230,11 @@ fn a_restart_deletes_os_volumes_left_deploying() {
             .await
             .unwrap();
         st.create("os-volume-done", 1 << 20).await.unwrap();
+        // One that cannot be deleted (it has a child) must not stop the others' cleanup.
+        // (A frozen snapshot with a live layer over it.)
+        st.create("stuck-child", 1 << 20).await.unwrap();
+        st.snapshot("stuck-child", "os-volume-stuck").await.unwrap();
+        st.create("os-volume-half2", 1 << 20).await.unwrap();
     });
     let new = |name: &str, vol: &str, deploying: Option<String>| {
         deployd::artifacts::os_volumes::create_os_volume_record(
@@ -246,16 +251,27 @@ fn a_restart_deletes_os_volumes_left_deploying() {
         )
         .unwrap()
     };
+    let stuck = new("stuck", "os-volume-stuck", Some("t0".into()));
     new("half", "os-volume-half", Some("t1".into()));
     let done = new("done", "os-volume-done", None);
+    new("half2", "os-volume-half2", Some("t2".into()));
     let dir = s.stop();
     let s = TestServer::start_with(dir, true);
     let api = s.login(800);
     let list = api.get_json("/rest/os-volumes");
-    assert_eq!(list["total"], 1, "{list}");
-    assert_eq!(list["members"][0]["id"], done.as_str());
-    let names: Vec<String> = s.volumes().into_iter().map(|v| v.record.name).collect();
-    assert_eq!(names, ["os-volume-done"]);
+    let mut ids: Vec<&str> = list["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    let mut want = vec![done.as_str(), stuck.as_str()];
+    want.sort();
+    assert_eq!(ids, want, "{list}");
+    let mut names: Vec<String> = s.volumes().into_iter().map(|v| v.record.name).collect();
+    names.sort();
+    assert_eq!(names, ["os-volume-done", "os-volume-stuck", "stuck-child"]);
 }
 
 fn is_root() -> bool {
