@@ -237,6 +237,15 @@ res["dev"] = [deploy(f"dev{i}", dev_plan, dev_values(i), hws[i])[0] for i in ran
 res["linux"] = [deploy(f"linux{i}", linux_plan, linux_values(i), hws[runs + i])[0] for i in range(runs)]
 _, _, p = call("GET", "/rest/server-profiles?count=-1")
 os_uri = next(m for m in p["members"] if m["name"] == "dev0")["osDeploymentSettings"]["osVolumeUri"]
+# The runs did their work: the OS volumes' activity logs show the personalization.
+def activity(profile):
+    uri = next(m for m in p["members"] if m["name"] == profile)["osDeploymentSettings"]["osVolumeUri"]
+    local.conn.request("GET", "/rest/os-volumes/archive/" + uri.rsplit("/", 1)[1], headers={"auth": token, "X-API-Version": "800"})
+    return local.conn.getresponse().read().decode()
+log = activity("linux4")
+assert "write /etc/hostname web4" in log and "unmount-all" in log, log
+log = activity("dev4")
+assert "upload - /EFI/BOOT/message.txt" in log and "umount /" in log, log
 caps = []
 for i in range(runs):
     t0 = time.monotonic()
