@@ -10,6 +10,11 @@ if [ "${SKIP_STORAGED:-}" != 1 ]; then
 fi
 "$REPO/scripts/bench-deployd.sh"
 "$REPO/scripts/bench-planscript.sh"
+if [ "$(id -u)" = 0 ]; then
+    "$REPO/scripts/bench-deploy.sh"
+else
+    echo "bench: skipping bench-deploy.sh (needs root)" >&2
+fi
 {
     echo "# Benchmarks"
     echo

@@ -230,6 +230,11 @@ fn a_restart_deletes_os_volumes_left_deploying() {
             .await
             .unwrap();
         st.create("os-volume-done", 1 << 20).await.unwrap();
+        // One that cannot be deleted (it has a child) must not stop the others' cleanup.
+        // (A frozen snapshot with a live layer over it.)
+        st.create("stuck-child", 1 << 20).await.unwrap();
+        st.snapshot("stuck-child", "os-volume-stuck").await.unwrap();
+        st.create("os-volume-half2", 1 << 20).await.unwrap();
     });
     let new = |name: &str, vol: &str, deploying: Option<String>| {
         deployd::artifacts::os_volumes::create_os_volume_record(
@@ -246,16 +251,27 @@ fn a_restart_deletes_os_volumes_left_deploying() {
         )
         .unwrap()
     };
+    let stuck = new("stuck", "os-volume-stuck", Some("t0".into()));
     new("half", "os-volume-half", Some("t1".into()));
     let done = new("done", "os-volume-done", None);
+    new("half2", "os-volume-half2", Some("t2".into()));
     let dir = s.stop();
     let s = TestServer::start_with(dir, true);
     let api = s.login(800);
     let list = api.get_json("/rest/os-volumes");
-    assert_eq!(list["total"], 1, "{list}");
-    assert_eq!(list["members"][0]["id"], done.as_str());
-    let names: Vec<String> = s.volumes().into_iter().map(|v| v.record.name).collect();
-    assert_eq!(names, ["os-volume-done"]);
+    let mut ids: Vec<&str> = list["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    let mut want = vec![done.as_str(), stuck.as_str()];
+    want.sort();
+    assert_eq!(ids, want, "{list}");
+    let mut names: Vec<String> = s.volumes().into_iter().map(|v| v.record.name).collect();
+    names.sort();
+    assert_eq!(names, ["os-volume-done", "os-volume-stuck", "stuck-child"]);
 }
 
 fn is_root() -> bool {
@@ -414,4 +430,548 @@ fn developer_bundle_deploys_captures_redeploys_and_deletes() {
             .iter()
             .all(|v| v.record.name != new_volume && v.export.is_none())
     );
+}
+
+/// Runs `cmd`, asserting it succeeds.
+fn run(cmd: &mut std::process::Command) {
+    let o = cmd.output().unwrap();
+    assert!(
+        o.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn have_tools(tools: &[&str]) -> bool {
+    for tool in tools {
+        let found = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {tool}"))
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            eprintln!("skipped: {tool} is not installed");
+            return false;
+        }
+    }
+    true
+}
+
+/// A raw GPT disk with an ESP (FAT32) and an ext4 root holding a small Debian-like tree.
+fn linux_golden_image(dir: &std::path::Path) -> Vec<u8> {
+    let tree = dir.join("tree");
+    for d in ["etc/network", "root", "tmp", "boot/efi", "bin"] {
+        std::fs::create_dir_all(tree.join(d)).unwrap();
+    }
+    std::fs::write(tree.join("etc/hostname"), "golden\n").unwrap();
+    std::fs::write(tree.join("etc/os-release"), "ID=debian\n").unwrap();
+    std::fs::write(tree.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    std::fs::write(tree.join("etc/shadow"), "root:*:19000:0:99999:7:::\n").unwrap();
+    std::fs::write(
+        tree.join("etc/network/interfaces"),
+        "auto lo\niface lo inet loopback\n",
+    )
+    .unwrap();
+    let img = dir.join("linux.raw");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(192 << 20)
+        .unwrap();
+    let mut child = std::process::Command::new("sfdisk")
+        .arg("--quiet")
+        .arg(&img)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        b"label: gpt\nstart=2048, size=131072, type=U\nstart=133120, type=L\n",
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+    // One sector per cluster: FAT32 needs at least 65525 clusters to be read as FAT32.
+    run(std::process::Command::new("mkfs.vfat")
+        .args(["-F", "32", "-s", "1", "--offset=2048"])
+        .arg(&img)
+        .arg("65536"));
+    run(std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-E", &format!("offset={}", 133120 * 512), "-d"])
+        .arg(&tree)
+        .arg(&img)
+        .arg("60M"));
+    std::fs::read(&img).unwrap()
+}
+
+/// Files of partition `index` (0-based, ext4) of storaged volume `volume`, read with debugfs.
+fn ext4_files(s: &TestServer, volume: &str, index: usize, paths: &[&str]) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("disk.raw");
+    let out = std::fs::File::create(&raw).unwrap();
+    let socket = s.state.config.storaged_socket.clone();
+    let v = volume.to_string();
+    s.block_on(async move {
+        deployd::storage::Storage::new(&socket)
+            .export_raw(&v, &out)
+            .await
+            .unwrap()
+    });
+    let table = std::process::Command::new("sfdisk")
+        .arg("-J")
+        .arg(&raw)
+        .output()
+        .unwrap();
+    let t: Value = serde_json::from_slice(&table.stdout).unwrap();
+    let p = &t["partitiontable"]["partitions"][index];
+    let (start, size) = (p["start"].as_u64().unwrap(), p["size"].as_u64().unwrap());
+    let part = dir.path().join("part.raw");
+    run(std::process::Command::new("dd")
+        .arg(format!("if={}", raw.display()))
+        .arg(format!("of={}", part.display()))
+        .args(["bs=512", &format!("skip={start}"), &format!("count={size}")])
+        .arg("status=none"));
+    paths
+        .iter()
+        .map(|path| {
+            let o = std::process::Command::new("debugfs")
+                .args(["-R", &format!("cat {path}")])
+                .arg(&part)
+                .output()
+                .unwrap();
+            String::from_utf8(o.stdout).unwrap()
+        })
+        .collect()
+}
+
+const LINUX_SCRIPT: &str = r#"mount /dev/sda2 /
+write /etc/hostname "@Hostname@\n"
+upload -<<END /etc/network/interfaces
+auto lo
+iface lo inet loopback
+
+auto eth0
+iface eth0 inet static
+    address @ManagementNIC.ipaddress@
+    netmask @ManagementNIC.netmask@
+    gateway @ManagementNIC.gateway@
+    hwaddress ether @ManagementNIC.mac@
+END
+write-append /etc/passwd "@UserName@:x:1000:1000::/home/@UserName@:/bin/sh\n"
+write-append /etc/shadow "@UserName@:@UserPasswordHash@:19000:0:99999:7:::\n"
+write /root/initial-password "@UserPassword@"
+echo "user @UserName@ has initial password @UserPassword@"
+unmount-all
+"#;
+
+const PASSWORD_HASH: &str = "$6$Zq8r2e1n$Hn0mQx4hL2dW7yTg9qVbZf5cR1aKs3Uo6iPj8eNl0tXw.D/yM2vB4cG7hF9kE1uJ3sA5zQ8wR6xT0pL2nY4mK.";
+const USER_PASSWORD: &str = "Pl4n-Secret-77";
+
+fn created_uri(r: reqwest::blocking::Response) -> String {
+    let status = r.status();
+    let body: Value = r.json().unwrap();
+    assert_eq!(status, 201, "{body}");
+    body["uri"].as_str().unwrap().to_string()
+}
+
+/// Uploads a golden image built here and makes plan script, build plan and deployment plan
+/// for it through the API; returns the deployment plan's URI.
+fn linux_deployment_plan(api: &Api, dir: &std::path::Path) -> String {
+    let raw = linux_golden_image(dir);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &raw).unwrap();
+    let t = api.wait_task(api.upload(
+        "/rest/golden-images?name=debian-ext4",
+        "debian.gz",
+        gz.finish().unwrap(),
+        &[],
+    ));
+    assert_eq!(t["taskState"], "Completed", "{t}");
+    let gi = t["associatedResource"]["resourceUri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ps = created_uri(api.post(
+        "/rest/plan-scripts",
+        &json!({"name": "linux personalize", "planType": "deploy", "content": LINUX_SCRIPT}),
+    ));
+    let bp = created_uri(api.post(
+        "/rest/build-plans",
+        &json!({"name": "linux deploy", "oeBuildPlanType": "deploy",
+                "buildStep": [{"serialNumber": "1", "planScriptUri": ps, "parameters": null}],
+                "customAttributes": [
+            {"name": "Hostname", "type": "hostname", "value": "", "constraints": "{\"helpText\":\"\"}"},
+            {"name": "ManagementNIC", "type": "nic", "value": null,
+             "constraints": "{\"ipv4static\":true,\"ipv4dhcp\":false,\"ipv4disable\":false,\"parameters\":[\"ipaddress\",\"netmask\",\"gateway\",\"mac\"]}"},
+            {"name": "UserName", "type": "string", "value": "ops", "constraints": "{}"},
+            {"name": "UserPasswordHash", "type": "string", "value": "", "constraints": "{}"},
+            {"name": "UserPassword", "type": "password", "value": "", "constraints": "{\"minlen\":\"8\",\"maxlen\":\"40\"}"},
+        ]}),
+    ));
+    created_uri(api.post(
+        "/rest/deployment-plans",
+        &json!({"name": "linux dp", "oeBuildPlanURI": bp, "goldenImageURI": gi, "hpProvided": false}),
+    ))
+}
+
+fn linux_values(host: &str, ip: &str) -> Value {
+    json!([
+        {"name": "Hostname", "value": host},
+        {"name": "ManagementNIC.ipaddress", "value": ip},
+        {"name": "ManagementNIC.netmask", "value": "255.255.255.0"},
+        {"name": "ManagementNIC.gateway", "value": "10.20.0.1"},
+        {"name": "ManagementNIC.mac", "value": "52:54:00:aa:bb:07"},
+        {"name": "UserPasswordHash", "value": PASSWORD_HASH},
+        {"name": "UserPassword", "value": USER_PASSWORD},
+    ])
+}
+
+#[test]
+fn linux_ext4_image_gets_hostname_network_and_user() {
+    if !is_root() || !have_tools(&["sfdisk", "mkfs.vfat", "mkfs.ext4", "debugfs"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start_with_storage();
+    let api = s.login(800);
+    let plan = linux_deployment_plan(&api, dir.path());
+    let redfish = RedfishDouble::start();
+    let hw = register(&api, "bay5", "10.0.0.15", &redfish);
+    let t = api.wait_task(api.post(
+        "/rest/server-profiles",
+        &json!({
+            "name": "web07", "serverHardwareUri": hw,
+            "osDeploymentSettings": {"osDeploymentPlanUri": plan,
+                                     "osCustomAttributes": linux_values("web07", "10.20.0.7")},
+        }),
+    ));
+    assert_eq!(t["taskState"], "Completed", "{t}");
+    assert!(!t.to_string().contains(USER_PASSWORD), "{t}");
+    let profile = api.get_json(t["associatedResource"]["resourceUri"].as_str().unwrap());
+    assert!(!profile.to_string().contains(USER_PASSWORD), "{profile}");
+    let volume = profile["bootTarget"]["exportName"].as_str().unwrap();
+    let os_uri = profile["osDeploymentSettings"]["osVolumeUri"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        api.get_json(os_uri)["export"]["allow"],
+        json!(["10.0.0.15/32"])
+    );
+    let files = ext4_files(
+        &s,
+        volume,
+        1,
+        &[
+            "/etc/hostname",
+            "/etc/network/interfaces",
+            "/etc/shadow",
+            "/etc/passwd",
+            "/root/initial-password",
+        ],
+    );
+    assert_eq!(files[0], "web07\n");
+    let interfaces = &files[1];
+    for want in [
+        "iface eth0 inet static",
+        "address 10.20.0.7",
+        "netmask 255.255.255.0",
+        "gateway 10.20.0.1",
+        "hwaddress ether 52:54:00:aa:bb:07",
+    ] {
+        assert!(interfaces.contains(want), "{want:?} not in {interfaces}");
+    }
+    assert_eq!(
+        files[2],
+        format!("root:*:19000:0:99999:7:::\nops:{PASSWORD_HASH}:19000:0:99999:7:::\n")
+    );
+    assert!(
+        files[3].ends_with("ops:x:1000:1000::/home/ops:/bin/sh\n"),
+        "{}",
+        files[3]
+    );
+    // The password reached the volume, but not the logs.
+    assert_eq!(files[4], USER_PASSWORD);
+    let id = os_uri.rsplit('/').next().unwrap();
+    let log = api
+        .get(&format!("/rest/os-volumes/archive/{id}"))
+        .text()
+        .unwrap();
+    assert!(log.contains("user ops has initial password"), "{log}");
+    assert!(!log.contains(USER_PASSWORD), "{log}");
+    let t = api.get_json(t["uri"].as_str().unwrap());
+    assert!(!t.to_string().contains(USER_PASSWORD), "{t}");
+}
+
+/// The Developer plan's values for deploy number `i`.
+fn developer_values_for(i: usize) -> Value {
+    json!([
+        {"name": "ExampleString1", "value": format!("profile {i}")},
+        {"name": "ExampleNumber1", "value": format!("{}", 100 + i)},
+        {"name": "ExampleIPv4Address", "value": format!("10.1.2.{}", 10 + i)},
+        {"name": "ExampleFQDN", "value": format!("host{i}.example.com")},
+        {"name": "ExamplePassword", "value": "pw12345"},
+    ])
+}
+
+#[test]
+fn twenty_deploys_at_once_keep_their_own_values() {
+    let Some(dev) = corpus_file(DEV_2017) else {
+        return;
+    };
+    if !is_root() {
+        return;
+    }
+    let s = TestServer::start_with_storage();
+    let api = s.login(800);
+    import_bundle(&api, DEV_2017, dev);
+    let redfish = RedfishDouble::start();
+    let plan = uri_named(
+        &api,
+        "/rest/deployment-plans",
+        "HPE - Developer 1.0 - Deployment Test (UEFI) - 2017-03-24",
+    );
+    let hws: Vec<String> = (0..20)
+        .map(|i| {
+            register(
+                &api,
+                &format!("c{i}"),
+                &format!("10.0.1.{}", 10 + i),
+                &redfish,
+            )
+        })
+        .collect();
+    let start = std::time::Instant::now();
+    let tasks: Vec<Value> = std::thread::scope(|scope| {
+        let handles: Vec<_> = hws
+            .iter()
+            .enumerate()
+            .map(|(i, hw)| {
+                let api = &api;
+                let plan = &plan;
+                scope.spawn(move || {
+                    api.wait_task(api.post(
+                        "/rest/server-profiles",
+                        &json!({
+                            "name": format!("many{i}"), "serverHardwareUri": hw,
+                            "osDeploymentSettings": {"osDeploymentPlanUri": plan,
+                                                     "osCustomAttributes": developer_values_for(i)},
+                        }),
+                    ))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    eprintln!("twenty deploys took {:?}", start.elapsed());
+    for t in &tasks {
+        assert_eq!(t["taskState"], "Completed", "{t}");
+    }
+    for (i, t) in tasks.iter().enumerate() {
+        let p = api.get_json(t["associatedResource"]["resourceUri"].as_str().unwrap());
+        assert_eq!(p["name"], format!("many{i}"));
+        let volume = p["bootTarget"]["exportName"].as_str().unwrap();
+        let text = fat_file(&s, volume, "/EFI/BOOT/message.txt");
+        for want in [
+            format!("ExampleString1: profile {i}\n"),
+            format!("ExampleNumber1: {}\n", 100 + i),
+            format!("ExampleIPv4Address: 10.1.2.{}\n", 10 + i),
+            format!("ExampleFQDN: host{i}.example.com\n"),
+        ] {
+            assert!(text.contains(&want), "{want:?} not in {text}");
+        }
+        let os = api.get_json(p["osDeploymentSettings"]["osVolumeUri"].as_str().unwrap());
+        assert_eq!(
+            os["export"]["allow"],
+            json!([format!("10.0.1.{}/32", 10 + i)])
+        );
+    }
+    // storaged agrees: twenty exports, each to its own module, and a consistent store.
+    let socket = s.state.config.storaged_socket.clone();
+    let (report, exports) = s.block_on(async move {
+        let c = storaged::control::client::StorageClient::connect(&socket)
+            .await
+            .unwrap();
+        (
+            c.verify(true).await.unwrap(),
+            c.export_list().await.unwrap(),
+        )
+    });
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(exports.len(), 20);
+    let mut allowed: Vec<String> = exports
+        .iter()
+        .map(|e| {
+            assert_eq!(e.allow.len(), 1);
+            e.allow[0].to_string()
+        })
+        .collect();
+    allowed.sort();
+    allowed.dedup();
+    assert_eq!(allowed.len(), 20);
+    assert_eq!(api.get_json("/rest/os-volumes")["total"], 20);
+}
+
+#[test]
+fn a_restart_in_the_middle_of_deploys_completes_or_cleans_up_each() {
+    let Some(dev) = corpus_file(DEV_2017) else {
+        return;
+    };
+    if !is_root() {
+        return;
+    }
+    let storaged = common::Storaged::start();
+    let s = TestServer::start_with_storaged(tempfile::tempdir().unwrap(), &storaged);
+    let api = s.login(800);
+    import_bundle(&api, DEV_2017, dev);
+    let redfish = RedfishDouble::start();
+    let plan = uri_named(
+        &api,
+        "/rest/deployment-plans",
+        "HPE - Developer 1.0 - Deployment Test (UEFI) - 2017-03-24",
+    );
+    let mut locations = Vec::new();
+    for i in 0..10 {
+        let hw = register(
+            &api,
+            &format!("r{i}"),
+            &format!("10.0.2.{}", 10 + i),
+            &redfish,
+        );
+        let r = api.post(
+            "/rest/server-profiles",
+            &json!({
+                "name": format!("restart{i}"), "serverHardwareUri": hw,
+                "osDeploymentSettings": {"osDeploymentPlanUri": plan,
+                                         "osCustomAttributes": developer_values_for(i)},
+            }),
+        );
+        assert_eq!(r.status(), 202);
+        locations.push(r.headers()["location"].to_str().unwrap().to_string());
+    }
+    // Stop while deploys run (some may have finished, most have not).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let states: Vec<Value> = locations
+            .iter()
+            .map(|l| api.get_json(l)["taskState"].clone())
+            .collect();
+        // Best: some finished and some still running; the plan-run slots make that likely.
+        let done = states.iter().filter(|s| *s == "Completed").count();
+        let running = states.iter().filter(|s| *s == "Running").count();
+        if (done > 0 && running > 0) || done == states.len() || std::time::Instant::now() > deadline
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(api);
+    let dir = s.stop();
+    let s = TestServer::start_with_storaged(dir, &storaged);
+    let api = s.login(800);
+    let (mut completed, mut interrupted) = (0, 0);
+    let mut kept_volumes = Vec::new();
+    for l in &locations {
+        let t = api.get_json(l);
+        let profile = api.get_json(t["associatedResource"]["resourceUri"].as_str().unwrap());
+        match t["taskState"].as_str().unwrap() {
+            "Completed" => {
+                completed += 1;
+                let volume = profile["bootTarget"]["exportName"].as_str().unwrap();
+                kept_volumes.push(volume.to_string());
+            }
+            "Error" => {
+                interrupted += 1;
+                let status = t["taskStatus"].as_str().unwrap();
+                assert!(status.contains("Interrupted"), "{t}");
+                assert_eq!(profile["state"], "Error", "{profile}");
+                assert!(profile["osDeploymentSettings"]["osVolumeUri"].is_null());
+            }
+            other => panic!("task left {other}: {t}"),
+        }
+    }
+    eprintln!("after the restart: {completed} completed, {interrupted} interrupted");
+    assert!(interrupted > 0, "the stop came after every deploy finished");
+    // Nothing half-made: the OS volume records, storaged's OS volumes and its exports are
+    // exactly those of the completed deploys.
+    kept_volumes.sort();
+    let os = api.get_json("/rest/os-volumes");
+    let mut recorded: Vec<String> = os["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["storageVolume"].as_str().unwrap().to_string())
+        .collect();
+    recorded.sort();
+    assert_eq!(recorded, kept_volumes, "{os}");
+    let mut stored: Vec<String> = s
+        .volumes()
+        .into_iter()
+        .filter(|v| v.record.name.starts_with("os-volume-"))
+        .map(|v| v.record.name)
+        .collect();
+    stored.sort();
+    assert_eq!(stored, kept_volumes);
+    let mut exported: Vec<String> = s
+        .volumes()
+        .into_iter()
+        .filter(|v| v.export.is_some())
+        .map(|v| v.record.name)
+        .collect();
+    exported.sort();
+    assert_eq!(exported, kept_volumes);
+    assert!(storaged.store.verify(true).unwrap().problems.is_empty());
+}
+
+#[test]
+fn foundation_empty_volume_has_the_requested_size() {
+    let Some(bundle) = corpus_file("HPE_Foundation_Artifacts-5_00.zip") else {
+        return;
+    };
+    if !is_root() {
+        return;
+    }
+    let s = TestServer::start_with_storage();
+    let api = s.login(800);
+    import_bundle(&api, "HPE_Foundation_Artifacts-5_00.zip", bundle);
+    let redfish = RedfishDouble::start();
+    let hw = register(&api, "bay6", "10.0.0.16", &redfish);
+    let plan = uri_named(
+        &api,
+        "/rest/deployment-plans",
+        "HPE - Foundation 1.0 - create empty OS Volume-2017-10-13",
+    );
+    let t = api.wait_task(api.post(
+        "/rest/server-profiles",
+        &json!({
+            "name": "empty", "serverHardwareUri": hw,
+            "osDeploymentSettings": {"osDeploymentPlanUri": plan,
+                                     "osCustomAttributes": [{"name": "VolumeSize", "value": "300"}]},
+        }),
+    ));
+    assert_eq!(t["taskState"], "Completed", "{t}");
+    let p = api.get_json(t["associatedResource"]["resourceUri"].as_str().unwrap());
+    let os = api.get_json(p["osDeploymentSettings"]["osVolumeUri"].as_str().unwrap());
+    assert_eq!(os["size"], 300u64 << 20, "{os}");
+    assert!(
+        os["goldenImageUri"].is_null() || os["goldenImageURI"].is_null(),
+        "{os}"
+    );
+    let volume = p["bootTarget"]["exportName"].as_str().unwrap();
+    let info = s
+        .volumes()
+        .into_iter()
+        .find(|v| v.record.name == volume)
+        .unwrap();
+    assert_eq!(info.record.size, 300 << 20);
+    assert_eq!(info.export.unwrap().allow.len(), 1);
+    // A size out of range is refused before a task starts.
+    let hw2 = register(&api, "bay7", "10.0.0.17", &redfish);
+    let r = api.post(
+        "/rest/server-profiles",
+        &json!({
+            "name": "too-big", "serverHardwareUri": hw2,
+            "osDeploymentSettings": {"osDeploymentPlanUri": plan,
+                                     "osCustomAttributes": [{"name": "VolumeSize", "value": "60000"}]},
+        }),
+    );
+    assert_eq!(r.status(), 400);
+    assert!(r.text().unwrap().contains("VolumeSize"));
 }

@@ -20,11 +20,14 @@ pub struct Recovered {
     pub profiles: usize,
 }
 
-/// Cleans up after an interrupted run of deployd; storaged must be reachable.
+/// Cleans up after an interrupted run of deployd; storaged must be reachable. One volume that
+/// cannot be deleted does not stop the others from being cleaned up: its record stays
+/// `deploying` (so the next start tries again) and the first such error is returned at the end.
 pub async fn clean_interrupted(st: &AppState) -> Result<Recovered, StorageError> {
     st.deployer.runner.cleanup_leftovers();
     let storage = Storage::new(&st.config.storaged_socket);
     let mut done = Recovered::default();
+    let mut first_error = None;
     let records = st
         .meta
         .list(Kind::OsVolume)
@@ -33,16 +36,28 @@ pub async fn clean_interrupted(st: &AppState) -> Result<Recovered, StorageError>
         if r.value["deployState"].as_str() != Some("deploying") {
             continue;
         }
-        if let Some(v) = r.value["storageVolume"].as_str() {
-            storage.unexport_and_delete(v).await?;
+        if let Some(v) = r.value["storageVolume"].as_str()
+            && let Err(e) = storage.unexport_and_delete(v).await
+        {
+            tracing::error!("interrupted deploy: OS volume {v} not deleted: {e}");
+            first_error.get_or_insert(e);
+            continue;
         }
         delete_os_volume_record(st, &r.id);
         done.os_volumes += 1;
     }
     for v in storage.list().await? {
         if v.record.name.starts_with(CAPTURE_CLONE_PREFIX) {
-            storage.unexport_and_delete(&v.record.id).await?;
-            done.capture_clones += 1;
+            match storage.unexport_and_delete(&v.record.id).await {
+                Ok(()) => done.capture_clones += 1,
+                Err(e) => {
+                    tracing::error!(
+                        "interrupted capture: clone {} not deleted: {e}",
+                        v.record.name
+                    );
+                    first_error.get_or_insert(e);
+                }
+            }
         }
     }
     let profiles = st
@@ -55,5 +70,8 @@ pub async fn clean_interrupted(st: &AppState) -> Result<Recovered, StorageError>
             done.profiles += 1;
         }
     }
-    Ok(done)
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(done),
+    }
 }

@@ -39,9 +39,28 @@ impl TestServer {
     }
 
     pub fn start_with(state_dir: tempfile::TempDir, storage: bool) -> Self {
-        let socket = state_dir.path().join("storaged.sock");
+        Self::start_inner(state_dir, storage, None)
+    }
+
+    /// Starts on `state_dir` against a storaged that runs on its own (it survives `stop`).
+    pub fn start_with_storaged(state_dir: tempfile::TempDir, storaged: &Storaged) -> Self {
+        Self::start_inner(state_dir, false, Some(storaged))
+    }
+
+    fn start_inner(
+        state_dir: tempfile::TempDir,
+        storage: bool,
+        external: Option<&Storaged>,
+    ) -> Self {
+        let socket = match external {
+            Some(s) => s.socket.clone(),
+            None => state_dir.path().join("storaged.sock"),
+        };
         let nbd_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let nbd_addr = nbd_listener.local_addr().unwrap();
+        let nbd_addr = match external {
+            Some(s) => s.nbd_addr,
+            None => nbd_listener.local_addr().unwrap(),
+        };
         let config = Config {
             state_dir: state_dir.path().to_path_buf(),
             storaged_socket: socket.clone(),
@@ -185,6 +204,66 @@ impl Drop for TestServer {
     }
 }
 
+/// A storaged (control socket and NBD on loopback) on its own runtime, independent of any
+/// `TestServer`: it keeps running while deployd stops and starts again.
+pub struct Storaged {
+    pub dir: tempfile::TempDir,
+    pub socket: std::path::PathBuf,
+    pub nbd_addr: std::net::SocketAddr,
+    pub store: Arc<storaged::store::Store>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Storaged {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("storaged.sock");
+        let store = Arc::new(storaged::store::Store::open(&dir.path().join("store")).unwrap());
+        let nbd_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let nbd_addr = nbd_listener.local_addr().unwrap();
+        nbd_listener.set_nonblocking(true).unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let catalog: Arc<dyn storaged::export::ExportCatalog> = store.clone();
+        runtime.spawn(async move {
+            let l = tokio::net::TcpListener::from_std(nbd_listener).unwrap();
+            if let Err(e) = storaged::nbd::serve(l, catalog).await {
+                eprintln!("storaged NBD stopped: {e}");
+            }
+        });
+        let (sock, st) = (socket.clone(), Arc::clone(&store));
+        runtime.spawn(async move {
+            if let Err(e) = storaged::control::server::serve(&sock, st).await {
+                eprintln!("storaged stopped: {e}");
+            }
+        });
+        for _ in 0..100 {
+            if socket.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            dir,
+            socket,
+            nbd_addr,
+            store,
+            runtime: Some(runtime),
+        }
+    }
+}
+
+impl Drop for Storaged {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(5));
+        }
+    }
+}
+
 /// A logged-in API client.
 pub struct Api {
     pub http: Client,
@@ -258,8 +337,14 @@ impl Api {
     pub fn wait_task(&self, accepted: Response) -> Value {
         assert_eq!(accepted.status(), 202, "expected 202 Accepted");
         let location = accepted.headers()["location"].to_str().unwrap().to_string();
-        for _ in 0..600 {
-            let t = self.get_json(&location);
+        self.wait_task_at(&location)
+    }
+
+    /// Follows the task at `location` until it ends (up to two minutes).
+    pub fn wait_task_at(&self, location: &str) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while std::time::Instant::now() < deadline {
+            let t = self.get_json(location);
             match t["taskState"].as_str() {
                 Some("Running" | "New" | "Starting" | "Pending") => {
                     std::thread::sleep(Duration::from_millis(50))
