@@ -71,6 +71,15 @@ enum Command {
     /// Deployment groups.
     #[command(subcommand)]
     DeploymentGroup(Crud),
+    /// Compute modules (server hardware) and their Redfish power control.
+    #[command(subcommand)]
+    ServerHardware(Crud),
+    /// Server profiles: creating one deploys its OS volume; changing it re-deploys.
+    #[command(subcommand)]
+    ServerProfile(Crud),
+    /// Local users and their roles.
+    #[command(subcommand)]
+    User(Crud),
     /// Tasks.
     #[command(subcommand)]
     Task(Crud),
@@ -231,6 +240,9 @@ fn run(cli: Cli) -> Result<u8, CliError> {
         Command::DeploymentPlan(c) => crud(&resources::DEPLOYMENT_PLAN, c, json),
         Command::OsVolume(c) => crud(&resources::OS_VOLUME, c, json),
         Command::DeploymentGroup(c) => crud(&resources::DEPLOYMENT_GROUP, c, json),
+        Command::ServerHardware(c) => crud(&resources::SERVER_HARDWARE, c, json),
+        Command::ServerProfile(c) => crud(&resources::SERVER_PROFILE, c, json),
+        Command::User(c) => crud(&resources::USER, c, json),
         Command::Task(c) => crud(&resources::TASK, c, json),
         Command::GoldenImage(GoldenImageCmd::Crud(c)) => crud(&resources::GOLDEN_IMAGE, c, json),
         Command::GoldenImage(GoldenImageCmd::Upload {

@@ -85,6 +85,35 @@ pub const DEPLOYMENT_GROUP: Kind = Kind {
     path: "/rest/deployment-groups",
     columns: &[("NAME", "name"), ("ID", "id")],
 };
+pub const SERVER_HARDWARE: Kind = Kind {
+    noun: "compute module",
+    path: "/rest/server-hardware",
+    columns: &[
+        ("NAME", "name"),
+        ("POWER", "powerState"),
+        ("ADDRESS", "deploymentIpv4"),
+        ("ID", "id"),
+    ],
+};
+pub const SERVER_PROFILE: Kind = Kind {
+    noun: "server profile",
+    path: "/rest/server-profiles",
+    columns: &[
+        ("NAME", "name"),
+        ("STATE", "state"),
+        ("OS VOLUME", "osDeploymentSettings/osVolumeUri"),
+        ("ID", "id"),
+    ],
+};
+pub const USER: Kind = Kind {
+    noun: "user",
+    path: "/rest/users",
+    columns: &[
+        ("NAME", "userName"),
+        ("FULL NAME", "fullName"),
+        ("ROLES", "roles"),
+    ],
+};
 pub const TASK: Kind = Kind {
     noun: "task",
     path: "/rest/tasks",
@@ -127,8 +156,9 @@ pub fn resolve(api: &Api, kind: &Kind, name_or_id: &str) -> Result<String, CliEr
     if name_or_id.starts_with(kind.path) && name_or_id[kind.path.len()..].starts_with('/') {
         return Ok(name_or_id.to_string());
     }
-    if looks_like_id(name_or_id) {
-        let uri = format!("{}/{name_or_id}", kind.path);
+    // Users are addressed by their user name, not an id.
+    if looks_like_id(name_or_id) || kind.path == USER.path {
+        let uri = format!("{}/{}", kind.path, urlencode(name_or_id));
         match api.get(&uri) {
             Ok(_) => return Ok(uri),
             Err(CliError::Api { status: 404, .. }) => {}

@@ -362,3 +362,21 @@ fn dry_runs_print_the_substituted_plan_offline_and_from_the_appliance() {
     assert_ne!(bad.status.code(), Some(0));
     assert!(text(&bad.stderr).contains("Host"), "{}", text(&bad.stderr));
 }
+
+#[test]
+fn users_are_managed_by_name() {
+    let s = start();
+    s.login();
+    let f = s.file(
+        "u.json",
+        r#"{"userName": "viewer", "fullName": "Viewer", "password": "viewer-pass", "roles": ["Read only"]}"#,
+    );
+    s.ok(&["user", "create", "--file", &f]);
+    let got: Value = serde_json::from_str(&s.ok(&["--json", "user", "get", "viewer"])).unwrap();
+    assert_eq!(got["roles"][0], "Read only");
+    assert!(s.ok(&["user", "list"]).contains("viewer"));
+    s.ok(&["user", "delete", "viewer"]);
+    assert_eq!(s.ctl(&["user", "get", "viewer"], "").status.code(), Some(1));
+    assert!(s.ok(&["server-hardware", "list"]).contains("NAME"));
+    assert!(s.ok(&["server-profile", "list"]).contains("NAME"));
+}
