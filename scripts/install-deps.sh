@@ -21,6 +21,7 @@ packages=(
     systemd-boot-efi # linuxx64.efi.stub: the UKI stub (make image)
     binutils        # objcopy: adds the UKI sections (make image)
     cpio            # cpio -it: cross-checks the initramfs (image tests)
+    qemu-system-x86 # qemu-system-x86_64: boots the initramfs in the image smoke test
 )
 
 missing=()
