@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 VAR ?= $(CURDIR)/var
 
-.PHONY: all deps build lint test dev run bench clean
+.PHONY: all deps build lint test dev run bench clean image
 
 all: build
 
@@ -36,6 +36,23 @@ run: dev
 bench: build
 	$(CARGO) build --locked --release -p storaged --example clone_time
 	scripts/bench.sh
+
+# The appliance image (initramfs, UKI, GPT disk) from static release binaries and Debian's
+# current kernel; prints the image path. INIT=path overrides the PID 1 binary (default: the
+# streamer-init build, when that crate exists).
+IMAGE_TARGET := x86_64-unknown-linux-gnu
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
+STATIC_DIR := $(TARGET_DIR)/$(IMAGE_TARGET)/release
+INIT ?= $(STATIC_DIR)/streamer-init
+image: deps
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --locked --release \
+		--target $(IMAGE_TARGET) -p storaged -p deployd -p streamerctl \
+		$$($(CARGO) metadata --no-deps --format-version 1 | grep -q '"name":"streamer-init"' && echo -p streamer-init)
+	@test -x "$(INIT)" || { echo "error: no init binary at $(INIT); pass INIT=path" >&2; exit 1; }
+	$(CARGO) build --locked --release -p streamer-image
+	$(TARGET_DIR)/release/streamer-image build --init "$(INIT)" \
+		--bin $(STATIC_DIR)/storaged --bin $(STATIC_DIR)/deployd --bin $(STATIC_DIR)/streamerctl \
+		--cache $(TARGET_DIR)/streamer-image/cache --out $(TARGET_DIR)/streamer-image/out
 
 clean:
 	$(CARGO) clean

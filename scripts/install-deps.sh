@@ -16,7 +16,12 @@ packages=(
     mtools          # mtype: cross-checks our FAT writes with another implementation
     lvm2            # pvcreate/vgcreate/vgcfgrestore/vgs: LVM PVs for the attach tests (no dm needed)
     python3-venv    # make test: a virtualenv for the HPE Python SDK (hpOneView) tests
-    busybox-static  # /bin/busybox: the toolbox of the plan-script sandbox (deployd::sandbox)
+    busybox-static  # /bin/busybox: the toolbox of the plan-script sandbox (deployd::sandbox) and of the image
+    kmod            # depmod: indexes the kernel package's modules for the initramfs (make image)
+    systemd-boot-efi # linuxx64.efi.stub: the UKI stub (make image)
+    binutils        # objcopy: adds the UKI sections (make image)
+    cpio            # cpio -it: cross-checks the initramfs (image tests)
+    qemu-system-x86 # qemu-system-x86_64: boots the initramfs in the image smoke test
 )
 
 missing=()

@@ -1,0 +1,151 @@
+//! Builds the Streamer appliance image from inputs: Debian's kernel package, our static
+//! binaries and busybox-static become an initramfs, a UKI and a GPT disk image with A/B
+//! system slots. The same inputs give the same bytes: every timestamp comes from
+//! SOURCE_DATE_EPOCH (default 0), ids from a seed. What varies is only the inputs — notably
+//! which kernel `linux-image-amd64` resolves to on the day (pass `--kernel-deb` to pin it).
+//! It must never touch the host's block devices or need root.
+
+pub mod cpio;
+pub mod disk;
+pub mod gpt;
+pub mod initramfs;
+pub mod kernel;
+pub mod layout;
+pub mod uki;
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("kernel")]
+    Kernel(#[from] kernel::KernelError),
+    #[error("initramfs")]
+    Initramfs(#[from] initramfs::InitramfsError),
+    #[error("UKI")]
+    Uki(#[from] uki::UkiError),
+    #[error("disk image")]
+    Disk(#[from] disk::DiskError),
+    #[error("{0}")]
+    Io(PathBuf, #[source] std::io::Error),
+}
+
+/// Everything the builder takes.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub init: PathBuf,
+    pub binaries: Vec<PathBuf>,
+    pub busybox: PathBuf,
+    /// A kernel .deb to use instead of fetching Debian's current one.
+    pub kernel_deb: Option<PathBuf>,
+    pub cache: PathBuf,
+    pub stub: PathBuf,
+    pub out: PathBuf,
+    pub cmdline: String,
+    pub modules: Vec<String>,
+    pub seed: String,
+    pub source_date_epoch: u32,
+    pub sizes_mib: [u64; 3],
+    pub version: String,
+}
+
+/// What the builder made.
+#[derive(Debug, Clone)]
+pub struct BuildOutput {
+    pub kernel: kernel::Kernel,
+    pub initramfs: PathBuf,
+    pub uki: PathBuf,
+    pub image: PathBuf,
+    pub initramfs_info: initramfs::Initramfs,
+    pub disk: disk::DiskInfo,
+}
+
+/// The steps, reported to the progress callback as they start.
+pub const STEPS: [&str; 4] = ["kernel", "initramfs", "UKI", "disk image"];
+
+/// /etc/os-release and the UKI's .osrel.
+pub fn os_release(version: &str) -> String {
+    format!(
+        "NAME=\"Streamer\"\nID=streamer\nVERSION_ID={version}\nPRETTY_NAME=\"Streamer {version}\"\n"
+    )
+}
+
+/// The default appliance configuration on the config partition.
+pub const DEFAULT_CONFIG: &str = "# Streamer appliance configuration (see ARCHITECTURE.md).\n\
+[network]\nmode = \"dhcp\"\n";
+
+/// Fetches or unpacks the kernel.
+pub fn get_kernel(opts: &BuildOptions) -> Result<kernel::Kernel, BuildError> {
+    Ok(match &opts.kernel_deb {
+        Some(deb) => {
+            let name = deb
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let mut k =
+                kernel::unpack(deb, &opts.cache.join(format!("{name}.local")).join("root"))?;
+            k.package = name;
+            k
+        }
+        None => kernel::fetch(&opts.cache)?,
+    })
+}
+
+fn write(p: &Path, data: &[u8]) -> Result<(), BuildError> {
+    std::fs::write(p, data).map_err(|e| BuildError::Io(p.into(), e))
+}
+
+/// Runs every step; `step(i)` is called as step `i` of [`STEPS`] starts.
+pub fn build(opts: &BuildOptions, step: &dyn Fn(usize)) -> Result<BuildOutput, BuildError> {
+    std::fs::create_dir_all(&opts.out).map_err(|e| BuildError::Io(opts.out.clone(), e))?;
+    step(0);
+    let kernel = get_kernel(opts)?;
+    step(1);
+    let osrel = os_release(&opts.version);
+    let info = initramfs::build(&initramfs::InitramfsSpec {
+        init: opts.init.clone(),
+        binaries: opts.binaries.clone(),
+        busybox: opts.busybox.clone(),
+        modules: Some(initramfs::Modules {
+            dir: kernel.modules_dir.clone(),
+            release: kernel.release.clone(),
+            names: opts.modules.clone(),
+        }),
+        os_release: osrel.clone(),
+        mtime: opts.source_date_epoch,
+    })?;
+    let initrd = opts.out.join("initramfs.cpio.gz");
+    write(&initrd, &info.gz)?;
+    step(2);
+    let uki = opts.out.join("streamer.efi");
+    uki::build(
+        &uki::UkiSpec {
+            stub: opts.stub.clone(),
+            kernel: kernel.vmlinuz.clone(),
+            initrd: initrd.clone(),
+            cmdline: opts.cmdline.clone(),
+            os_release: osrel,
+            timestamp: opts.source_date_epoch,
+        },
+        &uki,
+    )?;
+    step(3);
+    let image = opts.out.join("streamer.img");
+    let disk = disk::build(
+        &disk::DiskSpec {
+            uki_a: uki.clone(),
+            uki_b: uki.clone(),
+            config: DEFAULT_CONFIG.into(),
+            seed: opts.seed.clone(),
+            sizes_mib: opts.sizes_mib,
+        },
+        &image,
+    )?;
+    Ok(BuildOutput {
+        kernel,
+        initramfs: initrd,
+        uki,
+        image,
+        initramfs_info: info,
+        disk,
+    })
+}
