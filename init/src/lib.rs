@@ -9,3 +9,6 @@
 
 pub mod config;
 pub mod modules;
+pub mod services;
+pub mod supervisor;
+pub mod sys;
