@@ -8,7 +8,11 @@
 //! fatal error it prints the error, syncs and reboots.
 
 pub mod config;
+pub mod dry_run;
+pub mod log;
 pub mod modules;
+pub mod pid1;
+pub mod plan;
 pub mod services;
 pub mod supervisor;
 pub mod sys;

@@ -139,6 +139,38 @@ pub fn block_signals(signals: &[libc::c_int]) -> io::Result<()> {
     }
 }
 
+/// Undoes `block_signals` for this thread.
+pub fn unblock_signals(signals: &[libc::c_int]) -> io::Result<()> {
+    let set = sigset(signals);
+    // SAFETY: `set` is an initialised sigset_t; the old set is not requested.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
+/// Makes `cmd`'s child start with no blocked signals. std passes the parent's mask on, and
+/// PID 1 blocks SIGTERM and friends to read them synchronously: without this a daemon could
+/// not be stopped with SIGTERM.
+pub fn clear_signal_mask_on_exec(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let empty = sigset(&[]);
+    // SAFETY: the closure runs between fork and exec and only calls pthread_sigmask, which
+    // is async-signal-safe, on a set copied in beforehand; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            let rc = libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::from_raw_os_error(rc))
+            }
+        });
+    }
+}
+
 fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
     // SAFETY: sigemptyset initialises the zeroed set; sigaddset only reads valid numbers.
     unsafe {

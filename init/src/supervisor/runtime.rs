@@ -63,7 +63,7 @@ impl Runtime {
     }
 
     fn log(&mut self, line: String) {
-        eprintln!("streamer-init: {line}");
+        crate::log::say(&line);
         self.events.push(line);
     }
 
@@ -125,10 +125,10 @@ impl Runtime {
         m.ready = false;
         m.sup.started(now);
         let name = m.spec.name.clone();
-        let result = Command::new(&m.spec.argv[0])
-            .args(&m.spec.argv[1..])
-            .stdin(Stdio::null())
-            .spawn();
+        let mut cmd = Command::new(&m.spec.argv[0]);
+        cmd.args(&m.spec.argv[1..]).stdin(Stdio::null());
+        sys::clear_signal_mask_on_exec(&mut cmd);
+        let result = cmd.spawn();
         match result {
             Ok(child) => {
                 // The Child handle is dropped without waiting: the owner's reaper collects
@@ -148,7 +148,7 @@ impl Runtime {
         let name = self.services[i].spec.name.clone();
         if let Some(a) = self.services[i].sup.exited(now, &how) {
             let line = alert::log_line(&name, &a);
-            eprintln!("{line}");
+            crate::log::announce(&line);
             self.events.push(line);
             if let Err(e) = alert::record(&self.alert_dir, &name, &a) {
                 self.log(format!("cannot write alert for {name}: {e}"));
@@ -379,6 +379,26 @@ mod tests {
                 .iter()
                 .any(|e| e.contains("did not stop in 300 ms"))
         );
+    }
+
+    #[test]
+    fn children_do_not_inherit_the_signals_init_blocks() {
+        let _g = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        // PID 1 blocks these to read them with sigtimedwait; a daemon must still die of
+        // SIGTERM, or shutdown would always wait for the grace period.
+        sys::block_signals(crate::pid1::SIGNALS).unwrap();
+        let svc = sh("daemon", "exec sleep 30", &[], Readiness::Started);
+        let mut rt = Runtime::new(&[svc], fast_policy(), dir.path().into()).unwrap();
+        rt.pump();
+        std::thread::sleep(Duration::from_millis(100));
+        rt.stop_all(Duration::from_secs(5));
+        sys::unblock_signals(crate::pid1::SIGNALS).unwrap();
+        assert_eq!(
+            rt.last_exit("daemon"),
+            Some(ExitKind::Signal(libc::SIGTERM))
+        );
+        assert!(!rt.events().iter().any(|e| e.contains("did not stop")));
     }
 
     #[test]
