@@ -358,15 +358,19 @@ mod tests {
         let _g = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().unwrap();
         // An ignored SIGTERM stays ignored across exec.
+        let armed = dir.path().join("armed");
         let stubborn = sh(
             "stubborn",
-            "trap '' TERM; exec sleep 30",
+            &format!("trap '' TERM; touch {}; exec sleep 30", armed.display()),
             &[],
-            Readiness::Started,
+            Readiness::Socket(armed),
         );
         let mut rt = Runtime::new(&[stubborn], fast_policy(), dir.path().into()).unwrap();
-        rt.pump();
-        std::thread::sleep(Duration::from_millis(100));
+        assert!(pump_until(
+            &mut rt,
+            Duration::from_secs(5),
+            Runtime::all_ready
+        ));
         let t0 = Instant::now();
         rt.stop_all(Duration::from_millis(300));
         assert!(t0.elapsed() >= Duration::from_millis(300));
