@@ -165,6 +165,9 @@ fn boot() -> Result<Infallible, Pid1Error> {
     // Before anything can spawn a thread or child: signals are handled synchronously.
     sys::block_signals(SIGNALS).map_err(Pid1Error::Signals)?;
     mount_all();
+    if let Err(e) = sys::attach_console("/dev/console") {
+        say(&format!("cannot open /dev/console: {e}"));
+    }
     let config = read_config();
     if config.debug {
         say("debug output on");

@@ -100,6 +100,36 @@ pub fn mount(
     }
 }
 
+/// Points any closed standard descriptor (0, 1, 2) at `console`. The kernel opens
+/// /dev/console for init only if the initramfs has that node; after devtmpfs is mounted it
+/// exists, and without this the ready line and all logs would go nowhere.
+pub fn attach_console(console: &str) -> io::Result<()> {
+    // SAFETY: F_GETFD only queries the descriptor table.
+    let closed: Vec<libc::c_int> = (0..=2)
+        .filter(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1)
+        .collect();
+    if closed.is_empty() {
+        return Ok(());
+    }
+    let path = cstring(console)?;
+    // SAFETY: `path` is a NUL-terminated string that outlives the call.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_NOCTTY) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    for target in closed {
+        // SAFETY: `fd` is open; dup2 onto a closed standard descriptor affects nothing else.
+        if fd != target && unsafe { libc::dup2(fd, target) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    if fd > 2 {
+        // SAFETY: `fd` is ours and no longer needed: its duplicates stay open.
+        unsafe { libc::close(fd) };
+    }
+    Ok(())
+}
+
 pub fn sethostname(name: &str) -> io::Result<()> {
     // SAFETY: pointer and length describe `name`'s bytes, valid for the call.
     let rc = unsafe { libc::sethostname(name.as_ptr().cast::<libc::c_char>(), name.len()) };
