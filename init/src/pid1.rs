@@ -1,0 +1,237 @@
+//! The PID 1 sequence: mount, configure, load modules, name the host, start and supervise
+//! the services, announce readiness, reap zombies, and shut down on request. It never
+//! returns: a fatal error is printed, the disks synced and the machine rebooted.
+
+use std::convert::Infallible;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::config::{self, Config};
+use crate::modules::load::{self, Loaded};
+use crate::plan::{self, Plan};
+use crate::services::{self, GraphError};
+use crate::supervisor::{Policy, alert, runtime::Runtime};
+use crate::sys;
+
+/// How long services get between SIGTERM and SIGKILL at shutdown.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// The signals PID 1 handles synchronously (they are blocked and read with sigtimedwait).
+pub const SIGNALS: &[libc::c_int] = &[
+    libc::SIGCHLD,
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGPWR,
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    PowerOff,
+    Reboot,
+}
+
+impl Shutdown {
+    fn reboot_cmd(self) -> libc::c_int {
+        match self {
+            Shutdown::PowerOff => libc::RB_POWER_OFF,
+            Shutdown::Reboot => libc::RB_AUTOBOOT,
+        }
+    }
+}
+
+/// What a signal to PID 1 asks for. SIGINT is ctrl-alt-del once the kernel's own handling
+/// is disabled; SIGUSR1/SIGUSR2 are the API's reboot and power-off requests.
+pub fn on_signal(signal: libc::c_int) -> Option<Shutdown> {
+    match signal {
+        libc::SIGTERM | libc::SIGINT | libc::SIGUSR2 | libc::SIGPWR => Some(Shutdown::PowerOff),
+        libc::SIGUSR1 => Some(Shutdown::Reboot),
+        _ => None,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Pid1Error {
+    #[error("cannot block signals")]
+    Signals(#[source] std::io::Error),
+    #[error(transparent)]
+    Services(#[from] GraphError),
+}
+
+use crate::log::say;
+
+/// Runs the appliance. Never returns.
+pub fn run() -> ! {
+    // A panic in PID 1 would panic the kernel: turn it into an orderly reboot.
+    std::panic::set_hook(Box::new(|info| {
+        say(&format!("FATAL: {info}"));
+        sys::sync();
+        let _ = sys::reboot(libc::RB_AUTOBOOT);
+    }));
+    match boot() {
+        Ok(never) => match never {},
+        Err(e) => fatal(&e),
+    }
+}
+
+/// Prints the error chain, syncs and reboots; never returns even if reboot fails.
+pub fn fatal(e: &dyn std::error::Error) -> ! {
+    let mut msg = format!("FATAL: {e}");
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    say(&msg);
+    say("rebooting in 5 s");
+    std::thread::sleep(Duration::from_secs(5));
+    sys::sync();
+    let _ = sys::reboot(libc::RB_AUTOBOOT);
+    idle_forever()
+}
+
+fn idle_forever() -> ! {
+    loop {
+        for _ in sys::reap_all() {}
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn mount_all() {
+    for m in plan::early_mounts() {
+        if let Err(e) = std::fs::create_dir_all(m.target) {
+            say(&format!("cannot create {}: {e}", m.target));
+        }
+        match sys::mount(m.source, m.target, m.fstype, m.flags, m.data) {
+            Ok(()) => {}
+            // Mounted already (by a bootloader-provided initramfs or the kernel).
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+            Err(e) => say(&format!("cannot mount {} on {}: {e}", m.fstype, m.target)),
+        }
+    }
+}
+
+fn read_config() -> Config {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_else(|e| {
+        say(&format!("cannot read /proc/cmdline: {e}"));
+        String::new()
+    });
+    let file = config::read_file(Path::new(config::CONFIG_FILE)).unwrap_or_else(|e| {
+        say(&format!("ignoring the configuration file: {e}"));
+        config::Settings::default()
+    });
+    // A bad setting must not make the appliance unreachable: report it and fall back to
+    // the file and defaults, so the console and DHCP still work.
+    config::load(&cmdline, file.clone()).unwrap_or_else(|e| {
+        say(&format!("ignoring the kernel command line: {e}"));
+        file.resolve()
+    })
+}
+
+fn load_modules() -> plan::ModulePlan {
+    let dir = crate::dry_run::default_modules_dir();
+    let db = match crate::modules::ModuleDb::read(&dir) {
+        Ok(Ok(db)) => db,
+        Ok(Err(e)) => {
+            say(&format!("{}: {e}", dir.display()));
+            return plan::ModulePlan::default();
+        }
+        Err(e) => {
+            say(&format!("no module tree at {}: {e}", dir.display()));
+            return plan::ModulePlan::default();
+        }
+    };
+    let modules = match plan::module_plan(&db, plan::WANTED_MODULES) {
+        Ok(m) => m,
+        Err(e) => {
+            say(&format!("module order: {e}"));
+            return plan::ModulePlan::default();
+        }
+    };
+    for f in &modules.files {
+        match load::load_file(f) {
+            Ok(Loaded::Loaded | Loaded::AlreadyLoaded) => {}
+            Err(e) => say(&format!(
+                "{e}: {}",
+                std::error::Error::source(&e).map_or(String::new(), |s| s.to_string())
+            )),
+        }
+    }
+    modules
+}
+
+fn boot() -> Result<Infallible, Pid1Error> {
+    // Before anything can spawn a thread or child: signals are handled synchronously.
+    sys::block_signals(SIGNALS).map_err(Pid1Error::Signals)?;
+    mount_all();
+    if let Err(e) = sys::attach_console("/dev/console") {
+        say(&format!("cannot open /dev/console: {e}"));
+    }
+    let config = read_config();
+    if config.debug {
+        say("debug output on");
+    }
+    let modules = load_modules();
+    if let Err(e) = sys::sethostname(&config.hostname) {
+        say(&format!("cannot set hostname {}: {e}", config.hostname));
+    }
+    // Ctrl-alt-del becomes SIGINT to us instead of an immediate reboot.
+    if let Err(e) = sys::reboot(libc::RB_DISABLE_CAD) {
+        say(&format!("cannot disable ctrl-alt-del: {e}"));
+    }
+    let plan = Plan::new(config, modules, Path::new("/usr/bin"))?;
+    if plan.config.debug {
+        say(&format!("plan:\n{plan}"));
+    }
+    let _ = std::fs::create_dir_all(services::RUN_DIR);
+    let mut rt = Runtime::new(&plan.services, Policy::default(), alert::ALERT_DIR.into())?;
+    let ready_line = plan::ready_line(&plan.config);
+    let mut announced = false;
+    loop {
+        rt.pump();
+        if !announced && rt.all_ready() {
+            crate::log::announce(&ready_line);
+            announced = true;
+        }
+        // Poll readiness often until ready; afterwards wake for signals and restarts.
+        let mut wait = if announced {
+            Duration::from_secs(5)
+        } else {
+            Duration::from_millis(100)
+        };
+        if let Some(at) = rt.next_restart() {
+            wait = wait.min(at.saturating_duration_since(Instant::now()));
+        }
+        if let Some(sig) = sys::wait_signal(SIGNALS, wait)
+            && let Some(how) = on_signal(sig)
+        {
+            shutdown(&mut rt, how);
+        }
+    }
+}
+
+fn shutdown(rt: &mut Runtime, how: Shutdown) -> ! {
+    say(&format!("{how:?}: stopping services"));
+    rt.stop_all(STOP_GRACE);
+    say("syncing disks");
+    sys::sync();
+    if let Err(e) = sys::reboot(how.reboot_cmd()) {
+        say(&format!("reboot failed: {e}"));
+    }
+    idle_forever()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_map_to_shutdowns() {
+        assert_eq!(on_signal(libc::SIGTERM), Some(Shutdown::PowerOff));
+        assert_eq!(on_signal(libc::SIGINT), Some(Shutdown::PowerOff));
+        assert_eq!(on_signal(libc::SIGUSR1), Some(Shutdown::Reboot));
+        assert_eq!(on_signal(libc::SIGCHLD), None);
+        assert_eq!(Shutdown::PowerOff.reboot_cmd(), libc::RB_POWER_OFF);
+    }
+}

@@ -1,0 +1,246 @@
+//! What init will do on this boot, decided before doing any of it: the mounts, the module
+//! files in load order, and the services in start order. PID 1 executes a plan;
+//! `streamer-init --dry-run` prints one.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::config::{Config, Mgmt};
+use crate::modules::{DepError, ModuleDb};
+use crate::services::{GraphError, ServiceSpec, appliance_services, start_order};
+
+/// The modules init asks for; whatever is built in or absent from this kernel is skipped.
+pub const WANTED_MODULES: &[&str] = &[
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_net",
+    "virtio_scsi",
+    "nvme",
+    "ahci",
+    "sd_mod",
+    "e1000e",
+    "igb",
+    "ixgbe",
+    "ext4",
+    "vfat",
+    "nls_cp437",
+    "nls_iso8859_1",
+    "loop",
+    "nbd",
+];
+
+/// One filesystem to mount early.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub source: &'static str,
+    pub target: &'static str,
+    pub fstype: &'static str,
+    pub flags: libc::c_ulong,
+    pub data: Option<&'static str>,
+}
+
+const NOSUID_NODEV_NOEXEC: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+
+/// The early mounts, in order: /proc, /sys and /dev first, since reading the command line
+/// and finding devices depend on them.
+pub fn early_mounts() -> Vec<Mount> {
+    vec![
+        Mount {
+            source: "proc",
+            target: "/proc",
+            fstype: "proc",
+            flags: NOSUID_NODEV_NOEXEC,
+            data: None,
+        },
+        Mount {
+            source: "sysfs",
+            target: "/sys",
+            fstype: "sysfs",
+            flags: NOSUID_NODEV_NOEXEC,
+            data: None,
+        },
+        Mount {
+            source: "devtmpfs",
+            target: "/dev",
+            fstype: "devtmpfs",
+            flags: libc::MS_NOSUID,
+            data: Some("mode=0755"),
+        },
+        Mount {
+            source: "devpts",
+            target: "/dev/pts",
+            fstype: "devpts",
+            flags: libc::MS_NOSUID | libc::MS_NOEXEC,
+            data: Some("gid=5,mode=0620,ptmxmode=0666"),
+        },
+        Mount {
+            source: "tmpfs",
+            target: "/run",
+            fstype: "tmpfs",
+            flags: libc::MS_NOSUID | libc::MS_NODEV,
+            data: Some("mode=0755"),
+        },
+        Mount {
+            source: "tmpfs",
+            target: "/tmp",
+            fstype: "tmpfs",
+            flags: libc::MS_NOSUID | libc::MS_NODEV,
+            data: Some("mode=1777"),
+        },
+        Mount {
+            source: "cgroup2",
+            target: "/sys/fs/cgroup",
+            fstype: "cgroup2",
+            flags: NOSUID_NODEV_NOEXEC,
+            data: None,
+        },
+    ]
+}
+
+/// The module part of a plan: files in load order, and what was skipped and why.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModulePlan {
+    pub files: Vec<PathBuf>,
+    pub skipped: Vec<String>,
+}
+
+/// Resolves `wanted` against a module tree. Modules this kernel does not have are skipped
+/// (a note each), since hardware drivers differ between kernels; a cycle is an error.
+pub fn module_plan(db: &ModuleDb, wanted: &[&str]) -> Result<ModulePlan, DepError> {
+    let mut plan = ModulePlan::default();
+    for w in wanted {
+        match db.load_order(&[*w]) {
+            Ok(files) => {
+                for f in files {
+                    if !plan.files.contains(&f) {
+                        plan.files.push(f);
+                    }
+                }
+            }
+            Err(DepError::Unknown(name)) => plan.skipped.push(name),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(plan)
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub mounts: Vec<Mount>,
+    pub config: Config,
+    pub modules: ModulePlan,
+    pub services: Vec<ServiceSpec>,
+}
+
+impl Plan {
+    pub fn new(config: Config, modules: ModulePlan, bin_dir: &Path) -> Result<Plan, GraphError> {
+        Ok(Plan {
+            mounts: early_mounts(),
+            config,
+            modules,
+            services: start_order(&appliance_services(bin_dir))?,
+        })
+    }
+}
+
+/// The line the console shows once the API answers.
+pub fn ready_line(config: &Config) -> String {
+    let address = match &config.mgmt {
+        Mgmt::Static { address, .. } => address.to_string(),
+        Mgmt::Dhcp => "dhcp".to_owned(),
+    };
+    format!("streamer: {} {address} ready", config.hostname)
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "mounts:")?;
+        for m in &self.mounts {
+            write!(f, "  {} on {} type {}", m.source, m.target, m.fstype)?;
+            if let Some(d) = m.data {
+                write!(f, " ({d})")?;
+            }
+            writeln!(f)?;
+        }
+        let c = &self.config;
+        writeln!(f, "config:")?;
+        writeln!(f, "  hostname {}", c.hostname)?;
+        writeln!(f, "  mgmt {}", c.mgmt)?;
+        writeln!(f, "  data {}", c.data)?;
+        writeln!(f, "  console {}", c.console)?;
+        writeln!(f, "  debug {}", c.debug)?;
+        writeln!(f, "modules:")?;
+        for m in &self.modules.files {
+            writeln!(f, "  load {}", m.display())?;
+        }
+        for s in &self.modules.skipped {
+            writeln!(f, "  skip {s} (not in this kernel's modules.dep)")?;
+        }
+        writeln!(f, "services:")?;
+        for s in &self.services {
+            write!(f, "  start {}: {}", s.name, s.command_line())?;
+            if !s.after.is_empty() {
+                write!(f, " (after {})", s.after.join(", "))?;
+            }
+            writeln!(f)?;
+        }
+        writeln!(f, "then: {}", ready_line(c))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load;
+
+    #[test]
+    fn proc_sys_dev_are_mounted_first() {
+        let targets: Vec<&str> = early_mounts().iter().map(|m| m.target).collect();
+        assert_eq!(
+            targets,
+            [
+                "/proc",
+                "/sys",
+                "/dev",
+                "/dev/pts",
+                "/run",
+                "/tmp",
+                "/sys/fs/cgroup"
+            ]
+        );
+    }
+
+    #[test]
+    fn absent_modules_are_skipped_and_shared_deps_loaded_once() {
+        let db = ModuleDb::parse(
+            Path::new("/m"),
+            "virtio_blk.ko.xz: virtio_ring.ko.xz\nvirtio_net.ko.xz: virtio_ring.ko.xz\nvirtio_ring.ko.xz:\n",
+        )
+        .unwrap();
+        let plan = module_plan(&db, &["virtio_blk", "nbd", "virtio_net"]).unwrap();
+        let files: Vec<String> = plan.files.iter().map(|p| p.display().to_string()).collect();
+        assert_eq!(
+            files,
+            [
+                "/m/virtio_ring.ko.xz",
+                "/m/virtio_blk.ko.xz",
+                "/m/virtio_net.ko.xz"
+            ]
+        );
+        assert_eq!(plan.skipped, ["nbd"]);
+    }
+
+    #[test]
+    fn ready_line_names_host_and_address() {
+        let c = load(
+            "streamer.hostname=sis1 streamer.mgmt=static:10.0.0.2/24",
+            Default::default(),
+        )
+        .unwrap();
+        assert_eq!(ready_line(&c), "streamer: sis1 10.0.0.2 ready");
+        assert_eq!(
+            ready_line(&Config::default()),
+            "streamer: streamer dhcp ready"
+        );
+    }
+}

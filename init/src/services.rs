@@ -1,0 +1,260 @@
+//! The appliance's services: what init starts, with which command line, after what, and
+//! how it knows each one is ready. Pure data and a dependency sort; the runtime that
+//! spawns them is `supervisor::runtime`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Where the daemons keep their sockets.
+pub const RUN_DIR: &str = "/run/streamer";
+/// storaged's control socket; its existence means storaged is ready.
+pub const STORAGED_SOCKET: &str = "/run/streamer/storaged.sock";
+
+/// How init learns that a started service is ready for its dependents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// Ready as soon as it has been started.
+    Started,
+    /// Ready once this Unix socket exists.
+    Socket(PathBuf),
+    /// Ready once a TCP connection to this address succeeds.
+    Tcp(SocketAddr),
+}
+
+impl Readiness {
+    /// Probes once; cheap enough for the main loop.
+    pub fn probe(&self) -> bool {
+        match self {
+            Readiness::Started => true,
+            Readiness::Socket(p) => p.exists(),
+            Readiness::Tcp(addr) => {
+                std::net::TcpStream::connect_timeout(addr, std::time::Duration::from_millis(200))
+                    .is_ok()
+            }
+        }
+    }
+}
+
+/// One supervised service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSpec {
+    pub name: String,
+    /// Program and arguments; `argv[0]` is an absolute path.
+    pub argv: Vec<String>,
+    /// Services that must be ready before this one starts.
+    pub after: Vec<String>,
+    pub readiness: Readiness,
+}
+
+impl ServiceSpec {
+    pub fn command_line(&self) -> String {
+        self.argv.join(" ")
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GraphError {
+    #[error("service `{service}` needs `{missing}`, which is not defined")]
+    Missing { service: String, missing: String },
+    #[error("service dependency cycle: {}", .0.join(" -> "))]
+    Cycle(Vec<String>),
+}
+
+fn args(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// The appliance's services, in start order. `bin_dir` holds the daemons; clusterd is
+/// included only when its binary is there (it is a later component).
+pub fn appliance_services(bin_dir: &Path) -> Vec<ServiceSpec> {
+    let bin = |name: &str| bin_dir.join(name).to_string_lossy().into_owned();
+    let clusterd_present = Path::new(&bin("clusterd")).exists();
+    let mut services = vec![ServiceSpec {
+        name: "storaged".into(),
+        argv: [bin("storaged")]
+            .into_iter()
+            .chain(args(&[
+                "serve",
+                "--data-dir",
+                "/data/storaged",
+                "--nbd-listen",
+                "0.0.0.0:10809",
+                "--control",
+                STORAGED_SOCKET,
+            ]))
+            .collect(),
+        after: vec![],
+        readiness: Readiness::Socket(PathBuf::from(STORAGED_SOCKET)),
+    }];
+    let mut deployd_after = vec!["storaged".to_owned()];
+    if clusterd_present {
+        services.push(ServiceSpec {
+            name: "clusterd".into(),
+            argv: [bin("clusterd")]
+                .into_iter()
+                .chain(args(&[
+                    "--state-dir",
+                    "/data/clusterd",
+                    "--control",
+                    "/run/streamer/clusterd.sock",
+                ]))
+                .collect(),
+            after: vec!["storaged".into()],
+            readiness: Readiness::Socket(PathBuf::from("/run/streamer/clusterd.sock")),
+        });
+        deployd_after.push("clusterd".into());
+    }
+    services.push(ServiceSpec {
+        name: "deployd".into(),
+        argv: [bin("deployd")]
+            .into_iter()
+            .chain(args(&[
+                "--state-dir",
+                "/data/deployd",
+                "--listen",
+                "0.0.0.0:443",
+                "--storaged",
+                STORAGED_SOCKET,
+                "--nbd",
+                "127.0.0.1:10809",
+            ]))
+            .collect(),
+        after: deployd_after,
+        readiness: Readiness::Tcp(SocketAddr::from(([127, 0, 0, 1], 443))),
+    });
+    services
+}
+
+/// Sorts services so that each comes after everything in its `after` list, keeping the
+/// given order where dependencies allow. Stop order is the reverse.
+pub fn start_order(services: &[ServiceSpec]) -> Result<Vec<ServiceSpec>, GraphError> {
+    fn visit(
+        i: usize,
+        services: &[ServiceSpec],
+        stack: &mut Vec<usize>,
+        done: &mut [bool],
+        out: &mut Vec<ServiceSpec>,
+    ) -> Result<(), GraphError> {
+        if done[i] {
+            return Ok(());
+        }
+        if let Some(pos) = stack.iter().position(|&s| s == i) {
+            let mut cycle: Vec<String> = stack[pos..]
+                .iter()
+                .map(|&s| services[s].name.clone())
+                .collect();
+            cycle.push(services[i].name.clone());
+            return Err(GraphError::Cycle(cycle));
+        }
+        stack.push(i);
+        for dep in &services[i].after {
+            let j = services
+                .iter()
+                .position(|s| &s.name == dep)
+                .ok_or_else(|| GraphError::Missing {
+                    service: services[i].name.clone(),
+                    missing: dep.clone(),
+                })?;
+            visit(j, services, stack, done, out)?;
+        }
+        stack.pop();
+        done[i] = true;
+        out.push(services[i].clone());
+        Ok(())
+    }
+    let mut done = vec![false; services.len()];
+    let mut out = Vec::with_capacity(services.len());
+    for i in 0..services.len() {
+        visit(i, services, &mut Vec::new(), &mut done, &mut out)?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, after: &[&str]) -> ServiceSpec {
+        ServiceSpec {
+            name: name.into(),
+            argv: vec![format!("/bin/{name}")],
+            after: args(after),
+            readiness: Readiness::Started,
+        }
+    }
+
+    fn names(v: &[ServiceSpec]) -> Vec<&str> {
+        v.iter().map(|s| s.name.as_str()).collect()
+    }
+
+    #[test]
+    fn storaged_before_deployd_with_the_documented_command_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let services = start_order(&appliance_services(Path::new("/usr/bin"))).unwrap();
+        assert_eq!(names(&services), ["storaged", "deployd"]);
+        assert_eq!(
+            services[0].command_line(),
+            "/usr/bin/storaged serve --data-dir /data/storaged --nbd-listen 0.0.0.0:10809 \
+             --control /run/streamer/storaged.sock"
+        );
+        assert_eq!(
+            services[1].command_line(),
+            "/usr/bin/deployd --state-dir /data/deployd --listen 0.0.0.0:443 \
+             --storaged /run/streamer/storaged.sock --nbd 127.0.0.1:10809"
+        );
+        assert_eq!(
+            services[0].readiness,
+            Readiness::Socket(STORAGED_SOCKET.into())
+        );
+        assert_eq!(
+            services[1].readiness,
+            Readiness::Tcp("127.0.0.1:443".parse().unwrap())
+        );
+        // No clusterd binary in an empty directory either.
+        assert_eq!(
+            names(&appliance_services(dir.path())),
+            ["storaged", "deployd"]
+        );
+    }
+
+    #[test]
+    fn clusterd_sits_between_when_present() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("clusterd"), "").unwrap();
+        let services = appliance_services(dir.path());
+        let order = start_order(&services).unwrap();
+        assert_eq!(names(&order), ["storaged", "clusterd", "deployd"]);
+        assert_eq!(order[2].after, ["storaged", "clusterd"]);
+    }
+
+    #[test]
+    fn dependencies_reorder_and_errors_are_named() {
+        let order = start_order(&[spec("c", &["b"]), spec("b", &["a"]), spec("a", &[])]).unwrap();
+        assert_eq!(names(&order), ["a", "b", "c"]);
+        assert_eq!(
+            start_order(&[spec("deployd", &["storaged"])]).unwrap_err(),
+            GraphError::Missing {
+                service: "deployd".into(),
+                missing: "storaged".into()
+            }
+        );
+        let err = start_order(&[spec("a", &["b"]), spec("b", &["a"])]).unwrap_err();
+        assert_eq!(err.to_string(), "service dependency cycle: a -> b -> a");
+    }
+
+    #[test]
+    fn readiness_probes_observe_sockets_and_listeners() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("s.sock");
+        let r = Readiness::Socket(sock.clone());
+        assert!(!r.probe());
+        let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        assert!(r.probe());
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert!(Readiness::Tcp(addr).probe());
+        drop(listener);
+        assert!(!Readiness::Tcp(addr).probe());
+    }
+}

@@ -1,0 +1,426 @@
+//! Applies the restart policy to real child processes. The owner's loop reaps children
+//! (init reaps every zombie with `waitpid(-1)`, so this module never waits on a pid itself)
+//! and passes each exit to `child_exited`, then calls `tick` to start what is due.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::alert;
+use super::state::{Policy, Supervision};
+use crate::services::{GraphError, ServiceSpec, start_order};
+use crate::sys::{self, ExitKind};
+
+#[derive(Debug)]
+struct Managed {
+    spec: ServiceSpec,
+    sup: Supervision,
+    pid: Option<i32>,
+    ready: bool,
+    starts: u64,
+    last_exit: Option<ExitKind>,
+}
+
+#[derive(Debug)]
+pub struct Runtime {
+    services: Vec<Managed>,
+    alert_dir: PathBuf,
+    origin: Instant,
+    /// False once shutdown began: nothing is started any more.
+    wanted: bool,
+    events: Vec<String>,
+}
+
+impl Runtime {
+    /// Services are kept in dependency order; stop order is the reverse.
+    pub fn new(
+        services: &[ServiceSpec],
+        policy: Policy,
+        alert_dir: PathBuf,
+    ) -> Result<Self, GraphError> {
+        let services = start_order(services)?
+            .into_iter()
+            .map(|spec| Managed {
+                spec,
+                sup: Supervision::new(policy.clone()),
+                pid: None,
+                ready: false,
+                starts: 0,
+                last_exit: None,
+            })
+            .collect();
+        Ok(Runtime {
+            services,
+            alert_dir,
+            origin: Instant::now(),
+            wanted: true,
+            events: Vec::new(),
+        })
+    }
+
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    fn log(&mut self, line: String) {
+        crate::log::say(&line);
+        self.events.push(line);
+    }
+
+    /// What happened so far, one line per start, exit, alert and stop.
+    pub fn events(&self) -> &[String] {
+        &self.events
+    }
+
+    fn find(&self, name: &str) -> Option<&Managed> {
+        self.services.iter().find(|m| m.spec.name == name)
+    }
+
+    pub fn pid_of(&self, name: &str) -> Option<i32> {
+        self.find(name).and_then(|m| m.pid)
+    }
+
+    pub fn starts(&self, name: &str) -> u64 {
+        self.find(name).map_or(0, |m| m.starts)
+    }
+
+    pub fn last_exit(&self, name: &str) -> Option<ExitKind> {
+        self.find(name).and_then(|m| m.last_exit)
+    }
+
+    pub fn is_ready(&self, name: &str) -> bool {
+        self.find(name).is_some_and(|m| m.ready)
+    }
+
+    pub fn all_ready(&self) -> bool {
+        self.services.iter().all(|m| m.ready)
+    }
+
+    /// Probes readiness of started services and starts those whose dependencies are ready
+    /// and whose first start or backoff is due.
+    pub fn tick(&mut self) {
+        let now = self.now();
+        for i in 0..self.services.len() {
+            let m = &self.services[i];
+            if m.pid.is_some() {
+                if !m.ready && m.spec.readiness.probe() {
+                    self.services[i].ready = true;
+                    let name = self.services[i].spec.name.clone();
+                    self.log(format!("{name} is ready"));
+                }
+                continue;
+            }
+            let first = m.starts == 0;
+            let due = self.wanted && (first || m.sup.restart_due(now));
+            let deps_ready = m.spec.after.iter().all(|d| self.is_ready(d));
+            if due && deps_ready {
+                self.spawn(i, now);
+            }
+        }
+    }
+
+    fn spawn(&mut self, i: usize, now: Duration) {
+        let m = &mut self.services[i];
+        m.starts += 1;
+        m.ready = false;
+        m.sup.started(now);
+        let name = m.spec.name.clone();
+        let mut cmd = Command::new(&m.spec.argv[0]);
+        cmd.args(&m.spec.argv[1..]).stdin(Stdio::null());
+        sys::clear_signal_mask_on_exec(&mut cmd);
+        let result = cmd.spawn();
+        match result {
+            Ok(child) => {
+                // The Child handle is dropped without waiting: the owner's reaper collects
+                // the exit status through waitpid(-1).
+                let pid = i32::try_from(child.id()).unwrap_or(-1);
+                self.services[i].pid = Some(pid);
+                self.log(format!("started {name} (pid {pid})"));
+            }
+            Err(e) => {
+                self.log(format!("cannot start {name}: {e}"));
+                self.crashed(i, now, format!("cannot start: {e}"));
+            }
+        }
+    }
+
+    fn crashed(&mut self, i: usize, now: Duration, how: String) {
+        let name = self.services[i].spec.name.clone();
+        if let Some(a) = self.services[i].sup.exited(now, &how) {
+            let line = alert::log_line(&name, &a);
+            crate::log::announce(&line);
+            self.events.push(line);
+            if let Err(e) = alert::record(&self.alert_dir, &name, &a) {
+                self.log(format!("cannot write alert for {name}: {e}"));
+            }
+        }
+        if let Some(at) = self.services[i].sup.restart_at() {
+            let delay = at.saturating_sub(now);
+            self.log(format!("restarting {name} in {} ms", delay.as_millis()));
+        }
+    }
+
+    /// Routes a reaped child's exit; `false` if it was not one of ours (an orphan).
+    pub fn child_exited(&mut self, pid: i32, kind: ExitKind) -> bool {
+        let Some(i) = self.services.iter().position(|m| m.pid == Some(pid)) else {
+            return false;
+        };
+        let now = self.now();
+        let m = &mut self.services[i];
+        m.pid = None;
+        m.ready = false;
+        m.last_exit = Some(kind);
+        let name = m.spec.name.clone();
+        self.log(format!("{name} (pid {pid}) ended: {kind}"));
+        self.crashed(i, now, kind.to_string());
+        true
+    }
+
+    /// Reaps every exited child and routes the exits; then starts what is due.
+    pub fn pump(&mut self) {
+        for (pid, kind) in sys::reap_all() {
+            self.child_exited(pid, kind);
+        }
+        self.tick();
+    }
+
+    /// The next time `tick` has something scheduled (a restart), if any.
+    pub fn next_restart(&self) -> Option<Instant> {
+        self.services
+            .iter()
+            .filter_map(|m| m.sup.restart_at())
+            .min()
+            .map(|d| self.origin + d)
+    }
+
+    /// Stops every service in reverse start order: SIGTERM, then SIGKILL after `grace`.
+    /// Reaps as it waits, so other zombies are collected too.
+    pub fn stop_all(&mut self, grace: Duration) {
+        self.wanted = false;
+        for i in (0..self.services.len()).rev() {
+            self.services[i].sup.stop_requested();
+            let Some(pid) = self.services[i].pid else {
+                continue;
+            };
+            let name = self.services[i].spec.name.clone();
+            self.log(format!("stopping {name} (pid {pid})"));
+            let _ = sys::kill(pid, libc::SIGTERM);
+            if !self.wait_exit(i, grace) {
+                self.log(format!(
+                    "{name} did not stop in {} ms; killing",
+                    grace.as_millis()
+                ));
+                let _ = sys::kill(pid, libc::SIGKILL);
+                self.wait_exit(i, Duration::from_secs(5));
+            }
+        }
+    }
+
+    fn wait_exit(&mut self, i: usize, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            for (pid, kind) in sys::reap_all() {
+                self.child_exited(pid, kind);
+            }
+            if self.services[i].pid.is_none() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::services::Readiness;
+    use std::sync::Mutex;
+
+    /// waitpid(-1) reaps any child of the test process: one runtime test at a time.
+    static CHILDREN: Mutex<()> = Mutex::new(());
+
+    fn sh(name: &str, script: &str, after: &[&str], readiness: Readiness) -> ServiceSpec {
+        ServiceSpec {
+            name: name.into(),
+            argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            after: after.iter().map(|s| (*s).to_owned()).collect(),
+            readiness,
+        }
+    }
+
+    fn fast_policy() -> Policy {
+        Policy {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(400),
+            reset_after: Duration::from_secs(60),
+            crash_loop_count: 4,
+            crash_loop_window: Duration::from_secs(30),
+        }
+    }
+
+    fn pump_until(rt: &mut Runtime, limit: Duration, done: impl Fn(&Runtime) -> bool) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            rt.pump();
+            if done(rt) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    #[test]
+    fn a_crash_is_restarted_after_the_backoff_and_a_loop_alerts() {
+        let _g = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
+        let alerts = tempfile::tempdir().unwrap();
+        let svc = sh("crasher", "exit 1", &[], Readiness::Started);
+        let mut rt = Runtime::new(&[svc], fast_policy(), alerts.path().to_owned()).unwrap();
+        let t0 = Instant::now();
+        rt.pump();
+        assert_eq!(rt.starts("crasher"), 1);
+        assert!(pump_until(&mut rt, Duration::from_secs(5), |rt| rt
+            .starts("crasher")
+            >= 2));
+        // The second start waited for the 100 ms backoff.
+        assert!(
+            t0.elapsed() >= Duration::from_millis(100),
+            "{:?}",
+            t0.elapsed()
+        );
+        assert_eq!(rt.last_exit("crasher"), Some(ExitKind::Code(1)));
+
+        assert!(pump_until(&mut rt, Duration::from_secs(10), |rt| rt
+            .events()
+            .iter()
+            .any(|e| e.contains("ALERT crasher is crash-looping"))));
+        let files: Vec<_> = std::fs::read_dir(alerts.path()).unwrap().collect();
+        assert_eq!(files.len(), 1);
+        let text = std::fs::read_to_string(files[0].as_ref().unwrap().path()).unwrap();
+        assert!(text.contains("service=crasher\ncrashes=4\n"), "{text}");
+        assert!(text.contains("last_exit=exit status 1"), "{text}");
+        // 100 + 200 + 400 ms of backoff at least before the 4th crash.
+        assert!(t0.elapsed() >= Duration::from_millis(700));
+        rt.stop_all(Duration::from_millis(500));
+    }
+
+    #[test]
+    fn dependents_wait_for_readiness_and_stop_in_reverse_order() {
+        let _g = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("ready");
+        let first = sh(
+            "first",
+            &format!("sleep 0.3; touch {}; exec sleep 30", sock.display()),
+            &[],
+            Readiness::Socket(sock.clone()),
+        );
+        let second = sh("second", "exec sleep 30", &["first"], Readiness::Started);
+        let mut rt =
+            Runtime::new(&[second, first], fast_policy(), dir.path().join("alerts")).unwrap();
+        rt.pump();
+        assert!(rt.pid_of("first").is_some());
+        assert!(
+            rt.pid_of("second").is_none(),
+            "started before its dependency was ready"
+        );
+        assert!(pump_until(
+            &mut rt,
+            Duration::from_secs(5),
+            Runtime::all_ready
+        ));
+        assert!(sock.exists());
+
+        let t0 = Instant::now();
+        rt.stop_all(Duration::from_secs(5));
+        assert!(t0.elapsed() < Duration::from_secs(3));
+        assert_eq!(
+            rt.last_exit("second"),
+            Some(ExitKind::Signal(libc::SIGTERM))
+        );
+        let stops: Vec<&String> = rt
+            .events()
+            .iter()
+            .filter(|e| e.starts_with("stopping"))
+            .collect();
+        assert!(stops[0].starts_with("stopping second") && stops[1].starts_with("stopping first"));
+        // Nothing comes back after a stop.
+        std::thread::sleep(Duration::from_millis(200));
+        rt.pump();
+        assert_eq!((rt.starts("first"), rt.starts("second")), (1, 1));
+    }
+
+    #[test]
+    fn stop_kills_after_the_grace_period() {
+        let _g = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        // An ignored SIGTERM stays ignored across exec.
+        let armed = dir.path().join("armed");
+        let stubborn = sh(
+            "stubborn",
+            &format!("trap '' TERM; touch {}; exec sleep 30", armed.display()),
+            &[],
+            Readiness::Socket(armed),
+        );
+        let mut rt = Runtime::new(&[stubborn], fast_policy(), dir.path().into()).unwrap();
+        assert!(pump_until(
+            &mut rt,
+            Duration::from_secs(5),
+            Runtime::all_ready
+        ));
+        let t0 = Instant::now();
+        rt.stop_all(Duration::from_millis(300));
+        assert!(t0.elapsed() >= Duration::from_millis(300));
+        assert_eq!(
+            rt.last_exit("stubborn"),
+            Some(ExitKind::Signal(libc::SIGKILL))
+        );
+        assert!(
+            rt.events()
+                .iter()
+                .any(|e| e.contains("did not stop in 300 ms"))
+        );
+    }
+
+    #[test]
+    fn children_do_not_inherit_the_signals_init_blocks() {
+        let _g = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        // PID 1 blocks these to read them with sigtimedwait; a daemon must still die of
+        // SIGTERM, or shutdown would always wait for the grace period.
+        sys::block_signals(crate::pid1::SIGNALS).unwrap();
+        let svc = sh("daemon", "exec sleep 30", &[], Readiness::Started);
+        let mut rt = Runtime::new(&[svc], fast_policy(), dir.path().into()).unwrap();
+        rt.pump();
+        std::thread::sleep(Duration::from_millis(100));
+        rt.stop_all(Duration::from_secs(5));
+        sys::unblock_signals(crate::pid1::SIGNALS).unwrap();
+        assert_eq!(
+            rt.last_exit("daemon"),
+            Some(ExitKind::Signal(libc::SIGTERM))
+        );
+        assert!(!rt.events().iter().any(|e| e.contains("did not stop")));
+    }
+
+    #[test]
+    fn a_missing_binary_is_a_crash_not_a_panic() {
+        let _g = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let svc = ServiceSpec {
+            name: "ghost".into(),
+            argv: vec!["/nonexistent/ghost".into()],
+            after: vec![],
+            readiness: Readiness::Started,
+        };
+        let mut rt = Runtime::new(&[svc], fast_policy(), dir.path().into()).unwrap();
+        rt.pump();
+        assert!(rt.events()[0].starts_with("cannot start ghost"));
+        assert!(rt.next_restart().is_some());
+        assert!(pump_until(&mut rt, Duration::from_secs(3), |rt| rt
+            .starts("ghost")
+            >= 2));
+    }
+}
