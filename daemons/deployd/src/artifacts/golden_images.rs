@@ -458,23 +458,7 @@ pub async fn update(
         value["description"] = json!(d);
     }
     value["modified"] = json!(now_iso());
-    st.meta.apply(vec![Op::Put {
-        kind: Kind::GoldenImage,
-        id: id.clone(),
-        value,
-        expect: Expect::Revision(current.revision),
-    }])?;
-    let task = st.tasks.start(
-        "Update",
-        ctx.user(),
-        &Associated {
-            category: GOLDEN_IMAGES.category.into(),
-            name: input.name.clone(),
-            uri: GOLDEN_IMAGES.uri(&id),
-        },
-    )?;
-    task.complete(None, "Golden image updated");
-    Ok(task.accepted())
+    GOLDEN_IMAGES.replace(&st, ctx.user(), &current, value)
 }
 
 /// Deletes a golden image and its volume; refused (409) while a deployment plan uses it or
