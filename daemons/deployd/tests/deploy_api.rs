@@ -283,8 +283,9 @@ fn is_root() -> bool {
     root
 }
 
-/// The text of `path` in the first partition's FAT file system of storaged volume `volume`.
-fn fat_file(s: &TestServer, volume: &str, path: &str) -> String {
+/// The bytes of partition `index` (0-based) of storaged volume `volume`, exported to a raw
+/// file and located with `sfdisk -J`.
+fn partition_bytes(s: &TestServer, volume: &str, index: usize) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let raw = dir.path().join("disk.raw");
     let out = std::fs::File::create(&raw).unwrap();
@@ -302,10 +303,15 @@ fn fat_file(s: &TestServer, volume: &str, path: &str) -> String {
         .output()
         .unwrap();
     let t: Value = serde_json::from_slice(&table.stdout).unwrap();
-    let p = &t["partitiontable"]["partitions"][0];
+    let p = &t["partitiontable"]["partitions"][index];
     let (start, size) = (p["start"].as_u64().unwrap(), p["size"].as_u64().unwrap());
     let bytes = std::fs::read(&raw).unwrap();
-    let part = bytes[(start * 512) as usize..((start + size) * 512) as usize].to_vec();
+    bytes[(start * 512) as usize..((start + size) * 512) as usize].to_vec()
+}
+
+/// The text of `path` in the first partition's FAT file system of storaged volume `volume`.
+fn fat_file(s: &TestServer, volume: &str, path: &str) -> String {
+    let part = partition_bytes(s, volume, 0);
     let fs = fatfs::FileSystem::new(std::io::Cursor::new(part), fatfs::FsOptions::new()).unwrap();
     let mut f = fs
         .root_dir()
@@ -505,30 +511,8 @@ fn linux_golden_image(dir: &std::path::Path) -> Vec<u8> {
 /// Files of partition `index` (0-based, ext4) of storaged volume `volume`, read with debugfs.
 fn ext4_files(s: &TestServer, volume: &str, index: usize, paths: &[&str]) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
-    let raw = dir.path().join("disk.raw");
-    let out = std::fs::File::create(&raw).unwrap();
-    let socket = s.state.config.storaged_socket.clone();
-    let v = volume.to_string();
-    s.block_on(async move {
-        deployd::storage::Storage::new(&socket)
-            .export_raw(&v, &out)
-            .await
-            .unwrap()
-    });
-    let table = std::process::Command::new("sfdisk")
-        .arg("-J")
-        .arg(&raw)
-        .output()
-        .unwrap();
-    let t: Value = serde_json::from_slice(&table.stdout).unwrap();
-    let p = &t["partitiontable"]["partitions"][index];
-    let (start, size) = (p["start"].as_u64().unwrap(), p["size"].as_u64().unwrap());
     let part = dir.path().join("part.raw");
-    run(std::process::Command::new("dd")
-        .arg(format!("if={}", raw.display()))
-        .arg(format!("of={}", part.display()))
-        .args(["bs=512", &format!("skip={start}"), &format!("count={size}")])
-        .arg("status=none"));
+    std::fs::write(&part, partition_bytes(s, volume, index)).unwrap();
     paths
         .iter()
         .map(|path| {
