@@ -42,10 +42,10 @@ bench: build
 # streamer-init build, when that crate exists).
 IMAGE_TARGET := x86_64-unknown-linux-gnu
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
-STATIC_DIR := $(TARGET_DIR)/$(IMAGE_TARGET)/release
+STATIC_DIR := $(TARGET_DIR)/$(IMAGE_TARGET)/appliance
 INIT ?= $(STATIC_DIR)/streamer-init
 image: deps
-	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --locked --release \
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --locked --profile appliance \
 		--target $(IMAGE_TARGET) -p storaged -p deployd -p streamerctl \
 		$$($(CARGO) metadata --no-deps --format-version 1 | grep -q '"name":"streamer-init"' && echo -p streamer-init)
 	@test -x "$(INIT)" || { echo "error: no init binary at $(INIT); pass INIT=path" >&2; exit 1; }
