@@ -13,7 +13,16 @@ use std::path::{Path, PathBuf};
 pub const CONFIG_FILE: &str = "/config/streamer.conf";
 
 /// The keys this module understands, without the `streamer.` prefix of the command line.
-const KEYS: &[&str] = &["mgmt", "hostname", "data", "console", "debug"];
+const KEYS: &[&str] = &[
+    "mgmt",
+    "mgmt_if",
+    "deploy",
+    "deploy_if",
+    "hostname",
+    "data",
+    "console",
+    "debug",
+];
 
 /// How the management interface gets its address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +82,12 @@ impl fmt::Display for DataDevice {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub mgmt: Mgmt,
+    /// The management interface; `None` = the first Ethernet device by name.
+    pub mgmt_if: Option<String>,
+    /// The deployment (enclosure) network address, always static; `None` = not configured.
+    pub deploy: Option<Mgmt>,
+    /// The deployment interface; `None` = the second Ethernet device by name.
+    pub deploy_if: Option<String>,
     pub hostname: String,
     pub data: DataDevice,
     pub console: String,
@@ -83,6 +98,9 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             mgmt: Mgmt::Dhcp,
+            mgmt_if: None,
+            deploy: None,
+            deploy_if: None,
             hostname: "streamer".to_owned(),
             data: DataDevice::PartLabel("streamer-data".to_owned()),
             console: "ttyS0".to_owned(),
@@ -95,6 +113,9 @@ impl Default for Config {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Settings {
     pub mgmt: Option<Mgmt>,
+    pub mgmt_if: Option<String>,
+    pub deploy: Option<Mgmt>,
+    pub deploy_if: Option<String>,
     pub hostname: Option<String>,
     pub data: Option<DataDevice>,
     pub console: Option<String>,
@@ -106,6 +127,9 @@ impl Settings {
     pub fn over(self, lower: Settings) -> Settings {
         Settings {
             mgmt: self.mgmt.or(lower.mgmt),
+            mgmt_if: self.mgmt_if.or(lower.mgmt_if),
+            deploy: self.deploy.or(lower.deploy),
+            deploy_if: self.deploy_if.or(lower.deploy_if),
             hostname: self.hostname.or(lower.hostname),
             data: self.data.or(lower.data),
             console: self.console.or(lower.console),
@@ -118,6 +142,9 @@ impl Settings {
         let d = Config::default();
         Config {
             mgmt: self.mgmt.unwrap_or(d.mgmt),
+            mgmt_if: self.mgmt_if.or(d.mgmt_if),
+            deploy: self.deploy.or(d.deploy),
+            deploy_if: self.deploy_if.or(d.deploy_if),
             hostname: self.hostname.unwrap_or(d.hostname),
             data: self.data.unwrap_or(d.data),
             console: self.console.unwrap_or(d.console),
@@ -135,6 +162,9 @@ impl Settings {
         let required = || value.ok_or_else(|| bad("a value is required".to_owned()));
         match key {
             "mgmt" => self.mgmt = Some(parse_mgmt(required()?).map_err(bad)?),
+            "mgmt_if" => self.mgmt_if = Some(parse_ifname(required()?).map_err(bad)?),
+            "deploy" => self.deploy = Some(parse_deploy(required()?).map_err(bad)?),
+            "deploy_if" => self.deploy_if = Some(parse_ifname(required()?).map_err(bad)?),
             "hostname" => self.hostname = Some(parse_hostname(required()?).map_err(bad)?),
             "data" => self.data = Some(parse_data(required()?).map_err(bad)?),
             "console" => self.console = Some(parse_console(required()?).map_err(bad)?),
@@ -331,6 +361,28 @@ fn parse_mgmt(v: &str) -> Result<Mgmt, String> {
         gateway,
         dns,
     })
+}
+
+/// The deployment network: compute modules reach their volumes there, so it is static.
+fn parse_deploy(v: &str) -> Result<Mgmt, String> {
+    match parse_mgmt(v)? {
+        Mgmt::Dhcp => Err("the deployment network is static only: `static:ADDR/PREFIX`".to_owned()),
+        m => Ok(m),
+    }
+}
+
+/// A Linux interface name: 1 to 15 bytes, no `/`, whitespace or `:`.
+fn parse_ifname(v: &str) -> Result<String, String> {
+    let ok = !v.is_empty()
+        && v.len() <= 15
+        && v != "."
+        && v != ".."
+        && !v.chars().any(|c| c == '/' || c == ':' || c.is_whitespace());
+    if ok {
+        Ok(v.to_owned())
+    } else {
+        Err("expected an interface name of 1 to 15 characters, e.g. eth0".to_owned())
+    }
 }
 
 /// RFC 1123 host names: dot-separated labels of letters, digits and inner hyphens.
@@ -540,5 +592,25 @@ mod tests {
         let p = dir.path().join("streamer.conf");
         std::fs::write(&p, "console=ttyS2\n").unwrap();
         assert_eq!(read_file(&p).unwrap().console.as_deref(), Some("ttyS2"));
+    }
+
+    #[test]
+    fn deployment_network_and_interface_names() {
+        let c = load(
+            "streamer.deploy=static:10.10.0.1/24 streamer.deploy_if=eth1 streamer.mgmt_if=ens3",
+            Settings::default(),
+        )
+        .unwrap();
+        assert_eq!(c.mgmt_if.as_deref(), Some("ens3"));
+        assert_eq!(c.deploy_if.as_deref(), Some("eth1"));
+        assert!(matches!(
+            c.deploy,
+            Some(Mgmt::Static { prefix_len: 24, .. })
+        ));
+        let e = load("streamer.deploy=dhcp", Settings::default()).unwrap_err();
+        assert!(e.to_string().contains("static only"), "{e}");
+        let e = load("streamer.mgmt_if=a/b", Settings::default()).unwrap_err();
+        assert!(e.to_string().contains("interface name"), "{e}");
+        assert_eq!(Config::default().deploy, None);
     }
 }

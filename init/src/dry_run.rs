@@ -117,7 +117,15 @@ pub fn plan(args: &DryRunArgs) -> Result<Plan, DryRunError> {
             });
         }
     };
-    Ok(Plan::new(config, modules, &args.bin_dir)?)
+    // The interfaces are only known at boot; show the default choice.
+    let (mgmt_if, _) =
+        crate::net::choose_interfaces(&config, &["eth0".to_owned(), "eth1".to_owned()]);
+    Ok(Plan::new(
+        config,
+        modules,
+        &args.bin_dir,
+        mgmt_if.as_deref(),
+    )?)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod config;
 pub mod dry_run;
 pub mod log;
 pub mod modules;
+pub mod net;
 pub mod pid1;
 pub mod plan;
 pub mod services;

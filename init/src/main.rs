@@ -13,6 +13,9 @@ fn main() -> ExitCode {
         // The kernel passes unknown command-line words as arguments: ignore them.
         pid1::run();
     }
+    if args.first().map(String::as_str) == Some("dhcp-event") {
+        return dhcp_event(&args[1..]);
+    }
     match dry_run::parse_args(&args) {
         Ok(Some(a)) => match dry_run::plan(&a) {
             Ok(plan) => {
@@ -32,6 +35,53 @@ fn main() -> ExitCode {
         Err(e) => {
             print_chain(&e);
             ExitCode::from(2)
+        }
+    }
+}
+
+/// `streamer-init dhcp-event [--resolv PATH] [--address-file PATH] ACTION`: called by
+/// udhcpc (through its script) with the lease in the environment.
+fn dhcp_event(args: &[String]) -> ExitCode {
+    use std::path::PathBuf;
+    use streamer_init::net;
+    let mut resolv = PathBuf::from(net::RESOLV_CONF);
+    let mut address_file = PathBuf::from(net::MGMT_ADDRESS_FILE);
+    let mut action = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match (a.as_str(), it.clone().next()) {
+            ("--resolv", Some(p)) => {
+                resolv = p.into();
+                it.next();
+            }
+            ("--address-file", Some(p)) => {
+                address_file = p.into();
+                it.next();
+            }
+            (x, _) if !x.starts_with("--") && action.is_none() => action = Some(x.to_owned()),
+            _ => {
+                eprintln!(
+                    "usage: streamer-init dhcp-event [--resolv PATH] [--address-file PATH] ACTION"
+                );
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let Some(action) = action else {
+        eprintln!(
+            "streamer-init dhcp-event: no action (udhcpc passes deconfig, bound, renew, ...)"
+        );
+        return ExitCode::from(2);
+    };
+    let env = std::env::vars().collect();
+    match net::dhcp_event(&action, &env, &resolv, &address_file) {
+        Ok(msg) => {
+            eprintln!("dhcp: {msg}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            print_chain(&e);
+            ExitCode::from(1)
         }
     }
 }

@@ -8,10 +8,16 @@ use std::time::{Duration, Instant};
 
 use crate::config::{self, Config};
 use crate::modules::load::{self, Loaded};
+use crate::net;
 use crate::plan::{self, Plan};
 use crate::services::{self, GraphError};
 use crate::supervisor::{Policy, alert, runtime::Runtime};
 use crate::sys;
+
+/// How long boot waits for network interfaces to appear after the drivers are loaded.
+const NET_WAIT: Duration = Duration::from_secs(5);
+/// How long the ready line waits for a DHCP lease once the services are ready.
+const ADDRESS_WAIT: Duration = Duration::from_secs(60);
 
 /// How long services get between SIGTERM and SIGKILL at shutdown.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -161,6 +167,17 @@ fn load_modules() -> plan::ModulePlan {
     modules
 }
 
+/// The script udhcpc runs: it calls us back as `/init dhcp-event`.
+fn write_udhcpc_script() {
+    use std::os::unix::fs::PermissionsExt;
+    let path = Path::new(net::UDHCPC_SCRIPT);
+    let r = std::fs::write(path, net::udhcpc_script("/init"))
+        .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)));
+    if let Err(e) = r {
+        say(&format!("cannot write {}: {e}", path.display()));
+    }
+}
+
 fn boot() -> Result<Infallible, Pid1Error> {
     // Before anything can spawn a thread or child: signals are handled synchronously.
     sys::block_signals(SIGNALS).map_err(Pid1Error::Signals)?;
@@ -180,19 +197,36 @@ fn boot() -> Result<Infallible, Pid1Error> {
     if let Err(e) = sys::reboot(libc::RB_DISABLE_CAD) {
         say(&format!("cannot disable ctrl-alt-del: {e}"));
     }
-    let plan = Plan::new(config, modules, Path::new("/usr/bin"))?;
+    let _ = std::fs::create_dir_all(services::RUN_DIR);
+    let net = net::configure(&config, NET_WAIT, &say);
+    if net.dhcp {
+        write_udhcpc_script();
+    }
+    let plan = Plan::new(
+        config,
+        modules,
+        Path::new("/usr/bin"),
+        net.mgmt_if.as_deref(),
+    )?;
     if plan.config.debug {
         say(&format!("plan:\n{plan}"));
     }
-    let _ = std::fs::create_dir_all(services::RUN_DIR);
     let mut rt = Runtime::new(&plan.services, Policy::default(), alert::ALERT_DIR.into())?;
-    let ready_line = plan::ready_line(&plan.config);
     let mut announced = false;
+    let started = Instant::now();
     loop {
         rt.pump();
         if !announced && rt.all_ready() {
-            crate::log::announce(&ready_line);
-            announced = true;
+            // With DHCP the ready line waits for the lease, for at most ADDRESS_WAIT.
+            let address = net::mgmt_address(Path::new(net::MGMT_ADDRESS_FILE));
+            if address.is_some() || started.elapsed() > ADDRESS_WAIT {
+                crate::log::announce(&plan::ready_line(&plan.config, address.as_deref()));
+                say(&format!(
+                    "ready after {:.3} s (kernel clock)",
+                    sys::boottime().as_secs_f64()
+                ));
+                announced = true;
+            }
         }
         // Poll readiness often until ready; afterwards wake for signals and restarts.
         let mut wait = if announced {

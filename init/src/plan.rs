@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{Config, Mgmt};
 use crate::modules::{DepError, ModuleDb};
-use crate::services::{GraphError, ServiceSpec, appliance_services, start_order};
+use crate::services::{GraphError, ServiceSpec, appliance_services, dhcp_service, start_order};
 
 /// The modules init asks for; whatever is built in or absent from this kernel is skipped.
 pub const WANTED_MODULES: &[&str] = &[
@@ -133,21 +133,34 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn new(config: Config, modules: ModulePlan, bin_dir: &Path) -> Result<Plan, GraphError> {
+    /// `mgmt_if` is the management interface found at boot; with DHCP configured a
+    /// `dhcp` service runs on it.
+    pub fn new(
+        config: Config,
+        modules: ModulePlan,
+        bin_dir: &Path,
+        mgmt_if: Option<&str>,
+    ) -> Result<Plan, GraphError> {
+        let mut services = appliance_services(bin_dir);
+        if let (Mgmt::Dhcp, Some(interface)) = (&config.mgmt, mgmt_if) {
+            services.insert(0, dhcp_service(interface, crate::net::UDHCPC_SCRIPT));
+        }
         Ok(Plan {
             mounts: early_mounts(),
             config,
             modules,
-            services: start_order(&appliance_services(bin_dir))?,
+            services: start_order(&services)?,
         })
     }
 }
 
 /// The line the console shows once the API answers.
-pub fn ready_line(config: &Config) -> String {
-    let address = match &config.mgmt {
-        Mgmt::Static { address, .. } => address.to_string(),
-        Mgmt::Dhcp => "dhcp".to_owned(),
+/// `address` is the management address once known (the static one, or the DHCP lease).
+pub fn ready_line(config: &Config, address: Option<&str>) -> String {
+    let address = match (&config.mgmt, address) {
+        (_, Some(a)) => a.to_owned(),
+        (Mgmt::Static { address, .. }, None) => address.to_string(),
+        (Mgmt::Dhcp, None) => "no-address".to_owned(),
     };
     format!("streamer: {} {address} ready", config.hostname)
 }
@@ -166,6 +179,15 @@ impl fmt::Display for Plan {
         writeln!(f, "config:")?;
         writeln!(f, "  hostname {}", c.hostname)?;
         writeln!(f, "  mgmt {}", c.mgmt)?;
+        if let Some(i) = &c.mgmt_if {
+            writeln!(f, "  mgmt_if {i}")?;
+        }
+        if let Some(d) = &c.deploy {
+            writeln!(f, "  deploy {d}")?;
+        }
+        if let Some(i) = &c.deploy_if {
+            writeln!(f, "  deploy_if {i}")?;
+        }
         writeln!(f, "  data {}", c.data)?;
         writeln!(f, "  console {}", c.console)?;
         writeln!(f, "  debug {}", c.debug)?;
@@ -184,7 +206,7 @@ impl fmt::Display for Plan {
             }
             writeln!(f)?;
         }
-        writeln!(f, "then: {}", ready_line(c))
+        writeln!(f, "then: {}", ready_line(c, None))
     }
 }
 
@@ -237,10 +259,14 @@ mod tests {
             Default::default(),
         )
         .unwrap();
-        assert_eq!(ready_line(&c), "streamer: sis1 10.0.0.2 ready");
+        assert_eq!(ready_line(&c, None), "streamer: sis1 10.0.0.2 ready");
         assert_eq!(
-            ready_line(&Config::default()),
-            "streamer: streamer dhcp ready"
+            ready_line(&Config::default(), None),
+            "streamer: streamer no-address ready"
+        );
+        assert_eq!(
+            ready_line(&Config::default(), Some("10.0.2.15")),
+            "streamer: streamer 10.0.2.15 ready"
         );
     }
 }

@@ -125,6 +125,27 @@ pub fn appliance_services(bin_dir: &Path) -> Vec<ServiceSpec> {
     services
 }
 
+/// The DHCP client of the management interface: busybox `udhcpc` in the foreground,
+/// retrying for ever, handing each event to `script` (which calls `streamer-init
+/// dhcp-event`). Nothing waits for it: the API listens on every address.
+pub fn dhcp_service(interface: &str, script: &str) -> ServiceSpec {
+    ServiceSpec {
+        name: "dhcp".into(),
+        argv: args(&[
+            "/bin/udhcpc",
+            "-f",
+            "-i",
+            interface,
+            "-s",
+            script,
+            "-x",
+            "hostname:streamer",
+        ]),
+        after: vec![],
+        readiness: Readiness::Started,
+    }
+}
+
 /// Sorts services so that each comes after everything in its `after` list, keeping the
 /// given order where dependencies allow. Stop order is the reverse.
 pub fn start_order(services: &[ServiceSpec]) -> Result<Vec<ServiceSpec>, GraphError> {
@@ -225,6 +246,16 @@ mod tests {
         let order = start_order(&services).unwrap();
         assert_eq!(names(&order), ["storaged", "clusterd", "deployd"]);
         assert_eq!(order[2].after, ["storaged", "clusterd"]);
+    }
+
+    #[test]
+    fn dhcp_client_runs_udhcpc_with_our_hook() {
+        let d = dhcp_service("eth0", "/run/streamer/udhcpc.script");
+        assert_eq!(
+            d.command_line(),
+            "/bin/udhcpc -f -i eth0 -s /run/streamer/udhcpc.script -x hostname:streamer"
+        );
+        assert!(d.after.is_empty());
     }
 
     #[test]
