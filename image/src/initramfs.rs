@@ -18,6 +18,8 @@ pub enum InitramfsError {
     Busybox(PathBuf, #[source] std::io::Error),
     #[error("module {0} is in modules.dep but its file is missing")]
     ModuleFile(String),
+    #[error("listing the libraries of {0} with ldd: {1}")]
+    Ldd(PathBuf, String),
     #[error("writing the archive")]
     Write(#[source] std::io::Error),
 }
@@ -41,6 +43,9 @@ pub struct InitramfsSpec {
     pub binaries: Vec<PathBuf>,
     /// Becomes /bin/busybox, with a symlink for every applet it lists.
     pub busybox: PathBuf,
+    /// Dynamically linked programs of this machine (Debian's e2fsprogs), copied to the same
+    /// absolute path together with the shared libraries `ldd` lists for them.
+    pub host_programs: Vec<PathBuf>,
     pub modules: Option<Modules>,
     /// Contents of /etc/os-release.
     pub os_release: String,
@@ -138,6 +143,38 @@ fn applets(busybox: &Path) -> Result<Vec<String>, InitramfsError> {
         .collect())
 }
 
+/// The files `ldd` says `program` loads: libraries and the dynamic loader, by absolute path.
+fn shared_libraries(program: &Path) -> Result<Vec<PathBuf>, InitramfsError> {
+    let out = Command::new("ldd")
+        .arg(program)
+        .output()
+        .map_err(|e| InitramfsError::Ldd(program.into(), e.to_string()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || text.contains("not a dynamic executable") {
+        return Err(InitramfsError::Ldd(
+            program.into(),
+            format!(
+                "{}{}",
+                text.trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ));
+    }
+    Ok(parse_ldd(&text))
+}
+
+/// `ldd` output → absolute library paths (`x => /path (addr)` or `/path (addr)`).
+pub fn parse_ldd(text: &str) -> Vec<PathBuf> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let path = l.split_once("=>").map_or(l, |(_, r)| r.trim());
+            let path = path.split(" (").next()?.trim();
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect()
+}
+
 /// Assembles the archive (uncompressed form) from the spec.
 pub fn assemble(spec: &InitramfsSpec) -> Result<(Archive, Initramfs), InitramfsError> {
     let mut a = Archive::new();
@@ -156,6 +193,12 @@ pub fn assemble(spec: &InitramfsSpec) -> Result<(Archive, Initramfs), InitramfsE
         a.file(&format!("usr/bin/{}", file_name(b)), 0o755, read(b)?);
     }
     a.file("bin/busybox", 0o755, read(&spec.busybox)?);
+    for program in &spec.host_programs {
+        a.file(&program.to_string_lossy(), 0o755, read(program)?);
+        for lib in shared_libraries(program)? {
+            a.file(&lib.to_string_lossy(), 0o755, read(&lib)?);
+        }
+    }
     for applet in applets(&spec.busybox)? {
         let name = applet.rsplit('/').next().unwrap_or(&applet);
         // /init is ours; our binaries win over applets of the same name.
@@ -243,6 +286,18 @@ pub fn build(spec: &InitramfsSpec) -> Result<Initramfs, InitramfsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ldd_output_to_paths() {
+        let text = "\tlinux-vdso.so.1 (0x00007ffd)\n\tlibext2fs.so.2 => /lib/x86_64-linux-gnu/libext2fs.so.2 (0x00007f)\n\t/lib64/ld-linux-x86-64.so.2 (0x00007f)\n";
+        assert_eq!(
+            parse_ldd(text),
+            [
+                PathBuf::from("/lib/x86_64-linux-gnu/libext2fs.so.2"),
+                PathBuf::from("/lib64/ld-linux-x86-64.so.2")
+            ]
+        );
+    }
 
     #[test]
     fn module_names_and_closure() {

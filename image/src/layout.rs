@@ -60,6 +60,10 @@ pub const CONFIG_FILE: &str = "streamer.conf";
 
 /// The kernel modules the appliance loads (init resolves their order from modules.dep).
 /// Debian 12's kernel does not build ntfs3; a module the kernel lacks is reported, not fatal.
+/// Host programs the image carries with their shared libraries: init makes and grows the
+/// data filesystem with them.
+pub const HOST_PROGRAMS: &[&str] = &["/sbin/mke2fs", "/sbin/resize2fs", "/sbin/e2fsck"];
+
 pub const DEFAULT_MODULES: &[&str] = &[
     "virtio_pci",
     "virtio_blk",

@@ -35,6 +35,8 @@ pub struct BuildOptions {
     pub init: PathBuf,
     pub binaries: Vec<PathBuf>,
     pub busybox: PathBuf,
+    /// Dynamically linked host programs shipped with their libraries (e2fsprogs).
+    pub host_programs: Vec<PathBuf>,
     /// A kernel .deb to use instead of fetching Debian's current one.
     pub kernel_deb: Option<PathBuf>,
     pub cache: PathBuf,
@@ -105,6 +107,7 @@ pub fn build(opts: &BuildOptions, step: &dyn Fn(usize)) -> Result<BuildOutput, B
         init: opts.init.clone(),
         binaries: opts.binaries.clone(),
         busybox: opts.busybox.clone(),
+        host_programs: opts.host_programs.clone(),
         modules: Some(initramfs::Modules {
             dir: kernel.modules_dir.clone(),
             release: kernel.release.clone(),

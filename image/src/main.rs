@@ -35,6 +35,10 @@ struct Args {
     binaries: Vec<PathBuf>,
     #[arg(long, default_value = "/bin/busybox")]
     busybox: PathBuf,
+    /// Dynamically linked programs of this machine to ship with their libraries (default:
+    /// Debian's mke2fs, resize2fs and e2fsck, which init uses for the data partition).
+    #[arg(long = "host-program", default_values = layout::HOST_PROGRAMS)]
+    host_programs: Vec<PathBuf>,
     /// Use this kernel .deb instead of Debian's current linux-image-amd64.
     #[arg(long)]
     kernel_deb: Option<PathBuf>,
@@ -100,6 +104,7 @@ fn build(a: Args) -> Result<(), streamer_image::BuildError> {
         init: a.init,
         binaries: a.binaries,
         busybox: a.busybox,
+        host_programs: a.host_programs,
         kernel_deb: a.kernel_deb,
         cache: a.cache,
         stub: a.stub,

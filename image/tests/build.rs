@@ -49,6 +49,7 @@ fn builds_the_same_image_twice_and_other_tools_read_it() {
         init: init.clone(),
         binaries: vec![daemon.clone()],
         busybox: "/bin/busybox".into(),
+        host_programs: vec!["/sbin/mke2fs".into()],
         kernel_deb: None,
         cache: cache(),
         stub: streamer_image::uki::DEFAULT_STUB.into(),

@@ -41,6 +41,7 @@ fn debian_kernel_boots_our_initramfs() {
         init,
         binaries: vec![],
         busybox: "/bin/busybox".into(),
+        host_programs: vec![],
         modules: Some(Modules {
             dir: kernel.modules_dir.clone(),
             release: kernel.release.clone(),

@@ -9,11 +9,13 @@
 
 pub mod config;
 pub mod dry_run;
+pub mod entropy;
 pub mod log;
 pub mod modules;
 pub mod net;
 pub mod pid1;
 pub mod plan;
 pub mod services;
+pub mod storage;
 pub mod supervisor;
 pub mod sys;

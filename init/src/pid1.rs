@@ -13,6 +13,7 @@ use crate::plan::{self, Plan};
 use crate::services::{self, GraphError};
 use crate::supervisor::{Policy, alert, runtime::Runtime};
 use crate::sys;
+use crate::{entropy, storage};
 
 /// How long boot waits for network interfaces to appear after the drivers are loaded.
 const NET_WAIT: Duration = Duration::from_secs(5);
@@ -167,6 +168,77 @@ fn load_modules() -> plan::ModulePlan {
     modules
 }
 
+/// How long boot waits for the disk's partitions to appear.
+const DISK_WAIT: Duration = Duration::from_secs(5);
+
+/// Mounts the config partition; returns whether a factory reset was requested (then the
+/// configuration file is already removed, so this boot runs on defaults).
+fn mount_config() -> bool {
+    let Some(part) = storage::wait_for_partition(storage::CONFIG_PARTITION, DISK_WAIT) else {
+        say("no config partition: using the kernel command line and defaults");
+        return false;
+    };
+    if let Err(e) = storage::mount_config(&part) {
+        say(&format!("{e}: {}", source_text(&e)));
+        return false;
+    }
+    let reset = Path::new(storage::FACTORY_RESET_MARKER).exists();
+    if reset {
+        say("FACTORY RESET requested: erasing the data partition and the configuration");
+        let _ = std::fs::remove_file(config::CONFIG_FILE);
+    }
+    reset
+}
+
+fn source_text(e: &dyn std::error::Error) -> String {
+    e.source().map_or(String::new(), |s| s.to_string())
+}
+
+/// Finds, grows, formats (first boot, factory reset) and mounts the data partition, then
+/// refreshes the entropy seed kept there.
+fn mount_data(config: &Config, reset: bool) {
+    let sys_block = Path::new("/sys/class/block");
+    let part = match &config.data {
+        config::DataDevice::PartLabel(l) => storage::wait_for_partition(l, DISK_WAIT),
+        config::DataDevice::Path(p) => storage::partition_of_device(sys_block, p),
+    };
+    let Some(part) = part else {
+        say(&format!(
+            "NO DATA PARTITION ({}): /data is in memory and is lost at power-off",
+            config.data
+        ));
+        return;
+    };
+    match storage::prepare_data(&part, reset) {
+        Ok(storage::DataOutcome::Created { dev, bytes }) => say(&format!(
+            "data partition created (ext4, {} MiB) on {}",
+            bytes >> 20,
+            dev.display()
+        )),
+        Ok(storage::DataOutcome::Mounted { dev, grown_to }) => {
+            say(&format!("data partition mounted ({})", dev.display()));
+            if let Some(b) = grown_to {
+                say(&format!("data filesystem grown to {} MiB", b >> 20));
+            }
+        }
+        Err(e) => {
+            say(&format!(
+                "DATA PARTITION UNUSABLE: {e}: {}; /data is in memory",
+                source_text(&e)
+            ));
+            return;
+        }
+    }
+    if reset {
+        let _ = std::fs::remove_file(storage::FACTORY_RESET_MARKER);
+        sys::sync();
+    }
+    match entropy::refresh_seed(Path::new(entropy::SEED_FILE)) {
+        Ok(m) => say(&format!("entropy seed: {m}")),
+        Err(e) => say(&format!("entropy seed: {e}")),
+    }
+}
+
 /// The script udhcpc runs: it calls us back as `/init dhcp-event`.
 fn write_udhcpc_script() {
     use std::os::unix::fs::PermissionsExt;
@@ -185,11 +257,18 @@ fn boot() -> Result<Infallible, Pid1Error> {
     if let Err(e) = sys::attach_console("/dev/console") {
         say(&format!("cannot open /dev/console: {e}"));
     }
+    // Drivers first: the disk and its filesystems are needed to read the configuration.
+    let modules = load_modules();
+    match entropy::wait_for_crng() {
+        Ok(t) => say(&format!("random generator ready ({} ms)", t.as_millis())),
+        Err(e) => say(&format!("cannot wait for the random generator: {e}")),
+    }
+    let reset = mount_config();
     let config = read_config();
     if config.debug {
         say("debug output on");
     }
-    let modules = load_modules();
+    mount_data(&config, reset);
     if let Err(e) = sys::sethostname(&config.hostname) {
         say(&format!("cannot set hostname {}: {e}", config.hostname));
     }
@@ -248,6 +327,16 @@ fn boot() -> Result<Infallible, Pid1Error> {
 fn shutdown(rt: &mut Runtime, how: Shutdown) -> ! {
     say(&format!("{how:?}: stopping services"));
     rt.stop_all(STOP_GRACE);
+    if Path::new(entropy::SEED_FILE).exists() {
+        let _ = entropy::save_seed(Path::new(entropy::SEED_FILE));
+    }
+    for dir in [storage::DATA_DIR, storage::CONFIG_DIR] {
+        if let Err(e) = sys::umount(dir) {
+            if e.raw_os_error() != Some(libc::EINVAL) {
+                say(&format!("cannot unmount {dir}: {e}"));
+            }
+        }
+    }
     say("syncing disks");
     sys::sync();
     if let Err(e) = sys::reboot(how.reboot_cmd()) {

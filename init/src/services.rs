@@ -132,7 +132,7 @@ pub fn dhcp_service(interface: &str, script: &str) -> ServiceSpec {
     ServiceSpec {
         name: "dhcp".into(),
         argv: args(&[
-            "/bin/udhcpc",
+            "/sbin/udhcpc",
             "-f",
             "-i",
             interface,
@@ -253,7 +253,7 @@ mod tests {
         let d = dhcp_service("eth0", "/run/streamer/udhcpc.script");
         assert_eq!(
             d.command_line(),
-            "/bin/udhcpc -f -i eth0 -s /run/streamer/udhcpc.script -x hostname:streamer"
+            "/sbin/udhcpc -f -i eth0 -s /run/streamer/udhcpc.script -x hostname:streamer"
         );
         assert!(d.after.is_empty());
     }

@@ -140,6 +140,25 @@ pub fn sethostname(name: &str) -> io::Result<()> {
     }
 }
 
+/// umount(2); a filesystem still busy is detached lazily so the reboot can go on (its
+/// writes were synced before).
+pub fn umount(target: &str) -> io::Result<()> {
+    let t = cstring(target)?;
+    // SAFETY: `t` is a NUL-terminated string that outlives the call.
+    if unsafe { libc::umount(t.as_ptr()) } == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EBUSY) {
+        // SAFETY: as above.
+        if unsafe { libc::umount2(t.as_ptr(), libc::MNT_DETACH) } == 0 {
+            return Ok(());
+        }
+        return Err(io::Error::last_os_error());
+    }
+    Err(e)
+}
+
 /// Time since the kernel started (CLOCK_BOOTTIME), suspend included.
 pub fn boottime() -> std::time::Duration {
     let mut ts = libc::timespec {
