@@ -13,7 +13,8 @@ use crate::plan::{self, Plan};
 use crate::services::{self, GraphError};
 use crate::supervisor::{Policy, alert, runtime::Runtime};
 use crate::sys;
-use crate::{entropy, storage};
+use crate::watchdog::Watchdog;
+use crate::{entropy, power, storage};
 
 /// How long boot waits for network interfaces to appear after the drivers are loaded.
 const NET_WAIT: Duration = Duration::from_secs(5);
@@ -290,11 +291,26 @@ fn boot() -> Result<Infallible, Pid1Error> {
     if plan.config.debug {
         say(&format!("plan:\n{plan}"));
     }
+    power::watch(say);
+    let mut watchdog = match Watchdog::open() {
+        None => None,
+        Some(Ok(w)) => {
+            say(&format!("watchdog armed ({} s)", w.timeout.as_secs()));
+            Some(w)
+        }
+        Some(Err(e)) => {
+            say(&format!("cannot open the watchdog: {e}"));
+            None
+        }
+    };
     let mut rt = Runtime::new(&plan.services, Policy::default(), alert::ALERT_DIR.into())?;
     let mut announced = false;
     let started = Instant::now();
     loop {
         rt.pump();
+        if let Some(w) = watchdog.as_mut() {
+            w.pet_if_due();
+        }
         if !announced && rt.all_ready() {
             // With DHCP the ready line waits for the lease, for at most ADDRESS_WAIT.
             let address = net::mgmt_address(Path::new(net::MGMT_ADDRESS_FILE));
@@ -319,14 +335,18 @@ fn boot() -> Result<Infallible, Pid1Error> {
         if let Some(sig) = sys::wait_signal(SIGNALS, wait)
             && let Some(how) = on_signal(sig)
         {
-            shutdown(&mut rt, how);
+            shutdown(&mut rt, how, watchdog.take());
         }
     }
 }
 
-fn shutdown(rt: &mut Runtime, how: Shutdown) -> ! {
+fn shutdown(rt: &mut Runtime, how: Shutdown, watchdog: Option<Watchdog>) -> ! {
     say(&format!("{how:?}: stopping services"));
     rt.stop_all(STOP_GRACE);
+    // Disarmed only now: a hang while stopping the services still reboots the machine.
+    if let Some(w) = watchdog {
+        w.disarm();
+    }
     if Path::new(entropy::SEED_FILE).exists() {
         let _ = entropy::save_seed(Path::new(entropy::SEED_FILE));
     }

@@ -27,6 +27,10 @@ pub const WANTED_MODULES: &[&str] = &[
     "vfat",
     "nls_cp437",
     "nls_iso8859_1",
+    "nls_utf8",
+    "button",
+    "evdev",
+    "i6300esb",
     "loop",
     "nbd",
 ];
