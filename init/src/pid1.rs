@@ -351,10 +351,10 @@ fn shutdown(rt: &mut Runtime, how: Shutdown, watchdog: Option<Watchdog>) -> ! {
         let _ = entropy::save_seed(Path::new(entropy::SEED_FILE));
     }
     for dir in [storage::DATA_DIR, storage::CONFIG_DIR] {
-        if let Err(e) = sys::umount(dir) {
-            if e.raw_os_error() != Some(libc::EINVAL) {
-                say(&format!("cannot unmount {dir}: {e}"));
-            }
+        if let Err(e) = sys::umount(dir)
+            && e.raw_os_error() != Some(libc::EINVAL)
+        {
+            say(&format!("cannot unmount {dir}: {e}"));
         }
     }
     say("syncing disks");

@@ -3,6 +3,8 @@
 //! busybox `udhcpd` applied by our `dhcp-event` hook under busybox `udhcpc`.
 //! Needs root, iproute2 and busybox; skips with the reason otherwise.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
