@@ -21,7 +21,9 @@ packages=(
     systemd-boot-efi # linuxx64.efi.stub: the UKI stub (make image)
     binutils        # objcopy: adds the UKI sections (make image)
     cpio            # cpio -it: cross-checks the initramfs (image tests)
-    qemu-system-x86 # qemu-system-x86_64: boots the initramfs in the image smoke test
+    qemu-system-x86 # qemu-system-x86_64: the appliance VM (make run, QEMU tests)
+    ovmf            # OVMF_CODE_4M.fd/OVMF_VARS_4M.fd: UEFI firmware for the appliance VM
+    iproute2        # ip netns: network-namespace tests of init's networking
 )
 
 missing=()

@@ -313,7 +313,33 @@ pub fn load(cmdline: &str, file: Settings) -> Result<Config, ConfigError> {
     Ok(parse_cmdline(cmdline)?.over(file).resolve())
 }
 
-fn parse_mgmt(v: &str) -> Result<Mgmt, String> {
+/// `text` (a configuration file) with `key` set to `value`: the key's existing line (with or
+/// without the `streamer.` prefix) is replaced, else a line is appended; comments and other
+/// keys are kept as they are.
+pub fn set_key(text: &str, key: &str, value: &str) -> String {
+    let mut out = String::new();
+    let mut done = false;
+    for line in text.lines() {
+        let k = line.split_once('=').map(|(k, _)| k.trim());
+        let k = k.map(|k| k.strip_prefix("streamer.").unwrap_or(k));
+        if !line.trim_start().starts_with('#') && k == Some(key) {
+            if !done {
+                out.push_str(&format!("{key} = {value}\n"));
+                done = true;
+            }
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if !done {
+        out.push_str(&format!("{key} = {value}\n"));
+    }
+    out
+}
+
+/// Parses a management setting (`dhcp`, or `static:ADDR/PREFIX[,gw=IP][,dns=IP]...`).
+pub fn parse_mgmt(v: &str) -> Result<Mgmt, String> {
     if v == "dhcp" {
         return Ok(Mgmt::Dhcp);
     }
@@ -439,6 +465,21 @@ fn parse_bool(v: Option<&str>) -> Result<bool, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn set_key_replaces_or_appends_and_keeps_the_rest() {
+        let text = "# site settings\nhostname = a\nstreamer.mgmt = dhcp\nmgmt = dhcp\n";
+        let t = set_key(text, "mgmt", "static:10.0.0.5/24,gw=10.0.0.1");
+        assert_eq!(
+            t,
+            "# site settings\nhostname = a\nmgmt = static:10.0.0.5/24,gw=10.0.0.1\n"
+        );
+        let t = set_key(&t, "hostname", "b");
+        assert!(t.contains("hostname = b\n") && !t.contains("hostname = a"));
+        assert_eq!(set_key("", "mgmt", "dhcp"), "mgmt = dhcp\n");
+        let s = parse_file(Path::new("x"), &t).unwrap();
+        assert_eq!(s.hostname.as_deref(), Some("b"));
+    }
     use std::net::Ipv4Addr;
 
     fn ip(s: &str) -> IpAddr {

@@ -8,6 +8,7 @@
 //! fatal error it prints the error, syncs and reboots.
 
 pub mod config;
+pub mod console;
 pub mod dry_run;
 pub mod entropy;
 pub mod log;

@@ -1,4 +1,5 @@
-//! `streamer-init`: PID 1 of the appliance, or `--dry-run` to print the boot plan.
+//! `streamer-init`: PID 1 of the appliance, or `--dry-run` to print the boot plan;
+//! `console` runs the serial-console maintenance menu, `dhcp-event` is udhcpc's hook.
 //!
 //! Exit status (only outside PID 1): 0 plan printed; 1 the plan could not be built;
 //! 2 bad usage or not PID 1.
@@ -13,8 +14,18 @@ fn main() -> ExitCode {
         // The kernel passes unknown command-line words as arguments: ignore them.
         pid1::run();
     }
-    if args.first().map(String::as_str) == Some("dhcp-event") {
-        return dhcp_event(&args[1..]);
+    match args.first().map(String::as_str) {
+        Some("dhcp-event") => return dhcp_event(&args[1..]),
+        Some("console") => {
+            return match streamer_init::console::system::main() {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("streamer-init console: {e}");
+                    ExitCode::from(1)
+                }
+            };
+        }
+        _ => {}
     }
     match dry_run::parse_args(&args) {
         Ok(Some(a)) => match dry_run::plan(&a) {

@@ -258,6 +258,9 @@ fn boot() -> Result<Infallible, Pid1Error> {
     if let Err(e) = sys::attach_console("/dev/console") {
         say(&format!("cannot open /dev/console: {e}"));
     }
+    if let Err(e) = crate::log::copy_to(&Path::new(services::LOG_DIR).join("init.log")) {
+        say(&format!("cannot open init's log: {e}"));
+    }
     // Drivers first: the disk and its filesystems are needed to read the configuration.
     let modules = load_modules();
     match entropy::wait_for_crng() {
@@ -303,11 +306,26 @@ fn boot() -> Result<Infallible, Pid1Error> {
             None
         }
     };
-    let mut rt = Runtime::new(&plan.services, Policy::default(), alert::ALERT_DIR.into())?;
+    let mut services = plan.services.clone();
+    let tty = Path::new("/dev").join(&plan.config.console);
+    if tty.exists() {
+        services.push(services::console_service("/init", &tty));
+    } else {
+        say(&format!("no {}: no maintenance menu", tty.display()));
+    }
+    let mut rt = Runtime::new(&services, Policy::default(), alert::ALERT_DIR.into())?;
+    let mut status = String::new();
     let mut announced = false;
     let started = Instant::now();
     loop {
         rt.pump();
+        let now = rt.status_text();
+        if now != status {
+            if let Err(e) = net::write_atomic(Path::new(services::STATUS_FILE), &now) {
+                say(&format!("cannot write {}: {e}", services::STATUS_FILE));
+            }
+            status = now;
+        }
         if let Some(w) = watchdog.as_mut() {
             w.pet_if_due();
         }

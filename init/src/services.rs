@@ -7,6 +7,13 @@ use std::path::{Path, PathBuf};
 
 /// Where the daemons keep their sockets.
 pub const RUN_DIR: &str = "/run/streamer";
+/// The console writes a new Administrator password here and restarts deployd, which
+/// applies and deletes it.
+pub const ADMIN_PASSWORD_RESET: &str = "/run/streamer/admin-password-reset";
+/// Shortest Administrator password deployd accepts (`deployd::auth::MIN_PASSWORD_LEN`).
+pub const MIN_PASSWORD_LEN: usize = 8;
+/// deployd's state on the data partition (the first-start password file is there).
+pub const DEPLOYD_STATE: &str = "/data/deployd";
 /// storaged's control socket; its existence means storaged is ready.
 pub const STORAGED_SOCKET: &str = "/run/streamer/storaged.sock";
 
@@ -35,6 +42,31 @@ impl Readiness {
     }
 }
 
+/// PID 1 writes the services' state here whenever it changes (the console shows it).
+pub const STATUS_FILE: &str = "/run/streamer/services";
+/// Where the daemons' output goes: one file per service, readable from the console menu.
+pub const LOG_DIR: &str = "/run/log";
+
+/// Where a service's standard streams go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// init's own (the console); stdin is /dev/null.
+    Inherit,
+    /// stdout and stderr appended to this file (rotated once at start when large); stdin is
+    /// /dev/null.
+    Log(PathBuf),
+    /// stdin, stdout and stderr on this terminal, which becomes the controlling terminal of
+    /// a new session (the console menu on the serial port).
+    Terminal(PathBuf),
+}
+
+impl Output {
+    /// The log file of the daemon `name`.
+    pub fn log(name: &str) -> Self {
+        Output::Log(Path::new(LOG_DIR).join(format!("{name}.log")))
+    }
+}
+
 /// One supervised service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceSpec {
@@ -44,6 +76,7 @@ pub struct ServiceSpec {
     /// Services that must be ready before this one starts.
     pub after: Vec<String>,
     pub readiness: Readiness,
+    pub output: Output,
 }
 
 impl ServiceSpec {
@@ -85,6 +118,7 @@ pub fn appliance_services(bin_dir: &Path) -> Vec<ServiceSpec> {
             .collect(),
         after: vec![],
         readiness: Readiness::Socket(PathBuf::from(STORAGED_SOCKET)),
+        output: Output::log("storaged"),
     }];
     let mut deployd_after = vec!["storaged".to_owned()];
     if clusterd_present {
@@ -101,6 +135,7 @@ pub fn appliance_services(bin_dir: &Path) -> Vec<ServiceSpec> {
                 .collect(),
             after: vec!["storaged".into()],
             readiness: Readiness::Socket(PathBuf::from("/run/streamer/clusterd.sock")),
+            output: Output::log("clusterd"),
         });
         deployd_after.push("clusterd".into());
     }
@@ -110,17 +145,20 @@ pub fn appliance_services(bin_dir: &Path) -> Vec<ServiceSpec> {
             .into_iter()
             .chain(args(&[
                 "--state-dir",
-                "/data/deployd",
+                DEPLOYD_STATE,
                 "--listen",
                 "0.0.0.0:443",
                 "--storaged",
                 STORAGED_SOCKET,
                 "--nbd",
                 "127.0.0.1:10809",
+                "--admin-password-reset",
+                ADMIN_PASSWORD_RESET,
             ]))
             .collect(),
         after: deployd_after,
         readiness: Readiness::Tcp(SocketAddr::from(([127, 0, 0, 1], 443))),
+        output: Output::log("deployd"),
     });
     services
 }
@@ -143,6 +181,19 @@ pub fn dhcp_service(interface: &str, script: &str) -> ServiceSpec {
         ]),
         after: vec![],
         readiness: Readiness::Started,
+        output: Output::log("dhcp"),
+    }
+}
+
+/// The maintenance menu on the serial console: `/init console` on `tty`, restarted when
+/// the operator leaves it (or it dies), independent of the daemons.
+pub fn console_service(init: &str, tty: &Path) -> ServiceSpec {
+    ServiceSpec {
+        name: "console".into(),
+        argv: args(&[init, "console"]),
+        after: vec![],
+        readiness: Readiness::Started,
+        output: Output::Terminal(tty.to_owned()),
     }
 }
 
@@ -201,6 +252,7 @@ mod tests {
             argv: vec![format!("/bin/{name}")],
             after: args(after),
             readiness: Readiness::Started,
+            output: Output::Inherit,
         }
     }
 
@@ -221,7 +273,12 @@ mod tests {
         assert_eq!(
             services[1].command_line(),
             "/usr/bin/deployd --state-dir /data/deployd --listen 0.0.0.0:443 \
-             --storaged /run/streamer/storaged.sock --nbd 127.0.0.1:10809"
+             --storaged /run/streamer/storaged.sock --nbd 127.0.0.1:10809 \
+             --admin-password-reset /run/streamer/admin-password-reset"
+        );
+        assert_eq!(
+            services[1].output,
+            Output::Log("/run/log/deployd.log".into())
         );
         assert_eq!(
             services[0].readiness,

@@ -231,6 +231,24 @@ pub fn clear_signal_mask_on_exec(cmd: &mut std::process::Command) {
     }
 }
 
+/// Makes the child the leader of a new session whose controlling terminal is its stdin
+/// (a terminal), so that Ctrl-C and job control work in the console menu and its shell.
+pub fn new_session_on_stdin_tty(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec, only the async-signal-safe setsid and ioctl are called.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::ioctl(0, libc::TIOCSCTTY, 1) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
     // SAFETY: sigemptyset initialises the zeroed set; sigaddset only reads valid numbers.
     unsafe {

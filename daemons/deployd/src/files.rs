@@ -144,3 +144,16 @@ pub fn text_download(text: String, download_name: &str) -> Response {
     )
         .into_response()
 }
+
+/// Writes a file only its owner can read (0600) and syncs it: keys and passwords.
+pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use deployd::auth::ResetOutcome;
 use deployd::state::{AppState, Config};
 use deployd::tls::{TlsFiles, ensure_certificate};
 
@@ -38,6 +39,10 @@ struct Args {
     /// Largest upload accepted (golden images, artifact bundles), in MiB.
     #[arg(long, default_value_t = Config::DEFAULT_MAX_UPLOAD >> 20)]
     max_upload_mib: u64,
+    /// A file holding a new Administrator password (written by the serial console's
+    /// password reset): applied at start, then deleted.
+    #[arg(long)]
+    admin_password_reset: Option<PathBuf>,
     /// Close sessions idle for this many minutes.
     #[arg(long, default_value_t = 60)]
     session_idle_minutes: u64,
@@ -81,10 +86,25 @@ fn run(args: Args) -> anyhow::Result<()> {
         tracing::warn!("cleaning up after an interrupted plan-script run: {problem}");
     }
     let (state, generated) = AppState::open(config)?;
+    let initial = args.state_dir.join(deployd::state::INITIAL_PASSWORD_FILE);
     if let Some(password) = generated {
-        // Shown once: it is not stored anywhere in clear.
         eprintln!("deployd: first start: user Administrator, password {password}");
         eprintln!("deployd: (set STREAMER_ADMIN_PASSWORD before the first start to choose it)");
+        // Kept (0600, on the appliance's data partition) until the password is changed, so
+        // the serial console can show it; deleted by a password change or reset.
+        deployd::files::write_private(&initial, format!("{password}\n").as_bytes())
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", initial.display()))?;
+    }
+    if let Some(reset) = &args.admin_password_reset {
+        match deployd::auth::apply_reset_file(&state.users, reset, &initial)? {
+            ResetOutcome::NoRequest => {}
+            ResetOutcome::Reset => tracing::warn!("Administrator password reset from the console"),
+            ResetOutcome::TooShort => tracing::error!(
+                "password reset in {} ignored: shorter than {} characters",
+                reset.display(),
+                deployd::auth::MIN_PASSWORD_LEN
+            ),
+        }
     }
     let tls = TlsFiles::in_state_dir(&args.state_dir);
     let names = vec!["localhost".to_string(), args.listen.ip().to_string()];

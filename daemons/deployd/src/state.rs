@@ -57,6 +57,10 @@ pub enum StateError {
     Tasks(String),
 }
 
+/// In the state directory while the first-start Administrator password is unchanged
+/// (0600): the serial console shows it; a password change or reset deletes it.
+pub const INITIAL_PASSWORD_FILE: &str = "initial-admin-password";
+
 /// Shared state of the API.
 #[derive(Debug)]
 pub struct AppState {

@@ -48,22 +48,10 @@ pub fn ensure_certificate(files: &TlsFiles, names: &[String]) -> Result<bool, Tl
     }
     let cert = rcgen::generate_simple_self_signed(names.to_vec())
         .map_err(|e| TlsError::Generate(e.to_string()))?;
-    write_private(&files.key, cert.key_pair.serialize_pem().as_bytes()).map_err(io(&files.key))?;
+    crate::files::write_private(&files.key, cert.key_pair.serialize_pem().as_bytes())
+        .map_err(io(&files.key))?;
     std::fs::write(&files.cert, cert.cert.pem()).map_err(io(&files.cert))?;
     Ok(true)
-}
-
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(data)?;
-    f.sync_all()
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::alert;
 use super::state::{Policy, Supervision};
-use crate::services::{GraphError, ServiceSpec, start_order};
+use crate::services::{GraphError, Output, ServiceSpec, start_order};
 use crate::sys::{self, ExitKind};
 
 #[derive(Debug)]
@@ -20,6 +20,9 @@ struct Managed {
     starts: u64,
     last_exit: Option<ExitKind>,
 }
+
+/// Events kept in memory (PID 1 runs for months; the console service restarts often).
+const MAX_EVENTS: usize = 1000;
 
 #[derive(Debug)]
 pub struct Runtime {
@@ -64,6 +67,9 @@ impl Runtime {
 
     fn log(&mut self, line: String) {
         crate::log::say(&line);
+        if self.events.len() >= MAX_EVENTS {
+            self.events.drain(..MAX_EVENTS / 2);
+        }
         self.events.push(line);
     }
 
@@ -94,6 +100,27 @@ impl Runtime {
 
     pub fn all_ready(&self) -> bool {
         self.services.iter().all(|m| m.ready)
+    }
+
+    /// One line per service for the console's details: name, state, pid, restarts.
+    pub fn status_text(&self) -> String {
+        let mut out = String::new();
+        for m in &self.services {
+            let state = match (m.pid, m.ready, m.sup.in_crash_loop()) {
+                (_, _, true) => "CRASH-LOOP",
+                (Some(_), true, _) => "running",
+                (Some(_), false, _) => "starting",
+                (None, _, _) if m.starts == 0 => "waiting",
+                (None, _, _) => "restarting",
+            };
+            let pid = m.pid.map_or("-".to_owned(), |p| p.to_string());
+            out.push_str(&format!(
+                "{:<10} {state:<11} pid {pid:<7} restarts {}\n",
+                m.spec.name,
+                m.starts.saturating_sub(1)
+            ));
+        }
+        out
     }
 
     /// Probes readiness of started services and starts those whose dependencies are ready
@@ -127,8 +154,9 @@ impl Runtime {
         let name = m.spec.name.clone();
         let mut cmd = Command::new(&m.spec.argv[0]);
         cmd.args(&m.spec.argv[1..]).stdin(Stdio::null());
+        let output = m.spec.output.clone();
         sys::clear_signal_mask_on_exec(&mut cmd);
-        let result = cmd.spawn();
+        let result = connect_output(&mut cmd, &output).and_then(|()| cmd.spawn());
         match result {
             Ok(child) => {
                 // The Child handle is dropped without waiting: the owner's reaper collects
@@ -233,10 +261,39 @@ impl Runtime {
     }
 }
 
+/// Largest log kept as is at a (re)start; a larger one is moved to `<name>.log.1`.
+const LOG_ROTATE_BYTES: u64 = 4 << 20;
+
+/// Points the command's standard streams where the service's output goes.
+fn connect_output(cmd: &mut Command, output: &Output) -> std::io::Result<()> {
+    use std::fs::OpenOptions;
+    match output {
+        Output::Inherit => {}
+        Output::Log(path) => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            if std::fs::metadata(path).is_ok_and(|m| m.len() > LOG_ROTATE_BYTES) {
+                let mut old = path.clone().into_os_string();
+                old.push(".1");
+                std::fs::rename(path, old)?;
+            }
+            let f = OpenOptions::new().create(true).append(true).open(path)?;
+            cmd.stdout(f.try_clone()?).stderr(f);
+        }
+        Output::Terminal(tty) => {
+            let f = OpenOptions::new().read(true).write(true).open(tty)?;
+            cmd.stdin(f.try_clone()?).stdout(f.try_clone()?).stderr(f);
+            sys::new_session_on_stdin_tty(cmd);
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::services::Readiness;
+    use crate::services::{Output, Readiness};
     use std::sync::Mutex;
 
     /// waitpid(-1) reaps any child of the test process: one runtime test at a time.
@@ -248,6 +305,7 @@ mod tests {
             argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
             after: after.iter().map(|s| (*s).to_owned()).collect(),
             readiness,
+            output: Output::Inherit,
         }
     }
 
@@ -301,6 +359,11 @@ mod tests {
         assert_eq!(files.len(), 1);
         let text = std::fs::read_to_string(files[0].as_ref().unwrap().path()).unwrap();
         assert!(text.contains("service=crasher\ncrashes=4\n"), "{text}");
+        assert!(
+            rt.status_text().starts_with("crasher    CRASH-LOOP"),
+            "{}",
+            rt.status_text()
+        );
         assert!(text.contains("last_exit=exit status 1"), "{text}");
         // 100 + 200 + 400 ms of backoff at least before the 4th crash.
         assert!(t0.elapsed() >= Duration::from_millis(700));
@@ -326,6 +389,16 @@ mod tests {
         assert!(
             rt.pid_of("second").is_none(),
             "started before its dependency was ready"
+        );
+        let status = rt.status_text();
+        let pid = rt.pid_of("first").unwrap();
+        assert!(
+            status.contains(&format!("first      starting    pid {pid:<7} restarts 0")),
+            "{status}"
+        );
+        assert!(
+            status.contains("second     waiting     pid -       restarts 0"),
+            "{status}"
         );
         assert!(pump_until(
             &mut rt,
@@ -414,6 +487,7 @@ mod tests {
             argv: vec!["/nonexistent/ghost".into()],
             after: vec![],
             readiness: Readiness::Started,
+            output: Output::Inherit,
         };
         let mut rt = Runtime::new(&[svc], fast_policy(), dir.path().into()).unwrap();
         rt.pump();

@@ -21,8 +21,7 @@ use crate::artifacts::parse_body;
 use crate::auth::{Role, User, hash_password};
 use crate::state::AppState;
 
-/// Shortest password accepted.
-pub const MIN_PASSWORD: usize = 8;
+pub use crate::auth::MIN_PASSWORD_LEN as MIN_PASSWORD;
 
 /// A user to create or change.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -206,6 +205,7 @@ pub async fn update(
     if let Some(f) = input.full_name {
         user.full_name = f;
     }
+    let password_changed = input.password.is_some();
     if let Some(p) = input.password {
         check_password(&p)?;
         user.password_hash = tokio::task::spawn_blocking(move || hash_password(&p))
@@ -214,6 +214,17 @@ pub async fn update(
             .map_err(internal)?;
     }
     st.users.put(&user).map_err(internal)?;
+    if password_changed
+        && user
+            .user_name
+            .eq_ignore_ascii_case(crate::auth::ADMINISTRATOR)
+    {
+        let _ = std::fs::remove_file(
+            st.config
+                .state_dir
+                .join(crate::state::INITIAL_PASSWORD_FILE),
+        );
+    }
     Ok(Json(render(&user)))
 }
 

@@ -2,9 +2,15 @@
 //! rate limit.
 
 mod ratelimit;
+mod reset;
 mod sessions;
 mod users;
 
+pub use reset::{ResetError, ResetOutcome, apply_reset_file};
+
 pub use ratelimit::LoginLimiter;
 pub use sessions::{Session, Sessions};
-pub use users::{Role, User, UserError, Users, bootstrap_administrator, hash_password};
+pub use users::{
+    ADMINISTRATOR, MIN_PASSWORD_LEN, Role, User, UserError, Users, bootstrap_administrator,
+    hash_password, reset_administrator,
+};

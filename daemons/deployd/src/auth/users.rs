@@ -129,6 +129,30 @@ impl Users {
     }
 }
 
+/// Sets the `Administrator` user's password (the serial console's reset), creating the user
+/// with the Infrastructure administrator role if it was deleted. Other users are untouched.
+pub fn reset_administrator(users: &Users, password: &str) -> Result<(), UserError> {
+    let user = match users.get(ADMINISTRATOR)? {
+        Some(mut u) => {
+            u.password_hash = hash_password(password)?;
+            u
+        }
+        None => User {
+            user_name: ADMINISTRATOR.into(),
+            full_name: "Appliance administrator".into(),
+            role: Role::InfrastructureAdministrator,
+            password_hash: hash_password(password)?,
+        },
+    };
+    users.put(&user)
+}
+
+/// Shortest password accepted (API and console reset).
+pub const MIN_PASSWORD_LEN: usize = 8;
+
+/// The user created on first start.
+pub const ADMINISTRATOR: &str = "Administrator";
+
 /// Creates the `Administrator` user on first start: with `password` if given (from
 /// `STREAMER_ADMIN_PASSWORD`), else with a generated one, which is returned so it can be
 /// printed once. Returns `None` when users already exist.
@@ -149,7 +173,7 @@ pub fn bootstrap_administrator(
             .collect()
     });
     users.put(&User {
-        user_name: "Administrator".into(),
+        user_name: ADMINISTRATOR.into(),
         full_name: "Appliance administrator".into(),
         role: Role::InfrastructureAdministrator,
         password_hash: hash_password(&password)?,
