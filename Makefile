@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 VAR ?= $(CURDIR)/var
 
-.PHONY: all deps build lint test dev run bench clean image
+.PHONY: all deps build lint test test-qemu dev run bench clean image
 
 all: build
 
@@ -17,20 +17,30 @@ lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-# Every test: unit, property, crash and real-client integration tests, then the HPE Python
-# SDK (hpOneView) against the real daemons (tests/python; the daemons are the debug builds).
-test: deps lint
+# Every test: unit, property, crash and real-client integration tests, the appliance image
+# booted in QEMU (qemu-tests/), then the HPE Python SDK (hpOneView) against the real daemons
+# (tests/python; the daemons are the debug builds).
+test: deps lint image
 	$(CARGO) test --workspace --locked
 	$(CARGO) build --workspace --locked
 	scripts/test-python.sh
+
+# Only the QEMU tests, or those whose name contains SCENARIO (e.g. SCENARIO=uefi).
+test-qemu: deps image
+	$(CARGO) test --locked -p streamer-qemu-tests -- --nocapture $(SCENARIO)
 
 # All daemons on this machine in the foreground: state under ./var/dev, HTTPS API on
 # 127.0.0.1:8443, NBD on 127.0.0.1:10809 (see scripts/dev.sh). Ctrl-C stops them.
 dev: build
 	STATE=$(VAR)/dev scripts/dev.sh
 
-# Until the appliance image exists, the same services as `make dev`, on this machine.
-run: dev
+# The appliance image booted in QEMU (OVMF, TCG) with its API on https://127.0.0.1:8443 and
+# its serial console here; state in $(VAR)/run/streamer.qcow2 (delete it for a fresh
+# appliance). Ctrl-C powers it off cleanly.
+run: image
+	$(CARGO) build --locked --release -p streamer-qemu-tests --bin streamer-vm
+	$(TARGET_DIR)/release/streamer-vm run --disk $(VAR)/run/streamer.qcow2 \
+		--cli $(STATIC_DIR)/streamerctl
 
 # storaged vs qemu-nbd and a local copy; needs root (drops caches). Writes BENCHMARKS.md.
 bench: build

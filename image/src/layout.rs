@@ -58,12 +58,12 @@ pub const SLOT_B_PATH: &str = "EFI/streamer/B.efi";
 /// The appliance configuration file at the root of the config partition.
 pub const CONFIG_FILE: &str = "streamer.conf";
 
-/// The kernel modules the appliance loads (init resolves their order from modules.dep).
-/// Debian 12's kernel does not build ntfs3; a module the kernel lacks is reported, not fatal.
 /// Host programs the image carries with their shared libraries: init makes and grows the
 /// data filesystem with them.
 pub const HOST_PROGRAMS: &[&str] = &["/sbin/mke2fs", "/sbin/resize2fs", "/sbin/e2fsck"];
 
+/// The kernel modules the appliance loads (init resolves their order from modules.dep).
+/// Debian 12's kernel does not build ntfs3; a module the kernel lacks is reported, not fatal.
 pub const DEFAULT_MODULES: &[&str] = &[
     "virtio_pci",
     "virtio_blk",
@@ -78,6 +78,7 @@ pub const DEFAULT_MODULES: &[&str] = &[
     "nls_cp437",
     "nls_iso8859_1",
     "nls_utf8",
+    "nls_ascii",
     "button",
     "evdev",
     "i6300esb",

@@ -72,8 +72,14 @@ pub fn os_release(version: &str) -> String {
 }
 
 /// The default appliance configuration on the config partition.
-pub const DEFAULT_CONFIG: &str = "# Streamer appliance configuration (see ARCHITECTURE.md).\n\
-[network]\nmode = \"dhcp\"\n";
+pub const DEFAULT_CONFIG: &str = "\
+# Streamer appliance configuration: `key = value`; the kernel command line's streamer.KEY=VALUE
+# overrides it. Keys: hostname, mgmt (dhcp | static:ADDR/PREFIX[,gw=IP][,dns=IP]...),
+# mgmt_if, deploy (static:ADDR/PREFIX), deploy_if, data, console, debug.
+# The serial console's maintenance menu edits this file.
+hostname = streamer
+mgmt = dhcp
+";
 
 /// Fetches or unpacks the kernel.
 pub fn get_kernel(opts: &BuildOptions) -> Result<kernel::Kernel, BuildError> {
@@ -118,6 +124,10 @@ pub fn build(opts: &BuildOptions, step: &dyn Fn(usize)) -> Result<BuildOutput, B
     })?;
     let initrd = opts.out.join("initramfs.cpio.gz");
     write(&initrd, &info.gz)?;
+    // For direct kernel boot (QEMU -kernel/-initrd/-append), beside the UKI that holds them.
+    let vmlinuz = opts.out.join("vmlinuz");
+    std::fs::copy(&kernel.vmlinuz, &vmlinuz).map_err(|e| BuildError::Io(vmlinuz.clone(), e))?;
+    write(&opts.out.join("cmdline"), opts.cmdline.as_bytes())?;
     step(2);
     let uki = opts.out.join("streamer.efi");
     uki::build(

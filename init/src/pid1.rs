@@ -334,6 +334,7 @@ fn boot() -> Result<Infallible, Pid1Error> {
             let address = net::mgmt_address(Path::new(net::MGMT_ADDRESS_FILE));
             if address.is_some() || started.elapsed() > ADDRESS_WAIT {
                 crate::log::announce(&plan::ready_line(&plan.config, address.as_deref()));
+                announce_first_password();
                 say(&format!(
                     "ready after {:.3} s (kernel clock)",
                     sys::boottime().as_secs_f64()
@@ -355,6 +356,18 @@ fn boot() -> Result<Infallible, Pid1Error> {
         {
             shutdown(&mut rt, how, watchdog.take());
         }
+    }
+}
+
+/// Until the first-start Administrator password is changed, the console shows it after the
+/// ready line: the operator at the serial port needs it for the first login.
+fn announce_first_password() {
+    let file = Path::new(services::DEPLOYD_STATE).join("initial-admin-password");
+    if let Ok(p) = std::fs::read_to_string(file) {
+        crate::log::announce(&format!(
+            "streamer: first login: Administrator / {} (shown until the password is changed)",
+            p.trim()
+        ));
     }
 }
 

@@ -28,6 +28,7 @@ pub const WANTED_MODULES: &[&str] = &[
     "nls_cp437",
     "nls_iso8859_1",
     "nls_utf8",
+    "nls_ascii",
     "button",
     "evdev",
     "i6300esb",

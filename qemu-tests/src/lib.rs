@@ -1,4 +1,13 @@
-//! Virtual hardware for system tests and `make run`: QEMU processes with their serial
-//! consoles logged and scripted, the appliance VM booted from the built image, an isolated
-//! enclosure network (namespaces, a bridge, taps), compute-module VMs booting their OS
-//! volume over NBD, and a Redfish test double that powers them.
+//! Virtual hardware for Streamer's system tests and `make run`: QEMU VMs (TCG) with their
+//! serial consoles captured for expect-style waits and kept as log files, QMP control, and
+//! the appliance booted from the built image by direct kernel boot or under OVMF.
+//!
+//! - [`qemu`]: one QEMU process, killed when dropped.
+//! - [`console`]: a VM's serial console (log file, waits with timeouts, input).
+//! - [`qmp`]: the QEMU Machine Protocol (power button, status).
+//! - [`appliance`]: the appliance image as a VM, its readiness, its root shell.
+
+pub mod appliance;
+pub mod console;
+pub mod qemu;
+pub mod qmp;

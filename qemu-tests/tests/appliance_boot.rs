@@ -1,0 +1,139 @@
+//! The appliance image on virtual hardware: boots by direct kernel boot and from its disk
+//! under OVMF to `ready`, answers /rest/version on the forwarded port, restarts a killed
+//! daemon, creates its data partition on first boot and keeps it across a power cycle, and
+//! powers off cleanly on the ACPI power button. Needs `make image` (the Makefile's `test`
+//! target builds it first); console logs of a failed run are kept under target/qemu-tests.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use streamer_vm::appliance::{ApplianceSpec, Boot, ImageFiles, create_disk, https_get};
+
+/// TCG is slow and CI machines are shared: generous, but bounded.
+const BOOT: Duration = Duration::from_secs(300);
+const POWER_OFF: Duration = Duration::from_secs(90);
+
+/// A directory for disks and console logs, removed when the test passes and kept (with its
+/// path printed) when it fails.
+struct Workdir(Option<tempfile::TempDir>);
+
+impl Workdir {
+    fn new(test: &str) -> Workdir {
+        let base = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/qemu-tests");
+        std::fs::create_dir_all(&base).unwrap();
+        Workdir(Some(
+            tempfile::Builder::new()
+                .prefix(test)
+                .tempdir_in(base)
+                .unwrap(),
+        ))
+    }
+    fn path(&self) -> PathBuf {
+        self.0.as_ref().unwrap().path().to_owned()
+    }
+}
+
+impl Drop for Workdir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let dir = self.0.take().unwrap().keep();
+            eprintln!("console logs kept in {}", dir.display());
+        }
+    }
+}
+
+fn version_ok(port_url: &str) {
+    let (status, body) = https_get(&format!("{port_url}/rest/version")).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(v["currentVersion"].as_u64().unwrap() >= 300, "{body}");
+}
+
+#[test]
+fn direct_boot_serves_the_api_restarts_daemons_and_keeps_data_across_a_power_cycle() {
+    let image = ImageFiles::locate().unwrap();
+    let work = Workdir::new("direct-");
+    let mut spec = ApplianceSpec::new("appliance", Boot::Direct, &work.path()).unwrap();
+    assert!(create_disk(&image, &spec.disk, "2G").unwrap());
+
+    // First boot: the data partition is grown and formatted, DHCP gives the address.
+    let mut a = spec.start(&image).unwrap();
+    a.vm.console
+        .expect(r"data partition created \(ext4, (\d+) MiB\)", BOOT)
+        .unwrap();
+    let ready = a.wait_ready(BOOT).unwrap();
+    assert_eq!(ready.hostname, "streamer");
+    assert_eq!(ready.address, "10.0.2.15");
+    assert!(
+        ready.password.is_some(),
+        "the first-start password is shown"
+    );
+    version_ok(&a.api_url());
+
+    // A killed daemon is restarted by init and serves again.
+    a.open_shell().unwrap();
+    a.shell(
+        "echo kept-across-power-off > /data/marker && sync",
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let pid = a.shell("pidof deployd", Duration::from_secs(30)).unwrap();
+    let pid: i32 = pid.trim().parse().unwrap();
+    a.shell(&format!("kill -9 {pid}"), Duration::from_secs(30))
+        .unwrap();
+    a.vm.console
+        .expect(
+            &format!(r"deployd \(pid {pid}\) ended: killed by signal 9"),
+            Duration::from_secs(30),
+        )
+        .unwrap();
+    a.vm.console
+        .expect(r"deployd is ready", Duration::from_secs(120))
+        .unwrap();
+    version_ok(&a.api_url());
+    a.close_shell().unwrap();
+
+    // The power button powers off cleanly: services stopped, disks synced, QEMU exits 0.
+    let status = a.vm.power_down(POWER_OFF).unwrap();
+    assert!(status.success(), "{status}");
+    let text = a.vm.console.text();
+    assert!(text.contains("PowerOff: stopping services"), "{text}");
+    assert!(text.contains("reboot: Power down"), "{text}");
+    drop(a);
+
+    // Second boot from the same disk: the filesystem is mounted, not recreated.
+    spec.api_port = streamer_vm::qemu::free_port().unwrap();
+    let mut a = spec.start(&image).unwrap();
+    a.vm.console
+        .expect(r"data partition mounted", BOOT)
+        .unwrap();
+    let ready = a.wait_ready(BOOT).unwrap();
+    assert!(
+        ready.password.is_some(),
+        "unchanged password is still shown"
+    );
+    assert!(!a.vm.console.text().contains("data partition created"));
+    a.open_shell().unwrap();
+    let marker = a
+        .shell("cat /data/marker", Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(marker.trim(), "kept-across-power-off");
+    a.close_shell().unwrap();
+    version_ok(&a.api_url());
+    assert!(a.vm.power_down(POWER_OFF).unwrap().success());
+}
+
+#[test]
+fn uefi_disk_boot_reaches_ready() {
+    let image = ImageFiles::locate().unwrap();
+    let work = Workdir::new("uefi-");
+    let spec = ApplianceSpec::new("appliance-uefi", Boot::Uefi, &work.path()).unwrap();
+    create_disk(&image, &spec.disk, "2G").unwrap();
+    let mut a = spec.start(&image).unwrap();
+    let ready = a.wait_ready(BOOT).unwrap();
+    assert_eq!(ready.address, "10.0.2.15");
+    version_ok(&a.api_url());
+    assert!(a.vm.power_down(POWER_OFF).unwrap().success());
+}
