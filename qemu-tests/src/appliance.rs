@@ -270,3 +270,20 @@ pub fn https_get(url: &str) -> Result<(u16, String)> {
     let status = r.status().as_u16();
     Ok((status, r.text()?))
 }
+
+/// Logs in to the API (`POST /rest/login-sessions`); the HTTP status.
+pub fn login_status(base: &str, user: &str, password: &str) -> Result<u16> {
+    let client = reqwest::blocking::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let body = serde_json::json!({ "userName": user, "password": password });
+    let r = client
+        .post(format!("{base}/rest/login-sessions"))
+        .header("X-API-Version", "2020")
+        .header("Content-Type", "application/json")
+        .body(body.to_string())
+        .send()
+        .with_context(|| format!("POST {base}/rest/login-sessions"))?;
+    Ok(r.status().as_u16())
+}

@@ -9,7 +9,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use streamer_vm::appliance::{ApplianceSpec, Boot, ImageFiles, create_disk, https_get};
+use streamer_vm::appliance::{
+    ApplianceSpec, Boot, ImageFiles, create_disk, https_get, login_status,
+};
 
 /// TCG is slow and CI machines are shared: generous, but bounded.
 const BOOT: Duration = Duration::from_secs(300);
@@ -135,5 +137,77 @@ fn uefi_disk_boot_reaches_ready() {
     let ready = a.wait_ready(BOOT).unwrap();
     assert_eq!(ready.address, "10.0.2.15");
     version_ok(&a.api_url());
+    assert!(a.vm.power_down(POWER_OFF).unwrap().success());
+}
+
+#[test]
+fn console_menu_resets_the_password_dumps_and_reconfigures() {
+    let image = ImageFiles::locate().unwrap();
+    let work = Workdir::new("console-");
+    let spec = ApplianceSpec::new("appliance-console", Boot::Direct, &work.path()).unwrap();
+    create_disk(&image, &spec.disk, "2G").unwrap();
+    let mut a = spec.start(&image).unwrap();
+    let ready = a.wait_ready(BOOT).unwrap();
+    let first = ready.password.unwrap();
+    let url = a.api_url();
+    assert_eq!(login_status(&url, "Administrator", &first).unwrap(), 200);
+    let t = Duration::from_secs(60);
+    let c = &mut a.vm.console;
+
+    // Details show the address and the services.
+    c.send("\n").unwrap();
+    c.expect("choice> ", t).unwrap();
+    c.send("1\n").unwrap();
+    c.expect(r"Address    eth0 10\.0\.2\.15/24", t).unwrap();
+    c.expect(r"deployd    running", t).unwrap();
+    c.expect("choice> ", t).unwrap();
+
+    // Password reset: the old password stops working, the new one works.
+    c.send("4\n").unwrap();
+    c.expect("new Administrator password: ", t).unwrap();
+    c.send("console-reset-1\n").unwrap();
+    c.expect("again: ", t).unwrap();
+    c.send("console-reset-1\n").unwrap();
+    c.expect("Administrator password reset", Duration::from_secs(120))
+        .unwrap();
+    c.expect("choice> ", t).unwrap();
+    a.vm.console
+        .expect("deployd is ready", Duration::from_secs(120))
+        .ok();
+    assert_eq!(
+        login_status(&url, "Administrator", "console-reset-1").unwrap(),
+        200
+    );
+    assert_eq!(login_status(&url, "Administrator", &first).unwrap(), 401);
+
+    // Support dump on the data partition.
+    let c = &mut a.vm.console;
+    c.send("5\n").unwrap();
+    let dump = c
+        .expect(r"support dump written to (\S+\.tar\.gz)", t)
+        .unwrap();
+    assert!(dump[1].starts_with("/data/support/"), "{}", dump[1]);
+    c.expect("choice> ", t).unwrap();
+
+    // A new hostname is saved on the config partition and used after the reboot.
+    c.send("3\n").unwrap();
+    c.expect("new setting", t).unwrap();
+    c.send("\n").unwrap();
+    c.expect(r"hostname \[streamer\]", t).unwrap();
+    c.send("lab-streamer-1\n").unwrap();
+    c.expect("it applies at the next boot", t).unwrap();
+    c.expect(r"Reboot now\? \[y/N\] ", t).unwrap();
+    c.send("y\n").unwrap();
+    c.expect("Reboot: stopping services", t).unwrap();
+    c.expect(r"streamer: lab-streamer-1 10\.0\.2\.15 ready", BOOT)
+        .unwrap();
+    // init prints the first-login line (if any) before its timing line.
+    a.vm.console.expect("ready after", t).unwrap();
+    let text = a.vm.console.text();
+    let after_reboot = text.rsplit("Reboot: stopping services").next().unwrap();
+    assert!(
+        !after_reboot.contains("first login"),
+        "no first password after a reset"
+    );
     assert!(a.vm.power_down(POWER_OFF).unwrap().success());
 }
