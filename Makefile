@@ -42,9 +42,11 @@ run: image
 	$(TARGET_DIR)/release/streamer-vm run --disk $(VAR)/run/streamer.qcow2 \
 		--cli $(STATIC_DIR)/streamerctl
 
-# storaged vs qemu-nbd and a local copy; needs root (drops caches). Writes BENCHMARKS.md.
-bench: build
+# storaged vs qemu-nbd and a local copy, the API, plan scripts, deploys, and the appliance's
+# boot in QEMU; needs root (drops caches). Writes BENCHMARKS.md.
+bench: build image
 	$(CARGO) build --locked --release -p storaged --example clone_time
+	$(CARGO) build --locked --release -p streamer-qemu-tests --bin streamer-vm
 	scripts/bench.sh
 
 # The appliance image (initramfs, UKI, GPT disk) from static release binaries and Debian's

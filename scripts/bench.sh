@@ -15,13 +15,16 @@ if [ "$(id -u)" = 0 ]; then
 else
     echo "bench: skipping bench-deploy.sh (needs root)" >&2
 fi
+# The appliance image in QEMU: boot time, image size, idle memory (needs `make image`).
+"$REPO/target/release/streamer-vm" bench-boot --runs 3 --dir "$REPO/target/bench/boot-vms" \
+    --out "$REPO/target/bench/boot.md" --commit "$(git -C "$REPO" rev-parse --short HEAD)"
 {
     echo "# Benchmarks"
     echo
     echo "Every figure is measured by \`make bench\` on this project's machine (2 cores, 24 GiB); each"
     echo "section says when, at which commit, and under what load. Peers named by the issues are"
     echo "measured side by side in the same run."
-    for s in storaged deployd planscript deploy; do
+    for s in storaged deployd planscript deploy boot; do
         f=$REPO/target/bench/$s.md
         if [ -f "$f" ]; then
             echo

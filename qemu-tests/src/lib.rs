@@ -6,8 +6,10 @@
 //! - [`console`]: a VM's serial console (log file, waits with timeouts, input).
 //! - [`qmp`]: the QEMU Machine Protocol (power button, status).
 //! - [`appliance`]: the appliance image as a VM, its readiness, its root shell.
+//! - [`bench`]: boot time, image size and idle memory for BENCHMARKS.md.
 
 pub mod appliance;
+pub mod bench;
 pub mod console;
 pub mod qemu;
 pub mod qmp;

@@ -29,6 +29,19 @@ struct Cli {
 enum Cmd {
     /// Boot the appliance and keep it running until Ctrl-C.
     Run(RunArgs),
+    /// Measure boot time (direct, UEFI, and the kernel's floor), image size and idle RSS;
+    /// print the BENCHMARKS.md section.
+    BenchBoot {
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long, default_value = "target/bench/boot-vms")]
+        dir: PathBuf,
+        /// Written with the section (default: stdout only).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, default_value = "unknown")]
+        commit: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -63,14 +76,38 @@ extern "C" fn on_stop(_: libc::c_int) {
 }
 
 fn main() -> ExitCode {
-    let Cmd::Run(args) = Cli::parse().command;
-    match run(args) {
+    let result = match Cli::parse().command {
+        Cmd::Run(args) => run(args),
+        Cmd::BenchBoot {
+            runs,
+            dir,
+            out,
+            commit,
+        } => bench(runs, &dir, out.as_deref(), &commit),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("streamer-vm: {e:#}");
             ExitCode::from(1)
         }
     }
+}
+
+fn bench(
+    runs: usize,
+    dir: &std::path::Path,
+    out: Option<&std::path::Path>,
+    commit: &str,
+) -> Result<()> {
+    let image = ImageFiles::locate()?;
+    let section = streamer_vm::bench::report(&image, runs, dir, commit)?;
+    print!("{section}");
+    if let Some(out) = out {
+        std::fs::write(out, &section)?;
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
 }
 
 fn run(args: RunArgs) -> Result<()> {

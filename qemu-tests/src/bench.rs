@@ -1,0 +1,247 @@
+//! `streamer-vm bench-boot`: how fast the appliance boots under TCG and how small it is.
+//! Each run boots a fresh disk; the peer is the floor set by the same kernel and QEMU: a
+//! busybox-only initramfs that prints the kernel clock and powers off, so the difference
+//! is what our init, daemons and modules cost.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::appliance::{ApplianceSpec, Boot, ImageFiles, create_disk};
+use crate::qemu::VmSpec;
+
+/// One boot's numbers, in seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct BootTime {
+    /// QEMU start → the line on the serial console, on this machine's clock.
+    pub host: f64,
+    /// The guest kernel's clock at that line.
+    pub guest: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+}
+
+/// Boots the appliance `runs` times on fresh disks; also returns the idle RSS (KiB) per
+/// process measured on the last run.
+pub fn appliance_boots(
+    image: &ImageFiles,
+    boot: Boot,
+    runs: usize,
+    dir: &Path,
+) -> Result<(Vec<BootTime>, Vec<(String, u64)>)> {
+    let mut times = Vec::new();
+    let mut rss = Vec::new();
+    for i in 0..runs {
+        let name = format!("bench-{boot:?}-{i}").to_lowercase();
+        let spec = ApplianceSpec::new(&name, boot, dir)?;
+        let _ = std::fs::remove_file(&spec.disk);
+        create_disk(image, &spec.disk, "4G")?;
+        let mut a = spec.start(image)?;
+        let r = a.wait_ready(Duration::from_secs(600))?;
+        times.push(BootTime {
+            host: r.host_seconds,
+            guest: r.guest_seconds,
+        });
+        if i + 1 == runs {
+            // Idle: after the first-boot work (mke2fs, certificate) has settled.
+            std::thread::sleep(Duration::from_secs(15));
+            a.open_shell()?;
+            let out = a.shell(
+                "for p in /proc/[0-9]*; do r=$(awk '/VmRSS/{print $2}' $p/status 2>/dev/null); \
+                 [ -n \"$r\" ] && echo \"$r $(tr '\\0' ' ' < $p/cmdline | cut -c1-40)\"; done; true",
+                Duration::from_secs(60),
+            )?;
+            for line in out.lines() {
+                let mut w = line.splitn(2, ' ');
+                if let (Some(kib), Some(cmd)) = (w.next(), w.next())
+                    && let Ok(kib) = kib.trim().parse::<u64>()
+                {
+                    rss.push((cmd.trim().to_owned(), kib));
+                }
+            }
+            a.close_shell()?;
+        }
+        a.vm.power_down(Duration::from_secs(120))?;
+        let _ = std::fs::remove_file(&spec.disk);
+    }
+    Ok((times, rss))
+}
+
+/// The same kernel with a busybox-only initramfs: QEMU start → its first shell line.
+pub fn floor_boots(image: &ImageFiles, runs: usize, dir: &Path) -> Result<Vec<BootTime>> {
+    let root = dir.join("floor-root");
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.join("bin"))?;
+    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
+        .context("/bin/busybox (apt-get install busybox-static)")?;
+    let init = "#!/bin/busybox sh\n/bin/busybox mount -t proc proc /proc\n\
+                echo \"floor ready $(/bin/busybox cut -d' ' -f1 /proc/uptime)\"\n\
+                /bin/busybox poweroff -f\n";
+    std::fs::create_dir_all(root.join("proc"))?;
+    std::fs::create_dir_all(root.join("dev"))?;
+    std::fs::write(root.join("init"), init)?;
+    std::fs::set_permissions(
+        root.join("init"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+    let cpio = dir.join("floor.cpio.gz");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cd {} && find . | cpio -o -H newc --quiet | gzip -1 > {}",
+            root.display(),
+            cpio.display()
+        ))
+        .status()?;
+    if !status.success() {
+        bail!("cannot make the floor initramfs");
+    }
+    let mut out = Vec::new();
+    for i in 0..runs {
+        let mut spec = VmSpec::new(&format!("floor-{i}"), dir);
+        spec.arg("-kernel")
+            .arg(image.kernel().display().to_string())
+            .arg("-initrd")
+            .arg(cpio.display().to_string())
+            .arg("-append")
+            .arg("console=ttyS0,115200 quiet panic=10");
+        let mut vm = spec.start()?;
+        let started = Instant::now();
+        let c = vm
+            .console
+            .expect(r"floor ready ([0-9.]+)", Duration::from_secs(300))?;
+        out.push(BootTime {
+            host: started.elapsed().as_secs_f64(),
+            guest: c[1].parse()?,
+        });
+        vm.wait_exit(Duration::from_secs(60))?;
+    }
+    Ok(out)
+}
+
+fn compressed_size(file: &Path, cmd: &str) -> Result<u64> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{cmd} < '{}' | wc -c", file.display()))
+        .output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
+}
+
+/// Runs everything and renders the BENCHMARKS.md section.
+pub fn report(image: &ImageFiles, runs: usize, dir: &Path, commit: &str) -> Result<String> {
+    std::fs::create_dir_all(dir)?;
+    let dir = &std::fs::canonicalize(dir)?;
+    let (direct, rss) = appliance_boots(image, Boot::Direct, runs, dir)?;
+    let (uefi, _) = appliance_boots(image, Boot::Uefi, runs, dir)?;
+    let floor = floor_boots(image, runs, dir)?;
+    let mut s = String::new();
+    let when = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let _ = writeln!(s, "## Appliance boot (QEMU TCG), image size, idle memory\n");
+    let _ = writeln!(
+        s,
+        "Measured {when} at commit {commit} by `make bench` (`streamer-vm bench-boot`): {runs} \
+         boots each on a fresh 4 GiB disk (first boot: the data filesystem is created), \
+         2 vCPUs, 2 GiB, TCG (no KVM on this machine), median shown. \"Guest\" is the guest \
+         kernel's clock at init's `ready after` line (the API answers on 443); \"host\" is \
+         QEMU start → the ready line on the serial console. The peer is the floor of the same \
+         kernel and QEMU: a busybox-only initramfs that prints the kernel clock.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| boot | guest s (median) | host s (median) | runs (guest) |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|");
+    for (name, v) in [
+        ("appliance, direct kernel boot", &direct),
+        ("appliance, UEFI (OVMF → UKI on the ESP)", &uefi),
+        ("peer floor: same kernel, busybox initramfs", &floor),
+    ] {
+        let _ = writeln!(
+            s,
+            "| {name} | {:.2} | {:.2} | {} |",
+            median(v.iter().map(|t| t.guest).collect()),
+            median(v.iter().map(|t| t.host).collect()),
+            v.iter()
+                .map(|t| format!("{:.2}", t.guest))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let _ = writeln!(s, "\nTarget: guest time to ready < 3 s.\n");
+    let disk = image.disk();
+    let raw = std::fs::metadata(&disk)?.len();
+    let _ = writeln!(s, "| artifact | size |");
+    let _ = writeln!(s, "|---|---|");
+    let _ = writeln!(
+        s,
+        "| disk image streamer.img (raw, sparse regions included) | {} |",
+        mib(raw)
+    );
+    let _ = writeln!(
+        s,
+        "| streamer.img, zstd -19 | {} |",
+        mib(compressed_size(&disk, "zstd -q -19 -T0 -c")?)
+    );
+    let _ = writeln!(
+        s,
+        "| streamer.img, gzip -9 | {} |",
+        mib(compressed_size(&disk, "gzip -9 -c")?)
+    );
+    let _ = writeln!(
+        s,
+        "| UKI streamer.efi (kernel + initramfs + command line) | {} |",
+        mib(std::fs::metadata(image.dir.join("streamer.efi"))?.len())
+    );
+    let _ = writeln!(
+        s,
+        "| initramfs.cpio.gz | {} |",
+        mib(std::fs::metadata(image.initramfs())?.len())
+    );
+    let _ = writeln!(s, "\nTarget: < 64 MiB compressed.\n");
+    let _ = writeln!(
+        s,
+        "Idle resident memory (VmRSS) 15 s after ready, first boot, direct boot:\n"
+    );
+    let _ = writeln!(s, "| process | RSS |");
+    let _ = writeln!(s, "|---|---|");
+    let mut daemons = 0;
+    let mut all = 0;
+    let mut rows = rss.clone();
+    rows.sort_by(|a, b| b.1.cmp(&a.1));
+    for (cmd, kib) in &rows {
+        if cmd.is_empty() {
+            continue;
+        }
+        all += kib;
+        if ["storaged", "deployd", "clusterd", "/init", "udhcpc"]
+            .iter()
+            .any(|d| cmd.contains(d))
+        {
+            daemons += kib;
+            let _ = writeln!(s, "| `{cmd}` | {:.1} MiB |", *kib as f64 / 1024.0);
+        }
+    }
+    let _ = writeln!(
+        s,
+        "| **init + daemons together** | **{:.1} MiB** |\n| every user-space process (with the \
+         console and the shell that measured) | {:.1} MiB |",
+        daemons as f64 / 1024.0,
+        all as f64 / 1024.0
+    );
+    let _ = writeln!(s, "\nTarget: idle RSS of all daemons together < 64 MiB.");
+    Ok(s)
+}
