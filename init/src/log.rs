@@ -26,8 +26,10 @@ pub fn copy_to(path: &std::path::Path) -> std::io::Result<()> {
 pub fn say(line: &str) {
     let _ = writeln!(std::io::stderr(), "streamer-init: {line}");
     if let Some(f) = FILE.get() {
+        // The log carries the kernel clock, as dmesg does, to see where boot time goes.
+        let t = crate::sys::boottime().as_secs_f64();
         let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = writeln!(f, "{line}");
+        let _ = writeln!(f, "[{t:9.3}] {line}");
     }
 }
 
