@@ -22,6 +22,9 @@ pub struct BootTime {
     pub guest: f64,
 }
 
+/// A process's command line (shortened) and its resident memory in KiB.
+pub type ProcessRss = (String, u64);
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     if v.is_empty() { 0.0 } else { v[v.len() / 2] }
@@ -34,7 +37,7 @@ pub fn appliance_boots(
     boot: Boot,
     runs: usize,
     dir: &Path,
-) -> Result<(Vec<BootTime>, Vec<(String, u64)>)> {
+) -> Result<(Vec<BootTime>, Vec<ProcessRss>)> {
     let mut times = Vec::new();
     let mut rss = Vec::new();
     for i in 0..runs {
@@ -221,7 +224,7 @@ pub fn report(image: &ImageFiles, runs: usize, dir: &Path, commit: &str) -> Resu
     let mut daemons = 0;
     let mut all = 0;
     let mut rows = rss.clone();
-    rows.sort_by(|a, b| b.1.cmp(&a.1));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1));
     for (cmd, kib) in &rows {
         if cmd.is_empty() {
             continue;
