@@ -25,9 +25,10 @@ test: deps lint image
 	$(CARGO) build --workspace --locked
 	scripts/test-python.sh
 
-# Only the QEMU tests, or those whose name contains SCENARIO (e.g. SCENARIO=uefi).
+# Only the QEMU tests, or those whose name contains SCENARIO (deploy-hpe, deploy-linux,
+# capture, uefi, console, ...).
 test-qemu: deps image
-	$(CARGO) test --locked -p streamer-qemu-tests -- --nocapture $(SCENARIO)
+	$(CARGO) test --locked -p streamer-qemu-tests -- --nocapture $(subst -,_,$(SCENARIO))
 
 # All daemons on this machine in the foreground: state under ./var/dev, HTTPS API on
 # 127.0.0.1:8443, NBD on 127.0.0.1:10809 (see scripts/dev.sh). Ctrl-C stops them.

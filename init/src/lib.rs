@@ -17,6 +17,7 @@ pub mod net;
 pub mod pid1;
 pub mod plan;
 pub mod power;
+pub mod reroot;
 pub mod services;
 pub mod storage;
 pub mod supervisor;

@@ -77,6 +77,13 @@ pub fn run() -> ! {
         sys::sync();
         let _ = sys::reboot(libc::RB_AUTOBOOT);
     }));
+    // Before anything else: the plan-script sandbox needs a root it can pivot_root from.
+    if crate::reroot::needed() {
+        let e = crate::reroot::reroot();
+        say(&format!(
+            "cannot move the root to a tmpfs: {e}; plan scripts will not run"
+        ));
+    }
     match boot() {
         Ok(never) => match never {},
         Err(e) => fatal(&e),

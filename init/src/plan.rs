@@ -148,7 +148,11 @@ impl Plan {
         bin_dir: &Path,
         mgmt_if: Option<&str>,
     ) -> Result<Plan, GraphError> {
-        let mut services = appliance_services(bin_dir);
+        let deploy_ip = match &config.deploy {
+            Some(Mgmt::Static { address, .. }) => Some(*address),
+            _ => None,
+        };
+        let mut services = appliance_services(bin_dir, deploy_ip);
         if let (Mgmt::Dhcp, Some(interface)) = (&config.mgmt, mgmt_if) {
             services.insert(0, dhcp_service(interface, crate::net::UDHCPC_SCRIPT));
         }

@@ -98,8 +98,10 @@ fn args(v: &[&str]) -> Vec<String> {
 }
 
 /// The appliance's services, in start order. `bin_dir` holds the daemons; clusterd is
-/// included only when its binary is there (it is a later component).
-pub fn appliance_services(bin_dir: &Path) -> Vec<ServiceSpec> {
+/// included only when its binary is there (it is a later component). `deploy_ip` is the
+/// appliance's address on the deployment network, given to compute modules as the address
+/// of their boot volumes.
+pub fn appliance_services(bin_dir: &Path, deploy_ip: Option<std::net::IpAddr>) -> Vec<ServiceSpec> {
     let bin = |name: &str| bin_dir.join(name).to_string_lossy().into_owned();
     let clusterd_present = Path::new(&bin("clusterd")).exists();
     let mut services = vec![ServiceSpec {
@@ -139,23 +141,25 @@ pub fn appliance_services(bin_dir: &Path) -> Vec<ServiceSpec> {
         });
         deployd_after.push("clusterd".into());
     }
+    let mut deployd_args = args(&[
+        "--state-dir",
+        DEPLOYD_STATE,
+        "--listen",
+        "0.0.0.0:443",
+        "--storaged",
+        STORAGED_SOCKET,
+        "--nbd",
+        "127.0.0.1:10809",
+        "--admin-password-reset",
+        ADMIN_PASSWORD_RESET,
+    ]);
+    if let Some(ip) = deploy_ip {
+        deployd_args.push("--boot-nbd".into());
+        deployd_args.push(SocketAddr::new(ip, 10809).to_string());
+    }
     services.push(ServiceSpec {
         name: "deployd".into(),
-        argv: [bin("deployd")]
-            .into_iter()
-            .chain(args(&[
-                "--state-dir",
-                DEPLOYD_STATE,
-                "--listen",
-                "0.0.0.0:443",
-                "--storaged",
-                STORAGED_SOCKET,
-                "--nbd",
-                "127.0.0.1:10809",
-                "--admin-password-reset",
-                ADMIN_PASSWORD_RESET,
-            ]))
-            .collect(),
+        argv: [bin("deployd")].into_iter().chain(deployd_args).collect(),
         after: deployd_after,
         readiness: Readiness::Tcp(SocketAddr::from(([127, 0, 0, 1], 443))),
         output: Output::log("deployd"),
@@ -263,7 +267,7 @@ mod tests {
     #[test]
     fn storaged_before_deployd_with_the_documented_command_lines() {
         let dir = tempfile::tempdir().unwrap();
-        let services = start_order(&appliance_services(Path::new("/usr/bin"))).unwrap();
+        let services = start_order(&appliance_services(Path::new("/usr/bin"), None)).unwrap();
         assert_eq!(names(&services), ["storaged", "deployd"]);
         assert_eq!(
             services[0].command_line(),
@@ -290,7 +294,7 @@ mod tests {
         );
         // No clusterd binary in an empty directory either.
         assert_eq!(
-            names(&appliance_services(dir.path())),
+            names(&appliance_services(dir.path(), None)),
             ["storaged", "deployd"]
         );
     }
@@ -299,10 +303,19 @@ mod tests {
     fn clusterd_sits_between_when_present() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("clusterd"), "").unwrap();
-        let services = appliance_services(dir.path());
+        let services = appliance_services(dir.path(), Some("10.77.0.2".parse().unwrap()));
         let order = start_order(&services).unwrap();
         assert_eq!(names(&order), ["storaged", "clusterd", "deployd"]);
         assert_eq!(order[2].after, ["storaged", "clusterd"]);
+        // Compute modules are told the deployment-network address of the NBD service.
+        assert!(
+            order[2].command_line().ends_with(
+                "--nbd 127.0.0.1:10809 --admin-password-reset \
+                            /run/streamer/admin-password-reset --boot-nbd 10.77.0.2:10809"
+            ),
+            "{}",
+            order[2].command_line()
+        );
     }
 
     #[test]

@@ -94,7 +94,7 @@ pub fn create_disk(image: &ImageFiles, disk: &Path, size: &str) -> Result<bool> 
 }
 
 /// How to start the appliance VM.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ApplianceSpec {
     pub name: String,
     pub boot: Boot,
@@ -106,6 +106,8 @@ pub struct ApplianceSpec {
     pub dir: PathBuf,
     pub echo: bool,
     pub memory_mib: u32,
+    /// A tap on the enclosure network for the second NIC (the deployment network).
+    pub deploy_tap: Option<std::os::fd::OwnedFd>,
 }
 
 impl ApplianceSpec {
@@ -120,10 +122,12 @@ impl ApplianceSpec {
             dir: dir.to_owned(),
             echo: false,
             memory_mib: 2048,
+            deploy_tap: None,
         })
     }
 
-    pub fn start(&self, image: &ImageFiles) -> Result<Appliance> {
+    /// Starts the VM; a deployment tap is handed to QEMU (so a spec starts one VM with it).
+    pub fn start(&mut self, image: &ImageFiles) -> Result<Appliance> {
         let mut spec = VmSpec::new(&self.name, &self.dir);
         spec.memory_mib = self.memory_mib;
         spec.echo = self.echo;
@@ -147,6 +151,16 @@ impl ApplianceSpec {
             .arg("i6300esb")
             .arg("-action")
             .arg("watchdog=reset");
+        // The deployment NIC after the management one: the appliance takes its first
+        // Ethernet device for management, the second for deployment.
+        if let Some(tap) = self.deploy_tap.take() {
+            let fd = spec.pass_fd(tap);
+            spec.arg("-netdev")
+                .arg(format!("tap,id=deploy,fd={fd}"))
+                .arg("-device")
+                .arg("virtio-net-pci,netdev=deploy");
+        }
+
         match self.boot {
             Boot::Direct => {
                 let cmdline = format!("{} {}", image.cmdline()?, self.append);

@@ -42,7 +42,7 @@ pub fn appliance_boots(
     let mut rss = Vec::new();
     for i in 0..runs {
         let name = format!("bench-{boot:?}-{i}").to_lowercase();
-        let spec = ApplianceSpec::new(&name, boot, dir)?;
+        let mut spec = ApplianceSpec::new(&name, boot, dir)?;
         let _ = std::fs::remove_file(&spec.disk);
         create_disk(image, &spec.disk, "4G")?;
         let mut a = spec.start(image)?;

@@ -4,12 +4,22 @@
 //!
 //! - [`qemu`]: one QEMU process, killed when dropped.
 //! - [`console`]: a VM's serial console (log file, waits with timeouts, input).
+//! - [`enclosure`]: the enclosure's deployment network (namespaces, bridge, taps).
 //! - [`qmp`]: the QEMU Machine Protocol (power button, status).
 //! - [`appliance`]: the appliance image as a VM, its readiness, its root shell.
+//! - [`api`]: a client of the appliance's REST API (login, uploads, tasks).
+//! - [`redfish`]: a Redfish double that powers compute-module VMs on and off.
+//! - [`compute`]: compute-module VMs booting their OS volume over NBD.
+//! - [`rig`]: a whole enclosure (network, appliance, registered modules) for a scenario.
 //! - [`bench`]: boot time, image size and idle memory for BENCHMARKS.md.
 
+pub mod api;
 pub mod appliance;
 pub mod bench;
+pub mod compute;
 pub mod console;
+pub mod enclosure;
 pub mod qemu;
 pub mod qmp;
+pub mod redfish;
+pub mod rig;

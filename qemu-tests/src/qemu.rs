@@ -17,7 +17,7 @@ pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
 /// What to start; `args` are added after the common ones.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct VmSpec {
     pub name: String,
     pub memory_mib: u32,
@@ -27,6 +27,10 @@ pub struct VmSpec {
     pub dir: PathBuf,
     /// Echo the console to our stdout.
     pub echo: bool,
+    /// Run QEMU in this network namespace (`ip netns exec`).
+    pub netns: Option<String>,
+    /// Descriptors QEMU inherits, at 3, 4, ... in this order (taps).
+    fds: Vec<std::os::fd::OwnedFd>,
 }
 
 /// A running VM.
@@ -48,7 +52,16 @@ impl VmSpec {
             args: Vec::new(),
             dir: dir.to_owned(),
             echo: false,
+            netns: None,
+            fds: Vec::new(),
         }
+    }
+
+    /// Hands `fd` to QEMU; returns the number it has there (for `-netdev tap,fd=N`).
+    pub fn pass_fd(&mut self, fd: std::os::fd::OwnedFd) -> i32 {
+        assert!(self.fds.len() < 16, "at most 16 descriptors");
+        self.fds.push(fd);
+        2 + self.fds.len() as i32
     }
 
     pub fn arg(&mut self, a: impl Into<String>) -> &mut Self {
@@ -79,7 +92,15 @@ impl VmSpec {
         std::fs::create_dir_all(&self.dir)?;
         let qmp_path = self.dir.join(format!("{}.qmp", self.name));
         let _ = std::fs::remove_file(&qmp_path);
-        let mut cmd = Command::new("qemu-system-x86_64");
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "qemu-system-x86_64"]);
+                c
+            }
+            None => Command::new("qemu-system-x86_64"),
+        };
+        inherit_fds(&mut cmd, &self.fds);
         cmd.args([
             "-machine",
             "q35",
@@ -182,6 +203,37 @@ impl Vm {
 impl Drop for Vm {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Makes `fds` the child's descriptors 3, 4, ... (without close-on-exec).
+fn inherit_fds(cmd: &mut Command, fds: &[std::os::fd::OwnedFd]) {
+    use std::os::fd::AsRawFd;
+    if fds.is_empty() {
+        return;
+    }
+    let raw: Vec<i32> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+    // SAFETY: between fork and exec, only fcntl and dup2 (async-signal-safe) on descriptors
+    // that are open in the parent; `raw` was allocated before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            // First all out of the way (above any target number), then into place, so a
+            // descriptor that already sits at a target number is not overwritten early.
+            let mut tmp = [0i32; 16];
+            for (i, fd) in raw.iter().enumerate().take(16) {
+                tmp[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 100);
+                if tmp[i] < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (i, t) in tmp.iter().enumerate().take(raw.len().min(16)) {
+                // dup2 clears close-on-exec on the new descriptor.
+                if libc::dup2(*t, 3 + i as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
     }
 }
 

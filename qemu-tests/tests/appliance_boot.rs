@@ -131,7 +131,7 @@ fn direct_boot_serves_the_api_restarts_daemons_and_keeps_data_across_a_power_cyc
 fn uefi_disk_boot_reaches_ready() {
     let image = ImageFiles::locate().unwrap();
     let work = Workdir::new("uefi-");
-    let spec = ApplianceSpec::new("appliance-uefi", Boot::Uefi, &work.path()).unwrap();
+    let mut spec = ApplianceSpec::new("appliance-uefi", Boot::Uefi, &work.path()).unwrap();
     create_disk(&image, &spec.disk, "2G").unwrap();
     let mut a = spec.start(&image).unwrap();
     let ready = a.wait_ready(BOOT).unwrap();
@@ -144,7 +144,7 @@ fn uefi_disk_boot_reaches_ready() {
 fn console_menu_resets_the_password_dumps_and_reconfigures() {
     let image = ImageFiles::locate().unwrap();
     let work = Workdir::new("console-");
-    let spec = ApplianceSpec::new("appliance-console", Boot::Direct, &work.path()).unwrap();
+    let mut spec = ApplianceSpec::new("appliance-console", Boot::Direct, &work.path()).unwrap();
     create_disk(&image, &spec.disk, "2G").unwrap();
     let mut a = spec.start(&image).unwrap();
     let ready = a.wait_ready(BOOT).unwrap();

@@ -33,6 +33,10 @@ struct Args {
     /// storaged's NBD address (plan runs attach OS volumes there; modules boot from it).
     #[arg(long, default_value = Config::DEFAULT_NBD)]
     nbd: SocketAddr,
+    /// storaged's NBD address as compute modules reach it (the appliance's deployment-network
+    /// address), given to them as their boot target; default: --nbd.
+    #[arg(long)]
+    boot_nbd: Option<SocketAddr>,
     /// Plan runs at once; further deploys and captures queue.
     #[arg(long, default_value_t = Config::DEFAULT_CONCURRENT_RUNS)]
     max_concurrent_runs: usize,
@@ -77,6 +81,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         max_upload_bytes: args.max_upload_mib.saturating_mul(1 << 20),
         max_image_bytes: Config::DEFAULT_MAX_IMAGE,
         nbd_addr: args.nbd,
+        boot_nbd_addr: args.boot_nbd,
         max_concurrent_runs: args.max_concurrent_runs,
     };
     // Plan-script runs interrupted by a crash left mounts, loop devices and scratch file

@@ -27,8 +27,11 @@ pub struct Config {
     pub max_upload_bytes: u64,
     /// Largest disk image a golden image file may unpack to.
     pub max_image_bytes: u64,
-    /// storaged's NBD server: plan runs attach OS volumes there, compute modules boot from it.
+    /// storaged's NBD server as this host reaches it: plan runs attach OS volumes there.
     pub nbd_addr: SocketAddr,
+    /// storaged's NBD server as compute modules reach it (the boot target's address): the
+    /// appliance's address on the deployment network; `None` = `nbd_addr`.
+    pub boot_nbd_addr: Option<SocketAddr>,
     /// Plan runs at once (attach, mount, sandbox); further deploys and captures queue.
     pub max_concurrent_runs: usize,
 }

@@ -199,7 +199,7 @@ async fn make_volume(
 
 /// Steps 5 (profile) and 6.
 async fn finish(st: &Arc<AppState>, job: &DeployJob, task: &TaskHandle, os_id: &str) {
-    let nbd = st.config.nbd_addr;
+    let nbd = st.config.boot_nbd_addr.unwrap_or(st.config.nbd_addr);
     let storage_volume = os_volumes::storage_volume_of(st, os_id).unwrap_or_default();
     let os_uri = OS_VOLUMES.uri(os_id);
     let target = json!({

@@ -69,6 +69,7 @@ impl TestServer {
             max_upload_bytes: Config::DEFAULT_MAX_UPLOAD,
             max_image_bytes: Config::DEFAULT_MAX_IMAGE,
             nbd_addr,
+            boot_nbd_addr: None,
             max_concurrent_runs: Config::DEFAULT_CONCURRENT_RUNS,
         };
         let (state, _) = AppState::open(config).unwrap();

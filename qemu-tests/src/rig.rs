@@ -1,0 +1,126 @@
+//! A whole virtual enclosure for a scenario: the deployment network, the appliance VM with
+//! one NIC on it (and its API forwarded to this host), and compute modules registered with
+//! the appliance, each with a Redfish double. Dropping the rig stops every VM and removes
+//! the namespaces.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
+
+use crate::api::Api;
+use crate::appliance::{Appliance, ApplianceSpec, Boot, ImageFiles, create_disk};
+use crate::compute::ComputeModule;
+use crate::enclosure::Enclosure;
+use crate::redfish::RedfishDouble;
+
+/// The deployment network: the harness is .1, the appliance .2, module `i` is .(11+i).
+pub const NET: &str = "10.77.0";
+pub const APPLIANCE_IP: &str = "10.77.0.2";
+
+/// The address of module `i` (0-based).
+pub fn module_ip(i: usize) -> String {
+    format!("{NET}.{}", 11 + i)
+}
+
+/// Field order is drop order: Redfish doubles, then module VMs, then the appliance, then
+/// the network they were on.
+#[derive(Debug)]
+pub struct Rig {
+    doubles: Vec<RedfishDouble>,
+    pub modules: Vec<Arc<ComputeModule>>,
+    pub appliance: Appliance,
+    pub api: Api,
+    pub enclosure: Enclosure,
+    pub work: PathBuf,
+}
+
+impl Rig {
+    /// Boots the appliance on a fresh disk with `modules` compute modules registered.
+    pub fn start(work: &Path, modules: usize) -> Result<Rig> {
+        let image = ImageFiles::locate()?;
+        let enclosure = Enclosure::new()?;
+        enclosure.host_address(&format!("{NET}.1/24"))?;
+        let mut spec = ApplianceSpec::new("appliance", Boot::Direct, work)?;
+        create_disk(&image, &spec.disk, "8G")?;
+        spec.memory_mib = 3072;
+        spec.deploy_tap = Some(enclosure.tap("tapapp")?);
+        spec.append = format!("streamer.deploy=static:{APPLIANCE_IP}/24");
+        let mut appliance = spec.start(&image)?;
+        let ready = appliance.wait_ready(Duration::from_secs(300))?;
+        let password = ready
+            .password
+            .context("the appliance did not show its first-start password")?;
+        let api = Api::login(&appliance.api_url(), "Administrator", &password)?;
+        let mut rig = Rig {
+            doubles: Vec::new(),
+            modules: Vec::new(),
+            appliance,
+            api,
+            enclosure,
+            work: work.to_owned(),
+        };
+        for i in 0..modules {
+            rig.add_module(i)?;
+        }
+        Ok(rig)
+    }
+
+    fn add_module(&mut self, i: usize) -> Result<()> {
+        let name = format!("bay{}", i + 1);
+        let ip = module_ip(i);
+        let ns = self
+            .enclosure
+            .module_namespace(i as u32 + 1, &format!("{ip}/24"))?;
+        let module = Arc::new(ComputeModule::new(&name, &ip, &ns, &self.work));
+        let double = RedfishDouble::start(module.reset_handler(self.api.clone()))?;
+        let r = self.api.post(
+            "/rest/server-hardware",
+            &json!({
+                "name": name,
+                "macAddresses": [format!("52:54:00:77:00:{:02x}", 11 + i)],
+                "deploymentIpv4": ip,
+                "redfish": {"address": double.address_from_guest(), "username": "admin",
+                            "password": "redfish-pw"},
+            }),
+        )?;
+        let status = r.status();
+        let v: Value = r.json()?;
+        if status != 201 {
+            anyhow::bail!("registering {name}: {status} {v}");
+        }
+        let uri = v["uri"].as_str().context("server hardware uri")?.to_owned();
+        let _ = module.hardware_uri.set(uri);
+        self.doubles.push(double);
+        self.modules.push(module);
+        Ok(())
+    }
+
+    /// Creates a server profile deploying `plan_uri` with `attributes` on module `i` and
+    /// powering it on; returns the completed task.
+    pub fn deploy(
+        &self,
+        i: usize,
+        profile: &str,
+        plan_uri: &str,
+        attributes: Value,
+    ) -> Result<Value> {
+        let hw = self.modules[i]
+            .hardware_uri
+            .get()
+            .context("module not registered")?;
+        self.api.wait_task(
+            self.api.post(
+                "/rest/server-profiles",
+                &json!({
+                    "name": profile, "serverHardwareUri": hw, "powerOnAfterDeploy": true,
+                    "osDeploymentSettings": {"osDeploymentPlanUri": plan_uri,
+                                             "osCustomAttributes": attributes},
+                }),
+            )?,
+            Duration::from_secs(600),
+        )
+    }
+}
