@@ -23,7 +23,10 @@ packages=(
     cpio            # cpio -it: cross-checks the initramfs (image tests)
     qemu-system-x86 # qemu-system-x86_64: the appliance VM (make run, QEMU tests)
     ovmf            # OVMF_CODE_4M.fd/OVMF_VARS_4M.fd: UEFI firmware for the appliance VM
-    iproute2        # ip netns: network-namespace tests of init's networking
+    iproute2        # ip netns: network-namespace tests of init's networking, the QEMU enclosure
+    iputils-ping    # ping: the QEMU scenarios ping deployed compute modules
+    mmdebstrap      # the Debian golden image of the QEMU scenarios (deploy-linux, capture)
+    openssl         # openssl passwd: the scenario user's password hash
 )
 
 missing=()

@@ -248,25 +248,7 @@ impl Appliance {
     /// Runs a command in the open root shell; returns its output (between the command and
     /// the next prompt, without the echo).
     pub fn shell(&mut self, command: &str, timeout: Duration) -> Result<String> {
-        let c = &mut self.vm.console;
-        // The markers are assembled by printf, so the terminal's echo of the command line
-        // never matches them.
-        c.send(&format!(
-            "printf '__%s__\\n' begin; {command}\nprintf '__%s__%d\\n' end $?\n"
-        ))?;
-        let got = c.expect(r"(?s)__begin__\r?\n(.*?)__end__(\d+)", timeout)?;
-        c.expect(r"streamer# ", Duration::from_secs(10))?;
-        // Drop the echoed second command line (printed before its own output).
-        let out: String = got[1]
-            .replace('\r', "")
-            .lines()
-            .filter(|l| !l.contains("printf '__%s__%d"))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        if got[2] != "0" {
-            bail!("`{command}` exited with {}: {out}", got[2]);
-        }
-        Ok(out)
+        self.vm.console.shell(command, r"streamer# ", timeout)
     }
 
     /// Leaves the shell and the menu.

@@ -15,6 +15,9 @@ use crate::api::Api;
 use crate::console::Console;
 use crate::qemu::{Vm, VmSpec};
 
+/// A user's shell prompt in the Debian guests (`user@host:~$ `).
+pub const SHELL_PROMPT: &str = r"\$ $|\$ \x1b|:~\$ ";
+
 /// Where a module boots from: the server profile's `bootTarget`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootTarget {
@@ -59,6 +62,8 @@ pub struct ComputeModule {
     pub hardware_uri: OnceLock<String>,
     vm: Mutex<Option<Vm>>,
     boots: Mutex<u32>,
+    /// A NIC on the enclosure bridge: (enclosure namespace, tap name, MAC).
+    nic: Option<(String, String, String)>,
 }
 
 impl ComputeModule {
@@ -72,7 +77,15 @@ impl ComputeModule {
             hardware_uri: OnceLock::new(),
             vm: Mutex::new(None),
             boots: Mutex::new(0),
+            nic: None,
         }
+    }
+
+    /// Gives the module's VM a NIC with `mac` on the enclosure bridge of `enclosure_ns`
+    /// (through tap `tap`, made at each power-on).
+    pub fn with_nic(mut self, enclosure_ns: &str, tap: &str, mac: &str) -> Self {
+        self.nic = Some((enclosure_ns.into(), tap.into(), mac.into()));
+        self
     }
 
     /// The boot target of the profile assigned to this module.
@@ -103,6 +116,13 @@ impl ComputeModule {
         ));
         spec.arg("-device")
             .arg("virtio-blk-pci,drive=os,bootindex=1");
+        if let Some((ns, tap, mac)) = &self.nic {
+            let fd = spec.pass_fd(crate::enclosure::bridge_tap(ns, tap)?);
+            spec.arg("-netdev")
+                .arg(format!("tap,id=nic0,fd={fd}"))
+                .arg("-device")
+                .arg(format!("virtio-net-pci,netdev=nic0,mac={mac},romfile="));
+        }
         let vm = spec.start()?;
         let mut slot = self.vm.lock().unwrap_or_else(|e| e.into_inner());
         *slot = Some(vm);
@@ -138,6 +158,24 @@ impl ComputeModule {
     /// Waits for `pattern` on the console of the running VM.
     pub fn expect(&self, pattern: &str, timeout: Duration) -> Result<Vec<String>> {
         self.console(|c| c.expect(pattern, timeout))?
+    }
+
+    /// Logs in on the serial console (at its login prompt) and waits for the shell prompt.
+    pub fn login(&self, user: &str, password: &str) -> Result<()> {
+        self.console(|c| -> Result<()> {
+            c.send("\n")?;
+            c.expect(r"login: ", Duration::from_secs(60))?;
+            c.send(&format!("{user}\n"))?;
+            c.expect(r"Password: ", Duration::from_secs(60))?;
+            c.send(&format!("{password}\n"))?;
+            c.expect(SHELL_PROMPT, Duration::from_secs(120))?;
+            Ok(())
+        })?
+    }
+
+    /// Runs `command` in the logged-in shell on the console; its output.
+    pub fn shell(&self, command: &str, timeout: Duration) -> Result<String> {
+        self.console(|c| c.shell(command, SHELL_PROMPT, timeout))?
     }
 
     /// A Redfish reset callback that powers this module.

@@ -137,6 +137,30 @@ impl Console {
         Ok(())
     }
 
+    /// Runs `command` in the shell at the console and returns its output; `prompt` (a
+    /// regex) is the shell's prompt, waited for after the command. Fails when the command
+    /// exits non-zero.
+    pub fn shell(&mut self, command: &str, prompt: &str, timeout: Duration) -> Result<String> {
+        // The markers are assembled by printf, so the terminal's echo of the command line
+        // never matches them.
+        self.send(&format!(
+            "printf '__%s__\\n' begin; {command}\nprintf '__%s__%d\\n' end $?\n"
+        ))?;
+        let got = self.expect(r"(?s)__begin__\r?\n(.*?)__end__(\d+)", timeout)?;
+        self.expect(prompt, Duration::from_secs(10))?;
+        // Drop the echoed second command line (printed before its own output).
+        let out: String = got[1]
+            .replace('\r', "")
+            .lines()
+            .filter(|l| !l.contains("printf '__%s__%d"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        if got[2] != "0" {
+            bail!("`{command}` exited with {}: {out}", got[2]);
+        }
+        Ok(out)
+    }
+
     /// Takes the input side (for forwarding our own stdin to the VM).
     pub fn take_input(&mut self) -> Option<ChildStdin> {
         self.input.take()

@@ -81,10 +81,7 @@ impl Enclosure {
 
     /// A tap on the bridge, opened for a VM: pass the fd to QEMU as `-netdev tap,fd=N`.
     pub fn tap(&self, name: &str) -> Result<OwnedFd> {
-        let fd = open_tap_in(&self.netns, name)?;
-        self.exec(&["link", "set", name, "master", "br0"])?;
-        self.exec(&["link", "set", name, "up"])?;
-        Ok(fd)
+        bridge_tap(&self.netns, name)
     }
 
     /// A namespace for compute module `n` whose veth is on the bridge with `cidr` (its
@@ -138,6 +135,14 @@ impl Drop for Enclosure {
 fn unsafe_geteuid() -> u32 {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() }
+}
+
+/// A tap `name` on bridge `br0` of namespace `netns`, opened: it exists while the fd is open.
+pub fn bridge_tap(netns: &str, name: &str) -> Result<OwnedFd> {
+    let fd = open_tap_in(netns, name)?;
+    ip(&["-n", netns, "link", "set", name, "master", "br0"])?;
+    ip(&["-n", netns, "link", "set", name, "up"])?;
+    Ok(fd)
 }
 
 /// Opens (creating) tap `name` inside namespace `netns`, from a thread that enters the

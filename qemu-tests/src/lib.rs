@@ -10,6 +10,8 @@
 //! - [`api`]: a client of the appliance's REST API (login, uploads, tasks).
 //! - [`redfish`]: a Redfish double that powers compute-module VMs on and off.
 //! - [`compute`]: compute-module VMs booting their OS volume over NBD.
+//! - [`debian`]: a cached Debian golden image made with mmdebstrap.
+//! - [`linux`]: the Linux scenarios' plans (deploy: hostname, address, user; capture).
 //! - [`rig`]: a whole enclosure (network, appliance, registered modules) for a scenario.
 //! - [`bench`]: boot time, image size and idle memory for BENCHMARKS.md.
 
@@ -18,7 +20,9 @@ pub mod appliance;
 pub mod bench;
 pub mod compute;
 pub mod console;
+pub mod debian;
 pub mod enclosure;
+pub mod linux;
 pub mod qemu;
 pub mod qmp;
 pub mod redfish;

@@ -25,6 +25,17 @@ pub fn module_ip(i: usize) -> String {
     format!("{NET}.{}", 11 + i)
 }
 
+/// The MAC of module `i`'s NIC on the enclosure network.
+pub fn module_mac(i: usize) -> String {
+    format!("52:54:00:77:00:{:02x}", 11 + i)
+}
+
+/// The address a deployed OS gives module `i` on the enclosure network (its NIC; the
+/// module's deployment address belongs to its NBD connection).
+pub fn guest_ip(i: usize) -> String {
+    format!("{NET}.{}", 111 + i)
+}
+
 /// Field order is drop order: Redfish doubles, then module VMs, then the appliance, then
 /// the network they were on.
 #[derive(Debug)]
@@ -74,13 +85,17 @@ impl Rig {
         let ns = self
             .enclosure
             .module_namespace(i as u32 + 1, &format!("{ip}/24"))?;
-        let module = Arc::new(ComputeModule::new(&name, &ip, &ns, &self.work));
+        let module = Arc::new(ComputeModule::new(&name, &ip, &ns, &self.work).with_nic(
+            &self.enclosure.netns,
+            &format!("tapm{}", i + 1),
+            &module_mac(i),
+        ));
         let double = RedfishDouble::start(module.reset_handler(self.api.clone()))?;
         let r = self.api.post(
             "/rest/server-hardware",
             &json!({
                 "name": name,
-                "macAddresses": [format!("52:54:00:77:00:{:02x}", 11 + i)],
+                "macAddresses": [module_mac(i)],
                 "deploymentIpv4": ip,
                 "redfish": {"address": double.address_from_guest(), "username": "admin",
                             "password": "redfish-pw"},

@@ -44,3 +44,8 @@ pub fn corpus(rel: &str) -> Vec<u8> {
         )
     })
 }
+
+/// Where built artifacts (the Debian golden image) are kept between runs.
+pub fn cache_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/qemu-tests/cache")
+}
