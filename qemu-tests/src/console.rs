@@ -149,7 +149,11 @@ impl Console {
         let got = self.expect(r"(?s)__begin__\r?\n(.*?)__end__(\d+)", timeout)?;
         self.expect(prompt, Duration::from_secs(10))?;
         // Drop the echoed second command line (printed before its own output).
-        let out: String = got[1]
+        // Without terminal control sequences (bash's bracketed-paste switches, colours).
+        let plain = Regex::new(r"\x1b\[[0-9;?]*[A-Za-z]")
+            .map(|re| re.replace_all(&got[1], "").into_owned())
+            .unwrap_or_else(|_| got[1].clone());
+        let out: String = plain
             .replace('\r', "")
             .lines()
             .filter(|l| !l.contains("printf '__%s__%d"))

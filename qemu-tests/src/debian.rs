@@ -10,14 +10,15 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 
 /// Bump when the recipe changes: the cache key.
-const RECIPE: &str = "debian12-systemd-uki-v1";
+const RECIPE: &str = "debian12-systemd-uki-v2";
 /// The root filesystem's partition (the plan scripts mount /dev/sda2).
 pub const ROOT_PARTITION: u32 = 2;
 const ESP_MIB: u64 = 64;
 const ROOT_MIB: u64 = 768;
-/// Packages over mmdebstrap's minbase.
-const PACKAGES: &str =
-    "systemd-sysv,udev,kmod,linux-image-amd64,initramfs-tools,ifupdown,iputils-ping,login,passwd";
+/// Packages over mmdebstrap's minbase (dbus: systemd-logind, which turns the ACPI power
+/// button into a clean shutdown, needs it).
+const PACKAGES: &str = "systemd-sysv,udev,kmod,dbus,linux-image-amd64,initramfs-tools,ifupdown,\
+                        iputils-ping,login,passwd";
 /// The golden image's kernel command line: the root by device name (the OS volume is the
 /// module's only virtio disk), classic interface names (eth0) and the serial console.
 const CMDLINE: &str = "root=/dev/vda2 rw net.ifnames=0 console=ttyS0,115200";

@@ -35,6 +35,8 @@ write-append /etc/group "@UserName@:x:1000:\n"
 write-append /etc/shadow "@UserName@:@UserPasswordHash@:19000:0:99999:7:::\n"
 mkdir-p /home/@UserName@
 chmod 0777 /home/@UserName@
+mkdir-p /etc/ssh
+write /etc/ssh/ssh_host_ed25519_key "host key of @Hostname@\n"
 echo "host @Hostname@ with user @UserName@"
 umount-all
 "#;
@@ -78,13 +80,15 @@ pub fn upload_golden_image(api: &Api, name: &str, raw: &Path) -> Result<String> 
 
 /// The deploy plan (plan script, build plan, deployment plan) on `golden`; its URI.
 pub fn deployment_plan(api: &Api, golden: &str) -> Result<String> {
+    let tag = golden.rsplit('/').next().unwrap_or(golden);
     let ps = created_uri(api.post(
         "/rest/plan-scripts",
-        &json!({"name": "debian personalize", "planType": "deploy", "content": DEPLOY_SCRIPT}),
+        &json!({"name": format!("debian personalize {tag}"), "planType": "deploy",
+                "content": DEPLOY_SCRIPT}),
     )?)?;
     let bp = created_uri(api.post(
         "/rest/build-plans",
-        &json!({"name": "debian deploy", "oeBuildPlanType": "deploy",
+        &json!({"name": format!("debian deploy {tag}"), "oeBuildPlanType": "deploy",
                 "buildStep": [{"serialNumber": "1", "planScriptUri": ps, "parameters": null}],
                 "customAttributes": [
             {"name": "Hostname", "type": "hostname", "value": "", "constraints": "{\"helpText\":\"\"}"},
@@ -96,7 +100,7 @@ pub fn deployment_plan(api: &Api, golden: &str) -> Result<String> {
     )?)?;
     created_uri(api.post(
         "/rest/deployment-plans",
-        &json!({"name": format!("debian on {golden}"), "oeBuildPlanURI": bp,
+        &json!({"name": format!("debian on {tag}"), "oeBuildPlanURI": bp,
                 "goldenImageURI": golden, "hpProvided": false}),
     )?)
 }
