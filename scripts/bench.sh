@@ -18,13 +18,14 @@ fi
 # The appliance image in QEMU: boot time, image size, idle memory (needs `make image`).
 "$REPO/target/release/streamer-vm" bench-boot --runs 3 --dir "$REPO/target/bench/boot-vms" \
     --out "$REPO/target/bench/boot.md" --commit "$(git -C "$REPO" rev-parse --short HEAD)"
+"$REPO/scripts/bench-scenarios.sh"
 {
     echo "# Benchmarks"
     echo
     echo "Every figure is measured by \`make bench\` on this project's machine (2 cores, 24 GiB); each"
     echo "section says when, at which commit, and under what load. Peers named by the issues are"
     echo "measured side by side in the same run."
-    for s in storaged deployd planscript deploy boot; do
+    for s in storaged deployd planscript deploy boot scenarios; do
         f=$REPO/target/bench/$s.md
         if [ -f "$f" ]; then
             echo

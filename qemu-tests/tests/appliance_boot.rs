@@ -6,7 +6,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
-use std::path::PathBuf;
+mod common;
+
+use common::Workdir;
+
 use std::time::Duration;
 
 use streamer_vm::appliance::{
@@ -16,35 +19,6 @@ use streamer_vm::appliance::{
 /// TCG is slow and CI machines are shared: generous, but bounded.
 const BOOT: Duration = Duration::from_secs(300);
 const POWER_OFF: Duration = Duration::from_secs(90);
-
-/// A directory for disks and console logs, removed when the test passes and kept (with its
-/// path printed) when it fails.
-struct Workdir(Option<tempfile::TempDir>);
-
-impl Workdir {
-    fn new(test: &str) -> Workdir {
-        let base = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/qemu-tests");
-        std::fs::create_dir_all(&base).unwrap();
-        Workdir(Some(
-            tempfile::Builder::new()
-                .prefix(test)
-                .tempdir_in(base)
-                .unwrap(),
-        ))
-    }
-    fn path(&self) -> PathBuf {
-        self.0.as_ref().unwrap().path().to_owned()
-    }
-}
-
-impl Drop for Workdir {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let dir = self.0.take().unwrap().keep();
-            eprintln!("console logs kept in {}", dir.display());
-        }
-    }
-}
 
 fn version_ok(port_url: &str) {
     let (status, body) = https_get(&format!("{port_url}/rest/version")).unwrap();

@@ -63,9 +63,9 @@ fn capture_generalizes_and_node3_boots_with_the_marker() {
             long,
         )
         .unwrap();
-    eprintln!(
-        "capture request → golden image ready: {:.1} s",
-        started.elapsed().as_secs_f64()
+    common::record(
+        "capture: capture request → golden image ready",
+        started.elapsed().as_secs_f64(),
     );
     let captured = task["associatedResource"]["resourceUri"].as_str().unwrap();
 
@@ -76,9 +76,9 @@ fn capture_generalizes_and_node3_boots_with_the_marker() {
     rig.deploy(1, "node3", &plan3, values).unwrap();
     let n3 = &rig.modules[1];
     n3.expect(r"\nnode3 login: ", long).unwrap();
-    eprintln!(
-        "node3: deploy request → login prompt {:.1} s",
-        started.elapsed().as_secs_f64()
+    common::record(
+        "capture: deploy request → login prompt (node3, from the captured image)",
+        started.elapsed().as_secs_f64(),
     );
     n3.login(USER, PASSWORD).unwrap();
     assert_eq!(n3.shell("cat ~/marker", t).unwrap().trim(), MARKER);

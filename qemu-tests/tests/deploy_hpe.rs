@@ -50,10 +50,12 @@ fn deploy_hpe_two_modules_boot_their_personalized_loader() {
             Duration::from_secs(300),
         )
         .unwrap();
-        eprintln!(
-            "{}: deploy request → personalized loader message in {:.1} s",
-            m.name,
-            start.elapsed().as_secs_f64()
+        common::record(
+            &format!(
+                "deploy-hpe: deploy request → UEFI loader message ({})",
+                m.name
+            ),
+            start.elapsed().as_secs_f64(),
         );
         m.expect(&format!("ExampleString1: {s1}"), Duration::from_secs(30))
             .unwrap();

@@ -19,7 +19,10 @@ fn deploy_linux_two_modules_boot_to_login_and_answer_ping() {
     let rig = Rig::start(&work.path(), 2).unwrap();
     let t0 = Instant::now();
     let gi = linux::upload_golden_image(&rig.api, "debian12", &golden).unwrap();
-    eprintln!("golden image upload: {:.1} s", t0.elapsed().as_secs_f64());
+    common::record(
+        "deploy-linux: golden image upload (832 MiB raw, gzip)",
+        t0.elapsed().as_secs_f64(),
+    );
     let plan = linux::deployment_plan(&rig.api, &gi).unwrap();
 
     let mut started = Vec::new();
@@ -38,9 +41,9 @@ fn deploy_linux_two_modules_boot_to_login_and_answer_ping() {
         let host = format!("node{}", i + 1);
         m.expect(&format!(r"\n{host} login: "), Duration::from_secs(900))
             .unwrap();
-        eprintln!(
-            "{host}: deploy request → login prompt {:.1} s",
-            started[i].elapsed().as_secs_f64()
+        common::record(
+            &format!("deploy-linux: deploy request → login prompt ({host}, two at once)"),
+            started[i].elapsed().as_secs_f64(),
         );
     }
     for i in 0..2 {

@@ -49,3 +49,19 @@ pub fn corpus(rel: &str) -> Vec<u8> {
 pub fn cache_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/qemu-tests/cache")
 }
+
+/// With `STREAMER_BENCH_RECORD=FILE` (set by `make bench`), appends `what<TAB>seconds` to
+/// FILE: the scenarios' timings for BENCHMARKS.md.
+pub fn record(what: &str, seconds: f64) {
+    eprintln!("{what}: {seconds:.1} s");
+    if let Some(path) = std::env::var_os("STREAMER_BENCH_RECORD") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "{what}\t{seconds:.1}");
+        }
+    }
+}
