@@ -30,6 +30,7 @@ fn start() -> Server {
         max_image_bytes: Config::DEFAULT_MAX_IMAGE,
         nbd_addr: Config::DEFAULT_NBD.parse().unwrap(),
         boot_nbd_addr: None,
+        power_control_pid: None,
         max_concurrent_runs: Config::DEFAULT_CONCURRENT_RUNS,
     })
     .unwrap();

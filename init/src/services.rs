@@ -152,6 +152,8 @@ pub fn appliance_services(bin_dir: &Path, deploy_ip: Option<std::net::IpAddr>) -
         "127.0.0.1:10809",
         "--admin-password-reset",
         ADMIN_PASSWORD_RESET,
+        "--power-control-pid",
+        "1",
     ]);
     if let Some(ip) = deploy_ip {
         deployd_args.push("--boot-nbd".into());
@@ -278,7 +280,7 @@ mod tests {
             services[1].command_line(),
             "/usr/bin/deployd --state-dir /data/deployd --listen 0.0.0.0:443 \
              --storaged /run/streamer/storaged.sock --nbd 127.0.0.1:10809 \
-             --admin-password-reset /run/streamer/admin-password-reset"
+             --admin-password-reset /run/streamer/admin-password-reset --power-control-pid 1"
         );
         assert_eq!(
             services[1].output,
@@ -309,10 +311,9 @@ mod tests {
         assert_eq!(order[2].after, ["storaged", "clusterd"]);
         // Compute modules are told the deployment-network address of the NBD service.
         assert!(
-            order[2].command_line().ends_with(
-                "--nbd 127.0.0.1:10809 --admin-password-reset \
-                            /run/streamer/admin-password-reset --boot-nbd 10.77.0.2:10809"
-            ),
+            order[2]
+                .command_line()
+                .ends_with("--power-control-pid 1 --boot-nbd 10.77.0.2:10809"),
             "{}",
             order[2].command_line()
         );

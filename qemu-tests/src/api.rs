@@ -8,6 +8,14 @@ use reqwest::Method;
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use serde_json::{Value, json};
 
+/// An HTTPS client that accepts the appliance's self-signed certificate.
+pub fn insecure_client(timeout: Duration) -> Result<Client> {
+    Ok(Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(timeout)
+        .build()?)
+}
+
 /// An authenticated session.
 #[derive(Debug, Clone)]
 pub struct Api {
@@ -18,10 +26,7 @@ pub struct Api {
 
 impl Api {
     pub fn login(base: &str, user: &str, password: &str) -> Result<Api> {
-        let http = Client::builder()
-            .danger_accept_invalid_certs(true)
-            .timeout(Duration::from_secs(600))
-            .build()?;
+        let http = insecure_client(Duration::from_secs(600))?;
         let r = http
             .post(format!("{base}/rest/login-sessions"))
             .header("X-API-Version", "2020")

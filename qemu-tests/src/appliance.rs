@@ -264,10 +264,7 @@ impl Appliance {
 
 /// GET over HTTPS (the appliance's certificate is self-signed): status and body.
 pub fn https_get(url: &str) -> Result<(u16, String)> {
-    let client = reqwest::blocking::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .timeout(Duration::from_secs(20))
-        .build()?;
+    let client = crate::api::insecure_client(Duration::from_secs(20))?;
     let r = client
         .get(url)
         .header("X-API-Version", "2020")
@@ -279,10 +276,7 @@ pub fn https_get(url: &str) -> Result<(u16, String)> {
 
 /// Logs in to the API (`POST /rest/login-sessions`); the HTTP status.
 pub fn login_status(base: &str, user: &str, password: &str) -> Result<u16> {
-    let client = reqwest::blocking::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .timeout(Duration::from_secs(30))
-        .build()?;
+    let client = crate::api::insecure_client(Duration::from_secs(30))?;
     let body = serde_json::json!({ "userName": user, "password": password });
     let r = client
         .post(format!("{base}/rest/login-sessions"))

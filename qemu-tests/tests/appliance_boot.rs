@@ -12,6 +12,7 @@ use common::Workdir;
 
 use std::time::Duration;
 
+use streamer_vm::api::Api;
 use streamer_vm::appliance::{
     ApplianceSpec, Boot, ImageFiles, create_disk, https_get, login_status,
 };
@@ -98,7 +99,19 @@ fn direct_boot_serves_the_api_restarts_daemons_and_keeps_data_across_a_power_cyc
     assert_eq!(marker.trim(), "kept-across-power-off");
     a.close_shell().unwrap();
     version_ok(&a.api_url());
-    assert!(a.vm.power_down(POWER_OFF).unwrap().success());
+
+    // An API request powers it off as cleanly as the power button.
+    let api = Api::login(&a.api_url(), "Administrator", &ready.password.unwrap()).unwrap();
+    let r = api
+        .post("/rest/appliance/shutdown?type=HALT", &serde_json::json!({}))
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let status = a.vm.wait_exit(POWER_OFF).unwrap();
+    assert!(status.success(), "{status}");
+    let text = a.vm.console.text();
+    let second = text.rsplit("data partition mounted").next().unwrap();
+    assert!(second.contains("PowerOff: stopping services"), "{second}");
+    assert!(second.contains("reboot: Power down"), "{second}");
 }
 
 #[test]

@@ -37,6 +37,10 @@ struct Args {
     /// address), given to them as their boot target; default: --nbd.
     #[arg(long)]
     boot_nbd: Option<SocketAddr>,
+    /// The appliance's init: POST /rest/appliance/shutdown signals it (SIGUSR2 power off,
+    /// SIGUSR1 reboot). Without it that request is refused.
+    #[arg(long)]
+    power_control_pid: Option<i32>,
     /// Plan runs at once; further deploys and captures queue.
     #[arg(long, default_value_t = Config::DEFAULT_CONCURRENT_RUNS)]
     max_concurrent_runs: usize,
@@ -82,6 +86,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         max_image_bytes: Config::DEFAULT_MAX_IMAGE,
         nbd_addr: args.nbd,
         boot_nbd_addr: args.boot_nbd,
+        power_control_pid: args.power_control_pid,
         max_concurrent_runs: args.max_concurrent_runs,
     };
     // Plan-script runs interrupted by a crash left mounts, loop devices and scratch file

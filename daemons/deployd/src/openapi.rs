@@ -13,6 +13,7 @@ use crate::api::error::ErrorBody;
     ),
     paths(
         crate::api::version::get_version,
+        crate::api::appliance::shutdown,
         crate::api::sessions::login,
         crate::api::sessions::renew,
         crate::api::sessions::logout,

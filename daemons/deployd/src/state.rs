@@ -32,6 +32,9 @@ pub struct Config {
     /// storaged's NBD server as compute modules reach it (the boot target's address): the
     /// appliance's address on the deployment network; `None` = `nbd_addr`.
     pub boot_nbd_addr: Option<SocketAddr>,
+    /// The appliance's init, signalled by `POST /rest/appliance/shutdown`; `None` (not on an
+    /// appliance) refuses the request.
+    pub power_control_pid: Option<i32>,
     /// Plan runs at once (attach, mount, sandbox); further deploys and captures queue.
     pub max_concurrent_runs: usize,
 }

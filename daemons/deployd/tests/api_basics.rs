@@ -223,6 +223,33 @@ fn read_only_users_can_read_but_not_change() {
 }
 
 #[test]
+fn appliance_shutdown_needs_an_administrator_a_valid_type_and_an_appliance() {
+    let s = TestServer::start();
+    let anonymous = s.anonymous();
+    let r = anonymous
+        .post(format!("{}/rest/appliance/shutdown?type=HALT", s.base))
+        .header("X-API-Version", "2020")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let admin = s.login(2020);
+    let bad = admin.post("/rest/appliance/shutdown?type=NAP", &json!({}));
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().unwrap().contains("INVALID_SHUTDOWN_TYPE"));
+    // This deployd was started without --power-control-pid: nothing to signal.
+    let r = admin.post("/rest/appliance/shutdown?type=REBOOT", &json!({}));
+    assert_eq!(r.status(), 409);
+    assert!(r.text().unwrap().contains("NOT_AN_APPLIANCE"));
+    admin.post(
+        "/rest/users",
+        &json!({"userName": "viewer", "password": "viewer-pass", "roles": ["Read only"]}),
+    );
+    let viewer = s.login_as("viewer", "viewer-pass", 2020);
+    let r = viewer.post("/rest/appliance/shutdown?type=HALT", &json!({}));
+    assert_eq!(r.status(), 403);
+}
+
+#[test]
 fn repeated_failed_logins_are_rate_limited() {
     let s = TestServer::start();
     let http = s.anonymous();

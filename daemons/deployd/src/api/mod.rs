@@ -4,6 +4,7 @@
 //! header, roles, the audit log); each resource has its own module of handlers; `openapi`
 //! describes them all.
 
+pub mod appliance;
 pub mod collection;
 pub mod error;
 pub mod sessions;
@@ -37,6 +38,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/rest/tasks", get(tasks::list_tasks))
         .route("/rest/tasks/{id}", get(tasks::get_task))
         .route("/rest/openapi.json", get(crate::openapi::get_openapi))
+        .route("/rest/appliance/shutdown", post(appliance::shutdown))
         .merge(users::routes())
         .merge(artifacts::plan_scripts::routes())
         .merge(artifacts::build_plans::routes())

@@ -70,6 +70,7 @@ impl TestServer {
             max_image_bytes: Config::DEFAULT_MAX_IMAGE,
             nbd_addr,
             boot_nbd_addr: None,
+            power_control_pid: None,
             max_concurrent_runs: Config::DEFAULT_CONCURRENT_RUNS,
         };
         let (state, _) = AppState::open(config).unwrap();
