@@ -32,7 +32,12 @@ pub const SIGNALS: &[libc::c_int] = &[
     libc::SIGUSR1,
     libc::SIGUSR2,
     libc::SIGPWR,
+    libc::SIGHUP,
 ];
+
+/// Signals PID 1 passes on to every running service (SIGHUP: deployd reloads its TLS
+/// certificate).
+pub const FORWARDED: &[libc::c_int] = &[libc::SIGHUP];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shutdown {
@@ -358,10 +363,12 @@ fn boot() -> Result<Infallible, Pid1Error> {
         if let Some(at) = rt.next_restart() {
             wait = wait.min(at.saturating_duration_since(Instant::now()));
         }
-        if let Some(sig) = sys::wait_signal(SIGNALS, wait)
-            && let Some(how) = on_signal(sig)
-        {
-            shutdown(&mut rt, how, watchdog.take());
+        if let Some(sig) = sys::wait_signal(SIGNALS, wait) {
+            if FORWARDED.contains(&sig) {
+                rt.signal_all(sig);
+            } else if let Some(how) = on_signal(sig) {
+                shutdown(&mut rt, how, watchdog.take());
+            }
         }
     }
 }
@@ -413,6 +420,9 @@ mod tests {
         assert_eq!(on_signal(libc::SIGINT), Some(Shutdown::PowerOff));
         assert_eq!(on_signal(libc::SIGUSR1), Some(Shutdown::Reboot));
         assert_eq!(on_signal(libc::SIGCHLD), None);
+        // Forwarded, not a shutdown.
+        assert_eq!(on_signal(libc::SIGHUP), None);
+        assert!(FORWARDED.iter().all(|s| SIGNALS.contains(s)));
         assert_eq!(Shutdown::PowerOff.reboot_cmd(), libc::RB_POWER_OFF);
     }
 }

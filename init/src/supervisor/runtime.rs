@@ -221,6 +221,21 @@ impl Runtime {
             .map(|d| self.origin + d)
     }
 
+    /// Sends `signal` to every running service.
+    pub fn signal_all(&mut self, signal: libc::c_int) {
+        let running: Vec<(String, i32)> = self
+            .services
+            .iter()
+            .filter_map(|m| m.pid.map(|p| (m.spec.name.clone(), p)))
+            .collect();
+        for (name, pid) in running {
+            match sys::kill(pid, signal) {
+                Ok(()) => self.log(format!("signal {signal} forwarded to {name}")),
+                Err(e) => self.log(format!("cannot signal {name}: {e}")),
+            }
+        }
+    }
+
     /// Stops every service in reverse start order: SIGTERM, then SIGKILL after `grace`.
     /// Reaps as it waits, so other zombies are collected too.
     pub fn stop_all(&mut self, grace: Duration) {
@@ -424,6 +439,29 @@ mod tests {
         std::thread::sleep(Duration::from_millis(200));
         rt.pump();
         assert_eq!((rt.starts("first"), rt.starts("second")), (1, 1));
+    }
+
+    #[test]
+    fn signals_are_forwarded_to_running_services() {
+        let _g = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let got = dir.path().join("got-hup");
+        let svc = sh(
+            "hup",
+            &format!(
+                "trap 'touch {}' HUP; while :; do sleep 0.05; done",
+                got.display()
+            ),
+            &[],
+            Readiness::Started,
+        );
+        let mut rt = Runtime::new(&[svc], fast_policy(), dir.path().join("alerts")).unwrap();
+        rt.pump();
+        std::thread::sleep(Duration::from_millis(300));
+        rt.signal_all(libc::SIGHUP);
+        assert!(pump_until(&mut rt, Duration::from_secs(5), |_| got.exists()));
+        assert_eq!(rt.starts("hup"), 1, "the service kept running");
+        rt.stop_all(Duration::from_secs(2));
     }
 
     #[test]
