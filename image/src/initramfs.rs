@@ -56,10 +56,12 @@ pub struct InitramfsSpec {
 /// The built archive and what it holds.
 #[derive(Debug, Clone)]
 pub struct Initramfs {
-    /// gzip-compressed newc cpio.
-    pub gz: Vec<u8>,
+    /// The newc cpio, uncompressed: the kernel unpacks it without a decompression pass
+    /// (measured 0.65 s faster to userspace under TCG than gzip; on hardware reading the
+    /// larger file costs less than inflating the smaller one). The disk image compresses it
+    /// for transport.
+    pub cpio: Vec<u8>,
     pub entries: usize,
-    pub uncompressed: usize,
     /// Modules included (requested ones and their dependencies).
     pub modules: Vec<String>,
     /// Requested modules the kernel lacks.
@@ -257,9 +259,8 @@ pub fn assemble(spec: &InitramfsSpec) -> Result<(Archive, Initramfs), InitramfsE
         a.file(&format!("{base}/modules.builtin"), 0o644, builtin_text);
     }
     let summary = Initramfs {
-        gz: Vec::new(),
+        cpio: Vec::new(),
         entries: a.len(),
-        uncompressed: 0,
         modules,
         missing_modules: missing,
         builtin_modules: builtin_mods,
@@ -267,20 +268,25 @@ pub fn assemble(spec: &InitramfsSpec) -> Result<(Archive, Initramfs), InitramfsE
     Ok((a, summary))
 }
 
-/// Builds the compressed initramfs.
+/// Builds the initramfs.
 pub fn build(spec: &InitramfsSpec) -> Result<Initramfs, InitramfsError> {
     let (archive, mut out) = assemble(spec)?;
-    let mut raw = Vec::new();
     archive
-        .write_to(&mut raw, spec.mtime)
+        .write_to(&mut out.cpio, spec.mtime)
         .map_err(InitramfsError::Write)?;
-    out.uncompressed = raw.len();
-    let mut gz = flate2::GzBuilder::new()
-        .mtime(0)
-        .write(Vec::new(), flate2::Compression::best());
-    gz.write_all(&raw).map_err(InitramfsError::Write)?;
-    out.gz = gz.finish().map_err(InitramfsError::Write)?;
     Ok(out)
+}
+
+impl Initramfs {
+    /// The archive gzip-compressed (reproducibly: no timestamp), for a size report or a
+    /// loader that wants it smaller.
+    pub fn gzip(&self) -> std::io::Result<Vec<u8>> {
+        let mut gz = flate2::GzBuilder::new()
+            .mtime(0)
+            .write(Vec::new(), flate2::Compression::best());
+        gz.write_all(&self.cpio)?;
+        gz.finish()
+    }
 }
 
 #[cfg(test)]

@@ -122,8 +122,8 @@ pub fn build(opts: &BuildOptions, step: &dyn Fn(usize)) -> Result<BuildOutput, B
         os_release: osrel.clone(),
         mtime: opts.source_date_epoch,
     })?;
-    let initrd = opts.out.join("initramfs.cpio.gz");
-    write(&initrd, &info.gz)?;
+    let initrd = opts.out.join("initramfs.cpio");
+    write(&initrd, &info.cpio)?;
     // For direct kernel boot (QEMU -kernel/-initrd/-append), beside the UKI that holds them.
     let vmlinuz = opts.out.join("vmlinuz");
     std::fs::copy(&kernel.vmlinuz, &vmlinuz).map_err(|e| BuildError::Io(vmlinuz.clone(), e))?;

@@ -129,13 +129,12 @@ fn build(a: Args) -> Result<(), streamer_image::BuildError> {
     bar.finish_and_clear();
     let i = &out.initramfs_info;
     eprintln!(
-        "kernel {} ({} {}); initramfs {} entries, {} KiB gz ({} KiB raw), {} modules",
+        "kernel {} ({} {}); initramfs {} entries, {} KiB (uncompressed), {} modules",
         out.kernel.release,
         out.kernel.package,
         out.kernel.package_version,
         i.entries,
-        i.gz.len() / 1024,
-        i.uncompressed / 1024,
+        i.cpio.len() / 1024,
         i.modules.len()
     );
     if !i.missing_modules.is_empty() {

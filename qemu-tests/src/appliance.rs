@@ -58,7 +58,7 @@ impl ImageFiles {
         self.dir.join("vmlinuz")
     }
     pub fn initramfs(&self) -> PathBuf {
-        self.dir.join("initramfs.cpio.gz")
+        self.dir.join("initramfs.cpio")
     }
     fn cmdline_file(&self) -> PathBuf {
         self.dir.join("cmdline")
