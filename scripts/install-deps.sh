@@ -27,6 +27,7 @@ packages=(
     iputils-ping    # ping: the QEMU scenarios ping deployed compute modules
     mmdebstrap      # the Debian golden image of the QEMU scenarios (deploy-linux, capture)
     openssl         # openssl passwd: the scenario user's password hash
+    zstd            # make bench: the image's compressed size
 )
 
 missing=()
