@@ -35,9 +35,9 @@ pub const SIGNALS: &[libc::c_int] = &[
     libc::SIGHUP,
 ];
 
-/// Signals PID 1 passes on to every running service (SIGHUP: deployd reloads its TLS
-/// certificate).
-pub const FORWARDED: &[libc::c_int] = &[libc::SIGHUP];
+/// Signals PID 1 passes on, and to which services: only those that handle them (SIGHUP's
+/// default action would end storaged or udhcpc). deployd reloads its TLS certificate.
+pub const FORWARDED: &[(libc::c_int, &[&str])] = &[(libc::SIGHUP, &["deployd"])];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shutdown {
@@ -364,8 +364,8 @@ fn boot() -> Result<Infallible, Pid1Error> {
             wait = wait.min(at.saturating_duration_since(Instant::now()));
         }
         if let Some(sig) = sys::wait_signal(SIGNALS, wait) {
-            if FORWARDED.contains(&sig) {
-                rt.signal_all(sig);
+            if let Some((_, to)) = FORWARDED.iter().find(|(s, _)| *s == sig) {
+                rt.signal(to, sig);
             } else if let Some(how) = on_signal(sig) {
                 shutdown(&mut rt, how, watchdog.take());
             }
@@ -422,7 +422,7 @@ mod tests {
         assert_eq!(on_signal(libc::SIGCHLD), None);
         // Forwarded, not a shutdown.
         assert_eq!(on_signal(libc::SIGHUP), None);
-        assert!(FORWARDED.iter().all(|s| SIGNALS.contains(s)));
+        assert!(FORWARDED.iter().all(|(s, _)| SIGNALS.contains(s)));
         assert_eq!(Shutdown::PowerOff.reboot_cmd(), libc::RB_POWER_OFF);
     }
 }

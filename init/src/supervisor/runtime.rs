@@ -221,11 +221,12 @@ impl Runtime {
             .map(|d| self.origin + d)
     }
 
-    /// Sends `signal` to every running service.
-    pub fn signal_all(&mut self, signal: libc::c_int) {
+    /// Sends `signal` to the running services among `names`.
+    pub fn signal(&mut self, names: &[&str], signal: libc::c_int) {
         let running: Vec<(String, i32)> = self
             .services
             .iter()
+            .filter(|m| names.contains(&m.spec.name.as_str()))
             .filter_map(|m| m.pid.map(|p| (m.spec.name.clone(), p)))
             .collect();
         for (name, pid) in running {
@@ -455,12 +456,17 @@ mod tests {
             &[],
             Readiness::Started,
         );
-        let mut rt = Runtime::new(&[svc], fast_policy(), dir.path().join("alerts")).unwrap();
+        let other = sh("other", "exec sleep 30", &[], Readiness::Started);
+        let mut rt = Runtime::new(&[svc, other], fast_policy(), dir.path().join("alerts")).unwrap();
         rt.pump();
         std::thread::sleep(Duration::from_millis(300));
-        rt.signal_all(libc::SIGHUP);
+        rt.signal(&["hup"], libc::SIGHUP);
         assert!(pump_until(&mut rt, Duration::from_secs(5), |_| got.exists()));
         assert_eq!(rt.starts("hup"), 1, "the service kept running");
+        // Only the named service got it: SIGHUP would have ended `other`.
+        std::thread::sleep(Duration::from_millis(200));
+        rt.pump();
+        assert!(rt.pid_of("other").is_some() && rt.starts("other") == 1);
         rt.stop_all(Duration::from_secs(2));
     }
 
