@@ -141,24 +141,19 @@ impl Console {
     /// regex) is the shell's prompt, waited for after the command. Fails when the command
     /// exits non-zero.
     pub fn shell(&mut self, command: &str, prompt: &str, timeout: Duration) -> Result<String> {
-        // The markers are assembled by printf, so the terminal's echo of the command line
-        // never matches them.
+        // One line: the terminal echoes all of it before the command runs, and the markers
+        // are assembled by printf, so the echo (however the terminal wraps it) never
+        // matches them; `$?` is the command's status.
         self.send(&format!(
-            "printf '__%s__\\n' begin; {command}\nprintf '__%s__%d\\n' end $?\n"
+            "printf '__%s__\\n' begin; {command}; printf '__%s__%d\\n' end $?\n"
         ))?;
         let got = self.expect(r"(?s)__begin__\r?\n(.*?)__end__(\d+)", timeout)?;
         self.expect(prompt, Duration::from_secs(10))?;
-        // Drop the echoed second command line (printed before its own output).
         // Without terminal control sequences (bash's bracketed-paste switches, colours).
         let plain = Regex::new(r"\x1b\[[0-9;?]*[A-Za-z]")
             .map(|re| re.replace_all(&got[1], "").into_owned())
             .unwrap_or_else(|_| got[1].clone());
-        let out: String = plain
-            .replace('\r', "")
-            .lines()
-            .filter(|l| !l.contains("printf '__%s__%d"))
-            .map(|l| format!("{l}\n"))
-            .collect();
+        let out = plain.replace('\r', "");
         if got[2] != "0" {
             bail!("`{command}` exited with {}: {out}", got[2]);
         }
