@@ -109,12 +109,10 @@ pub fn golden_image(cache: &Path) -> Result<PathBuf> {
     if !sfdisk.wait()?.success() {
         bail!("sfdisk failed");
     }
-    let esp_sectors = (ESP_MIB * 2048).to_string();
     run(Command::new("mkfs.vfat")
         .args(["-F", "32", "-s", "1", "-n", "ESP", "--offset=2048"])
         .arg(&part)
         .arg((ESP_MIB * 1024).to_string()))?;
-    let _ = esp_sectors;
     let esp = format!("{}@@{}", part.display(), 2048 * 512);
     run(Command::new("mmd").args(["-i", &esp, "::/EFI", "::/EFI/BOOT"]))?;
     run(Command::new("mcopy")
