@@ -30,19 +30,31 @@ packages=(
     zstd            # make bench: the image's compressed size
 )
 
-missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if ((${#missing[@]})); then
+find_missing() {
+    missing=()
+    for p in "${packages[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+}
+
+# Two rounds: installing one package can remove another (Debian's qemu-system-x86 removes a
+# backported qemu-utils, taking qemu-img with it); the second round puts the matching one back.
+find_missing
+for round in 1 2; do
+    ((${#missing[@]})) || break
     echo "installing: ${missing[*]}"
     if [ "$(id -u)" -ne 0 ]; then
         echo "error: run as root (or install ${missing[*]} yourself)" >&2
         exit 1
     fi
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
+    [ "$round" = 1 ] && apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    find_missing
+done
+if ((${#missing[@]})); then
+    echo "error: still missing after installing: ${missing[*]}" >&2
+    exit 1
 fi
 if ! command -v cargo >/dev/null; then
     echo "error: cargo is missing; install Rust with rustup (rust-toolchain.toml pins the version)" >&2
