@@ -62,6 +62,11 @@ pub struct BuildOutput {
 }
 
 /// The steps, reported to the progress callback as they start.
+/// The appliance's kernel command line: the console on the serial port (and the screen),
+/// quiet, reboot 10 s after a panic, and no boot-time crypto self-tests (see `--cmdline`).
+pub const DEFAULT_CMDLINE: &str =
+    "console=tty0 console=ttyS0,115200 quiet panic=10 cryptomgr.notests";
+
 pub const STEPS: [&str; 4] = ["kernel", "initramfs", "UKI", "disk image"];
 
 /// /etc/os-release and the UKI's .osrel.

@@ -48,10 +48,10 @@ struct Args {
     stub: PathBuf,
     #[arg(long, default_value = "target/streamer-image/out")]
     out: PathBuf,
-    #[arg(
-        long,
-        default_value = "console=tty0 console=ttyS0,115200 quiet panic=10"
-    )]
+    /// The kernel command line. `cryptomgr.notests` skips the kernel's boot-time self-tests
+    /// of its crypto algorithms (half a second under TCG; they matter only for FIPS, which
+    /// the appliance does not claim).
+    #[arg(long, default_value = streamer_image::DEFAULT_CMDLINE)]
     cmdline: String,
     /// Kernel modules (default: the appliance's list).
     #[arg(long = "module")]

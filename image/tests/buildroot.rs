@@ -164,3 +164,14 @@ fn the_partition_layout_is_image_s_layout() {
         }
     }
 }
+
+#[test]
+fn the_kernel_command_line_is_image_s() {
+    let script = read("board/streamer/post-image.sh");
+    let line = script
+        .lines()
+        .find_map(|l| l.strip_prefix("CMDLINE=\""))
+        .expect("post-image.sh sets CMDLINE");
+    let cmdline = &line[..line.find('"').expect("a closing quote")];
+    assert_eq!(cmdline, streamer_image::DEFAULT_CMDLINE);
+}

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{self, Config};
 use crate::modules::load::{self, Loaded};
+use crate::modules::parallel;
 use crate::net;
 use crate::plan::{self, Plan};
 use crate::services::{self, GraphError};
@@ -169,17 +170,21 @@ fn load_modules() -> plan::ModulePlan {
             return plan::ModulePlan::default();
         }
     };
-    for f in &modules.files {
-        match load::load_file(f) {
+    let results = parallel::run(&modules.deps, MODULE_WORKERS, |i| {
+        load::load_file(&modules.files[i])
+    });
+    for r in results {
+        match r {
             Ok(Loaded::Loaded | Loaded::AlreadyLoaded) => {}
-            Err(e) => say(&format!(
-                "{e}: {}",
-                std::error::Error::source(&e).map_or(String::new(), |s| s.to_string())
-            )),
+            Err(e) => say(&format!("{e}: {}", source_text(&e))),
         }
     }
     modules
 }
+
+/// Threads loading kernel modules at boot: the kernel's work per module (signature check,
+/// linking, the driver's probe) runs in parallel for modules that do not depend on each other.
+const MODULE_WORKERS: usize = 4;
 
 /// How long boot waits for the disk's partitions to appear.
 const DISK_WAIT: Duration = Duration::from_secs(5);
@@ -354,11 +359,13 @@ fn boot() -> Result<Infallible, Pid1Error> {
                 announced = true;
             }
         }
-        // Poll readiness often until ready; afterwards wake for signals and restarts.
+        // Poll readiness often until ready (each service starts as soon as the one before
+        // it answers; a probe is a stat or a connect); afterwards wake for signals and
+        // restarts.
         let mut wait = if announced {
             Duration::from_secs(5)
         } else {
-            Duration::from_millis(100)
+            Duration::from_millis(10)
         };
         if let Some(at) = rt.next_restart() {
             wait = wait.min(at.saturating_duration_since(Instant::now()));

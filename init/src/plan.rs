@@ -108,6 +108,8 @@ pub fn early_mounts() -> Vec<Mount> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ModulePlan {
     pub files: Vec<PathBuf>,
+    /// For each file, the indices in `files` of those it needs loaded first (all lower).
+    pub deps: Vec<Vec<usize>>,
     pub skipped: Vec<String>,
 }
 
@@ -128,6 +130,16 @@ pub fn module_plan(db: &ModuleDb, wanted: &[&str]) -> Result<ModulePlan, DepErro
             Err(e) => return Err(e),
         }
     }
+    plan.deps = plan
+        .files
+        .iter()
+        .map(|f| {
+            db.deps_of(f)
+                .iter()
+                .filter_map(|d| plan.files.iter().position(|p| p == d))
+                .collect()
+        })
+        .collect();
     Ok(plan)
 }
 
@@ -261,6 +273,8 @@ mod tests {
             ]
         );
         assert_eq!(plan.skipped, ["nbd"]);
+        // Both drivers wait for virtio_ring, not for each other: they may load together.
+        assert_eq!(plan.deps, [vec![], vec![0], vec![0]]);
     }
 
     #[test]

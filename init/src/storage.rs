@@ -115,9 +115,19 @@ pub fn wait_for_partition(name: &str, timeout: Duration) -> Option<Partition> {
     }
 }
 
-/// The size in bytes of an ext2/3/4 filesystem at the start of `dev`, or `None` when there
-/// is none (no superblock magic).
-pub fn ext4_size(dev: &mut (impl Read + Seek)) -> std::io::Result<Option<u64>> {
+/// What the superblock of an ext2/3/4 filesystem says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ext4Info {
+    /// The filesystem's size in bytes.
+    pub bytes: u64,
+    /// Marked valid and without recorded errors (`s_state`). A journaled filesystem stays
+    /// valid through a crash: the kernel replays its journal at mount, as `e2fsck -p` would.
+    pub clean: bool,
+}
+
+/// The ext2/3/4 filesystem at the start of `dev`, or `None` when there is none (no
+/// superblock magic).
+pub fn ext4_info(dev: &mut (impl Read + Seek)) -> std::io::Result<Option<Ext4Info>> {
     let mut sb = [0u8; 1024];
     dev.seek(SeekFrom::Start(1024))?;
     dev.read_exact(&mut sb)?;
@@ -132,7 +142,12 @@ pub fn ext4_size(dev: &mut (impl Read + Seek)) -> std::io::Result<Option<u64>> {
         // INCOMPAT_64BIT: the high half of the block count.
         blocks |= u32_at(0x150) << 32;
     }
-    Ok(Some(blocks * block))
+    // s_state: 1 = valid (cleanly unmounted, or journaled), 2 = errors were found.
+    let state = u16::from_le_bytes([sb[0x3A], sb[0x3B]]);
+    Ok(Some(Ext4Info {
+        bytes: blocks * block,
+        clean: state & 1 != 0 && state & 2 == 0,
+    }))
 }
 
 /// Zeroes the superblock region so the next boot sees no filesystem (factory reset).
@@ -396,14 +411,14 @@ pub fn prepare_data(part: &Partition, reset: bool) -> Result<DataOutcome, Storag
         erase_superblock(&mut dev).map_err(io(&part.dev, "cannot erase the filesystem"))?;
         dev.sync_all().map_err(io(&part.dev, "cannot sync"))?;
     }
-    let existing = ext4_size(&mut dev).map_err(io(&part.dev, "cannot read the superblock"))?;
+    let existing = ext4_info(&mut dev).map_err(io(&part.dev, "cannot read the superblock"))?;
     let part_bytes = device_size(&dev).map_err(io(&part.dev, "cannot read its size"))?;
     drop(dev);
     let created = existing.is_none();
     if created {
         make_filesystem(&part.dev)?;
-    } else {
-        // A crash may have left the journal to replay; -p fixes only what is safe.
+    } else if existing.is_some_and(|fs| !fs.clean) {
+        // Not valid or with recorded errors: -p fixes what is safe to fix unattended.
         let _ = run("/sbin/e2fsck", &["-p"], &part.dev);
     }
     std::fs::create_dir_all(DATA_DIR).map_err(io(Path::new(DATA_DIR), "cannot create"))?;
@@ -423,7 +438,7 @@ pub fn prepare_data(part: &Partition, reset: bool) -> Result<DataOutcome, Storag
     }
     // The filesystem is smaller than its partition by more than a MiB: grow it online.
     let grown_to = match existing {
-        Some(fs) if fs + (1 << 20) < part_bytes => {
+        Some(fs) if fs.bytes + (1 << 20) < part_bytes => {
             run("/sbin/resize2fs", &[], &part.dev)?;
             Some(part_bytes)
         }
@@ -496,15 +511,27 @@ mod tests {
     #[test]
     fn ext4_superblocks_are_recognised_and_erased() {
         let mut disk = Cursor::new(vec![0u8; 4096]);
-        assert_eq!(ext4_size(&mut disk).unwrap(), None);
+        assert_eq!(ext4_info(&mut disk).unwrap(), None);
         let b = disk.get_mut();
         b[1024 + 56] = 0x53;
         b[1024 + 57] = 0xEF;
         b[1024 + 4..1024 + 8].copy_from_slice(&1000u32.to_le_bytes());
         b[1024 + 24] = 2; // 4096-byte blocks
-        assert_eq!(ext4_size(&mut disk).unwrap(), Some(4096 * 1000));
+        b[1024 + 0x3A] = 1; // valid
+        let info = |disk: &mut Cursor<Vec<u8>>| ext4_info(disk).unwrap();
+        assert_eq!(
+            info(&mut disk),
+            Some(Ext4Info {
+                bytes: 4096 * 1000,
+                clean: true
+            })
+        );
+        disk.get_mut()[1024 + 0x3A] = 3; // valid, but errors were recorded
+        assert_eq!(info(&mut disk).map(|i| i.clean), Some(false));
+        disk.get_mut()[1024 + 0x3A] = 0; // not cleanly unmounted, no journal
+        assert_eq!(info(&mut disk).map(|i| i.clean), Some(false));
         erase_superblock(&mut disk).unwrap();
-        assert_eq!(ext4_size(&mut disk).unwrap(), None);
+        assert_eq!(info(&mut disk), None);
     }
 
     /// A minimal GPT with three partitions, written like the image builder does.

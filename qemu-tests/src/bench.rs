@@ -133,7 +133,7 @@ pub fn floor_boots(image: &ImageFiles, runs: usize, dir: &Path) -> Result<Vec<Bo
             .arg("-initrd")
             .arg(cpio.display().to_string())
             .arg("-append")
-            .arg("console=ttyS0,115200 quiet panic=10");
+            .arg(image.cmdline()?);
         let mut vm = spec.start()?;
         let started = Instant::now();
         let c = vm

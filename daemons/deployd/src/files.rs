@@ -145,15 +145,30 @@ pub fn text_download(text: String, download_name: &str) -> Response {
         .into_response()
 }
 
-/// Writes a file only its owner can read (0600) and syncs it: keys and passwords.
+/// Writes a file only its owner can read (0600), atomically: keys and passwords.
 pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    write_atomic(path, data, 0o600)
+}
+
+/// Replaces `path` with `data` so that a power cut leaves the old file or the new one, never
+/// a part: a synced temporary file beside it, renamed over it, then the directory synced.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".new");
+    let tmp = dir.join(name);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
-        .open(path)?;
+        .mode(mode)
+        .open(&tmp)?;
     f.write_all(data)?;
-    f.sync_all()
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    File::open(dir)?.sync_all()
 }

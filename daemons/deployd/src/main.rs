@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use deployd::auth::ResetOutcome;
 use deployd::state::{AppState, Config};
 use deployd::tls::{TlsFiles, ensure_certificate};
 
@@ -95,9 +94,17 @@ fn run(args: Args) -> anyhow::Result<()> {
     for problem in deployd::planscript::run::cleanup_leftovers(&runs) {
         tracing::warn!("cleaning up after an interrupted plan-script run: {problem}");
     }
-    let (state, generated) = AppState::open(config)?;
+    // A first start makes the certificate, while the state opens, and the Administrator
+    // (an argon2 hash), beside the API: logins wait for it, nothing else does.
+    let tls = TlsFiles::in_state_dir(&args.state_dir);
+    let names = vec!["localhost".to_string(), args.listen.ip().to_string()];
+    let certificate = {
+        let tls = tls.clone();
+        std::thread::spawn(move || ensure_certificate(&tls, &names))
+    };
+    let (state, pending) = AppState::open_deferred(config)?;
     let initial = args.state_dir.join(deployd::state::INITIAL_PASSWORD_FILE);
-    if let Some(password) = generated {
+    if let Some(password) = pending.as_ref().and_then(|p| p.generated_password()) {
         eprintln!("deployd: first start: user Administrator, password {password}");
         eprintln!("deployd: (set STREAMER_ADMIN_PASSWORD before the first start to choose it)");
         // Kept (0600, on the appliance's data partition) until the password is changed, so
@@ -105,20 +112,25 @@ fn run(args: Args) -> anyhow::Result<()> {
         deployd::files::write_private(&initial, format!("{password}\n").as_bytes())
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", initial.display()))?;
     }
-    if let Some(reset) = &args.admin_password_reset {
-        match deployd::auth::apply_reset_file(&state.users, reset, &initial)? {
-            ResetOutcome::NoRequest => {}
-            ResetOutcome::Reset => tracing::warn!("Administrator password reset from the console"),
-            ResetOutcome::TooShort => tracing::error!(
-                "password reset in {} ignored: shorter than {} characters",
-                reset.display(),
-                deployd::auth::MIN_PASSWORD_LEN
-            ),
-        }
+    let state = Arc::new(state);
+    {
+        let state = Arc::clone(&state);
+        let reset = args.admin_password_reset.clone();
+        std::thread::spawn(move || {
+            match deployd::auth::set_up(&state.users, pending, reset.as_deref(), &initial) {
+                Ok(()) => state.accounts.set_ready(),
+                Err(e) => {
+                    // As a failed start: init restarts deployd (a loop becomes an alert).
+                    tracing::error!("{:#}", anyhow::Error::from(e));
+                    std::process::exit(1);
+                }
+            }
+        });
     }
-    let tls = TlsFiles::in_state_dir(&args.state_dir);
-    let names = vec!["localhost".to_string(), args.listen.ip().to_string()];
-    if ensure_certificate(&tls, &names)? {
+    let generated_certificate = certificate
+        .join()
+        .map_err(|_| anyhow::anyhow!("the certificate generator panicked"))??;
+    if generated_certificate {
         tracing::info!(
             "generated a self-signed certificate in {}",
             tls.cert.display()
@@ -129,6 +141,6 @@ fn run(args: Args) -> anyhow::Result<()> {
         .build()?;
     let listener = std::net::TcpListener::bind(args.listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
-    runtime.block_on(deployd::server::serve(Arc::new(state), listener, tls))?;
+    runtime.block_on(deployd::server::serve(state, listener, tls))?;
     Ok(())
 }

@@ -17,7 +17,19 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     // One process-wide crypto provider (ring): we build without aws-lc.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let config = RustlsConfig::from_pem_file(&tls.cert, &tls.key).await?;
+    let config = RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+        .await
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "the TLS certificate {} or its key {} is unusable ({e}): replace them, or \
+                     delete both and restart to get a new self-signed certificate",
+                    tls.cert.display(),
+                    tls.key.display()
+                ),
+            )
+        })?;
     let handle = axum_server::Handle::new();
     tokio::spawn(signals(handle.clone(), config.clone(), tls));
     match crate::deploy::recovery::clean_interrupted(&state).await {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::audit::AuditLog;
-use crate::auth::{LoginLimiter, Sessions, Users, bootstrap_administrator};
+use crate::auth::{AccountsReady, LoginLimiter, PendingAdministrator, Sessions, Users};
 use crate::deploy::Deployer;
 use crate::deploy::runner::NbdRunner;
 use crate::meta::{MetaStore, RedbStore};
@@ -73,6 +73,9 @@ pub struct AppState {
     pub config: Config,
     pub meta: Arc<dyn MetaStore>,
     pub users: Users,
+    /// Logins wait for it while a start's account work (see [`AppState::open_deferred`])
+    /// runs.
+    pub accounts: AccountsReady,
     pub sessions: Sessions,
     pub limiter: LoginLimiter,
     pub tasks: Tasks,
@@ -84,6 +87,22 @@ impl AppState {
     /// Opens the state directory. The second value is a generated Administrator password, to
     /// be shown once, on the very first start.
     pub fn open(config: Config) -> Result<(Self, Option<String>), StateError> {
+        let (state, pending) = Self::open_deferred(config)?;
+        let generated = pending
+            .as_ref()
+            .and_then(|p| p.generated_password().map(str::to_owned));
+        crate::auth::set_up(&state.users, pending, None, Path::new(""))
+            .map_err(|e| StateError::Users(e.to_string()))?;
+        state.accounts.set_ready();
+        Ok((state, generated))
+    }
+
+    /// Opens the state directory, leaving the first start's Administrator (returned) to be
+    /// created by [`crate::auth::set_up`] beside the API: until `accounts` is set ready,
+    /// logins wait.
+    pub fn open_deferred(
+        config: Config,
+    ) -> Result<(Self, Option<PendingAdministrator>), StateError> {
         let dir = &config.state_dir;
         let io = |p: &Path| {
             let p = p.display().to_string();
@@ -94,7 +113,7 @@ impl AppState {
         let meta: Arc<dyn MetaStore> = Arc::new(RedbStore::open(&dir.join("meta.redb"))?);
         crate::artifacts::deployment_groups::ensure_default(meta.as_ref())?;
         let users = Users::new(Arc::clone(&meta));
-        let generated = bootstrap_administrator(&users, config.admin_password.clone())
+        let pending = PendingAdministrator::prepare(&users, config.admin_password.clone())
             .map_err(|e| StateError::Users(e.to_string()))?;
         let tasks = Tasks::new(Arc::clone(&meta));
         let interrupted = tasks
@@ -114,9 +133,10 @@ impl AppState {
             config,
             meta,
             users,
+            accounts: AccountsReady::pending(),
             tasks,
             audit,
         };
-        Ok((state, generated))
+        Ok((state, pending))
     }
 }

@@ -94,6 +94,16 @@ impl ModuleDb {
             .map(|(p, _)| self.root.join(p))
     }
 
+    /// The files a module file needs loaded before it (its direct dependencies; built-in
+    /// ones need nothing).
+    pub fn deps_of(&self, file: &Path) -> Vec<PathBuf> {
+        let name = module_name(&file.to_string_lossy());
+        let Some((_, deps)) = self.entries.get(&name) else {
+            return Vec::new();
+        };
+        deps.iter().filter_map(|d| self.path_of(d)).collect()
+    }
+
     /// The files to load for `wanted`, dependencies before their users, each once.
     /// Built-in modules are skipped; an unknown module or a cycle is an error.
     pub fn load_order<S: AsRef<str>>(&self, wanted: &[S]) -> Result<Vec<PathBuf>, DepError> {

@@ -2,10 +2,12 @@
 //!
 //! The order comes from `modules.dep` (dependencies first, each module once, a cycle is an
 //! error that names it); `decompress` turns `.ko.xz`/`.ko.zst`/`.ko.gz` into bytes; `load`
-//! is the thin syscall layer (`finit_module`, `init_module`). Only `load` needs PID 1.
+//! is the thin syscall layer (`finit_module`, `init_module`); `parallel` loads independent
+//! modules at the same time, each after its dependencies. Only `load` needs PID 1.
 
 pub mod decompress;
 pub mod dep;
 pub mod load;
+pub mod parallel;
 
 pub use dep::{DepError, ModuleDb, module_name};

@@ -44,6 +44,8 @@ pub async fn login(
     body: Result<Json<LoginRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<LoginResponse>, ApiError> {
     let Json(req) = body.map_err(|e| ApiError::bad_request("INVALID_JSON", e.body_text()))?;
+    // Right after a first start the Administrator's password may still be being hashed.
+    st.accounts.wait().await;
     let client = peer.ip();
     if !st.limiter.allowed(client, &req.user_name) {
         st.audit

@@ -153,30 +153,63 @@ pub const MIN_PASSWORD_LEN: usize = 8;
 /// The user created on first start.
 pub const ADMINISTRATOR: &str = "Administrator";
 
-/// Creates the `Administrator` user on first start: with `password` if given (from
-/// `STREAMER_ADMIN_PASSWORD`), else with a generated one, which is returned so it can be
-/// printed once. Returns `None` when users already exist.
+/// The `Administrator` of a first start, before its password is hashed (argon2 is the
+/// slow part of a first start: deployd answers meanwhile and a login waits for it).
+#[derive(Debug)]
+pub struct PendingAdministrator {
+    password: String,
+    generated: bool,
+}
+
+impl PendingAdministrator {
+    /// On first start (no users): the Administrator to create, with `password` if given
+    /// (from `STREAMER_ADMIN_PASSWORD`), else with a generated one. `None` when users exist.
+    pub fn prepare(users: &Users, password: Option<String>) -> Result<Option<Self>, UserError> {
+        if !users.list()?.is_empty() {
+            return Ok(None);
+        }
+        let generated = password.is_none();
+        let password = password.unwrap_or_else(|| {
+            use rand::Rng;
+            rand::thread_rng()
+                .sample_iter(&rand::distributions::Alphanumeric)
+                .take(20)
+                .map(char::from)
+                .collect()
+        });
+        Ok(Some(Self {
+            password,
+            generated,
+        }))
+    }
+
+    /// The generated password, to be shown to the operator once; `None` if it was given.
+    pub fn generated_password(&self) -> Option<&str> {
+        self.generated.then_some(self.password.as_str())
+    }
+
+    /// Hashes the password and stores the user.
+    pub fn create(self, users: &Users) -> Result<(), UserError> {
+        users.put(&User {
+            user_name: ADMINISTRATOR.into(),
+            full_name: "Appliance administrator".into(),
+            role: Role::InfrastructureAdministrator,
+            password_hash: hash_password(&self.password)?,
+        })
+    }
+}
+
+/// Creates the `Administrator` user on first start (see [`PendingAdministrator`]) and
+/// returns its password if it was generated, so it can be printed once. Returns `None` when
+/// users already exist.
 pub fn bootstrap_administrator(
     users: &Users,
     password: Option<String>,
 ) -> Result<Option<String>, UserError> {
-    if !users.list()?.is_empty() {
+    let Some(pending) = PendingAdministrator::prepare(users, password)? else {
         return Ok(None);
-    }
-    let generated = password.is_none();
-    let password = password.unwrap_or_else(|| {
-        use rand::Rng;
-        rand::thread_rng()
-            .sample_iter(&rand::distributions::Alphanumeric)
-            .take(20)
-            .map(char::from)
-            .collect()
-    });
-    users.put(&User {
-        user_name: ADMINISTRATOR.into(),
-        full_name: "Appliance administrator".into(),
-        role: Role::InfrastructureAdministrator,
-        password_hash: hash_password(&password)?,
-    })?;
-    Ok(generated.then_some(password))
+    };
+    let generated = pending.generated_password().map(str::to_owned);
+    pending.create(users)?;
+    Ok(generated)
 }
