@@ -118,20 +118,19 @@ impl Mode0600 for std::fs::OpenOptions {
     }
 }
 
-/// Credits the saved seed (if any) and replaces it. Returns what was done, for the log.
-pub fn refresh_seed(path: &Path) -> std::io::Result<String> {
-    let credited = match std::fs::read(path) {
+/// Credits the saved seed (if any). Returns what was done, for the log. The caller then
+/// replaces it with [`save_seed`], so that no seed is credited twice.
+pub fn credit_seed(path: &Path) -> std::io::Result<String> {
+    match std::fs::read(path) {
         Ok(seed) if !seed.is_empty() => {
             let bits = i32::try_from(seed.len() * 8).unwrap_or(i32::MAX);
             add_entropy(&seed, bits)?;
-            format!("credited {} bytes from {}", seed.len(), path.display())
+            Ok(format!("credited {} bytes from {}", seed.len(), path.display()))
         }
-        Ok(_) => "seed file empty".to_owned(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "no seed yet".to_owned(),
-        Err(e) => return Err(e),
-    };
-    save_seed(path)?;
-    Ok(format!("{credited}; new seed saved"))
+        Ok(_) => Ok("seed file empty".to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok("no seed yet".to_owned()),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -174,9 +173,10 @@ mod tests {
         }
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("seed");
-        assert!(refresh_seed(&p).unwrap().starts_with("no seed yet"));
-        let old = std::fs::read(&p).unwrap();
-        assert!(refresh_seed(&p).unwrap().starts_with("credited 512 bytes"));
-        assert_ne!(std::fs::read(&p).unwrap(), old);
+        assert!(credit_seed(&p).unwrap().starts_with("no seed yet"));
+        save_seed(&p).unwrap();
+        std::fs::write(d.path().join("empty"), "").unwrap();
+        assert_eq!(credit_seed(&d.path().join("empty")).unwrap(), "seed file empty");
+        assert!(credit_seed(&p).unwrap().starts_with("credited 512 bytes"));
     }
 }

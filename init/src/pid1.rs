@@ -170,7 +170,13 @@ fn load_modules() -> plan::ModulePlan {
             return plan::ModulePlan::default();
         }
     };
-    let results = parallel::run(&modules.deps, MODULE_WORKERS, |i| {
+    // A module's size stands for its cost: the kernel hashes and links every byte.
+    let sizes: Vec<u64> = modules
+        .files
+        .iter()
+        .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+        .collect();
+    let results = parallel::run(&modules.deps, &sizes, MODULE_WORKERS, |i| {
         load::load_file(&modules.files[i])
     });
     for r in results {
@@ -251,10 +257,17 @@ fn mount_data(config: &Config, reset: bool) {
         let _ = std::fs::remove_file(storage::FACTORY_RESET_MARKER);
         sys::sync();
     }
-    match entropy::refresh_seed(Path::new(entropy::SEED_FILE)) {
+    let seed = Path::new(entropy::SEED_FILE);
+    match entropy::credit_seed(seed) {
         Ok(m) => say(&format!("entropy seed: {m}")),
         Err(e) => say(&format!("entropy seed: {e}")),
     }
+    // The new seed's write and sync (tens of ms) need not hold up the services.
+    std::thread::spawn(move || {
+        if let Err(e) = entropy::save_seed(seed) {
+            say(&format!("cannot save a new entropy seed: {e}"));
+        }
+    });
 }
 
 /// The script udhcpc runs: it calls us back as `/init dhcp-event`.

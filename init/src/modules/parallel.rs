@@ -1,7 +1,9 @@
 //! Runs jobs on a few threads, each only after the jobs it depends on have finished: how
 //! boot loads kernel modules. Loading is mostly the kernel hashing and checking a module's
 //! signature and linking it, which for independent modules (ext4 beside the NIC drivers)
-//! runs in parallel on the appliance's CPUs.
+//! runs in parallel on the appliance's CPUs. Of the jobs that may start, the one heading the
+//! heaviest chain of jobs that wait for it goes first (list scheduling by critical path), so
+//! the long chain (crc32c, jbd2, ext4) is not left for last.
 
 use std::sync::{Condvar, Mutex};
 
@@ -12,11 +14,27 @@ struct Board<R> {
 }
 
 impl<R> Board<R> {
-    /// The first job not yet started whose dependencies have all finished.
-    fn next_ready(&self, deps: &[Vec<usize>]) -> Option<usize> {
+    /// Of the jobs not yet started whose dependencies have all finished, the one with the
+    /// highest priority (the lowest index among equals).
+    fn next_ready(&self, deps: &[Vec<usize>], priority: &[u64]) -> Option<usize> {
         (0..self.started.len())
-            .find(|&i| !self.started[i] && earlier(&deps[i], i).all(|&d| self.finished[d]))
+            .filter(|&i| !self.started[i] && earlier(&deps[i], i).all(|&d| self.finished[d]))
+            .max_by(|&a, &b| priority[a].cmp(&priority[b]).then(b.cmp(&a)))
     }
+}
+
+/// Each job's weight plus the heaviest chain of jobs that wait for it, directly or not.
+fn critical_path(deps: &[Vec<usize>], weights: &[u64]) -> Vec<u64> {
+    let n = deps.len();
+    let weight = |i: usize| weights.get(i).copied().unwrap_or(0);
+    let mut path: Vec<u64> = (0..n).map(weight).collect();
+    // Dependents have higher indices: going down, each job's own path is final already.
+    for i in (0..n).rev() {
+        for &d in earlier(&deps[i], i) {
+            path[d] = path[d].max(weight(d).saturating_add(path[i]));
+        }
+    }
+    path
 }
 
 /// A job's dependencies that can hold it back: those with lower indices (see [`run`]).
@@ -28,13 +46,16 @@ fn earlier(deps: &[usize], i: usize) -> impl Iterator<Item = &usize> {
 /// the results in index order. Job `i` starts only after every job in `deps[i]` has finished,
 /// whatever it returned (a module whose dependency failed is still tried, and the kernel
 /// names what is missing). The jobs are in a dependency order already, so only lower
-/// indices count as dependencies; that also means every job eventually runs.
+/// indices count as dependencies; that also means every job eventually runs. `weights`
+/// estimate each job's cost (a module's size; missing ones count 0) and only set the order.
 pub fn run<R: Send>(
     deps: &[Vec<usize>],
+    weights: &[u64],
     workers: usize,
     job: impl Fn(usize) -> R + Sync,
 ) -> Vec<R> {
     let n = deps.len();
+    let priority = critical_path(deps, weights);
     let board = Mutex::new(Board {
         started: vec![false; n],
         finished: vec![false; n],
@@ -44,7 +65,7 @@ pub fn run<R: Send>(
     let worker = || {
         let mut b = board.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            if let Some(i) = b.next_ready(deps) {
+            if let Some(i) = b.next_ready(deps, &priority) {
                 b.started[i] = true;
                 drop(b);
                 let r = job(i);
@@ -83,13 +104,13 @@ mod tests {
     #[test]
     fn every_job_runs_once_and_results_keep_their_order() {
         let runs = AtomicUsize::new(0);
-        let out = run(&[vec![], vec![0], vec![], vec![1, 2]], 3, |i| {
+        let out = run(&[vec![], vec![0], vec![], vec![1, 2]], &[], 3, |i| {
             runs.fetch_add(1, Ordering::SeqCst);
             i * 10
         });
         assert_eq!(out, vec![0, 10, 20, 30]);
         assert_eq!(runs.load(Ordering::SeqCst), 4);
-        assert!(run(&[], 4, |i| i).is_empty());
+        assert!(run(&[], &[], 4, |i| i).is_empty());
     }
 
     #[test]
@@ -97,7 +118,7 @@ mod tests {
         // 0 <- 1 <- 3, 2 <- 3, 4 alone; slow jobs give a wrong order every chance to show.
         let deps = vec![vec![], vec![0], vec![], vec![1, 2], vec![]];
         let log = Mutex::new(Vec::new());
-        run(&deps, 4, |i| {
+        run(&deps, &[5, 1, 3, 2, 9], 4, |i| {
             log.lock().unwrap().push(("start", i));
             std::thread::sleep(Duration::from_millis(20));
             log.lock().unwrap().push(("end", i));
@@ -118,7 +139,7 @@ mod tests {
     fn independent_jobs_overlap_and_one_worker_runs_in_order() {
         let running = AtomicUsize::new(0);
         let most = AtomicUsize::new(0);
-        run(&[vec![], vec![], vec![], vec![]], 2, |_| {
+        run(&[vec![], vec![], vec![], vec![]], &[], 2, |_| {
             let now = running.fetch_add(1, Ordering::SeqCst) + 1;
             most.fetch_max(now, Ordering::SeqCst);
             std::thread::sleep(Duration::from_millis(50));
@@ -127,15 +148,32 @@ mod tests {
         assert_eq!(most.load(Ordering::SeqCst), 2);
 
         let order = Mutex::new(Vec::new());
-        run(&[vec![], vec![], vec![0], vec![]], 1, |i| {
+        run(&[vec![], vec![], vec![0], vec![]], &[], 1, |i| {
             order.lock().unwrap().push(i)
         });
         assert_eq!(order.into_inner().unwrap(), vec![0, 1, 2, 3]);
     }
 
     #[test]
+    fn the_head_of_the_heaviest_chain_goes_first() {
+        // Light modules 0..3 come first in the list; 4 (jbd2) -> 5 (ext4) is the long chain.
+        let deps = vec![vec![], vec![], vec![], vec![], vec![], vec![4]];
+        let weights = [10, 10, 10, 10, 300, 2000];
+        assert_eq!(
+            critical_path(&deps, &weights),
+            vec![10, 10, 10, 10, 2300, 2000]
+        );
+        let order = Mutex::new(Vec::new());
+        run(&deps, &weights, 1, |i| order.lock().unwrap().push(i));
+        assert_eq!(order.into_inner().unwrap(), vec![4, 5, 0, 1, 2, 3]);
+        // A job reached by two chains counts the heavier.
+        let deps = vec![vec![], vec![0], vec![0], vec![1]];
+        assert_eq!(critical_path(&deps, &[1, 2, 50, 4]), vec![51, 6, 50, 4]);
+    }
+
+    #[test]
     fn a_dependency_on_a_later_job_cannot_deadlock() {
         // Not a dependency order: the forward edge is ignored rather than waited on forever.
-        assert_eq!(run(&[vec![1], vec![0]], 2, |i| i), vec![0, 1]);
+        assert_eq!(run(&[vec![1], vec![0]], &[], 2, |i| i), vec![0, 1]);
     }
 }
