@@ -125,7 +125,11 @@ pub fn credit_seed(path: &Path) -> std::io::Result<String> {
         Ok(seed) if !seed.is_empty() => {
             let bits = i32::try_from(seed.len() * 8).unwrap_or(i32::MAX);
             add_entropy(&seed, bits)?;
-            Ok(format!("credited {} bytes from {}", seed.len(), path.display()))
+            Ok(format!(
+                "credited {} bytes from {}",
+                seed.len(),
+                path.display()
+            ))
         }
         Ok(_) => Ok("seed file empty".to_owned()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok("no seed yet".to_owned()),
@@ -176,7 +180,10 @@ mod tests {
         assert!(credit_seed(&p).unwrap().starts_with("no seed yet"));
         save_seed(&p).unwrap();
         std::fs::write(d.path().join("empty"), "").unwrap();
-        assert_eq!(credit_seed(&d.path().join("empty")).unwrap(), "seed file empty");
+        assert_eq!(
+            credit_seed(&d.path().join("empty")).unwrap(),
+            "seed file empty"
+        );
         assert!(credit_seed(&p).unwrap().starts_with("credited 512 bytes"));
     }
 }

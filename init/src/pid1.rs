@@ -179,12 +179,21 @@ fn load_modules() -> plan::ModulePlan {
     let results = parallel::run(&modules.deps, &sizes, MODULE_WORKERS, |i| {
         load::load_file(&modules.files[i])
     });
+    let mut failed = 0;
     for r in results {
         match r {
             Ok(Loaded::Loaded | Loaded::AlreadyLoaded) => {}
-            Err(e) => say(&format!("{e}: {}", source_text(&e))),
+            Err(e) => {
+                failed += 1;
+                say(&format!("{e}: {}", source_text(&e)));
+            }
         }
     }
+    say(&format!(
+        "modules loaded: {} of {}",
+        modules.files.len() - failed,
+        modules.files.len()
+    ));
     modules
 }
 

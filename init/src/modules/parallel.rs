@@ -10,7 +10,8 @@ use std::sync::{Condvar, Mutex};
 struct Board<R> {
     started: Vec<bool>,
     finished: Vec<bool>,
-    results: Vec<Option<R>>,
+    /// (job, result) in the order the jobs finished.
+    results: Vec<(usize, R)>,
 }
 
 impl<R> Board<R> {
@@ -59,7 +60,7 @@ pub fn run<R: Send>(
     let board = Mutex::new(Board {
         started: vec![false; n],
         finished: vec![false; n],
-        results: (0..n).map(|_| None).collect(),
+        results: Vec::with_capacity(n),
     });
     let changed = Condvar::new();
     let worker = || {
@@ -71,7 +72,7 @@ pub fn run<R: Send>(
                 let r = job(i);
                 b = board.lock().unwrap_or_else(|p| p.into_inner());
                 b.finished[i] = true;
-                b.results[i] = Some(r);
+                b.results.push((i, r));
                 changed.notify_all();
             } else if b.started.iter().all(|&s| s) {
                 return;
@@ -86,13 +87,14 @@ pub fn run<R: Send>(
         }
         worker();
     });
-    board
+    // The workers returned only once every job had started, and the scope waited for them:
+    // every job has its result here.
+    let mut results = board
         .into_inner()
         .unwrap_or_else(|p| p.into_inner())
-        .results
-        .into_iter()
-        .map(|r| r.expect("every job ran"))
-        .collect()
+        .results;
+    results.sort_unstable_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
 }
 
 #[cfg(test)]
