@@ -311,7 +311,14 @@ fn boot() -> Result<Infallible, Pid1Error> {
     if config.debug {
         say("debug output on");
     }
-    mount_data(&config, reset);
+    let _ = std::fs::create_dir_all(services::RUN_DIR);
+    // The network (rtnetlink) and the data partition (mke2fs on a first boot, the mount, the
+    // entropy seed) do not depend on each other: side by side.
+    let net = std::thread::scope(|s| {
+        let net = s.spawn(|| net::configure(&config, NET_WAIT, &say));
+        mount_data(&config, reset);
+        net.join().unwrap_or_default()
+    });
     if let Err(e) = sys::sethostname(&config.hostname) {
         say(&format!("cannot set hostname {}: {e}", config.hostname));
     }
@@ -319,8 +326,6 @@ fn boot() -> Result<Infallible, Pid1Error> {
     if let Err(e) = sys::reboot(libc::RB_DISABLE_CAD) {
         say(&format!("cannot disable ctrl-alt-del: {e}"));
     }
-    let _ = std::fs::create_dir_all(services::RUN_DIR);
-    let net = net::configure(&config, NET_WAIT, &say);
     if net.dhcp {
         write_udhcpc_script();
     }
