@@ -16,7 +16,7 @@ else
     echo "bench: skipping bench-deploy.sh (needs root)" >&2
 fi
 # The appliance image in QEMU: boot time, image size, idle memory (needs `make image`).
-"$REPO/target/release/streamer-vm" bench-boot --runs 3 --dir "$REPO/target/bench/boot-vms" \
+"$REPO/target/release/streamer-vm" bench-boot --runs 5 --dir "$REPO/target/bench/boot-vms" \
     --out "$REPO/target/bench/boot.md" --commit "$(git -C "$REPO" rev-parse --short HEAD)"
 "$REPO/scripts/bench-scenarios.sh"
 {

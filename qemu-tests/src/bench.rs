@@ -221,6 +221,7 @@ pub fn report(image: &ImageFiles, runs: usize, dir: &Path, commit: &str) -> Resu
     let (direct, rss, first_phases) = appliance_boots(image, Boot::Direct, runs, dir, false)?;
     let (again, _, later_phases) = appliance_boots(image, Boot::Direct, runs, dir, true)?;
     let (uefi, _, _) = appliance_boots(image, Boot::Uefi, runs, dir, false)?;
+    let (uefi_again, _, _) = appliance_boots(image, Boot::Uefi, runs, dir, true)?;
     let floor = floor_boots(image, runs, dir)?;
     let mut s = String::new();
     let when = Command::new("date")
@@ -248,6 +249,7 @@ pub fn report(image: &ImageFiles, runs: usize, dir: &Path, commit: &str) -> Resu
         ("appliance, direct kernel boot, first boot", &direct),
         ("appliance, direct kernel boot, later boots", &again),
         ("appliance, UEFI (OVMF → UKI on the ESP), first boot", &uefi),
+        ("appliance, UEFI, later boots", &uefi_again),
         ("peer floor: same kernel, busybox initramfs", &floor),
     ] {
         let _ = writeln!(
