@@ -144,7 +144,12 @@ mod tests {
         run(&[vec![], vec![], vec![], vec![]], &[], 2, |_| {
             let now = running.fetch_add(1, Ordering::SeqCst) + 1;
             most.fetch_max(now, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_millis(50));
+            // Stay until another job runs beside this one (a busy machine may be slow to
+            // schedule the second worker), or give up after 2 s.
+            let until = std::time::Instant::now() + Duration::from_secs(2);
+            while most.load(Ordering::SeqCst) < 2 && std::time::Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
             running.fetch_sub(1, Ordering::SeqCst);
         });
         assert_eq!(most.load(Ordering::SeqCst), 2);
