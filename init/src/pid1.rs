@@ -218,9 +218,18 @@ fn mount_config() -> bool {
     let reset = Path::new(storage::FACTORY_RESET_MARKER).exists();
     if reset {
         say("FACTORY RESET requested: erasing the data partition and the configuration");
-        let _ = std::fs::remove_file(config::CONFIG_FILE);
+        if let Err(e) = storage::with_config_writable(|| remove_if_present(config::CONFIG_FILE)) {
+            say(&format!("cannot remove {}: {e}", config::CONFIG_FILE));
+        }
     }
     reset
+}
+
+fn remove_if_present(path: &str) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 fn source_text(e: &dyn std::error::Error) -> String {
@@ -262,9 +271,14 @@ fn mount_data(config: &Config, reset: bool) {
             return;
         }
     }
-    if reset {
-        let _ = std::fs::remove_file(storage::FACTORY_RESET_MARKER);
-        sys::sync();
+    if reset
+        && let Err(e) =
+            storage::with_config_writable(|| remove_if_present(storage::FACTORY_RESET_MARKER))
+    {
+        say(&format!(
+            "cannot remove {}: {e}",
+            storage::FACTORY_RESET_MARKER
+        ));
     }
     let seed = Path::new(entropy::SEED_FILE);
     match entropy::credit_seed(seed) {

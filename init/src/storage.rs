@@ -450,17 +450,46 @@ pub fn prepare_data(part: &Partition, reset: bool) -> Result<DataOutcome, Storag
     })
 }
 
-/// Mounts the config partition read-write at /config.
+/// How the config partition is mounted (besides read-only or not).
+const CONFIG_FLAGS: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+const CONFIG_OPTIONS: &str = "umask=077,flush";
+
+/// Mounts the config partition read-only at /config: a power cut then never catches FAT in
+/// the middle of a write, nor leaves it marked dirty. Writers go through
+/// [`with_config_writable`].
 pub fn mount_config(part: &Partition) -> Result<(), StorageError> {
     std::fs::create_dir_all(CONFIG_DIR).map_err(io(Path::new(CONFIG_DIR), "cannot create"))?;
     crate::sys::mount(
         &part.dev.to_string_lossy(),
         CONFIG_DIR,
         "vfat",
-        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        Some("umask=077,flush"),
+        CONFIG_FLAGS | libc::MS_RDONLY,
+        Some(CONFIG_OPTIONS),
     )
     .map_err(io(&part.dev, "cannot mount the config partition"))
+}
+
+/// Runs `write` with /config remounted read-write, then syncs and remounts it read-only
+/// (also when `write` failed). The first error is returned.
+pub fn with_config_writable<T>(write: impl FnOnce() -> std::io::Result<T>) -> std::io::Result<T> {
+    let remount = |read_only: bool| {
+        let ro = if read_only { libc::MS_RDONLY } else { 0 };
+        crate::sys::mount(
+            "",
+            CONFIG_DIR,
+            "",
+            libc::MS_REMOUNT | CONFIG_FLAGS | ro,
+            Some(CONFIG_OPTIONS),
+        )
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot remount {CONFIG_DIR}: {e}")))
+    };
+    remount(false)?;
+    let written = write();
+    crate::sys::sync();
+    let back = remount(true);
+    let value = written?;
+    back?;
+    Ok(value)
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! The appliance image on virtual hardware: boots by direct kernel boot and from its disk
 //! under OVMF to `ready`, answers /rest/version on the forwarded port, restarts a killed
-//! daemon, creates its data partition on first boot and keeps it across a power cycle, and
-//! powers off cleanly on the ACPI power button. Needs `make image` (the Makefile's `test`
-//! target builds it first); console logs of a failed run are kept under target/qemu-tests.
+//! daemon, creates its data partition on first boot and keeps it across a power cycle and a
+//! pulled power cord, and powers off cleanly on the ACPI power button. Needs `make image`
+//! (the Makefile's `test` target builds it first); console logs of a failed run are kept
+//! under target/qemu-tests.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
@@ -112,6 +113,37 @@ fn direct_boot_serves_the_api_restarts_daemons_and_keeps_data_across_a_power_cyc
     let second = text.rsplit("data partition mounted").next().unwrap();
     assert!(second.contains("PowerOff: stopping services"), "{second}");
     assert!(second.contains("reboot: Power down"), "{second}");
+    drop(a);
+
+    // The power cord: a synced write survives, the data filesystem comes back (the kernel
+    // replays its journal), and the config partition, mounted read-only, is not left dirty.
+    spec.api_port = streamer_vm::qemu::free_port().unwrap();
+    let mut a = spec.start(&image).unwrap();
+    let ready = a.wait_ready(BOOT).unwrap();
+    a.open_shell().unwrap();
+    a.shell(
+        "echo synced-before-the-cord > /data/cord && sync",
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    a.vm.kill();
+    drop(a);
+    spec.api_port = streamer_vm::qemu::free_port().unwrap();
+    let mut a = spec.start(&image).unwrap();
+    let after = a.wait_ready(BOOT).unwrap();
+    assert_eq!(after.password, ready.password);
+    a.open_shell().unwrap();
+    let cord = a.shell("cat /data/cord", Duration::from_secs(30)).unwrap();
+    assert_eq!(cord.trim(), "synced-before-the-cord");
+    let dmesg = a
+        .shell(
+            "dmesg | grep -c 'not properly unmounted' || true",
+            Duration::from_secs(30),
+        )
+        .unwrap();
+    assert_eq!(dmesg.trim(), "0", "the config partition was left dirty");
+    a.close_shell().unwrap();
+    version_ok(&a.api_url());
 }
 
 #[test]

@@ -277,10 +277,11 @@ impl Actions for Appliance {
         if !Path::new(storage::CONFIG_DIR).join(".").exists() {
             return Err(format!("{} is not mounted", storage::CONFIG_DIR));
         }
-        crate::net::write_atomic(Path::new(config::CONFIG_FILE), text)
-            .map_err(|e| e.to_string())?;
-        sys::sync();
-        Ok(())
+        storage::with_config_writable(|| {
+            crate::net::write_atomic(Path::new(config::CONFIG_FILE), text)
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        })
+        .map_err(|e| e.to_string())
     }
 
     fn echo(&mut self, on: bool) {
@@ -398,12 +399,13 @@ impl Actions for Appliance {
     }
 
     fn factory_reset(&mut self) -> Result<(), String> {
-        std::fs::write(
-            storage::FACTORY_RESET_MARKER,
-            "requested from the serial console\n",
-        )
+        storage::with_config_writable(|| {
+            std::fs::write(
+                storage::FACTORY_RESET_MARKER,
+                "requested from the serial console\n",
+            )
+        })
         .map_err(|e| format!("cannot write {}: {e}", storage::FACTORY_RESET_MARKER))?;
-        sys::sync();
         self.reboot()
     }
 
