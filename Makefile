@@ -57,14 +57,17 @@ IMAGE_TARGET := x86_64-unknown-linux-gnu
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 STATIC_DIR := $(TARGET_DIR)/$(IMAGE_TARGET)/appliance
 INIT ?= $(STATIC_DIR)/streamer-init
+#
+# storaged, deployd and streamerctl are one multi-call binary there, `streamer` (12 MB less to
+# unpack at every boot); $(STATIC_DIR)/streamerctl is a link to it, a static client to copy.
 image: deps
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --locked --profile appliance \
-		--target $(IMAGE_TARGET) -p storaged -p deployd -p streamerctl \
-		$$($(CARGO) metadata --no-deps --format-version 1 | grep -q '"name":"streamer-init"' && echo -p streamer-init)
+		--target $(IMAGE_TARGET) -p streamer-init -p streamer-multicall
 	@test -x "$(INIT)" || { echo "error: no init binary at $(INIT); pass INIT=path" >&2; exit 1; }
+	ln -sf streamer $(STATIC_DIR)/streamerctl
 	$(CARGO) build --locked --release -p streamer-image
 	$(TARGET_DIR)/release/streamer-image build --init "$(INIT)" \
-		--bin $(STATIC_DIR)/storaged --bin $(STATIC_DIR)/deployd --bin $(STATIC_DIR)/streamerctl \
+		--multicall $(STATIC_DIR)/streamer \
 		--cache $(TARGET_DIR)/streamer-image/cache --out $(TARGET_DIR)/streamer-image/out
 
 clean:

@@ -16,6 +16,8 @@ pub enum InitramfsError {
     Read(PathBuf, #[source] std::io::Error),
     #[error("listing busybox applets with {0}")]
     Busybox(PathBuf, #[source] std::io::Error),
+    #[error("listing the programs of the multi-call binary {0} (`{0} --list`)")]
+    Multicall(PathBuf, #[source] std::io::Error),
     #[error("module {0} is in modules.dep but its file is missing")]
     ModuleFile(String),
     #[error("listing the libraries of {0} with ldd: {1}")]
@@ -41,6 +43,10 @@ pub struct InitramfsSpec {
     pub init: PathBuf,
     /// Each becomes /usr/bin/<file name>.
     pub binaries: Vec<PathBuf>,
+    /// Multi-call binaries: each becomes /usr/bin/<file name> with a symlink beside it for
+    /// every program name `BINARY --list` prints (the appliance's `streamer`: storaged,
+    /// deployd, streamerctl).
+    pub multicall: Vec<PathBuf>,
     /// Becomes /bin/busybox, with a symlink for every applet it lists.
     pub busybox: PathBuf,
     /// Dynamically linked programs of this machine (Debian's e2fsprogs), copied to the same
@@ -126,23 +132,46 @@ const PASSWD: &str =
 const GROUP: &str = "root:x:0:\nnogroup:x:65534:\n";
 const HOSTS: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost\n";
 
-/// Busybox's applets as paths ("usr/bin/awk"), from `busybox --list-full`.
-fn applets(busybox: &Path) -> Result<Vec<String>, InitramfsError> {
-    let out = Command::new(busybox)
-        .arg("--list-full")
-        .output()
-        .map_err(|e| InitramfsError::Busybox(busybox.into(), e))?;
+/// The lines a multi-call binary prints with `flag`, trimmed, empty ones dropped.
+fn list_programs(binary: &Path, flag: &str) -> std::io::Result<Vec<String>> {
+    let out = Command::new(binary).arg(flag).output()?;
     if !out.status.success() {
-        return Err(InitramfsError::Busybox(
-            busybox.into(),
-            std::io::Error::other("--list-full failed"),
-        ));
+        return Err(std::io::Error::other(format!(
+            "{flag} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
     }
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
-        .map(|l| l.trim().trim_start_matches('/').to_string())
+        .map(|l| l.trim().to_string())
         .filter(|l| !l.is_empty())
         .collect())
+}
+
+/// Busybox's applets as paths ("usr/bin/awk"), from `busybox --list-full`.
+fn applets(busybox: &Path) -> Result<Vec<String>, InitramfsError> {
+    let list = list_programs(busybox, "--list-full")
+        .map_err(|e| InitramfsError::Busybox(busybox.into(), e))?;
+    Ok(list
+        .into_iter()
+        .map(|l| l.trim_start_matches('/').to_string())
+        .collect())
+}
+
+/// A multi-call binary's program names, from `BINARY --list`; each must be a plain file name.
+fn multicall_programs(binary: &Path) -> Result<Vec<String>, InitramfsError> {
+    let err = |e| InitramfsError::Multicall(binary.into(), e);
+    let names = list_programs(binary, "--list").map_err(err)?;
+    if let Some(bad) = names
+        .iter()
+        .find(|n| n.contains('/') || *n == "." || *n == "..")
+    {
+        return Err(err(std::io::Error::other(format!(
+            "{bad:?} is not a program name"
+        ))));
+    }
+    Ok(names)
 }
 
 /// The files `ldd` says `program` loads: libraries and the dynamic loader, by absolute path.
@@ -191,8 +220,18 @@ pub fn assemble(spec: &InitramfsSpec) -> Result<(Archive, Initramfs), InitramfsE
     a.insert("dev/console", 0o600, Kind::CharDev { major: 5, minor: 1 });
     a.insert("dev/null", 0o666, Kind::CharDev { major: 1, minor: 3 });
     a.file("init", 0o755, read(&spec.init)?);
-    for b in &spec.binaries {
+    // Our programs: /usr/bin/NAME, a file or a link to a multi-call binary.
+    let mut ours: BTreeSet<String> = BTreeSet::new();
+    for b in spec.binaries.iter().chain(&spec.multicall) {
         a.file(&format!("usr/bin/{}", file_name(b)), 0o755, read(b)?);
+        ours.insert(file_name(b));
+    }
+    for m in &spec.multicall {
+        for name in multicall_programs(m)? {
+            if ours.insert(name.clone()) {
+                a.symlink(&format!("usr/bin/{name}"), &file_name(m));
+            }
+        }
     }
     a.file("bin/busybox", 0o755, read(&spec.busybox)?);
     for program in &spec.host_programs {
@@ -203,9 +242,11 @@ pub fn assemble(spec: &InitramfsSpec) -> Result<(Archive, Initramfs), InitramfsE
     }
     for applet in applets(&spec.busybox)? {
         let name = applet.rsplit('/').next().unwrap_or(&applet);
-        // /init is ours; our binaries win over applets of the same name.
-        let ours = spec.binaries.iter().any(|b| file_name(b) == name);
-        if matches!(name, "init" | "linuxrc" | "busybox") || ours || a.contains(&applet) {
+        // /init is ours; our programs win over applets of the same name.
+        if matches!(name, "init" | "linuxrc" | "busybox")
+            || ours.contains(name)
+            || a.contains(&applet)
+        {
             continue;
         }
         a.symlink(&applet, "/bin/busybox");
@@ -292,6 +333,73 @@ impl Initramfs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = dir.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    fn spec(dir: &Path, multicall: Vec<PathBuf>) -> InitramfsSpec {
+        InitramfsSpec {
+            init: script(dir, "init", "true"),
+            binaries: vec![script(dir, "plain", "true")],
+            multicall,
+            // A busybox that lists one applet our multi-call binary also has.
+            busybox: script(dir, "busybox", "echo /bin/sh; echo /usr/bin/beta"),
+            host_programs: vec![],
+            modules: None,
+            os_release: String::new(),
+            mtime: 0,
+        }
+    }
+
+    #[test]
+    fn a_multicall_binary_gets_a_link_for_each_program_and_wins_over_busybox() {
+        let dir = tempfile::tempdir().unwrap();
+        let mc = script(
+            dir.path(),
+            "multi",
+            r#"[ "$1" = --list ] && printf 'alpha\nbeta\n'"#,
+        );
+        let (a, _) = assemble(&spec(dir.path(), vec![mc])).unwrap();
+        assert!(matches!(
+            a.get("usr/bin/multi").unwrap().kind,
+            Kind::File(_)
+        ));
+        assert!(matches!(
+            a.get("usr/bin/plain").unwrap().kind,
+            Kind::File(_)
+        ));
+        for name in ["alpha", "beta"] {
+            assert_eq!(
+                a.get(&format!("usr/bin/{name}")).unwrap().kind,
+                Kind::Symlink("multi".into()),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            a.get("bin/sh").unwrap().kind,
+            Kind::Symlink("/bin/busybox".into())
+        );
+    }
+
+    #[test]
+    fn a_multicall_binary_that_cannot_list_or_lists_a_path_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let failing = script(dir.path(), "failing", "echo nope >&2; exit 3");
+        let e = assemble(&spec(dir.path(), vec![failing])).unwrap_err();
+        let chain = format!("{e}: {}", std::error::Error::source(&e).unwrap());
+        assert!(
+            chain.contains("--list") && chain.contains("nope"),
+            "{chain}"
+        );
+        let slashy = script(dir.path(), "slashy", "echo ../etc/passwd");
+        let e = assemble(&spec(dir.path(), vec![slashy])).unwrap_err();
+        assert!(matches!(e, InitramfsError::Multicall(..)), "{e}");
+    }
 
     #[test]
     fn ldd_output_to_paths() {

@@ -30,9 +30,13 @@ struct Args {
     /// The PID 1 binary (/init).
     #[arg(long)]
     init: PathBuf,
-    /// Binaries for /usr/bin (storaged, deployd, streamerctl).
+    /// Binaries for /usr/bin.
     #[arg(long = "bin")]
     binaries: Vec<PathBuf>,
+    /// Multi-call binaries for /usr/bin, each with a symlink for every program name it
+    /// prints with `--list` (the appliance's `streamer`: storaged, deployd, streamerctl).
+    #[arg(long)]
+    multicall: Vec<PathBuf>,
     #[arg(long, default_value = "/bin/busybox")]
     busybox: PathBuf,
     /// Dynamically linked programs of this machine to ship with their libraries (default:
@@ -48,9 +52,10 @@ struct Args {
     stub: PathBuf,
     #[arg(long, default_value = "target/streamer-image/out")]
     out: PathBuf,
-    /// The kernel command line. `cryptomgr.notests` skips the kernel's boot-time self-tests
-    /// of its crypto algorithms (half a second under TCG; they matter only for FIPS, which
-    /// the appliance does not claim).
+    /// The kernel command line. `cryptomgr.notests` and
+    /// `initcall_blacklist=crypto_kdf108_init` skip the kernel's boot-time self-tests of its
+    /// crypto algorithms (about a second under TCG together; they matter only for FIPS,
+    /// which the appliance does not claim).
     #[arg(long, default_value = streamer_image::DEFAULT_CMDLINE)]
     cmdline: String,
     /// Kernel modules (default: the appliance's list).
@@ -103,6 +108,7 @@ fn build(a: Args) -> Result<(), streamer_image::BuildError> {
     let opts = BuildOptions {
         init: a.init,
         binaries: a.binaries,
+        multicall: a.multicall,
         busybox: a.busybox,
         host_programs: a.host_programs,
         kernel_deb: a.kernel_deb,

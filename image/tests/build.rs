@@ -48,6 +48,7 @@ fn builds_the_same_image_twice_and_other_tools_read_it() {
     let opts = |out: &str| BuildOptions {
         init: init.clone(),
         binaries: vec![daemon.clone()],
+        multicall: vec![],
         busybox: "/bin/busybox".into(),
         host_programs: vec!["/sbin/mke2fs".into()],
         kernel_deb: None,

@@ -175,3 +175,42 @@ fn the_kernel_command_line_is_image_s() {
     let cmdline = &line[..line.find('"').expect("a closing quote")];
     assert_eq!(cmdline, streamer_image::DEFAULT_CMDLINE);
 }
+
+#[test]
+fn the_package_installs_the_binaries_make_image_does() {
+    let mk = read("package/streamer/streamer.mk");
+    let opts = mk
+        .split("STREAMER_CARGO_BUILD_OPTS = \\\n")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .expect("STREAMER_CARGO_BUILD_OPTS");
+    let makefile =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Makefile")).unwrap();
+    for package in opts.split_whitespace().filter(|w| *w != "-p") {
+        assert!(
+            makefile.contains(&format!("-p {package}")),
+            "make image does not build {package}"
+        );
+    }
+    // A link for every program of the multi-call binary (its PROGRAMS table).
+    let programs = mk
+        .lines()
+        .find_map(|l| l.strip_prefix("STREAMER_PROGRAMS = "))
+        .expect("STREAMER_PROGRAMS");
+    let source = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../multicall/src/main.rs"),
+    )
+    .unwrap();
+    let table = source
+        .split("const PROGRAMS")
+        .nth(1)
+        .and_then(|t| t.split("];").next())
+        .expect("the PROGRAMS table");
+    let names: Vec<&str> = table
+        .split("(\"")
+        .skip(1)
+        .filter_map(|t| t.split('"').next())
+        .collect();
+    assert!(!names.is_empty());
+    assert_eq!(programs.split_whitespace().collect::<Vec<_>>(), names);
+}

@@ -40,6 +40,7 @@ fn debian_kernel_boots_our_initramfs() {
     let built = streamer_image::initramfs::build(&InitramfsSpec {
         init,
         binaries: vec![],
+        multicall: vec![],
         busybox: "/bin/busybox".into(),
         host_programs: vec![],
         modules: Some(Modules {

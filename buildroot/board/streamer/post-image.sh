@@ -6,7 +6,7 @@ set -eu
 BINARIES_DIR=$1
 BOARD_DIR=$(dirname "$0")
 STUB=${STREAMER_EFI_STUB:-$HOST_DIR/lib/systemd/boot/efi/linuxx64.efi.stub}
-CMDLINE="console=tty0 console=ttyS0,115200 quiet panic=10 cryptomgr.notests"  # = image/src/lib.rs DEFAULT_CMDLINE
+CMDLINE="console=tty0 console=ttyS0,115200 quiet panic=10 cryptomgr.notests initcall_blacklist=crypto_kdf108_init"  # = image/src/lib.rs DEFAULT_CMDLINE
 
 printf '%s' "$CMDLINE" >"$BINARIES_DIR/cmdline.txt"
 printf 'NAME=Streamer\nID=streamer\nVERSION_ID=0.1.0\n' >"$BINARIES_DIR/os-release"

@@ -13,6 +13,7 @@ pub mod attach;
 pub mod audit;
 pub mod auth;
 pub mod bundle;
+pub mod daemon;
 pub mod deploy;
 pub mod files;
 pub mod meta;

@@ -9,6 +9,7 @@
 //! never let one volume's failure damage another's data.
 
 pub mod block;
+pub mod cli;
 pub mod control;
 pub mod export;
 pub mod imagefile;

@@ -5,17 +5,6 @@
 //! 3 storaged could not be reached or a local file could not be used; 4 `verify` found
 //! problems.
 
-mod cli;
-
-use clap::Parser;
-
 fn main() -> std::process::ExitCode {
-    let args = cli::Cli::parse();
-    match cli::run(args) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("storaged: {}", e.message());
-            e.exit_code()
-        }
-    }
+    storaged::cli::main(std::env::args_os())
 }

@@ -1,14 +1,17 @@
-//! Command-line parsing and dispatch.
+//! Command-line parsing and dispatch: the `storaged` program (`src/main.rs` and the
+//! appliance's multi-call binary both call [`main`]).
 
 mod output;
 mod serve;
 mod volume;
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use storaged::control::DEFAULT_SOCKET;
+
+use crate::control::DEFAULT_SOCKET;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -68,12 +71,28 @@ impl Failure {
     }
 }
 
-impl From<storaged::control::client::ClientError> for Failure {
-    fn from(e: storaged::control::client::ClientError) -> Self {
-        use storaged::control::client::ClientError;
+impl From<crate::control::client::ClientError> for Failure {
+    fn from(e: crate::control::client::ClientError) -> Self {
+        use crate::control::client::ClientError;
         match e {
             ClientError::Remote(m) => Self::Refused(m),
-            other => Self::Local(storaged::control::error::error_chain(&other)),
+            other => Self::Local(crate::control::error::error_chain(&other)),
+        }
+    }
+}
+
+/// `storaged` with these arguments (the first is the program name), to its exit status.
+pub fn main<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = Cli::parse_from(args);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("storaged: {}", e.message());
+            e.exit_code()
         }
     }
 }

@@ -1,7 +1,7 @@
 //! How results are printed: aligned text for people, JSON with `--json`.
 
+use crate::store::{ExportRecord, VerifyReport, VolumeInfo, VolumeState};
 use serde::Serialize;
-use storaged::store::{ExportRecord, VerifyReport, VolumeInfo, VolumeState};
 
 /// Parses `4096`, `512K`, `512M`, `20G`, `1T` (binary units, optional `iB`/`B`).
 pub fn parse_size(s: &str) -> Result<u64, String> {

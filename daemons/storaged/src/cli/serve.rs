@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use crate::control::DEFAULT_SOCKET;
+use crate::export::ExportCatalog;
+use crate::store::Store;
 use clap::Args;
-use storaged::control::DEFAULT_SOCKET;
-use storaged::export::ExportCatalog;
-use storaged::store::Store;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::Failure;
@@ -36,7 +36,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, Failure> {
         .init();
     let store = Arc::new(
         Store::open(&args.data_dir)
-            .map_err(|e| Failure::Local(storaged::control::error::error_chain(&e)))?,
+            .map_err(|e| Failure::Local(crate::control::error::error_chain(&e)))?,
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -54,11 +54,11 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, Failure> {
             args.nbd_listen
         );
         let catalog: Arc<dyn ExportCatalog> = store.clone();
-        let mut nbd = tokio::spawn(storaged::nbd::serve(listener, catalog));
+        let mut nbd = tokio::spawn(crate::nbd::serve(listener, catalog));
         let control_path = args.control.clone();
         let control_store = Arc::clone(&store);
         let mut control = tokio::spawn(async move {
-            storaged::control::server::serve(&control_path, control_store).await
+            crate::control::server::serve(&control_path, control_store).await
         });
         let mut term = signal(SignalKind::terminate()).map_err(|e| local("signals", e))?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| local("signals", e))?;

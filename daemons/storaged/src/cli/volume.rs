@@ -4,9 +4,9 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::control::client::StorageClient;
 use clap::Subcommand;
 use futures_util::StreamExt;
-use storaged::control::client::StorageClient;
 use zbus::zvariant::Fd;
 
 use super::output::{self, ProgressBar};
@@ -274,7 +274,7 @@ async fn with_progress<T>(
     loop {
         tokio::select! {
             result = &mut call => {
-                return result.map_err(|e| storaged::control::client::ClientError::from(e).into());
+                return result.map_err(|e| crate::control::client::ClientError::from(e).into());
             }
             Some(signal) = signals.next() => {
                 if let Ok(args) = signal.args()
