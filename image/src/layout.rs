@@ -64,12 +64,21 @@ pub const HOST_PROGRAMS: &[&str] = &["/sbin/mke2fs", "/sbin/resize2fs", "/sbin/e
 
 /// The kernel modules the appliance loads (init resolves their order from modules.dep).
 /// Debian 12's kernel does not build ntfs3; a module the kernel lacks is reported, not fatal.
+/// Real servers' disk controllers and NICs are here too: init loads a hardware driver only
+/// when a device it claims is present (`modules.alias`), so they cost a VM nothing but bytes.
 pub const DEFAULT_MODULES: &[&str] = &[
     "virtio_pci",
     "virtio_blk",
     "virtio_net",
     "virtio_rng",
+    "virtio_scsi",
     "virtio_console",
+    "nvme",
+    "ahci",
+    "sd_mod",
+    "e1000e",
+    "igb",
+    "ixgbe",
     "nbd",
     "loop",
     "dm_mod",
@@ -91,6 +100,20 @@ pub const DEFAULT_MODULES: &[&str] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_module_init_asks_for_is_in_the_image() {
+        let init = [
+            streamer_init::plan::boot_modules(),
+            streamer_init::plan::LATER_MODULES.to_vec(),
+        ];
+        for m in init.concat() {
+            assert!(
+                DEFAULT_MODULES.contains(&m),
+                "init loads {m}, the image lacks it"
+            );
+        }
+    }
 
     #[test]
     fn labels_fit_fat_and_names_are_unique() {

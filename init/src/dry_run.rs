@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::{self, ConfigError};
+use crate::modules::alias::{Aliases, device_modaliases};
 use crate::modules::{DepError, ModuleDb};
 use crate::plan::{self, Plan};
 use crate::services::GraphError;
@@ -100,16 +101,23 @@ pub fn plan(args: &DryRunArgs) -> Result<Plan, DryRunError> {
     let modules = match std::fs::read_to_string(dir.join("modules.dep")) {
         Ok(dep) => {
             let builtin = std::fs::read_to_string(dir.join("modules.builtin")).unwrap_or_default();
+            // With modules.alias, hardware drivers as this machine's devices need them.
+            let aliases = std::fs::read_to_string(dir.join("modules.alias"))
+                .ok()
+                .map(|a| Aliases::parse(&a));
+            let devices = device_modaliases(Path::new("/sys"));
             ModuleDb::parse(&dir, &dep)
                 .map(|db| db.with_builtin(&builtin))
-                .and_then(|db| plan::module_plan(&db, plan::WANTED_MODULES))
+                .and_then(|db| {
+                    plan::modules_for(&db, aliases.as_ref().map(|a| (a, devices.as_slice())))
+                })
                 .map_err(|source| DryRunError::Modules {
                     dir: dir.clone(),
                     source,
                 })?
         }
         // No module tree: a kernel with everything built in.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => plan::ModulePlan::default(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => plan::Modules::default(),
         Err(source) => {
             return Err(DryRunError::Read {
                 path: dir.join("modules.dep"),

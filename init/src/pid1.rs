@@ -4,11 +4,13 @@
 
 use std::convert::Infallible;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{self, Config};
+use crate::modules::alias::{Aliases, device_modaliases};
 use crate::modules::load::{self, Loaded};
-use crate::modules::parallel;
+use crate::modules::parallel::{self, Finished};
 use crate::net;
 use crate::plan::{self, Plan};
 use crate::services::{self, GraphError};
@@ -150,34 +152,77 @@ fn read_config() -> Config {
     })
 }
 
-fn load_modules() -> plan::ModulePlan {
+/// This boot's modules, read from the module tree, with hardware drivers for the devices
+/// present only (from `modules.alias`; without it, every driver).
+fn module_plans() -> plan::Modules {
     let dir = crate::dry_run::default_modules_dir();
     let db = match crate::modules::ModuleDb::read(&dir) {
         Ok(Ok(db)) => db,
         Ok(Err(e)) => {
             say(&format!("{}: {e}", dir.display()));
-            return plan::ModulePlan::default();
+            return plan::Modules::default();
         }
         Err(e) => {
             say(&format!("no module tree at {}: {e}", dir.display()));
-            return plan::ModulePlan::default();
+            return plan::Modules::default();
         }
     };
-    let modules = match plan::module_plan(&db, plan::WANTED_MODULES) {
-        Ok(m) => m,
+    let aliases = match std::fs::read_to_string(dir.join("modules.alias")) {
+        Ok(a) => Some(Aliases::parse(&a)),
+        Err(e) => {
+            say(&format!(
+                "no modules.alias in {} ({e}): loading every driver",
+                dir.display()
+            ));
+            None
+        }
+    };
+    let devices = device_modaliases(Path::new("/sys"));
+    match plan::modules_for(&db, aliases.as_ref().map(|a| (a, devices.as_slice()))) {
+        Ok(m) => {
+            let absent = [&m.boot.no_device[..], &m.later.no_device[..]].concat();
+            if !absent.is_empty() {
+                say(&format!("no device here for: {}", absent.join(", ")));
+            }
+            m
+        }
         Err(e) => {
             say(&format!("module order: {e}"));
-            return plan::ModulePlan::default();
+            plan::Modules::default()
         }
-    };
-    // A module's size stands for its cost: the kernel hashes and links every byte.
-    let sizes: Vec<u64> = modules
-        .files
-        .iter()
-        .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+    }
+}
+
+/// Loads `modules`, independent ones in parallel, marking each in `finished` as it is done
+/// (whether it loaded or not: the kernel's error is reported, and boot goes on without it).
+fn load_modules(modules: &plan::ModulePlan, finished: &Finished, what: &str) {
+    // A module's size stands for its cost: the kernel hashes and links every byte. The ones
+    // on the way to `ready` (network, config and data filesystems, the random generator) go
+    // before the rest (drivers of disk controllers that may hold no disk of ours).
+    let urgent = modules.needed_for(
+        &[
+            plan::NIC_DRIVERS,
+            plan::CONFIG_FS,
+            plan::DATA_FS,
+            plan::RNG_DRIVERS,
+            plan::POWER_BUTTON,
+        ]
+        .concat(),
+    );
+    let weights: Vec<u64> = (0..modules.files.len())
+        .map(|i| {
+            let size = std::fs::metadata(&modules.files[i]).map_or(0, |m| m.len());
+            if urgent.contains(&i) {
+                size + URGENT
+            } else {
+                size
+            }
+        })
         .collect();
-    let results = parallel::run(&modules.deps, &sizes, MODULE_WORKERS, |i| {
-        load::load_file(&modules.files[i])
+    let results = parallel::run(&modules.deps, &weights, MODULE_WORKERS, |i| {
+        let r = load::load_file(&modules.files[i]);
+        finished.mark(i);
+        r
     });
     let mut failed = 0;
     for r in results {
@@ -190,12 +235,15 @@ fn load_modules() -> plan::ModulePlan {
         }
     }
     say(&format!(
-        "modules loaded: {} of {}",
+        "{what}: {} of {}",
         modules.files.len() - failed,
         modules.files.len()
     ));
-    modules
 }
+
+/// Added to the weight of a module on the way to `ready`: more than all modules' bytes, so
+/// every chain holding one goes before any chain without.
+const URGENT: u64 = 1 << 40;
 
 /// Threads loading kernel modules at boot: the kernel's work per module (signature check,
 /// linking, the driver's probe) runs in parallel for modules that do not depend on each other.
@@ -314,12 +362,17 @@ fn boot() -> Result<Infallible, Pid1Error> {
     if let Err(e) = crate::log::copy_to(&Path::new(services::LOG_DIR).join("init.log")) {
         say(&format!("cannot open init's log: {e}"));
     }
-    // Drivers first: the disk and its filesystems are needed to read the configuration.
-    let modules = load_modules();
-    match entropy::wait_for_crng() {
-        Ok(t) => say(&format!("random generator ready ({} ms)", t.as_millis())),
-        Err(e) => say(&format!("cannot wait for the random generator: {e}")),
-    }
+    // Drivers first, loaded in the background; each step waits only for the modules it
+    // needs (a partition appears once its disk's driver has probed, which the step polls
+    // for): the config partition is read and the network set up while ext4 loads.
+    let modules = Arc::new(module_plans());
+    let finished = Arc::new(Finished::new(modules.boot.files.len()));
+    let loader = {
+        let (modules, finished) = (Arc::clone(&modules), Arc::clone(&finished));
+        std::thread::spawn(move || load_modules(&modules.boot, &finished, "modules loaded"))
+    };
+    let needs = |group: &[&str]| modules.boot.needed_for(group);
+    finished.wait_for(&needs(plan::CONFIG_FS));
     let reset = mount_config();
     let config = read_config();
     if config.debug {
@@ -329,10 +382,26 @@ fn boot() -> Result<Infallible, Pid1Error> {
     // The network (rtnetlink) and the data partition (mke2fs on a first boot, the mount, the
     // entropy seed) do not depend on each other: side by side.
     let net = std::thread::scope(|s| {
-        let net = s.spawn(|| net::configure(&config, NET_WAIT, &say));
+        let net = s.spawn(|| {
+            finished.wait_for(&needs(plan::NIC_DRIVERS));
+            net::configure(&config, NET_WAIT, &say)
+        });
+        finished.wait_for(&needs(plan::DATA_FS));
+        if matches!(config.data, config::DataDevice::Path(_)) {
+            // A device named by path is looked up once, not polled for: its driver first.
+            finished.wait_for(&needs(plan::DISK_DRIVERS));
+        }
         mount_data(&config, reset);
         net.join().unwrap_or_default()
     });
+    // The daemons make keys and seeds at start: the kernel's generator must be ready (the
+    // virtio-rng driver and the seed from /data, credited above, are what make it so).
+    finished.wait_for(&needs(&[plan::RNG_DRIVERS, plan::POWER_BUTTON].concat()));
+    power::watch(say);
+    match entropy::wait_for_crng() {
+        Ok(t) => say(&format!("random generator ready ({} ms)", t.as_millis())),
+        Err(e) => say(&format!("cannot wait for the random generator: {e}")),
+    }
     if let Err(e) = sys::sethostname(&config.hostname) {
         say(&format!("cannot set hostname {}: {e}", config.hostname));
     }
@@ -343,27 +412,31 @@ fn boot() -> Result<Infallible, Pid1Error> {
     if net.dhcp {
         write_udhcpc_script();
     }
+    // What is left of the boot modules (drivers of disks not holding our partitions), then
+    // the watchdog and the block devices of deploys: nothing before `ready` needs them, so
+    // they load while the services start, and the watchdog is armed then.
+    let (watchdog_tx, watchdog_rx) = std::sync::mpsc::channel();
+    {
+        let modules = Arc::clone(&modules);
+        std::thread::spawn(move || {
+            if loader.join().is_err() {
+                say("the module loader panicked");
+            }
+            let finished = Finished::new(modules.later.files.len());
+            load_modules(&modules.later, &finished, "later modules loaded");
+            let _ = watchdog_tx.send(open_watchdog());
+        });
+    }
     let plan = Plan::new(
         config,
-        modules,
+        (*modules).clone(),
         Path::new("/usr/bin"),
         net.mgmt_if.as_deref(),
     )?;
     if plan.config.debug {
         say(&format!("plan:\n{plan}"));
     }
-    power::watch(say);
-    let mut watchdog = match Watchdog::open() {
-        None => None,
-        Some(Ok(w)) => {
-            say(&format!("watchdog armed ({} s)", w.timeout.as_secs()));
-            Some(w)
-        }
-        Some(Err(e)) => {
-            say(&format!("cannot open the watchdog: {e}"));
-            None
-        }
-    };
+    let mut watchdog = None;
     let mut services = plan.services.clone();
     let tty = Path::new("/dev").join(&plan.config.console);
     if tty.exists() {
@@ -383,6 +456,9 @@ fn boot() -> Result<Infallible, Pid1Error> {
                 say(&format!("cannot write {}: {e}", services::STATUS_FILE));
             }
             status = now;
+        }
+        if let Ok(w) = watchdog_rx.try_recv() {
+            watchdog = w;
         }
         if let Some(w) = watchdog.as_mut() {
             w.pet_if_due();
@@ -417,6 +493,21 @@ fn boot() -> Result<Infallible, Pid1Error> {
             } else if let Some(how) = on_signal(sig) {
                 shutdown(&mut rt, how, watchdog.take());
             }
+        }
+    }
+}
+
+/// Opens and arms the hardware watchdog when there is one.
+fn open_watchdog() -> Option<Watchdog> {
+    match Watchdog::open() {
+        None => None,
+        Some(Ok(w)) => {
+            say(&format!("watchdog armed ({} s)", w.timeout.as_secs()));
+            Some(w)
+        }
+        Some(Err(e)) => {
+            say(&format!("cannot open the watchdog: {e}"));
+            None
         }
     }
 }

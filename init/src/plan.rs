@@ -6,35 +6,93 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::config::{Config, Mgmt};
-use crate::modules::{DepError, ModuleDb};
+use crate::modules::alias::{Aliases, with_virtio_children};
+use crate::modules::{DepError, ModuleDb, module_name};
 use crate::services::{GraphError, ServiceSpec, appliance_services, dhcp_service, start_order};
 
-/// The modules init asks for; whatever is built in or absent from this kernel is skipped.
-pub const WANTED_MODULES: &[&str] = &[
+/// Drivers of the disks the config and data partitions may be on. Hardware drivers are loaded
+/// only for devices that are present (see [`present_hardware`]).
+pub const DISK_DRIVERS: &[&str] = &[
     "virtio_pci",
     "virtio_blk",
-    "virtio_net",
-    "virtio_rng",
     "virtio_scsi",
     "nvme",
     "ahci",
     "sd_mod",
-    "e1000e",
-    "igb",
-    "ixgbe",
-    "crc32c_generic",
-    "ext4",
+];
+/// Drivers of the network interfaces.
+pub const NIC_DRIVERS: &[&str] = &["virtio_pci", "virtio_net", "e1000e", "igb", "ixgbe"];
+/// The config partition's filesystem (FAT) and the character sets it may be mounted with.
+pub const CONFIG_FS: &[&str] = &[
     "vfat",
     "nls_cp437",
     "nls_iso8859_1",
     "nls_utf8",
     "nls_ascii",
-    "button",
-    "evdev",
-    "i6300esb",
-    "loop",
-    "nbd",
 ];
+/// The data partition's filesystem.
+pub const DATA_FS: &[&str] = &["crc32c_generic", "ext4"];
+/// The hardware random number generator, which seeds the kernel's.
+pub const RNG_DRIVERS: &[&str] = &["virtio_rng"];
+/// The ACPI power button as an input device: watched before the services start, so that a
+/// press once `ready` shows is never lost.
+pub const POWER_BUTTON: &[&str] = &["button", "evdev"];
+/// Loaded while the services start: nothing before `ready` needs them (the watchdog, the
+/// block devices plan scripts and deploys attach).
+pub const LATER_MODULES: &[&str] = &["i6300esb", "loop", "nbd"];
+
+/// Drivers without device patterns of their own that serve the devices of others: SCSI disks
+/// appear only once a SCSI host driver has found them.
+const COMPANIONS: &[(&str, &[&str])] = &[("sd_mod", &["ahci", "virtio_scsi"])];
+
+/// What boot loads before the services start, in this order: disks, network, the random
+/// generator, the filesystems, the power button.
+pub fn boot_modules() -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for m in [
+        DISK_DRIVERS,
+        NIC_DRIVERS,
+        RNG_DRIVERS,
+        CONFIG_FS,
+        DATA_FS,
+        POWER_BUTTON,
+    ]
+    .concat()
+    {
+        if !out.contains(&m) {
+            out.push(m);
+        }
+    }
+    out
+}
+
+/// Of `wanted`, those this machine needs: a PCI driver only when a present device (`devices`,
+/// modalias strings) matches one of its patterns; a virtio driver only when a virtio device
+/// of its kind is present or will be once `virtio_pci` is in; a companion (`sd_mod`)
+/// only with a driver it serves; modules that claim no devices (filesystems, nbd) always.
+/// The second list is what was left out for want of a device.
+pub fn present_hardware<'a>(
+    wanted: &[&'a str],
+    aliases: &Aliases,
+    devices: &[String],
+) -> (Vec<&'a str>, Vec<String>) {
+    let devices = with_virtio_children(devices);
+    let is_driver = |m: &str| aliases.claims_bus(m, "pci") || aliases.claims_bus(m, "virtio");
+    let present = |m: &str| !is_driver(m) || aliases.matches_any(m, &devices);
+    let (mut keep, mut absent) = (Vec::new(), Vec::new());
+    for &m in wanted {
+        let needed = match COMPANIONS.iter().find(|(c, _)| *c == m) {
+            Some((_, served)) => served.iter().any(|s| is_driver(s) && present(s)),
+            None => present(m),
+        };
+        if needed {
+            keep.push(m);
+        } else {
+            absent.push(m.to_owned());
+        }
+    }
+    (keep, absent)
+}
 
 /// One filesystem to mount early.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,18 +168,47 @@ pub struct ModulePlan {
     pub files: Vec<PathBuf>,
     /// For each file, the indices in `files` of those it needs loaded first (all lower).
     pub deps: Vec<Vec<usize>>,
+    /// Modules this kernel does not have.
     pub skipped: Vec<String>,
+    /// Hardware drivers left out because no device of theirs is present.
+    pub no_device: Vec<String>,
 }
 
-/// Resolves `wanted` against a module tree. Modules this kernel does not have are skipped
-/// (a note each), since hardware drivers differ between kernels; a cycle is an error.
-pub fn module_plan(db: &ModuleDb, wanted: &[&str]) -> Result<ModulePlan, DepError> {
+impl ModulePlan {
+    /// The indices in `files` of the modules `names` and of everything they need first.
+    pub fn needed_for(&self, names: &[&str]) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut stack: Vec<usize> = (0..self.files.len())
+            .filter(|&i| {
+                let name = module_name(&self.files[i].to_string_lossy());
+                names.iter().any(|n| module_name(n) == name)
+            })
+            .collect();
+        while let Some(i) = stack.pop() {
+            if !out.contains(&i) {
+                out.push(i);
+                stack.extend(&self.deps[i]);
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+}
+
+/// Resolves `wanted` against a module tree, leaving out the files an earlier stage loads
+/// (`earlier`). Modules this kernel does not have are skipped (a note each), since hardware
+/// drivers differ between kernels; a cycle is an error.
+pub fn module_plan(
+    db: &ModuleDb,
+    wanted: &[&str],
+    earlier: &[PathBuf],
+) -> Result<ModulePlan, DepError> {
     let mut plan = ModulePlan::default();
     for w in wanted {
         match db.load_order(&[*w]) {
             Ok(files) => {
                 for f in files {
-                    if !plan.files.contains(&f) {
+                    if !plan.files.contains(&f) && !earlier.contains(&f) {
                         plan.files.push(f);
                     }
                 }
@@ -143,11 +230,39 @@ pub fn module_plan(db: &ModuleDb, wanted: &[&str]) -> Result<ModulePlan, DepErro
     Ok(plan)
 }
 
+/// The modules of a boot: those loaded before the services start, and those loaded while
+/// they start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Modules {
+    pub boot: ModulePlan,
+    pub later: ModulePlan,
+}
+
+/// This machine's modules: [`boot_modules`] then [`LATER_MODULES`], hardware drivers only for
+/// the devices present when `hardware` (the tree's `modules.alias` and the devices' modalias
+/// strings) is known; without it, every driver.
+pub fn modules_for(
+    db: &ModuleDb,
+    hardware: Option<(&Aliases, &[String])>,
+) -> Result<Modules, DepError> {
+    let select = |wanted: &[&'static str]| match hardware {
+        Some((aliases, devices)) => present_hardware(wanted, aliases, devices),
+        None => (wanted.to_vec(), Vec::new()),
+    };
+    let (wanted, no_device) = select(&boot_modules());
+    let mut boot = module_plan(db, &wanted, &[])?;
+    boot.no_device = no_device;
+    let (wanted, no_device) = select(LATER_MODULES);
+    let mut later = module_plan(db, &wanted, &boot.files)?;
+    later.no_device = no_device;
+    Ok(Modules { boot, later })
+}
+
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub mounts: Vec<Mount>,
     pub config: Config,
-    pub modules: ModulePlan,
+    pub modules: Modules,
     pub services: Vec<ServiceSpec>,
 }
 
@@ -156,7 +271,7 @@ impl Plan {
     /// `dhcp` service runs on it.
     pub fn new(
         config: Config,
-        modules: ModulePlan,
+        modules: Modules,
         bin_dir: &Path,
         mgmt_if: Option<&str>,
     ) -> Result<Plan, GraphError> {
@@ -214,18 +329,29 @@ impl fmt::Display for Plan {
         writeln!(f, "  data {}", c.data)?;
         writeln!(f, "  console {}", c.console)?;
         writeln!(f, "  debug {}", c.debug)?;
-        writeln!(f, "modules:")?;
-        for m in &self.modules.files {
-            writeln!(f, "  load {}", m.display())?;
-        }
-        for s in &self.modules.skipped {
-            writeln!(f, "  skip {s} (not in this kernel's modules.dep)")?;
+        for (title, m) in [
+            ("modules:", &self.modules.boot),
+            ("modules while the services start:", &self.modules.later),
+        ] {
+            writeln!(f, "{title}")?;
+            for file in &m.files {
+                writeln!(f, "  load {}", file.display())?;
+            }
+            for s in &m.skipped {
+                writeln!(f, "  skip {s} (not in this kernel's modules.dep)")?;
+            }
+            for s in &m.no_device {
+                writeln!(f, "  skip {s} (no device of it here)")?;
+            }
         }
         writeln!(f, "services:")?;
         for s in &self.services {
             write!(f, "  start {}: {}", s.name, s.command_line())?;
-            if !s.after.is_empty() {
-                write!(f, " (after {})", s.after.join(", "))?;
+            let waits: Vec<String> = (s.after.iter().map(|d| format!("{d} is ready")))
+                .chain(s.after_started.iter().map(|d| format!("{d} has started")))
+                .collect();
+            if !waits.is_empty() {
+                write!(f, " (once {})", waits.join(", "))?;
             }
             writeln!(f)?;
         }
@@ -262,7 +388,7 @@ mod tests {
             "virtio_blk.ko.xz: virtio_ring.ko.xz\nvirtio_net.ko.xz: virtio_ring.ko.xz\nvirtio_ring.ko.xz:\n",
         )
         .unwrap();
-        let plan = module_plan(&db, &["virtio_blk", "nbd", "virtio_net"]).unwrap();
+        let plan = module_plan(&db, &["virtio_blk", "nbd", "virtio_net"], &[]).unwrap();
         let files: Vec<String> = plan.files.iter().map(|p| p.display().to_string()).collect();
         assert_eq!(
             files,
@@ -275,6 +401,122 @@ mod tests {
         assert_eq!(plan.skipped, ["nbd"]);
         // Both drivers wait for virtio_ring, not for each other: they may load together.
         assert_eq!(plan.deps, [vec![], vec![0], vec![0]]);
+    }
+
+    /// A module tree shaped like Debian 12's for the drivers init asks for.
+    const DEP: &str = "\
+kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_ring.ko
+kernel/drivers/virtio/virtio_ring.ko:
+kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio_ring.ko
+kernel/drivers/net/virtio_net.ko: kernel/drivers/virtio/virtio_ring.ko
+kernel/drivers/ata/ahci.ko: kernel/drivers/ata/libahci.ko kernel/drivers/ata/libata.ko kernel/drivers/scsi/scsi_mod.ko
+kernel/drivers/ata/libahci.ko: kernel/drivers/ata/libata.ko kernel/drivers/scsi/scsi_mod.ko
+kernel/drivers/ata/libata.ko: kernel/drivers/scsi/scsi_mod.ko
+kernel/drivers/scsi/scsi_mod.ko:
+kernel/drivers/scsi/sd_mod.ko: kernel/drivers/scsi/scsi_mod.ko
+kernel/drivers/net/ethernet/intel/e1000e/e1000e.ko:
+kernel/drivers/nvme/host/nvme.ko: kernel/drivers/nvme/host/nvme-core.ko
+kernel/drivers/nvme/host/nvme-core.ko:
+kernel/fs/ext4/ext4.ko: kernel/fs/jbd2/jbd2.ko
+kernel/fs/jbd2/jbd2.ko:
+kernel/fs/fat/vfat.ko: kernel/fs/fat/fat.ko
+kernel/fs/fat/fat.ko:
+kernel/drivers/block/nbd.ko:
+kernel/drivers/watchdog/i6300esb.ko:
+";
+    const ALIAS: &str = "\
+alias pci:v00001AF4d*sv*sd*bc*sc*i* virtio_pci
+alias virtio:d00000002v* virtio_blk
+alias virtio:d00000001v* virtio_net
+alias pci:v*d*sv*sd*bc01sc06i01* ahci
+alias scsi:t-0x00* sd_mod
+alias pci:v00008086d000010D3sv*sd*bc*sc*i* e1000e
+alias pci:v*d*sv*sd*bc01sc08i02* nvme
+alias pci:v00008086d000025ABsv*sd*bc*sc*i* i6300esb
+alias fs-ext4 ext4
+";
+    fn names(p: &ModulePlan) -> Vec<String> {
+        p.files
+            .iter()
+            .map(|f| module_name(&f.to_string_lossy()))
+            .collect()
+    }
+
+    #[test]
+    fn hardware_drivers_are_loaded_for_present_devices_only() {
+        let db = ModuleDb::parse(Path::new("/m"), DEP).unwrap();
+        let aliases = Aliases::parse(ALIAS);
+        // A server with an AHCI controller and an Intel NIC, no virtio, no NVMe, no i6300esb.
+        let server = vec![
+            "pci:v00008086d00002922sv00008086sd00000000bc01sc06i01".to_owned(),
+            "pci:v00008086d000010D3sv00008086sd00000000bc02sc00i00".to_owned(),
+        ];
+        let m = modules_for(&db, Some((&aliases, &server))).unwrap();
+        let boot = names(&m.boot);
+        for n in [
+            "scsi_mod", "libata", "ahci", "sd_mod", "e1000e", "ext4", "vfat",
+        ] {
+            assert!(boot.contains(&n.to_owned()), "{n} missing: {boot:?}");
+        }
+        for n in ["virtio_pci", "virtio_blk", "virtio_net", "nvme"] {
+            assert!(!boot.contains(&n.to_owned()), "{n} loaded: {boot:?}");
+            assert!(
+                m.boot.no_device.contains(&n.to_owned()),
+                "{:?}",
+                m.boot.no_device
+            );
+        }
+        // Not in this tree at all, whatever the devices: noted as absent from the kernel.
+        assert!(m.boot.skipped.contains(&"igb".to_owned()));
+        assert_eq!(names(&m.later), ["nbd"]);
+        assert_eq!(m.later.no_device, ["i6300esb"]);
+        assert!(m.later.skipped.contains(&"loop".to_owned()));
+
+        // QEMU: virtio devices and the i6300esb watchdog; the q35 AHCI controller too.
+        let vm = vec![
+            "pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00".to_owned(),
+            "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00".to_owned(),
+            "pci:v00008086d000025ABsv00001AF4sd00001100bc08sc80i00".to_owned(),
+        ];
+        let m = modules_for(&db, Some((&aliases, &vm))).unwrap();
+        let boot = names(&m.boot);
+        for n in ["virtio_pci", "virtio_blk", "virtio_net"] {
+            assert!(boot.contains(&n.to_owned()), "{n} missing: {boot:?}");
+        }
+        assert!(
+            !boot.contains(&"sd_mod".to_owned()),
+            "no SCSI host, no sd_mod"
+        );
+        assert!(!boot.contains(&"e1000e".to_owned()));
+        assert_eq!(names(&m.later), ["i6300esb", "nbd"]);
+
+        // Without modules.alias, every driver the tree has.
+        let all = modules_for(&db, None).unwrap();
+        assert!(all.boot.no_device.is_empty());
+        assert!(names(&all.boot).contains(&"nvme".to_owned()));
+    }
+
+    #[test]
+    fn what_a_step_waits_for_includes_the_dependencies_and_nothing_else() {
+        let db = ModuleDb::parse(Path::new("/m"), DEP).unwrap();
+        let m = modules_for(&db, None).unwrap().boot;
+        let needed: Vec<String> = m
+            .needed_for(DATA_FS)
+            .into_iter()
+            .map(|i| module_name(&m.files[i].to_string_lossy()))
+            .collect();
+        assert_eq!(needed.len(), 2, "{needed:?}");
+        assert!(needed.contains(&"jbd2".to_owned()) && needed.contains(&"ext4".to_owned()));
+        let disks = m.needed_for(DISK_DRIVERS);
+        assert!(
+            disks
+                .iter()
+                .all(|&i| m.deps[i].iter().all(|d| disks.contains(d)))
+        );
+        assert!(m.needed_for(&["not_here"]).is_empty());
+        // The later stage does not load again what boot loaded.
+        let later = modules_for(&db, None).unwrap().later;
+        assert!(later.files.iter().all(|f| !m.files.contains(f)));
     }
 
     #[test]

@@ -75,6 +75,9 @@ pub struct ServiceSpec {
     pub argv: Vec<String>,
     /// Services that must be ready before this one starts.
     pub after: Vec<String>,
+    /// Services that must have been started before this one starts, but need not be ready:
+    /// this one waits for them itself, so its own start-up runs beside theirs.
+    pub after_started: Vec<String>,
     pub readiness: Readiness,
     pub output: Output,
 }
@@ -119,10 +122,13 @@ pub fn appliance_services(bin_dir: &Path, deploy_ip: Option<std::net::IpAddr>) -
             ]))
             .collect(),
         after: vec![],
+        after_started: vec![],
         readiness: Readiness::Socket(PathBuf::from(STORAGED_SOCKET)),
         output: Output::log("storaged"),
     }];
-    let mut deployd_after = vec!["storaged".to_owned()];
+    // deployd opens its state, loads its certificate and starts its runtime while storaged
+    // starts; it waits for storaged's control socket itself before it listens.
+    let mut deployd_after = vec![];
     if clusterd_present {
         services.push(ServiceSpec {
             name: "clusterd".into(),
@@ -136,6 +142,7 @@ pub fn appliance_services(bin_dir: &Path, deploy_ip: Option<std::net::IpAddr>) -
                 ]))
                 .collect(),
             after: vec!["storaged".into()],
+            after_started: vec![],
             readiness: Readiness::Socket(PathBuf::from("/run/streamer/clusterd.sock")),
             output: Output::log("clusterd"),
         });
@@ -163,6 +170,7 @@ pub fn appliance_services(bin_dir: &Path, deploy_ip: Option<std::net::IpAddr>) -
         name: "deployd".into(),
         argv: [bin("deployd")].into_iter().chain(deployd_args).collect(),
         after: deployd_after,
+        after_started: vec!["storaged".into()],
         readiness: Readiness::Tcp(SocketAddr::from(([127, 0, 0, 1], 443))),
         output: Output::log("deployd"),
     });
@@ -186,6 +194,7 @@ pub fn dhcp_service(interface: &str, script: &str) -> ServiceSpec {
             "hostname:streamer",
         ]),
         after: vec![],
+        after_started: vec![],
         readiness: Readiness::Started,
         output: Output::log("dhcp"),
     }
@@ -198,12 +207,14 @@ pub fn console_service(init: &str, tty: &Path) -> ServiceSpec {
         name: "console".into(),
         argv: args(&[init, "console"]),
         after: vec![],
+        after_started: vec![],
         readiness: Readiness::Started,
         output: Output::Terminal(tty.to_owned()),
     }
 }
 
-/// Sorts services so that each comes after everything in its `after` list, keeping the
+/// Sorts services so that each comes after everything in its `after` and `after_started`
+/// lists, keeping the
 /// given order where dependencies allow. Stop order is the reverse.
 pub fn start_order(services: &[ServiceSpec]) -> Result<Vec<ServiceSpec>, GraphError> {
     fn visit(
@@ -225,7 +236,7 @@ pub fn start_order(services: &[ServiceSpec]) -> Result<Vec<ServiceSpec>, GraphEr
             return Err(GraphError::Cycle(cycle));
         }
         stack.push(i);
-        for dep in &services[i].after {
+        for dep in services[i].after.iter().chain(&services[i].after_started) {
             let j = services
                 .iter()
                 .position(|s| &s.name == dep)
@@ -257,6 +268,7 @@ mod tests {
             name: name.into(),
             argv: vec![format!("/bin/{name}")],
             after: args(after),
+            after_started: vec![],
             readiness: Readiness::Started,
             output: Output::Inherit,
         }
@@ -308,7 +320,8 @@ mod tests {
         let services = appliance_services(dir.path(), Some("10.77.0.2".parse().unwrap()));
         let order = start_order(&services).unwrap();
         assert_eq!(names(&order), ["storaged", "clusterd", "deployd"]);
-        assert_eq!(order[2].after, ["storaged", "clusterd"]);
+        assert_eq!(order[2].after, ["clusterd"]);
+        assert_eq!(order[2].after_started, ["storaged"]);
         // Compute modules are told the deployment-network address of the NBD service.
         assert!(
             order[2]

@@ -15,7 +15,14 @@ fn prints_the_plan_from_cmdline_config_and_module_tree() {
         modules.join("modules.dep"),
         "kernel/drivers/block/virtio_blk.ko.xz: kernel/drivers/virtio/virtio_ring.ko.xz\n\
          kernel/drivers/virtio/virtio_ring.ko.xz:\n\
-         kernel/drivers/block/nbd.ko.zst:\n",
+         kernel/drivers/block/nbd.ko.zst:\n\
+         kernel/drivers/net/ethernet/intel/e1000e/e1000e.ko:\n",
+    )
+    .unwrap();
+    // A driver for a device no machine has: left out, whatever this machine's /sys holds.
+    std::fs::write(
+        modules.join("modules.alias"),
+        "alias pci:v0000FFFEd0000FFFEsv*sd*bc*sc*i* e1000e\n",
     )
     .unwrap();
     std::fs::write(modules.join("modules.builtin"), "kernel/fs/ext4/ext4.ko\n").unwrap();
@@ -57,17 +64,23 @@ config:
 modules:
   load {m}/kernel/drivers/virtio/virtio_ring.ko.xz
   load {m}/kernel/drivers/block/virtio_blk.ko.xz
-  load {m}/kernel/drivers/block/nbd.ko.zst
 "
     );
     assert!(stdout.starts_with(&expected), "{stdout}");
     // Built-in ext4 is neither loaded nor reported missing; absent drivers are noted.
     assert!(!stdout.contains("ext4"), "{stdout}");
-    assert!(stdout.contains("  skip e1000e (not in this kernel's modules.dep)\n"));
+    assert!(stdout.contains("  skip igb (not in this kernel's modules.dep)\n"));
+    assert!(
+        stdout.contains("  skip e1000e (no device of it here)\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(&format!(
+        "modules while the services start:\n  load {m}/kernel/drivers/block/nbd.ko.zst\n"
+    )));
     assert!(stdout.ends_with(
         "services:
   start storaged: /usr/bin/storaged serve --data-dir /data/storaged --nbd-listen 0.0.0.0:10809 --control /run/streamer/storaged.sock
-  start deployd: /usr/bin/deployd --state-dir /data/deployd --listen 0.0.0.0:443 --storaged /run/streamer/storaged.sock --nbd 127.0.0.1:10809 --admin-password-reset /run/streamer/admin-password-reset --power-control-pid 1 (after storaged)
+  start deployd: /usr/bin/deployd --state-dir /data/deployd --listen 0.0.0.0:443 --storaged /run/streamer/storaged.sock --nbd 127.0.0.1:10809 --admin-password-reset /run/streamer/admin-password-reset --power-control-pid 1 (once storaged has started)
 then: streamer: sis1 10.0.0.2 ready
 "
     ), "{stdout}");

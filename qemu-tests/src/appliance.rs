@@ -108,6 +108,9 @@ pub struct ApplianceSpec {
     pub memory_mib: u32,
     /// A tap on the enclosure network for the second NIC (the deployment network).
     pub deploy_tap: Option<std::os::fd::OwnedFd>,
+    /// The disk on the machine's SATA (AHCI) controller and an Intel e1000e management NIC,
+    /// as on a server, instead of virtio ones.
+    pub server_hardware: bool,
 }
 
 impl ApplianceSpec {
@@ -123,6 +126,7 @@ impl ApplianceSpec {
             echo: false,
             memory_mib: 2048,
             deploy_tap: None,
+            server_hardware: false,
         })
     }
 
@@ -137,14 +141,23 @@ impl ApplianceSpec {
                 self.disk.display()
             ))
             .arg("-device")
-            .arg("virtio-blk-pci,drive=disk0,bootindex=1")
+            .arg(if self.server_hardware {
+                // q35's ICH9 SATA controller is bus `ide`.
+                "ide-hd,drive=disk0,bus=ide.0,bootindex=1"
+            } else {
+                "virtio-blk-pci,drive=disk0,bootindex=1"
+            })
             .arg("-netdev")
             .arg(format!(
                 "user,id=mgmt,hostfwd=tcp:127.0.0.1:{}-:443",
                 self.api_port
             ))
             .arg("-device")
-            .arg("virtio-net-pci,netdev=mgmt")
+            .arg(if self.server_hardware {
+                "e1000e,netdev=mgmt"
+            } else {
+                "virtio-net-pci,netdev=mgmt"
+            })
             .arg("-device")
             .arg("virtio-rng-pci")
             .arg("-device")

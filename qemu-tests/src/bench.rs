@@ -41,28 +41,33 @@ pub fn boot_phases(dmesg_and_init_log: &str) -> Phases {
     };
     let marks = [
         at("Run /init"),
-        at("modules loaded"),
+        at("data partition "),
         at("started storaged"),
         at("storaged is ready"),
-        at("started deployd"),
         at("deployd is ready"),
         at("ready after"),
     ];
     let span = |from: Option<f64>, to: Option<f64>| Some(to? - from?);
     let phases: [(&'static str, Option<f64>); 7] = [
         ("kernel start → /init runs", marks[0]),
-        ("/init → modules loaded", span(marks[0], marks[1])),
         (
-            "config and data partitions, entropy, network, watchdog",
+            "/init → data partition mounted (drivers; config partition and network meanwhile)",
+            span(marks[0], marks[1]),
+        ),
+        (
+            "data partition → storaged started (entropy seed, hostname)",
             span(marks[1], marks[2]),
         ),
-        ("storaged: started → ready", span(marks[2], marks[3])),
-        ("deployd: started → ready", span(marks[4], marks[5])),
-        ("the rest (readiness polling, the ready line)", {
-            let own = [span(marks[3], marks[4]), span(marks[5], marks[6])];
-            own.iter().copied().sum::<Option<f64>>()
-        }),
-        ("**total: kernel start → ready**", marks[6]),
+        (
+            "storaged: started → ready (deployd starting beside it)",
+            span(marks[2], marks[3]),
+        ),
+        (
+            "deployd: storaged ready → deployd ready",
+            span(marks[3], marks[4]),
+        ),
+        ("the ready line", span(marks[4], marks[5])),
+        ("**total: kernel start → ready**", marks[5]),
     ];
     phases
         .into_iter()
@@ -351,11 +356,11 @@ mod tests {
     fn a_boot_log_splits_into_phases() {
         // The shape of `dmesg | grep 'Run /init'; cat /run/log/init.log` on the appliance.
         let log = "[    1.847580] Run /init as init process\n\
-                   [    2.218] modules loaded: 33 of 33\n\
-                   [    2.289] data partition mounted (/dev/vda3)\n\
+                   [    2.218] data partition mounted (/dev/vda3)\n\
+                   [    2.289] modules loaded: 33 of 33\n\
                    [    2.365] started storaged (pid 116)\n\
+                   [    2.380] started deployd (pid 121)\n\
                    [    2.505] storaged is ready\n\
-                   [    2.510] started deployd (pid 121)\n\
                    [    2.634] deployd is ready\n\
                    [    2.651] ready after 2.651 s (kernel clock)\n";
         let p = boot_phases(log);
@@ -366,13 +371,15 @@ mod tests {
         assert!(close(t[0], 1.84758));
         assert!(close(t[1], 2.218 - 1.84758));
         assert!(close(t[3], 0.14));
-        assert!(close(t[5], 0.005 + 0.017));
+        assert!(close(t[4], 0.129));
+        assert!(close(t[5], 0.017));
         assert!(close(t[6], 2.651));
         // The phases before the total add up to it.
         assert!(close(t[..6].iter().sum::<f64>(), t[6]));
         // A boot that never reached deployd has no deployd rows, nothing invented.
-        let partial =
-            boot_phases("[    1.9] Run /init as init process\n[ 2.2] modules loaded: 1 of 1\n");
+        let partial = boot_phases(
+            "[    1.9] Run /init as init process\n[ 2.2] data partition created (ext4, 9 MiB) on /dev/vda3\n",
+        );
         assert_eq!(partial.len(), 2);
     }
 }

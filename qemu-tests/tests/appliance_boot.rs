@@ -50,8 +50,38 @@ fn direct_boot_serves_the_api_restarts_daemons_and_keeps_data_across_a_power_cyc
     );
     version_ok(&a.api_url());
 
-    // A killed daemon is restarted by init and serves again.
+    // Drivers for the devices present (virtio, q35's SATA controller), none for absent ones;
+    // the later modules (watchdog, nbd, loop) are in once the services run.
     a.open_shell().unwrap();
+    let modules = a
+        .shell(
+            "for i in $(seq 100); do grep -q 'watchdog armed' /run/log/init.log && break; \
+             sleep 0.1; done; \
+             for m in virtio_blk virtio_net ahci i6300esb nbd loop e1000e nvme; do \
+             [ -d /sys/module/$m ] && echo loaded $m || echo absent $m; done; \
+             grep -c 'watchdog armed' /run/log/init.log",
+            Duration::from_secs(30),
+        )
+        .unwrap();
+    for m in [
+        "virtio_blk",
+        "virtio_net",
+        "ahci",
+        "i6300esb",
+        "nbd",
+        "loop",
+    ] {
+        assert!(modules.contains(&format!("loaded {m}")), "{modules}");
+    }
+    for m in ["e1000e", "nvme"] {
+        assert!(modules.contains(&format!("absent {m}")), "{modules}");
+    }
+    assert!(
+        modules.trim_end().ends_with('1'),
+        "watchdog not armed: {modules}"
+    );
+
+    // A killed daemon is restarted by init and serves again.
     a.shell(
         "echo kept-across-power-off > /data/marker && sync",
         Duration::from_secs(30),
@@ -147,15 +177,34 @@ fn direct_boot_serves_the_api_restarts_daemons_and_keeps_data_across_a_power_cyc
 }
 
 #[test]
-fn uefi_disk_boot_reaches_ready() {
+fn uefi_disk_boot_on_server_hardware_reaches_ready() {
     let image = ImageFiles::locate().unwrap();
     let work = Workdir::new("uefi-");
     let mut spec = ApplianceSpec::new("appliance-uefi", Boot::Uefi, &work.path()).unwrap();
+    // The disk on SATA (AHCI) and an Intel NIC: the drivers init loads because their devices
+    // are present, not the virtio ones.
+    spec.server_hardware = true;
     create_disk(&image, &spec.disk, "2G").unwrap();
     let mut a = spec.start(&image).unwrap();
     let ready = a.wait_ready(BOOT).unwrap();
     assert_eq!(ready.address, "10.0.2.15");
     version_ok(&a.api_url());
+    a.open_shell().unwrap();
+    let modules = a
+        .shell(
+            "for m in ahci sd_mod e1000e virtio_blk virtio_net nvme igb; do \
+             [ -d /sys/module/$m ] && echo loaded $m || echo absent $m; done; \
+             grep -h 'no device here for' /run/log/init.log",
+            Duration::from_secs(30),
+        )
+        .unwrap();
+    for m in ["ahci", "sd_mod", "e1000e"] {
+        assert!(modules.contains(&format!("loaded {m}")), "{modules}");
+    }
+    for m in ["virtio_blk", "virtio_net", "nvme", "igb"] {
+        assert!(modules.contains(&format!("absent {m}")), "{modules}");
+    }
+    a.close_shell().unwrap();
     assert!(a.vm.power_down(POWER_OFF).unwrap().success());
 }
 

@@ -1,6 +1,7 @@
 //! The `deployd` program: its command line, the order it starts in (leftovers of
 //! interrupted plan runs cleaned, the certificate made beside the state's opening, the first
-//! Administrator beside the API) and the HTTPS server. `src/main.rs` and the appliance's
+//! Administrator beside the API, storaged waited for, since init starts it at the same time)
+//! and the HTTPS server. `src/main.rs` and the appliance's
 //! multi-call binary both call [`main`].
 //!
 //! Exit status: 0 after a clean shutdown; 1 if it cannot start (state directory, certificate,
@@ -83,6 +84,10 @@ where
     }
 }
 
+/// How long a starting deployd waits for storaged before it serves without it (requests that
+/// need volumes then fail with 503 until storaged answers).
+const STORAGED_WAIT: Duration = Duration::from_secs(30);
+
 fn run(args: Args) -> anyhow::Result<()> {
     let config = Config {
         state_dir: args.state_dir.clone(),
@@ -149,8 +154,20 @@ fn run(args: Args) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let listener = std::net::TcpListener::bind(args.listen)
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
-    runtime.block_on(crate::server::serve(state, listener, tls))?;
-    Ok(())
+    runtime.block_on(async {
+        // storaged starts beside us (init starts both at once): the clean-up of interrupted
+        // work needs it, and the API listens only once it answers, so that a connection that
+        // succeeds is served at once.
+        let storage = crate::storage::Storage::new(&state.config.storaged_socket);
+        if let Err(e) = storage.wait_until_reachable(STORAGED_WAIT).await {
+            tracing::error!(
+                "storaged did not answer within {} s: {e}; serving without it",
+                STORAGED_WAIT.as_secs()
+            );
+        }
+        let listener = std::net::TcpListener::bind(args.listen)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+        crate::server::serve(state, listener, tls).await?;
+        Ok(())
+    })
 }

@@ -62,6 +62,22 @@ impl<'a> Storage<'a> {
         Ok(StorageClient::connect(self.socket).await?)
     }
 
+    /// Waits until storaged answers on its control socket (it may be starting beside us), for
+    /// at most `limit`; the error is the last attempt's.
+    pub async fn wait_until_reachable(
+        &self,
+        limit: std::time::Duration,
+    ) -> Result<(), StorageError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match self.client().await {
+                Ok(_) => return Ok(()),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            }
+        }
+    }
+
     /// Imports the image in `file` (raw or qcow2, detected) as a frozen volume named `name`.
     pub async fn import_frozen(
         &self,
@@ -154,5 +170,45 @@ impl<'a> Storage<'a> {
                 tracing::error!("rolling back: volume {v} could not be deleted: {e}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiting_for_storaged_ends_when_it_answers_or_at_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("storaged.sock");
+        let storage = Storage::new(&socket);
+
+        let t0 = Instant::now();
+        let err = storage
+            .wait_until_reachable(Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StorageError::Unavailable(_)), "{err}");
+        assert!(t0.elapsed() >= Duration::from_millis(200));
+
+        // storaged comes up 300 ms into the wait: the wait ends then, not at its limit.
+        let store = Arc::new(storaged::store::Store::open(&dir.path().join("store")).unwrap());
+        let sock = socket.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            storaged::control::server::serve(&sock, store).await
+        });
+        let t0 = Instant::now();
+        storage
+            .wait_until_reachable(Duration::from_secs(20))
+            .await
+            .unwrap();
+        let waited = t0.elapsed();
+        assert!(
+            waited >= Duration::from_millis(300) && waited < Duration::from_secs(10),
+            "{waited:?}"
+        );
     }
 }

@@ -14,7 +14,7 @@ pub fn module_name(path: &str) -> String {
     normalize(stem)
 }
 
-fn normalize(name: &str) -> String {
+pub(crate) fn normalize(name: &str) -> String {
     name.replace('-', "_")
 }
 

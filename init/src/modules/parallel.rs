@@ -97,6 +97,40 @@ pub fn run<R: Send>(
     results.into_iter().map(|(_, r)| r).collect()
 }
 
+/// Which jobs have finished, for threads that wait for a few of them while the rest run (boot
+/// mounts the config partition once the disk and FAT drivers are in, while ext4 loads). The
+/// job itself marks its index when done.
+#[derive(Debug)]
+pub struct Finished {
+    done: Mutex<Vec<bool>>,
+    changed: Condvar,
+}
+
+impl Finished {
+    pub fn new(jobs: usize) -> Self {
+        Self {
+            done: Mutex::new(vec![false; jobs]),
+            changed: Condvar::new(),
+        }
+    }
+
+    pub fn mark(&self, job: usize) {
+        let mut d = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = d.get_mut(job) {
+            *f = true;
+        }
+        self.changed.notify_all();
+    }
+
+    /// Blocks until every job in `jobs` is marked (indices out of range count as done).
+    pub fn wait_for(&self, jobs: &[usize]) {
+        let mut d = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        while !jobs.iter().all(|&j| d.get(j).is_none_or(|&f| f)) {
+            d = self.changed.wait(d).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,6 +210,31 @@ mod tests {
         // A job reached by two chains counts the heavier.
         let deps = vec![vec![], vec![0], vec![0], vec![1]];
         assert_eq!(critical_path(&deps, &[1, 2, 50, 4]), vec![51, 6, 50, 4]);
+    }
+
+    #[test]
+    fn a_waiter_wakes_when_its_jobs_are_done_not_all_jobs() {
+        let finished = Finished::new(3);
+        let order = Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                run(&[vec![], vec![], vec![]], &[], 1, |i| {
+                    // Job 2 is slow: the waiter for 0 and 1 must not wait for it.
+                    if i == 2 {
+                        std::thread::sleep(Duration::from_millis(300));
+                    }
+                    order.lock().unwrap().push(format!("job {i}"));
+                    finished.mark(i);
+                })
+            });
+            finished.wait_for(&[0, 1, 7]);
+            order.lock().unwrap().push("waiter".into());
+        });
+        assert_eq!(
+            order.into_inner().unwrap(),
+            ["job 0", "job 1", "waiter", "job 2"]
+        );
+        finished.wait_for(&[]);
     }
 
     #[test]

@@ -98,6 +98,12 @@ impl Runtime {
         self.find(name).is_some_and(|m| m.ready)
     }
 
+    /// Whether `name` has been started at least once (it may be running, ready or not, or
+    /// waiting to be restarted).
+    pub fn was_started(&self, name: &str) -> bool {
+        self.find(name).is_some_and(|m| m.starts > 0)
+    }
+
     pub fn all_ready(&self) -> bool {
         self.services.iter().all(|m| m.ready)
     }
@@ -139,7 +145,8 @@ impl Runtime {
             }
             let first = m.starts == 0;
             let due = self.wanted && (first || m.sup.restart_due(now));
-            let deps_ready = m.spec.after.iter().all(|d| self.is_ready(d));
+            let deps_ready = m.spec.after.iter().all(|d| self.is_ready(d))
+                && m.spec.after_started.iter().all(|d| self.was_started(d));
             if due && deps_ready {
                 self.spawn(i, now);
             }
@@ -320,6 +327,7 @@ mod tests {
             name: name.into(),
             argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
             after: after.iter().map(|s| (*s).to_owned()).collect(),
+            after_started: vec![],
             readiness,
             output: Output::Inherit,
         }
@@ -443,6 +451,36 @@ mod tests {
     }
 
     #[test]
+    fn a_service_after_another_started_runs_beside_its_start_up() {
+        let _g = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("ready");
+        // `first` is ready only after 0.5 s; `second` waits for it itself.
+        let first = sh(
+            "first",
+            &format!("sleep 0.5; touch {}; exec sleep 30", sock.display()),
+            &[],
+            Readiness::Socket(sock.clone()),
+        );
+        let mut second = sh("second", "exec sleep 30", &[], Readiness::Started);
+        second.after_started = vec!["first".into()];
+        let mut rt =
+            Runtime::new(&[second, first], fast_policy(), dir.path().join("alerts")).unwrap();
+        rt.pump();
+        assert!(rt.pid_of("first").is_some() && rt.pid_of("second").is_some());
+        assert!(
+            !rt.is_ready("first"),
+            "the test needs `first` still starting"
+        );
+        assert!(
+            rt.events()[0].starts_with("started first"),
+            "{:?}",
+            rt.events()
+        );
+        rt.stop_all(Duration::from_secs(5));
+    }
+
+    #[test]
     fn signals_are_forwarded_to_running_services() {
         let _g = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().unwrap();
@@ -530,6 +568,7 @@ mod tests {
             name: "ghost".into(),
             argv: vec!["/nonexistent/ghost".into()],
             after: vec![],
+            after_started: vec![],
             readiness: Readiness::Started,
             output: Output::Inherit,
         };
