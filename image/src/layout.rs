@@ -105,6 +105,7 @@ mod tests {
     fn every_module_init_asks_for_is_in_the_image() {
         let init = [
             streamer_init::plan::boot_modules(),
+            streamer_init::plan::OTHER_DISK_DRIVERS.to_vec(),
             streamer_init::plan::LATER_MODULES.to_vec(),
         ];
         for m in init.concat() {

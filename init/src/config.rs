@@ -102,7 +102,7 @@ impl Default for Config {
             deploy: None,
             deploy_if: None,
             hostname: "streamer".to_owned(),
-            data: DataDevice::PartLabel("streamer-data".to_owned()),
+            data: DataDevice::PartLabel(crate::storage::DATA_PARTITION.to_owned()),
             console: "ttyS0".to_owned(),
             debug: false,
         }

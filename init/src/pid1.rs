@@ -180,7 +180,12 @@ fn module_plans() -> plan::Modules {
     let devices = device_modaliases(Path::new("/sys"));
     match plan::modules_for(&db, aliases.as_ref().map(|a| (a, devices.as_slice()))) {
         Ok(m) => {
-            let absent = [&m.boot.no_device[..], &m.later.no_device[..]].concat();
+            let absent = [
+                &m.boot.no_device[..],
+                &m.disks.no_device[..],
+                &m.later.no_device[..],
+            ]
+            .concat();
             if !absent.is_empty() {
                 say(&format!("no device here for: {}", absent.join(", ")));
             }
@@ -364,13 +369,37 @@ fn boot() -> Result<Infallible, Pid1Error> {
     }
     // Drivers first, loaded in the background; each step waits only for the modules it
     // needs (a partition appears once its disk's driver has probed, which the step polls
-    // for): the config partition is read and the network set up while ext4 loads.
+    // for): the config partition is read and the network set up while ext4 loads. The
+    // loader goes on with the other disk controllers' drivers (when the partitions were
+    // found without them, only once `ready` opens `after_ready`), then the modules nothing
+    // before `ready` needs, and arms the watchdog.
     let modules = Arc::new(module_plans());
     let finished = Arc::new(Finished::new(modules.boot.files.len()));
-    let loader = {
-        let (modules, finished) = (Arc::clone(&modules), Arc::clone(&finished));
-        std::thread::spawn(move || load_modules(&modules.boot, &finished, "modules loaded"))
-    };
+    let disks_loaded = Arc::new(Finished::new(1));
+    let after_ready = Arc::new(Finished::new(1));
+    let (watchdog_tx, watchdog_rx) = std::sync::mpsc::channel();
+    {
+        let modules = Arc::clone(&modules);
+        let (finished, disks_loaded) = (Arc::clone(&finished), Arc::clone(&disks_loaded));
+        let after_ready = Arc::clone(&after_ready);
+        std::thread::spawn(move || {
+            load_modules(&modules.boot, &finished, "modules loaded");
+            if !modules.disks.files.is_empty() {
+                if storage::appliance_disk_found() {
+                    after_ready.wait_for(&[0]);
+                }
+                load_modules(
+                    &modules.disks,
+                    &Finished::new(0),
+                    "disk controllers' drivers loaded",
+                );
+            }
+            disks_loaded.mark(0);
+            after_ready.wait_for(&[0]);
+            load_modules(&modules.later, &Finished::new(0), "later modules loaded");
+            let _ = watchdog_tx.send(open_watchdog());
+        });
+    }
     let needs = |group: &[&str]| modules.boot.needed_for(group);
     finished.wait_for(&needs(plan::CONFIG_FS));
     let reset = mount_config();
@@ -388,8 +417,10 @@ fn boot() -> Result<Infallible, Pid1Error> {
         });
         finished.wait_for(&needs(plan::DATA_FS));
         if matches!(config.data, config::DataDevice::Path(_)) {
-            // A device named by path is looked up once, not polled for: its driver first.
-            finished.wait_for(&needs(plan::DISK_DRIVERS));
+            // A device named by path is looked up once, not polled for: every disk driver
+            // first.
+            after_ready.mark(0);
+            disks_loaded.wait_for(&[0]);
         }
         mount_data(&config, reset);
         net.join().unwrap_or_default()
@@ -411,21 +442,6 @@ fn boot() -> Result<Infallible, Pid1Error> {
     }
     if net.dhcp {
         write_udhcpc_script();
-    }
-    // What is left of the boot modules (drivers of disks not holding our partitions), then
-    // the watchdog and the block devices of deploys: nothing before `ready` needs them, so
-    // they load while the services start, and the watchdog is armed then.
-    let (watchdog_tx, watchdog_rx) = std::sync::mpsc::channel();
-    {
-        let modules = Arc::clone(&modules);
-        std::thread::spawn(move || {
-            if loader.join().is_err() {
-                say("the module loader panicked");
-            }
-            let finished = Finished::new(modules.later.files.len());
-            load_modules(&modules.later, &finished, "later modules loaded");
-            let _ = watchdog_tx.send(open_watchdog());
-        });
     }
     let plan = Plan::new(
         config,
@@ -474,6 +490,7 @@ fn boot() -> Result<Infallible, Pid1Error> {
                     sys::boottime().as_secs_f64()
                 ));
                 announced = true;
+                after_ready.mark(0);
             }
         }
         // Poll readiness often until ready (each service starts as soon as the one before

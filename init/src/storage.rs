@@ -100,12 +100,25 @@ fn find_partition_by(sys_class_block: &Path, wanted: impl Fn(&str) -> bool) -> O
     })
 }
 
+/// The data partition's GPT name in the appliance's own layout.
+pub const DATA_PARTITION: &str = "streamer-data";
+
+/// Whether the appliance's own disk (its config and data partitions) is visible already.
+pub fn appliance_disk_found() -> bool {
+    let class = Path::new("/sys/class/block");
+    find_partition(class, CONFIG_PARTITION).is_some()
+        && find_partition(class, DATA_PARTITION).is_some()
+}
+
 /// Waits up to `timeout` for the partition to appear (the disk driver probes in the
-/// background after its module loads).
+/// background after its module loads), and its device node with it: the kernel adds the
+/// partition to /sys a moment before devtmpfs has its node in /dev.
 pub fn wait_for_partition(name: &str, timeout: Duration) -> Option<Partition> {
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(p) = find_partition(Path::new("/sys/class/block"), name) {
+        if let Some(p) = find_partition(Path::new("/sys/class/block"), name)
+            && p.dev.exists()
+        {
             return Some(p);
         }
         if Instant::now() >= deadline {

@@ -75,7 +75,7 @@ modules:
         "{stdout}"
     );
     assert!(stdout.contains(&format!(
-        "modules while the services start:\n  load {m}/kernel/drivers/block/nbd.ko.zst\n"
+        "modules once ready:\n  load {m}/kernel/drivers/block/nbd.ko.zst\n"
     )));
     assert!(stdout.ends_with(
         "services:

@@ -156,8 +156,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         // storaged starts beside us (init starts both at once): the clean-up of interrupted
-        // work needs it, and the API listens only once it answers, so that a connection that
-        // succeeds is served at once.
+        // work needs it, and the API listens only after that clean-up.
         let storage = crate::storage::Storage::new(&state.config.storaged_socket);
         if let Err(e) = storage.wait_until_reachable(STORAGED_WAIT).await {
             tracing::error!(
@@ -165,9 +164,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 STORAGED_WAIT.as_secs()
             );
         }
-        let listener = std::net::TcpListener::bind(args.listen)
-            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
-        crate::server::serve(state, listener, tls).await?;
-        Ok(())
+        crate::server::serve(state, crate::server::Listen::Address(args.listen), tls).await?;
+        Ok::<(), anyhow::Error>(())
     })
 }

@@ -9,10 +9,27 @@ use axum_server::tls_rustls::RustlsConfig;
 use crate::state::AppState;
 use crate::tls::TlsFiles;
 
-/// Serves the API on `listener` until SIGTERM or SIGINT.
+/// Where the API listens.
+#[derive(Debug)]
+pub enum Listen {
+    /// A socket bound already (tests bind port 0 to learn it).
+    Bound(std::net::TcpListener),
+    /// An address bound only once deployd can serve: its signal handlers are in and
+    /// interrupted work is cleaned up, so a connection that succeeds is served at once (init
+    /// takes a successful connect for `ready`).
+    Address(SocketAddr),
+}
+
+impl From<std::net::TcpListener> for Listen {
+    fn from(l: std::net::TcpListener) -> Self {
+        Listen::Bound(l)
+    }
+}
+
+/// Serves the API until SIGTERM or SIGINT.
 pub async fn serve(
     state: Arc<AppState>,
-    listener: std::net::TcpListener,
+    listen: impl Into<Listen>,
     tls: TlsFiles,
 ) -> std::io::Result<()> {
     // One process-wide crypto provider (ring): we build without aws-lc.
@@ -39,6 +56,11 @@ pub async fn serve(
         Ok(_) => {}
         Err(e) => tracing::error!("cleaning up after interrupted deploys failed: {e}"),
     }
+    let listener = match listen.into() {
+        Listen::Bound(l) => l,
+        Listen::Address(addr) => std::net::TcpListener::bind(addr)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?,
+    };
     let app = crate::api::router(state);
     tracing::info!("REST API on https://{}", listener.local_addr()?);
     listener.set_nonblocking(true)?;
