@@ -24,6 +24,10 @@ const NET_WAIT: Duration = Duration::from_secs(5);
 /// How long the ready line waits for a DHCP lease once the services are ready.
 const ADDRESS_WAIT: Duration = Duration::from_secs(60);
 
+/// How long the modules (and the watchdog) held back until `ready` wait when `ready` does
+/// not come (a service that keeps failing).
+const AFTER_READY_LIMIT: Duration = Duration::from_secs(15);
+
 /// How long services get between SIGTERM and SIGKILL at shutdown.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -198,9 +202,9 @@ fn module_plans() -> plan::Modules {
     }
 }
 
-/// Loads `modules`, independent ones in parallel, marking each in `finished` as it is done
-/// (whether it loaded or not: the kernel's error is reported, and boot goes on without it).
-fn load_modules(modules: &plan::ModulePlan, finished: &Finished, what: &str) {
+/// Loads `modules`, independent ones in parallel, marking each in `finished` (if given) as it
+/// is done (whether it loaded or not: the kernel's error is reported, and boot goes on).
+fn load_modules(modules: &plan::ModulePlan, finished: Option<&Finished>, what: &str) {
     // A module's size stands for its cost: the kernel hashes and links every byte. The ones
     // on the way to `ready` (network, config and data filesystems, the random generator) go
     // before the rest (drivers of disk controllers that may hold no disk of ours).
@@ -226,7 +230,9 @@ fn load_modules(modules: &plan::ModulePlan, finished: &Finished, what: &str) {
         .collect();
     let results = parallel::run(&modules.deps, &weights, MODULE_WORKERS, |i| {
         let r = load::load_file(&modules.files[i]);
-        finished.mark(i);
+        if let Some(f) = finished {
+            f.mark(i);
+        }
         r
     });
     let mut failed = 0;
@@ -371,8 +377,9 @@ fn boot() -> Result<Infallible, Pid1Error> {
     // needs (a partition appears once its disk's driver has probed, which the step polls
     // for): the config partition is read and the network set up while ext4 loads. The
     // loader goes on with the other disk controllers' drivers (when the partitions were
-    // found without them, only once `ready` opens `after_ready`), then the modules nothing
-    // before `ready` needs, and arms the watchdog.
+    // found without them, only once `ready` opens `after_ready`, or AFTER_READY_LIMIT after
+    // the services started if `ready` never comes), then the modules nothing before `ready`
+    // needs, and arms the watchdog.
     let modules = Arc::new(module_plans());
     let finished = Arc::new(Finished::new(modules.boot.files.len()));
     let disks_loaded = Arc::new(Finished::new(1));
@@ -383,20 +390,16 @@ fn boot() -> Result<Infallible, Pid1Error> {
         let (finished, disks_loaded) = (Arc::clone(&finished), Arc::clone(&disks_loaded));
         let after_ready = Arc::clone(&after_ready);
         std::thread::spawn(move || {
-            load_modules(&modules.boot, &finished, "modules loaded");
+            load_modules(&modules.boot, Some(&finished), "modules loaded");
             if !modules.disks.files.is_empty() {
                 if storage::appliance_disk_found() {
                     after_ready.wait_for(&[0]);
                 }
-                load_modules(
-                    &modules.disks,
-                    &Finished::new(0),
-                    "disk controllers' drivers loaded",
-                );
+                load_modules(&modules.disks, None, "disk controllers' drivers loaded");
             }
             disks_loaded.mark(0);
             after_ready.wait_for(&[0]);
-            load_modules(&modules.later, &Finished::new(0), "later modules loaded");
+            load_modules(&modules.later, None, "later modules loaded");
             let _ = watchdog_tx.send(open_watchdog());
         });
     }
@@ -472,6 +475,10 @@ fn boot() -> Result<Infallible, Pid1Error> {
                 say(&format!("cannot write {}: {e}", services::STATUS_FILE));
             }
             status = now;
+        }
+        if !announced && started.elapsed() > AFTER_READY_LIMIT {
+            // A service that never gets ready must not keep the watchdog unarmed.
+            after_ready.mark(0);
         }
         if let Ok(w) = watchdog_rx.try_recv() {
             watchdog = w;
