@@ -86,7 +86,8 @@ pub fn os_release(version: &str) -> String {
 pub const DEFAULT_CONFIG: &str = "\
 # Streamer appliance configuration: `key = value`; the kernel command line's streamer.KEY=VALUE
 # overrides it. Keys: hostname, mgmt (dhcp | static:ADDR/PREFIX[,gw=IP][,dns=IP]...),
-# mgmt_if, deploy (static:ADDR/PREFIX), deploy_if, data, console, debug.
+# mgmt_if, deploy (static:ADDR/PREFIX), deploy_if, data, console, debug, aslr (auto | on | off;
+# auto: off only under QEMU's software emulation).
 # The serial console's maintenance menu edits this file.
 hostname = streamer
 mgmt = dhcp

@@ -22,6 +22,7 @@ const KEYS: &[&str] = &[
     "data",
     "console",
     "debug",
+    "aslr",
 ];
 
 /// How the management interface gets its address.
@@ -78,6 +79,39 @@ impl fmt::Display for DataDevice {
     }
 }
 
+/// Address-space layout randomisation for the processes init starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aslr {
+    /// On, except under QEMU's software emulation (TCG): there every process's code is
+    /// translated anew for each address it is loaded at, so a fixed layout lets the
+    /// daemons, the console and every `streamerctl` share one translation. Hardware and
+    /// hardware-assisted VMs keep it on.
+    Auto,
+    On,
+    Off,
+}
+
+impl Aslr {
+    /// Whether processes get randomised addresses, given whether the CPU is emulated.
+    pub fn enabled(self, software_emulation: bool) -> bool {
+        match self {
+            Aslr::Auto => !software_emulation,
+            Aslr::On => true,
+            Aslr::Off => false,
+        }
+    }
+}
+
+impl fmt::Display for Aslr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Aslr::Auto => "auto",
+            Aslr::On => "on",
+            Aslr::Off => "off",
+        })
+    }
+}
+
 /// The resolved configuration init acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -92,6 +126,7 @@ pub struct Config {
     pub data: DataDevice,
     pub console: String,
     pub debug: bool,
+    pub aslr: Aslr,
 }
 
 impl Default for Config {
@@ -105,6 +140,7 @@ impl Default for Config {
             data: DataDevice::PartLabel(crate::storage::DATA_PARTITION.to_owned()),
             console: "ttyS0".to_owned(),
             debug: false,
+            aslr: Aslr::Auto,
         }
     }
 }
@@ -120,6 +156,7 @@ pub struct Settings {
     pub data: Option<DataDevice>,
     pub console: Option<String>,
     pub debug: Option<bool>,
+    pub aslr: Option<Aslr>,
 }
 
 impl Settings {
@@ -134,6 +171,7 @@ impl Settings {
             data: self.data.or(lower.data),
             console: self.console.or(lower.console),
             debug: self.debug.or(lower.debug),
+            aslr: self.aslr.or(lower.aslr),
         }
     }
 
@@ -149,6 +187,7 @@ impl Settings {
             data: self.data.unwrap_or(d.data),
             console: self.console.unwrap_or(d.console),
             debug: self.debug.unwrap_or(d.debug),
+            aslr: self.aslr.unwrap_or(d.aslr),
         }
     }
 
@@ -169,6 +208,7 @@ impl Settings {
             "data" => self.data = Some(parse_data(required()?).map_err(bad)?),
             "console" => self.console = Some(parse_console(required()?).map_err(bad)?),
             "debug" => self.debug = Some(parse_bool(value).map_err(bad)?),
+            "aslr" => self.aslr = Some(parse_aslr(required()?).map_err(bad)?),
             _ => {
                 return Err(ConfigError::UnknownKey {
                     origin: origin.clone(),
@@ -454,6 +494,15 @@ fn parse_console(v: &str) -> Result<String, String> {
     Ok(name.to_owned())
 }
 
+fn parse_aslr(v: &str) -> Result<Aslr, String> {
+    match v {
+        "auto" => Ok(Aslr::Auto),
+        "on" => Ok(Aslr::On),
+        "off" => Ok(Aslr::Off),
+        _ => Err("expected auto, on or off".to_owned()),
+    }
+}
+
 fn parse_bool(v: Option<&str>) -> Result<bool, String> {
     match v {
         None | Some("1" | "true" | "yes" | "on") => Ok(true),
@@ -612,9 +661,26 @@ mod tests {
             "streamer.console=../x",
             "streamer.debug=maybe",
             "streamer.hostname",
+            "streamer.aslr=yes",
+            "streamer.aslr",
         ] {
             assert!(parse_cmdline(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn aslr_is_auto_unless_said_and_auto_turns_it_off_only_under_emulation() {
+        let c = load("console=ttyS0", Settings::default()).unwrap();
+        assert_eq!(c.aslr, Aslr::Auto);
+        assert!(c.aslr.enabled(false));
+        assert!(!c.aslr.enabled(true));
+        let file = parse_file(Path::new("/c.conf"), "aslr = off\n").unwrap();
+        assert_eq!(load("", file.clone()).unwrap().aslr, Aslr::Off);
+        // The command line wins over the file.
+        let c = load("streamer.aslr=on", file).unwrap();
+        assert_eq!(c.aslr, Aslr::On);
+        assert!(c.aslr.enabled(true));
+        assert_eq!(c.aslr.to_string(), "on");
     }
 
     #[test]

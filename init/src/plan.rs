@@ -334,6 +334,7 @@ impl fmt::Display for Plan {
         writeln!(f, "  data {}", c.data)?;
         writeln!(f, "  console {}", c.console)?;
         writeln!(f, "  debug {}", c.debug)?;
+        writeln!(f, "  aslr {}", c.aslr)?;
         for (title, m) in [
             ("modules:", &self.modules.boot),
             (

@@ -277,3 +277,69 @@ pub fn wait_signal(signals: &[libc::c_int], timeout: std::time::Duration) -> Opt
 pub fn is_pid1() -> bool {
     std::process::id() == 1
 }
+
+/// Whether this CPU is QEMU's software emulation (TCG), which names itself in the
+/// hypervisor leaf of CPUID; hardware and hardware-assisted VMs (KVM, Xen, ...) say other
+/// things or nothing.
+pub fn software_emulation() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::__cpuid;
+        // The hypervisor bit (CPUID.1:ECX[31]) says whether leaf 0x4000_0000 is meaningful.
+        if __cpuid(1).ecx & (1 << 31) == 0 {
+            return false;
+        }
+        let leaf = __cpuid(0x4000_0000);
+        let mut vendor = [0u8; 12];
+        vendor[..4].copy_from_slice(&leaf.ebx.to_le_bytes());
+        vendor[4..8].copy_from_slice(&leaf.ecx.to_le_bytes());
+        vendor[8..].copy_from_slice(&leaf.edx.to_le_bytes());
+        &vendor == b"TCGTCGTCGTCG"
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Every program this process executes from now on is loaded at fixed addresses (the
+/// personality flag is inherited across fork and exec); this process keeps its own layout.
+pub fn no_address_randomization_for_children() -> io::Result<()> {
+    // SAFETY: personality(2) with 0xffffffff only reads the current persona; with a value,
+    // it sets the persona of this process, which touches no memory of ours.
+    let current = unsafe { libc::personality(0xffff_ffff) };
+    if current == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    let flag = libc::ADDR_NO_RANDOMIZE as libc::c_int;
+    // SAFETY: as above.
+    if unsafe { libc::personality((current | flag) as libc::c_ulong) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::CommandExt;
+    use std::process::Command;
+
+    fn persona_of_child(fixed: bool) -> u32 {
+        let mut cmd = Command::new("cat");
+        cmd.arg("/proc/self/personality");
+        if fixed {
+            // SAFETY: between fork and exec the child makes one personality(2) call, which
+            // allocates nothing and takes no lock.
+            unsafe { cmd.pre_exec(super::no_address_randomization_for_children) };
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success());
+        u32::from_str_radix(String::from_utf8_lossy(&out.stdout).trim(), 16).unwrap()
+    }
+
+    #[test]
+    fn programs_executed_after_the_call_get_fixed_addresses() {
+        let flag = libc::ADDR_NO_RANDOMIZE as u32;
+        assert_eq!(persona_of_child(false) & flag, 0);
+        // Set in the forked child before it executes `cat`: `cat` has it.
+        assert_eq!(persona_of_child(true) & flag, flag);
+    }
+}

@@ -61,6 +61,7 @@ config:
   data PARTLABEL=streamer-data
   console ttyS1
   debug false
+  aslr auto
 modules:
   load {m}/kernel/drivers/virtio/virtio_ring.ko.xz
   load {m}/kernel/drivers/block/virtio_blk.ko.xz

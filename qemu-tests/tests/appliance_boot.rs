@@ -22,6 +22,20 @@ use streamer_vm::appliance::{
 const BOOT: Duration = Duration::from_secs(300);
 const POWER_OFF: Duration = Duration::from_secs(90);
 
+/// The personality flag of a process started at fixed addresses (linux/personality.h).
+const ADDR_NO_RANDOMIZE: u32 = 0x0040000;
+
+/// storaged's personality flags, read in the console's open root shell.
+fn storaged_persona(a: &mut streamer_vm::appliance::Appliance) -> u32 {
+    let hex = a
+        .shell(
+            "cat /proc/$(pidof storaged)/personality",
+            Duration::from_secs(30),
+        )
+        .unwrap();
+    u32::from_str_radix(hex.trim(), 16).unwrap()
+}
+
 fn version_ok(port_url: &str) {
     let (status, body) = https_get(&format!("{port_url}/rest/version")).unwrap();
     assert_eq!(status, 200, "{body}");
@@ -80,6 +94,18 @@ fn direct_boot_serves_the_api_restarts_daemons_and_keeps_data_across_a_power_cyc
         modules.trim_end().ends_with('1'),
         "watchdog not armed: {modules}"
     );
+    // Under TCG the services run at fixed addresses (one code translation for them all).
+    assert!(
+        a.vm.console
+            .text()
+            .contains("software emulation (TCG): the services start at fixed addresses"),
+        "{}",
+        a.vm.console.text()
+    );
+    assert_eq!(
+        storaged_persona(&mut a) & ADDR_NO_RANDOMIZE,
+        ADDR_NO_RANDOMIZE
+    );
 
     // A killed daemon is restarted by init and serves again.
     a.shell(
@@ -111,8 +137,10 @@ fn direct_boot_serves_the_api_restarts_daemons_and_keeps_data_across_a_power_cyc
     assert!(text.contains("reboot: Power down"), "{text}");
     drop(a);
 
-    // Second boot from the same disk: the filesystem is mounted, not recreated.
+    // Second boot from the same disk: the filesystem is mounted, not recreated; the
+    // configuration can keep address randomisation on under TCG.
     spec.api_port = streamer_vm::qemu::free_port().unwrap();
+    spec.append = "streamer.aslr=on".into();
     let mut a = spec.start(&image).unwrap();
     a.vm.console
         .expect(r"data partition mounted", BOOT)
@@ -128,7 +156,10 @@ fn direct_boot_serves_the_api_restarts_daemons_and_keeps_data_across_a_power_cyc
         .shell("cat /data/marker", Duration::from_secs(30))
         .unwrap();
     assert_eq!(marker.trim(), "kept-across-power-off");
+    assert_eq!(storaged_persona(&mut a) & ADDR_NO_RANDOMIZE, 0);
+    assert!(!a.vm.console.text().contains("fixed addresses"));
     a.close_shell().unwrap();
+    spec.append.clear();
     version_ok(&a.api_url());
 
     // An API request powers it off as cleanly as the power button.

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -39,10 +39,22 @@ pub struct RedbStore {
 impl RedbStore {
     pub fn open(path: &Path) -> Result<Self, MetaError> {
         let db = Database::create(path).map_err(backend)?;
-        let txn = db.begin_write().map_err(backend)?;
-        txn.open_table(RECORDS).map_err(backend)?;
-        txn.open_table(COUNTERS).map_err(backend)?;
-        txn.commit().map_err(backend)?;
+        // The tables are made once; later starts only list them: a write transaction here
+        // would commit to disk at every boot, and under TCG running redb's write path for
+        // the first time is boot time (ARCHITECTURE.md, the appliance's boot).
+        let present: Vec<String> = db
+            .begin_read()
+            .and_then(|txn| Ok(txn.list_tables()?.map(|t| t.name().to_owned()).collect()))
+            .map_err(backend)?;
+        if ![RECORDS.name(), COUNTERS.name()]
+            .iter()
+            .all(|name| present.iter().any(|p| p == name))
+        {
+            let txn = db.begin_write().map_err(backend)?;
+            txn.open_table(RECORDS).map_err(backend)?;
+            txn.open_table(COUNTERS).map_err(backend)?;
+            txn.commit().map_err(backend)?;
+        }
         Ok(Self { db })
     }
 }
@@ -221,5 +233,22 @@ mod tests {
         }])
         .unwrap();
         assert!(s.list(Kind::PlanScript).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_database_without_the_tables_gets_them_and_a_reopen_keeps_the_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.redb");
+        // A database without our tables (as a crash right after its creation leaves it).
+        drop(Database::create(&path).unwrap());
+        let s = RedbStore::open(&path).unwrap();
+        assert!(s.list(Kind::PlanScript).unwrap().is_empty());
+        assert_eq!(s.revision().unwrap(), 0);
+        let r = s.apply(vec![put("a", json!(1), Expect::Absent)]).unwrap();
+        drop(s);
+        // The later open only reads the table list.
+        let s = RedbStore::open(&path).unwrap();
+        assert_eq!(s.get(Kind::PlanScript, "a").unwrap().unwrap().revision, r);
+        assert_eq!(s.revision().unwrap(), r);
     }
 }

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use serde::{Deserialize, Serialize};
 
 use crate::store::record::{ExportRecord, VolumeRecord};
@@ -50,10 +50,22 @@ pub struct Catalog {
 impl Catalog {
     pub fn open(path: &Path) -> Result<Self, CatalogError> {
         let db = Database::create(path).map_err(db_err)?;
-        let txn = db.begin_write().map_err(db_err)?;
-        txn.open_table(VOLUMES).map_err(db_err)?;
-        txn.open_table(EXPORTS).map_err(db_err)?;
-        txn.commit().map_err(db_err)?;
+        // The tables are made once; later starts only list them: a write transaction here
+        // would commit to disk at every boot, and under TCG running redb's write path for
+        // the first time is boot time (ARCHITECTURE.md, the appliance's boot).
+        let present: Vec<String> = db
+            .begin_read()
+            .and_then(|txn| Ok(txn.list_tables()?.map(|t| t.name().to_owned()).collect()))
+            .map_err(db_err)?;
+        if ![VOLUMES.name(), EXPORTS.name()]
+            .iter()
+            .all(|name| present.iter().any(|p| p == name))
+        {
+            let txn = db.begin_write().map_err(db_err)?;
+            txn.open_table(VOLUMES).map_err(db_err)?;
+            txn.open_table(EXPORTS).map_err(db_err)?;
+            txn.commit().map_err(db_err)?;
+        }
         Ok(Self { db })
     }
 
@@ -117,4 +129,30 @@ impl Catalog {
 
 fn json<T: Serialize>(v: &T) -> Result<String, CatalogError> {
     serde_json::to_string(v).map_err(db_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_without_the_tables_gets_them_and_a_reopen_keeps_the_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.redb");
+        // A database without our tables (as a crash right after its creation leaves it).
+        drop(Database::create(&path).unwrap());
+        let c = Catalog::open(&path).unwrap();
+        assert!(c.volumes().unwrap().is_empty());
+        assert!(c.exports().unwrap().is_empty());
+        let export = ExportRecord {
+            volume: "v1".into(),
+            allow: Vec::new(),
+            read_only: true,
+        };
+        c.commit(&[Change::PutExport(export.clone())]).unwrap();
+        drop(c);
+        // The later open only lists the tables.
+        let c = Catalog::open(&path).unwrap();
+        assert_eq!(c.exports().unwrap(), vec![export]);
+    }
 }
