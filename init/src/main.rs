@@ -4,6 +4,7 @@
 //! Exit status (only outside PID 1): 0 plan printed; 1 the plan could not be built;
 //! 2 bad usage or not PID 1.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use streamer_init::{dry_run, pid1, sys};
@@ -92,6 +93,18 @@ fn dhcp_event(args: &[String]) -> ExitCode {
         }
         Err(e) => {
             print_chain(&e);
+            // udhcpc ignores its script's status: after a lease it could not apply it
+            // would sit "bound" without an address until the renewal, hours away. Ended,
+            // it is started again by init, deconfigures and asks anew.
+            if matches!(action.as_str(), "bound" | "renew")
+                && let Some(pid) =
+                    net::dhcp_client(Path::new("/proc"), std::os::unix::process::parent_id())
+            {
+                eprintln!("dhcp: the lease is not applied: restarting the DHCP client");
+                if let Err(e) = sys::kill(pid as i32, libc::SIGTERM) {
+                    eprintln!("dhcp: cannot end udhcpc (pid {pid}): {e}");
+                }
+            }
             ExitCode::from(1)
         }
     }

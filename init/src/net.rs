@@ -22,6 +22,11 @@ pub const MGMT_ADDRESS_FILE: &str = "/run/streamer/mgmt-address";
 pub const UDHCPC_SCRIPT: &str = "/run/streamer/udhcpc.script";
 pub const RESOLV_CONF: &str = "/etc/resolv.conf";
 
+/// How long one configuration step (a handful of netlink requests) may take. The kernel
+/// answers in microseconds; a step that takes this long is stuck, and failing it lets the
+/// caller (boot, or udhcpc through its hook) go on or try again instead of hanging.
+const NETLINK_TIMEOUT: Duration = Duration::from_secs(10);
+
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
     #[error("netlink: {0}")]
@@ -34,6 +39,8 @@ pub enum NetError {
     Write(PathBuf, #[source] std::io::Error),
     #[error("DHCP event {action:?}: {reason}")]
     DhcpEvent { action: String, reason: String },
+    #[error("netlink: no answer from the kernel within {} s", NETLINK_TIMEOUT.as_secs())]
+    Timeout,
 }
 
 fn nl(e: rtnetlink::Error) -> NetError {
@@ -48,22 +55,26 @@ pub struct StaticIp {
     pub gateway: Option<IpAddr>,
 }
 
-/// Ethernet devices (ARPHRD_ETHER = 1) backed by hardware (`device` link), by name.
+/// Ethernet devices (ARPHRD_ETHER = 1) backed by hardware (`device` link), in the order of
+/// their place on the bus (the resolved `device` path: PCI domain, bus, slot, function),
+/// not of their names. The kernel names NICs in the order their drivers probe them, and
+/// init loads drivers side by side: on a server with an igb and an ixgbe port, or two
+/// virtio NICs, `eth0` can be either from one boot to the next, while the bus order stays
+/// that of the hardware (the first port is the management port on every boot).
 pub fn ethernet_interfaces(sys_class_net: &Path) -> Vec<String> {
     let Ok(dir) = std::fs::read_dir(sys_class_net) else {
         return Vec::new();
     };
-    let mut names: Vec<String> = dir
+    let mut found: Vec<(PathBuf, String)> = dir
         .flatten()
-        .filter(|e| {
-            let p = e.path();
-            std::fs::read_to_string(p.join("type")).is_ok_and(|t| t.trim() == "1")
-                && p.join("device").exists()
+        .filter(|e| std::fs::read_to_string(e.path().join("type")).is_ok_and(|t| t.trim() == "1"))
+        .filter_map(|e| {
+            let device = std::fs::canonicalize(e.path().join("device")).ok()?;
+            Some((device, e.file_name().to_string_lossy().into_owned()))
         })
-        .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    names.sort();
-    names
+    found.sort();
+    found.into_iter().map(|(_, name)| name).collect()
 }
 
 /// The management and deployment interfaces: the configured names, or the first and
@@ -99,18 +110,20 @@ pub fn write_atomic(path: &Path, text: &str) -> Result<(), NetError> {
         .map_err(|e| NetError::Write(path.to_owned(), e))
 }
 
-/// Runs `f` with a netlink handle on a runtime that lives for this call only.
+/// Runs `f` with a netlink handle on a runtime that lives for this call only, for at most
+/// NETLINK_TIMEOUT.
 fn with_handle<T>(f: impl AsyncFnOnce(Handle) -> Result<T, NetError>) -> Result<T, NetError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
+        .enable_time()
         .build()
         .map_err(NetError::Runtime)?;
     rt.block_on(async {
         let (conn, handle, _) = rtnetlink::new_connection().map_err(NetError::Runtime)?;
         let task = tokio::spawn(conn);
-        let r = f(handle).await;
+        let r = tokio::time::timeout(NETLINK_TIMEOUT, f(handle)).await;
         task.abort();
-        r
+        r.unwrap_or(Err(NetError::Timeout))
     })
 }
 
@@ -401,6 +414,13 @@ pub fn dhcp_event(
     }
 }
 
+/// The DHCP client that ran this hook, when it is udhcpc: `ppid` is our parent process
+/// and `proc` the proc filesystem. Anything else (a shell, a test) is left alone.
+pub fn dhcp_client(proc: &Path, ppid: u32) -> Option<u32> {
+    let comm = std::fs::read_to_string(proc.join(ppid.to_string()).join("comm")).ok()?;
+    (ppid > 1 && comm.trim() == "udhcpc").then_some(ppid)
+}
+
 /// The management address, once known (static at boot, or the DHCP lease).
 pub fn mgmt_address(file: &Path) -> Option<String> {
     let s = std::fs::read_to_string(file).ok()?;
@@ -421,22 +441,29 @@ mod tests {
     }
 
     #[test]
-    fn interfaces_are_ethernet_devices_in_name_order() {
+    fn interfaces_are_ethernet_devices_in_bus_order_whatever_their_names() {
         let d = tempfile::tempdir().unwrap();
-        for (name, ty, dev) in [
-            ("lo", "772", false),
-            ("eth1", "1", true),
-            ("eth0", "1", true),
-            ("br0", "1", false),
+        let (net, devices) = (d.path().join("net"), d.path().join("devices"));
+        std::fs::create_dir(&net).unwrap();
+        // eth0 was probed last but sits in a later slot; eth10 sorts before eth2 by name.
+        for (name, ty, slot) in [
+            ("lo", "772", None),
+            ("eth0", "1", Some("0000:00:05.0/virtio3")),
+            ("eth1", "1", Some("0000:00:02.0/virtio1")),
+            ("eth10", "1", Some("0000:00:1c.0/0000:03:00.0")),
+            ("eth2", "1", Some("0000:00:1c.0/0000:02:00.1")),
+            ("br0", "1", None),
         ] {
-            let p = d.path().join(name);
+            let p = net.join(name);
             std::fs::create_dir(&p).unwrap();
             std::fs::write(p.join("type"), format!("{ty}\n")).unwrap();
-            if dev {
-                std::fs::create_dir(p.join("device")).unwrap();
+            if let Some(slot) = slot {
+                let dev = devices.join("pci0000:00").join(slot);
+                std::fs::create_dir_all(&dev).unwrap();
+                std::os::unix::fs::symlink(&dev, p.join("device")).unwrap();
             }
         }
-        assert_eq!(ethernet_interfaces(d.path()), ["eth0", "eth1"]);
+        assert_eq!(ethernet_interfaces(&net), ["eth1", "eth0", "eth2", "eth10"]);
         assert!(ethernet_interfaces(&d.path().join("missing")).is_empty());
     }
 
@@ -510,6 +537,19 @@ mod tests {
         let e = dhcp_event("bound", &env(&[("interface", "eth0")]), &r, &a).unwrap_err();
         assert!(e.to_string().contains("no `ip`"), "{e}");
         assert!(!r.exists() && !a.exists());
+    }
+
+    #[test]
+    fn only_a_udhcpc_parent_is_the_dhcp_client() {
+        let d = tempfile::tempdir().unwrap();
+        for (pid, comm) in [("1", "init"), ("40", "udhcpc"), ("41", "sh")] {
+            std::fs::create_dir(d.path().join(pid)).unwrap();
+            std::fs::write(d.path().join(pid).join("comm"), format!("{comm}\n")).unwrap();
+        }
+        assert_eq!(dhcp_client(d.path(), 40), Some(40));
+        assert_eq!(dhcp_client(d.path(), 41), None);
+        assert_eq!(dhcp_client(d.path(), 1), None);
+        assert_eq!(dhcp_client(d.path(), 42), None);
     }
 
     #[test]

@@ -480,6 +480,7 @@ fn boot() -> Result<Infallible, Pid1Error> {
     let mut rt = Runtime::new(&services, Policy::default(), alert::ALERT_DIR.into())?;
     let mut status = String::new();
     let mut announced = false;
+    let mut announced_address = None;
     let started = Instant::now();
     loop {
         rt.pump();
@@ -500,10 +501,16 @@ fn boot() -> Result<Infallible, Pid1Error> {
         if let Some(w) = watchdog.as_mut() {
             w.pet_if_due();
         }
-        if !announced && rt.all_ready() {
+        let ready = announced || rt.all_ready();
+        let address = ready
+            .then(|| net::mgmt_address(Path::new(net::MGMT_ADDRESS_FILE)))
+            .flatten();
+        if !announced && ready {
             // With DHCP the ready line waits for the lease, for at most ADDRESS_WAIT.
-            let address = net::mgmt_address(Path::new(net::MGMT_ADDRESS_FILE));
             if address.is_some() || started.elapsed() > ADDRESS_WAIT {
+                if address.is_none() {
+                    explain_no_lease();
+                }
                 crate::log::announce(&plan::ready_line(&plan.config, address.as_deref()));
                 announce_first_password();
                 say(&format!(
@@ -511,8 +518,13 @@ fn boot() -> Result<Infallible, Pid1Error> {
                     sys::boottime().as_secs_f64()
                 ));
                 announced = true;
+                announced_address = address;
                 after_ready.mark(0);
             }
+        } else if announced && address.is_some() && address != announced_address {
+            // A lease that came late, or a new one: the console shows where the API is.
+            crate::log::announce(&plan::ready_line(&plan.config, address.as_deref()));
+            announced_address = address;
         }
         // Poll readiness often until ready (each service starts as soon as the one before
         // it answers; a probe is a stat or a connect); afterwards wake for signals and
@@ -532,6 +544,23 @@ fn boot() -> Result<Infallible, Pid1Error> {
                 shutdown(&mut rt, how, watchdog.take());
             }
         }
+    }
+}
+
+/// Says on the console why the ready line has no address: the DHCP client's last lines.
+fn explain_no_lease() {
+    let log = Path::new(services::LOG_DIR).join("dhcp.log");
+    say(&format!(
+        "no DHCP lease after {} s: the API answers on every address once one comes; \
+         check the management network's cable and DHCP server, or set a static address \
+         in the menu. The DHCP client's last lines ({}):",
+        ADDRESS_WAIT.as_secs(),
+        log.display()
+    ));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    for l in &lines[lines.len().saturating_sub(8)..] {
+        say(&format!("  {l}"));
     }
 }
 

@@ -179,7 +179,9 @@ pub fn appliance_services(bin_dir: &Path, deploy_ip: Option<std::net::IpAddr>) -
 
 /// The DHCP client of the management interface: busybox `udhcpc` in the foreground,
 /// retrying for ever, handing each event to `script` (which calls `streamer-init
-/// dhcp-event`). Nothing waits for it: the API listens on every address.
+/// dhcp-event`). Nothing waits for it: the API listens on every address. It asks four
+/// times, 2 s apart, then pauses 5 s (udhcpc's own default pause is 20 s): an appliance
+/// whose rack switch or DHCP server comes up after it gets its address within seconds.
 pub fn dhcp_service(interface: &str, script: &str) -> ServiceSpec {
     ServiceSpec {
         name: "dhcp".into(),
@@ -190,6 +192,12 @@ pub fn dhcp_service(interface: &str, script: &str) -> ServiceSpec {
             interface,
             "-s",
             script,
+            "-t",
+            "4",
+            "-T",
+            "2",
+            "-A",
+            "5",
             "-x",
             "hostname:streamer",
         ]),
@@ -337,7 +345,7 @@ mod tests {
         let d = dhcp_service("eth0", "/run/streamer/udhcpc.script");
         assert_eq!(
             d.command_line(),
-            "/sbin/udhcpc -f -i eth0 -s /run/streamer/udhcpc.script -x hostname:streamer"
+            "/sbin/udhcpc -f -i eth0 -s /run/streamer/udhcpc.script -t 4 -T 2 -A 5 -x hostname:streamer"
         );
         assert!(d.after.is_empty());
     }

@@ -116,81 +116,108 @@ fn loopback_and_static_address_through_rtnetlink() {
     );
 }
 
+/// A DHCP server (busybox udhcpd on 10.99.0.1) in one namespace, and a client namespace
+/// whose `vcli` is cabled to it; `tag` keeps the names of concurrent tests apart.
+struct DhcpLab {
+    _guard: Netns,
+    cli: String,
+    dir: tempfile::TempDir,
+}
+
+impl DhcpLab {
+    fn new(tag: &str) -> DhcpLab {
+        let pid = std::process::id();
+        let (srv, cli) = (format!("strm-{tag}-s-{pid}"), format!("strm-{tag}-c-{pid}"));
+        let mut guard = Netns {
+            names: vec![srv.clone(), cli.clone()],
+            children: vec![],
+        };
+        ip(&["netns", "add", &srv]);
+        ip(&["netns", "add", &cli]);
+        ip(&[
+            "-n", &srv, "link", "add", "vsrv", "type", "veth", "peer", "name", "vcli", "netns",
+            &cli,
+        ]);
+        ip(&["-n", &srv, "addr", "add", "10.99.0.1/24", "dev", "vsrv"]);
+        ip(&["-n", &srv, "link", "set", "vsrv", "up"]);
+        ip(&["-n", &cli, "link", "set", "vcli", "up"]);
+
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("udhcpd.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "start 10.99.0.100\nend 10.99.0.110\ninterface vsrv\nlease_file {}\n\
+                 pidfile {}\noption subnet 255.255.255.0\noption router 10.99.0.1\n\
+                 option dns 10.99.0.53\noption domain lab.example\n",
+                dir.path().join("leases").display(),
+                dir.path().join("udhcpd.pid").display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("leases"), "").unwrap();
+        guard.children.push(
+            Command::new("ip")
+                .args(["netns", "exec", &srv, "/bin/busybox", "udhcpd", "-f"])
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        DhcpLab {
+            _guard: guard,
+            cli,
+            dir,
+        }
+    }
+
+    /// The udhcpc script: our hook, writing resolv.conf and the address file at the paths
+    /// given. Returns the script's path.
+    fn hook(&self, resolv: &Path, address_file: &Path) -> std::path::PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let script = self.dir.path().join("hook");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nexec {} dhcp-event --resolv {} --address-file {} \"$@\"\n",
+                env!("CARGO_BIN_EXE_streamer-init"),
+                resolv.display(),
+                address_file.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        script
+    }
+
+    /// busybox udhcpc by the name the appliance runs it under (`/sbin/udhcpc`, a link to
+    /// busybox: the hook knows its client by that name), in the client namespace.
+    fn udhcpc(&self) -> Command {
+        let link = self.dir.path().join("udhcpc");
+        if !link.exists() {
+            std::os::unix::fs::symlink("/bin/busybox", &link).unwrap();
+        }
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.cli]).arg(link);
+        c
+    }
+}
+
 #[test]
 fn dhcp_lease_from_udhcpd_is_applied_by_the_hook() {
     if !usable() {
         return;
     }
-    let pid = std::process::id();
-    let (srv, cli) = (format!("strm-init-ds-{pid}"), format!("strm-init-dc-{pid}"));
-    let mut guard = Netns {
-        names: vec![srv.clone(), cli.clone()],
-        children: vec![],
-    };
-    ip(&["netns", "add", &srv]);
-    ip(&["netns", "add", &cli]);
-    ip(&[
-        "-n", &srv, "link", "add", "vsrv", "type", "veth", "peer", "name", "vcli", "netns", &cli,
-    ]);
-    ip(&["-n", &srv, "addr", "add", "10.99.0.1/24", "dev", "vsrv"]);
-    ip(&["-n", &srv, "link", "set", "vsrv", "up"]);
-    ip(&["-n", &cli, "link", "set", "vcli", "up"]);
-
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("udhcpd.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "start 10.99.0.100\nend 10.99.0.110\ninterface vsrv\nlease_file {}\n\
-             pidfile {}\noption subnet 255.255.255.0\noption router 10.99.0.1\n\
-             option dns 10.99.0.53\noption domain lab.example\n",
-            dir.path().join("leases").display(),
-            dir.path().join("udhcpd.pid").display()
-        ),
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("leases"), "").unwrap();
-    guard.children.push(
-        Command::new("ip")
-            .args(["netns", "exec", &srv, "/bin/busybox", "udhcpd", "-f"])
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-
-    let resolv = dir.path().join("resolv.conf");
-    let addr = dir.path().join("mgmt-address");
-    let script = dir.path().join("hook");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nexec {} dhcp-event --resolv {} --address-file {} \"$@\"\n",
-            env!("CARGO_BIN_EXE_streamer-init"),
-            resolv.display(),
-            addr.display()
-        ),
-    )
-    .unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    let lab = DhcpLab::new("dh");
+    let resolv = lab.dir.path().join("resolv.conf");
+    let addr = lab.dir.path().join("mgmt-address");
+    let script = lab.hook(&resolv, &addr);
     // -q: quit once bound; -n: fail instead of retrying for ever; -T 1 -t 10: 1 s apart.
     let deadline = Instant::now() + Duration::from_secs(30);
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &cli,
-            "/bin/busybox",
-            "udhcpc",
-            "-f",
-            "-q",
-            "-n",
-        ])
-        .args(["-T", "1", "-t", "10", "-i", "vcli", "-s"])
+    let out = lab
+        .udhcpc()
+        .args(["-f", "-q", "-n", "-T", "1", "-t", "10", "-i", "vcli", "-s"])
         .arg(&script)
         .output()
         .unwrap();
@@ -206,10 +233,59 @@ fn dhcp_lease_from_udhcpd_is_applied_by_the_hook() {
     let leased = std::fs::read_to_string(&addr).unwrap();
     let leased = leased.trim();
     assert!(leased.starts_with("10.99.0.1"), "{leased}");
-    let shown = ip_out(&["-n", &cli, "addr", "show", "vcli"]);
+    let cli = &lab.cli;
+    let shown = ip_out(&["-n", cli, "addr", "show", "vcli"]);
     assert!(shown.contains(&format!("inet {leased}/24")), "{shown}");
-    assert!(ip_out(&["-n", &cli, "route"]).contains("default via 10.99.0.1 dev vcli"));
+    assert!(ip_out(&["-n", cli, "route"]).contains("default via 10.99.0.1 dev vcli"));
     let resolv = std::fs::read_to_string(&resolv).unwrap();
     assert!(resolv.contains("nameserver 10.99.0.53"), "{resolv}");
     assert!(resolv.contains("search lab.example"), "{resolv}");
+}
+
+#[test]
+fn a_lease_the_hook_cannot_apply_ends_udhcpc_so_init_starts_it_anew() {
+    if !usable() {
+        return;
+    }
+    let lab = DhcpLab::new("df");
+    // The address file cannot be written: `bound` fails after the address is set.
+    let addr = lab.dir.path().join("missing-dir").join("mgmt-address");
+    let script = lab.hook(&lab.dir.path().join("resolv.conf"), &addr);
+    // As the appliance runs it: in the foreground, retrying for ever. Only the hook can
+    // end it here; the test gives up on it after 60 s.
+    let mut child = lab
+        .udhcpc()
+        .args(["-f", "-T", "1", "-t", "10", "-i", "vcli", "-s"])
+        .arg(&script)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ended = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = child.wait_with_output().unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        ended.is_some(),
+        "udhcpc still ran, bound without its address file:\n{log}"
+    );
+    assert!(log.contains("writing"), "the hook says what failed:\n{log}");
+    assert!(
+        log.contains("the lease is not applied: restarting the DHCP client"),
+        "{log}"
+    );
+    assert!(!addr.exists());
 }

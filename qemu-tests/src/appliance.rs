@@ -244,6 +244,25 @@ impl Appliance {
         })
     }
 
+    /// After a `no-address` ready line: waits for the line init prints when the lease
+    /// comes. When none comes, the error holds the DHCP client's log and the links.
+    pub fn wait_for_address(&mut self, timeout: Duration) -> Result<String> {
+        let c = &mut self.vm.console;
+        if let Ok(m) = c.expect(r"streamer: \S+ (\d+\.\d+\.\d+\.\d+) ready\r?\n", timeout) {
+            return Ok(m[1].clone());
+        }
+        let diagnosis = self.open_shell().and_then(|()| {
+            self.shell(
+                "tail -n 40 /run/log/dhcp.log; ip addr; ip route; ps",
+                Duration::from_secs(60),
+            )
+        });
+        match diagnosis {
+            Ok(d) => bail!("no DHCP lease within {timeout:?} of the ready line:\n{d}"),
+            Err(e) => bail!("no DHCP lease within {timeout:?}, and no shell to see why: {e:#}"),
+        }
+    }
+
     pub fn api_url(&self) -> String {
         format!("https://127.0.0.1:{}", self.api_port)
     }

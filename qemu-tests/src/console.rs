@@ -84,6 +84,12 @@ impl Console {
         String::from_utf8_lossy(&m.lock().unwrap_or_else(|e| e.into_inner()).text).into_owned()
     }
 
+    /// About the last `bytes` bytes the console printed.
+    pub fn tail(&self, bytes: usize) -> String {
+        let (m, _) = &*self.shared;
+        last_bytes(&m.lock().unwrap_or_else(|e| e.into_inner()).text, bytes)
+    }
+
     /// Waits until `pattern` matches output printed after the previous match, for at most
     /// `timeout`; returns the capture groups (0 = the whole match). The error shows the
     /// end of the console.
@@ -107,14 +113,7 @@ impl Console {
             }
             let now = Instant::now();
             if g.closed || now >= deadline {
-                let tail: String = {
-                    let all = String::from_utf8_lossy(&g.text).into_owned();
-                    let start = all.len().saturating_sub(3000);
-                    let start = (start..all.len())
-                        .find(|&i| all.is_char_boundary(i))
-                        .unwrap_or(0);
-                    all[start..].to_owned()
-                };
+                let tail = last_bytes(&g.text, 3000);
                 bail!(
                     "{}: {} waiting for /{pattern}/ (console log {}); last output:\n{tail}",
                     self.name,
@@ -164,4 +163,14 @@ impl Console {
     pub fn take_input(&mut self) -> Option<ChildStdin> {
         self.input.take()
     }
+}
+
+/// The end of `text` (at most `bytes` of it, from a character boundary), as a string.
+fn last_bytes(text: &[u8], bytes: usize) -> String {
+    let all = String::from_utf8_lossy(text);
+    let start = all.len().saturating_sub(bytes);
+    let start = (start..all.len())
+        .find(|&i| all.is_char_boundary(i))
+        .unwrap_or(all.len());
+    all[start..].to_owned()
 }

@@ -64,7 +64,12 @@ impl Rig {
         let password = ready
             .password
             .context("the appliance did not show its first-start password")?;
-        let api = Api::login(&appliance.api_url(), "Administrator", &password)?;
+        if ready.address == "no-address" {
+            // The forwarded API port reaches the guest only at QEMU's DHCP address.
+            appliance.wait_for_address(Duration::from_secs(90))?;
+        }
+        let api = Api::login(&appliance.api_url(), "Administrator", &password)
+            .with_context(|| format!("console:\n{}", appliance.vm.console.tail(4000)))?;
         let mut rig = Rig {
             doubles: Vec::new(),
             modules: Vec::new(),
