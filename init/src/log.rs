@@ -33,9 +33,84 @@ pub fn say(line: &str) {
     }
 }
 
+/// Waits, at most `limit`, until the console has sent every line written so far.
+///
+/// When the console service (a session leader on the serial port) exits, the kernel hangs
+/// the terminal up and discards what its driver has not sent yet: at 115200 baud a few
+/// lines of init's own. So init drains before it stops that service and before it powers
+/// off. Bounded: hardware flow control with no cable attached would otherwise block forever.
+pub fn drain(limit: std::time::Duration) -> bool {
+    wait_until_sent(|| crate::sys::output_queued(libc::STDERR_FILENO), limit)
+}
+
+/// Polls `queued` until it reports nothing left (or no terminal), or `limit` passes.
+fn wait_until_sent(mut queued: impl FnMut() -> Option<usize>, limit: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match queued() {
+            None | Some(0) => return true,
+            Some(_) if std::time::Instant::now() >= deadline => return false,
+            Some(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+        }
+    }
+}
+
 /// Writes `line` as is to stdout (the console), ignoring write errors.
 pub fn announce(line: &str) {
     let mut out = std::io::stdout();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn waits_while_the_terminal_still_holds_output() {
+        let mut left = vec![0, 12, 40];
+        let mut polls = 0;
+        let sent = wait_until_sent(
+            || {
+                polls += 1;
+                left.pop()
+            },
+            Duration::from_secs(5),
+        );
+        assert!(sent);
+        assert_eq!(polls, 3);
+    }
+
+    #[test]
+    fn gives_up_when_the_output_never_leaves() {
+        let start = Instant::now();
+        assert!(!wait_until_sent(|| Some(7), Duration::from_millis(60)));
+        assert!(start.elapsed() >= Duration::from_millis(60));
+    }
+
+    #[test]
+    fn a_pipe_is_not_a_terminal_a_pty_is() {
+        let mut fds = [0; 2];
+        // SAFETY: pipe writes two descriptors into the array.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        assert_eq!(crate::sys::output_queued(fds[1]), None);
+        let (mut master, mut slave) = (0, 0);
+        // SAFETY: openpty writes two descriptors; the name and settings pointers may be null.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(rc, 0);
+        assert!(crate::sys::output_queued(slave).is_some());
+        for fd in [fds[0], fds[1], master, slave] {
+            // SAFETY: each descriptor was opened above and is closed once.
+            unsafe { libc::close(fd) };
+        }
+    }
 }

@@ -610,6 +610,8 @@ fn shutdown(rt: &mut Runtime, how: Shutdown, watchdog: Option<Watchdog>) -> ! {
     }
     say("syncing disks");
     sys::sync();
+    // Power-off cuts the serial port: the last lines go out first.
+    crate::log::drain(Duration::from_secs(2));
     if let Err(e) = sys::reboot(how.reboot_cmd()) {
         say(&format!("reboot failed: {e}"));
     }

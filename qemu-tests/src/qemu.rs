@@ -164,10 +164,16 @@ impl Vm {
 
     /// Presses the ACPI power button and waits for QEMU to exit (the guest powered off).
     pub fn power_down(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        self.press_power_button()?;
+        self.wait_exit(timeout)
+    }
+
+    /// Presses the ACPI power button and returns at once.
+    pub fn press_power_button(&mut self) -> Result<()> {
         self.qmp
             .execute("system_powerdown", serde_json::json!({}))
             .context("system_powerdown")?;
-        self.wait_exit(timeout)
+        Ok(())
     }
 
     /// Waits for QEMU to exit by itself.

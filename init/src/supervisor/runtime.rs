@@ -255,6 +255,10 @@ impl Runtime {
             };
             let name = self.services[i].spec.name.clone();
             self.log(format!("stopping {name} (pid {pid})"));
+            if matches!(self.services[i].spec.output, Output::Terminal(_)) {
+                // Its exit hangs the terminal up, which discards unsent console lines.
+                crate::log::drain(CONSOLE_DRAIN);
+            }
             let _ = sys::kill(pid, libc::SIGTERM);
             if !self.wait_exit(i, grace) {
                 self.log(format!(
@@ -283,6 +287,9 @@ impl Runtime {
         }
     }
 }
+
+/// Longest wait for the console to send init's lines before a terminal service is stopped.
+const CONSOLE_DRAIN: Duration = Duration::from_secs(2);
 
 /// Largest log kept as is at a (re)start; a larger one is moved to `<name>.log.1`.
 const LOG_ROTATE_BYTES: u64 = 4 << 20;
