@@ -11,7 +11,7 @@ BUNDLE=${BUNDLE:-$REPO/../shared/corpus/bundles/HPE-ImageStreamer-Developer-2017
 WORK=$(mktemp -d "${BENCH_DIR:-$REPO/var}/planscript-bench.XXXXXX" 2>/dev/null || mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$(dirname "$OUT")"
-cargo build --quiet --locked --release -p deployd --example planscript_bench
+cargo build --quiet --locked --release -p plan-engine --example planscript_bench
 result=$("$REPO/target/release/examples/planscript_bench" "$WORK" "$BUNDLE" "$RUNS")
 {
     echo "## deployd: plan-script runs"

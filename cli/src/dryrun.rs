@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use deployd::planscript::values::{Declared, Values, resolve};
+use planscript::attributes::values::{PlanAttribute, Values, resolve};
 use serde_json::Value;
 
 use crate::client::Api;
@@ -48,7 +48,7 @@ fn render(scripts: &[(String, String)], values: &Values, show_secrets: bool) -> 
 
 fn resolved(
     scripts: &[(String, String)],
-    plan: &[Declared],
+    plan: &[PlanAttribute],
     profile: &[(String, String)],
 ) -> Result<Values, CliError> {
     let texts: Vec<&str> = scripts.iter().map(|(_, t)| t.as_str()).collect();
@@ -100,9 +100,9 @@ pub fn build_plan(
             ps["content"].as_str().unwrap_or_default().to_string(),
         ));
     }
-    let plan: Vec<Declared> = bp["customAttributes"]
+    let plan: Vec<PlanAttribute> = bp["customAttributes"]
         .as_array()
-        .map(|a| a.iter().filter_map(Declared::from_json).collect())
+        .map(|a| a.iter().filter_map(PlanAttribute::from_json).collect())
         .unwrap_or_default();
     let values = resolved(&scripts, &plan, &attrs(pairs)?)?;
     Ok(render(&scripts, &values, show_secrets))

@@ -1,7 +1,8 @@
 //! `streamerctl`: the command-line client of the Streamer REST API (HPE Image Streamer's API).
 //!
 //! It logs in once and keeps the session in a file only the user can read; it never prints a
-//! password or a session token. `plan-script lint` works offline with deployd's own checks.
+//! password or a session token. `plan-script lint` works offline with the `planscript`
+//! crate's checks, the same ones the appliance runs.
 //!
 //! Exit status: 0 ok; 1 the API refused the request, a task failed, or lint found errors;
 //! 2 usage (bad arguments, not logged in); 3 no connection (refused, timeout, TLS) or a local

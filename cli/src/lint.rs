@@ -1,8 +1,9 @@
-//! `streamerctl plan-script lint`: deployd's plan-script checks over local files, offline.
+//! `streamerctl plan-script lint`: the `planscript` crate's checks (the appliance's own) over
+//! local files, offline.
 
 use std::path::PathBuf;
 
-use deployd::planscript::lint::{Severity, lint_bytes};
+use planscript::lint::{Severity, lint_bytes};
 
 use crate::error::{EXIT_API, EXIT_OK};
 

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::gpt::{self, GptPartition, SECTOR};
 use crate::layout::{self, PARTITIONS};
+use gpt::{Entry as GptPartition, SECTOR};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
@@ -222,19 +222,24 @@ pub fn build(spec: &DiskSpec, out: &Path) -> Result<DiskInfo, DiskError> {
             unique_guid: unique,
             first_lba: offset / SECTOR,
             last_lba: (offset + len) / SECTOR - 1,
+            attributes: 0,
             name: p.name.to_string(),
         });
         info.partitions
             .push((p.name, offset, len, gpt::guid_string(&unique)));
         offset += len;
     }
-    for (off, bytes) in gpt::regions(sectors, derived_guid(&spec.seed, "disk"), &gpt_parts) {
+    for (off, bytes) in gpt::new_table(sectors, derived_guid(&spec.seed, "disk"), &gpt_parts) {
         file.write_all_at(&bytes, off).map_err(io_err(out))?;
     }
     for (p, &(_, start, len, _)) in PARTITIONS.iter().zip(&info.partitions) {
         let files: Vec<(&str, &[u8])> = match p.name {
-            "streamer-esp" => vec![(layout::SLOT_A_PATH, &uki_a), (layout::SLOT_B_PATH, &uki_b)],
-            "streamer-config" => vec![(layout::CONFIG_FILE, spec.config.as_bytes())],
+            appliance_layout::ESP_PARTITION => {
+                vec![(layout::SLOT_A_PATH, &uki_a), (layout::SLOT_B_PATH, &uki_b)]
+            }
+            appliance_layout::CONFIG_PARTITION => {
+                vec![(layout::CONFIG_FILE, spec.config.as_bytes())]
+            }
             _ => continue,
         };
         format_fat(&file, start, len, p, &spec.seed, &files)

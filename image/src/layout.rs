@@ -1,62 +1,11 @@
-//! The appliance disk layout: one table that the builder writes and that the Buildroot tree
-//! (`buildroot/board/streamer`) is checked against. Changing a row is an on-disk format
-//! change: init finds partitions by these names.
+//! The appliance layout as the image builder uses it: the partitions and names every program
+//! shares ([`appliance_layout`]), and what the image carries (host programs, kernel modules).
+//! Changing a partition row is an on-disk format change: init finds partitions by these names.
 
-/// One GPT partition of the appliance disk, in disk order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PartitionSpec {
-    /// GPT partition name (what init looks for under /dev/disk/by-partlabel).
-    pub name: &'static str,
-    /// GPT partition type GUID.
-    pub type_guid: &'static str,
-    /// Default size in MiB.
-    pub size_mib: u64,
-    /// Filesystem the builder puts there ("vfat", or "none": init creates it on first boot).
-    pub filesystem: &'static str,
-    /// FAT volume label (at most 11 characters), empty when there is no filesystem.
-    pub fs_label: &'static str,
-}
-
-/// EFI system partition type.
-pub const ESP_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
-/// Generic Linux filesystem data type.
-pub const LINUX_DATA_TYPE: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
-
-/// The partitions, in order. The ESP holds both system slots, so it is sized for two UKIs
-/// plus room for a larger kernel later; the data partition is small in the image and grown
-/// by init to fill the disk on first boot.
-pub const PARTITIONS: [PartitionSpec; 3] = [
-    PartitionSpec {
-        name: "streamer-esp",
-        type_guid: ESP_TYPE,
-        size_mib: 256,
-        filesystem: "vfat",
-        fs_label: "STREAMERESP",
-    },
-    PartitionSpec {
-        name: "streamer-config",
-        type_guid: LINUX_DATA_TYPE,
-        size_mib: 16,
-        filesystem: "vfat",
-        fs_label: "STRMCONFIG",
-    },
-    PartitionSpec {
-        name: "streamer-data",
-        type_guid: LINUX_DATA_TYPE,
-        size_mib: 64,
-        filesystem: "none",
-        fs_label: "",
-    },
-];
-
-/// Partitions start on 1 MiB boundaries.
-pub const ALIGN_MIB: u64 = 1;
-/// The UKI of system slot A: the removable-media path firmware boots without NVRAM entries.
-pub const SLOT_A_PATH: &str = "EFI/BOOT/BOOTX64.EFI";
-/// The UKI of system slot B.
-pub const SLOT_B_PATH: &str = "EFI/streamer/B.efi";
-/// The appliance configuration file at the root of the config partition.
-pub const CONFIG_FILE: &str = "streamer.conf";
+pub use appliance_layout::{
+    ALIGN_MIB, CONFIG_FILE, ESP_TYPE, LINUX_DATA_TYPE, PARTITIONS, PartitionSpec, SLOT_A_PATH,
+    SLOT_B_PATH,
+};
 
 /// Host programs the image carries with their shared libraries: init makes and grows the
 /// data filesystem with them.
@@ -114,15 +63,5 @@ mod tests {
                 "init loads {m}, the image lacks it"
             );
         }
-    }
-
-    #[test]
-    fn labels_fit_fat_and_names_are_unique() {
-        for (i, p) in PARTITIONS.iter().enumerate() {
-            assert!(p.fs_label.len() <= 11, "{}", p.name);
-            assert!(p.name.len() <= 36, "{}", p.name);
-            assert!(PARTITIONS[..i].iter().all(|q| q.name != p.name));
-        }
-        assert_eq!(PARTITIONS[0].type_guid, ESP_TYPE);
     }
 }

@@ -7,7 +7,6 @@
 
 pub mod cpio;
 pub mod disk;
-pub mod gpt;
 pub mod initramfs;
 pub mod kernel;
 pub mod layout;

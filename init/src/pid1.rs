@@ -582,7 +582,7 @@ fn open_watchdog() -> Option<Watchdog> {
 /// Until the first-start Administrator password is changed, the console shows it after the
 /// ready line: the operator at the serial port needs it for the first login.
 fn announce_first_password() {
-    let file = Path::new(services::DEPLOYD_STATE).join("initial-admin-password");
+    let file = Path::new(services::DEPLOYD_STATE).join(appliance_layout::INITIAL_PASSWORD_FILE);
     if let Ok(p) = std::fs::read_to_string(file) {
         crate::log::announce(&format!(
             "streamer: first login: Administrator / {} (shown until the password is changed)",

@@ -5,17 +5,12 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-/// Where the daemons keep their sockets.
-pub const RUN_DIR: &str = "/run/streamer";
-/// The console writes a new Administrator password here and restarts deployd, which
-/// applies and deletes it.
-pub const ADMIN_PASSWORD_RESET: &str = "/run/streamer/admin-password-reset";
-/// Shortest Administrator password deployd accepts (`deployd::auth::MIN_PASSWORD_LEN`).
-pub const MIN_PASSWORD_LEN: usize = 8;
-/// deployd's state on the data partition (the first-start password file is there).
-pub const DEPLOYD_STATE: &str = "/data/deployd";
-/// storaged's control socket; its existence means storaged is ready.
-pub const STORAGED_SOCKET: &str = "/run/streamer/storaged.sock";
+pub use appliance_layout::{
+    ADMIN_PASSWORD_RESET, DEPLOYD_STATE, MIN_PASSWORD_LEN, RUN_DIR, STORAGED_SOCKET,
+};
+use appliance_layout::{
+    API_PORT, CLUSTERD_DATA, CLUSTERD_SOCKET, LOCAL_NBD_ADDRESS, NBD_PORT, STORAGED_DATA,
+};
 
 /// How init learns that a started service is ready for its dependents.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +102,8 @@ fn args(v: &[&str]) -> Vec<String> {
 pub fn appliance_services(bin_dir: &Path, deploy_ip: Option<std::net::IpAddr>) -> Vec<ServiceSpec> {
     let bin = |name: &str| bin_dir.join(name).to_string_lossy().into_owned();
     let clusterd_present = Path::new(&bin("clusterd")).exists();
+    let nbd_listen = SocketAddr::from(([0, 0, 0, 0], NBD_PORT)).to_string();
+    let api_listen = SocketAddr::from(([0, 0, 0, 0], API_PORT)).to_string();
     let mut services = vec![ServiceSpec {
         name: "storaged".into(),
         argv: [bin("storaged")]
@@ -114,9 +111,9 @@ pub fn appliance_services(bin_dir: &Path, deploy_ip: Option<std::net::IpAddr>) -
             .chain(args(&[
                 "serve",
                 "--data-dir",
-                "/data/storaged",
+                STORAGED_DATA,
                 "--nbd-listen",
-                "0.0.0.0:10809",
+                &nbd_listen,
                 "--control",
                 STORAGED_SOCKET,
             ]))
@@ -136,14 +133,14 @@ pub fn appliance_services(bin_dir: &Path, deploy_ip: Option<std::net::IpAddr>) -
                 .into_iter()
                 .chain(args(&[
                     "--state-dir",
-                    "/data/clusterd",
+                    CLUSTERD_DATA,
                     "--control",
-                    "/run/streamer/clusterd.sock",
+                    CLUSTERD_SOCKET,
                 ]))
                 .collect(),
             after: vec!["storaged".into()],
             after_started: vec![],
-            readiness: Readiness::Socket(PathBuf::from("/run/streamer/clusterd.sock")),
+            readiness: Readiness::Socket(PathBuf::from(CLUSTERD_SOCKET)),
             output: Output::log("clusterd"),
         });
         deployd_after.push("clusterd".into());
@@ -152,11 +149,11 @@ pub fn appliance_services(bin_dir: &Path, deploy_ip: Option<std::net::IpAddr>) -
         "--state-dir",
         DEPLOYD_STATE,
         "--listen",
-        "0.0.0.0:443",
+        &api_listen,
         "--storaged",
         STORAGED_SOCKET,
         "--nbd",
-        "127.0.0.1:10809",
+        LOCAL_NBD_ADDRESS,
         "--admin-password-reset",
         ADMIN_PASSWORD_RESET,
         "--power-control-pid",
@@ -164,14 +161,14 @@ pub fn appliance_services(bin_dir: &Path, deploy_ip: Option<std::net::IpAddr>) -
     ]);
     if let Some(ip) = deploy_ip {
         deployd_args.push("--boot-nbd".into());
-        deployd_args.push(SocketAddr::new(ip, 10809).to_string());
+        deployd_args.push(SocketAddr::new(ip, NBD_PORT).to_string());
     }
     services.push(ServiceSpec {
         name: "deployd".into(),
         argv: [bin("deployd")].into_iter().chain(deployd_args).collect(),
         after: deployd_after,
         after_started: vec!["storaged".into()],
-        readiness: Readiness::Tcp(SocketAddr::from(([127, 0, 0, 1], 443))),
+        readiness: Readiness::Tcp(SocketAddr::from(([127, 0, 0, 1], API_PORT))),
         output: Output::log("deployd"),
     });
     services

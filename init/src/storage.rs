@@ -15,11 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-pub const CONFIG_PARTITION: &str = "streamer-config";
-pub const CONFIG_DIR: &str = "/config";
-pub const DATA_DIR: &str = "/data";
-pub const FACTORY_RESET_MARKER: &str = "/config/factory-reset";
-const SECTOR: u64 = 512;
+pub use appliance_layout::{
+    CONFIG_DIR, CONFIG_PARTITION, DATA_DIR, DATA_PARTITION, FACTORY_RESET_MARKER,
+};
 /// Partitions end on 1 MiB boundaries, like the image builder lays them out.
 const ALIGN_SECTORS: u64 = 2048;
 
@@ -100,9 +98,6 @@ fn find_partition_by(sys_class_block: &Path, wanted: impl Fn(&str) -> bool) -> O
     })
 }
 
-/// The data partition's GPT name in the appliance's own layout.
-pub const DATA_PARTITION: &str = "streamer-data";
-
 /// Whether the appliance's own disk (its config and data partitions) is visible already.
 pub fn appliance_disk_found() -> bool {
     let class = Path::new("/sys/class/block");
@@ -172,130 +167,7 @@ pub fn erase_superblock(dev: &mut (impl Write + Seek)) -> std::io::Result<()> {
     dev.flush()
 }
 
-fn crc32(data: &[u8]) -> u32 {
-    crc32fast::hash(data)
-}
-
-fn le64(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]))
-}
-
-fn le32(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes(b[o..o + 4].try_into().unwrap_or([0; 4]))
-}
-
-/// Where a grown partition now lies, in bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Grown {
-    pub start: u64,
-    pub length: u64,
-    pub old_length: u64,
-}
-
-/// Extends partition `number` of the GPT on `disk` (`disk_bytes` long) to the last usable,
-/// 1 MiB aligned sector, when it is the last partition and the disk has room; moves the
-/// backup header and entries to the end of the disk. Returns `None` when there is nothing
-/// to do. The primary copy is written last, so an interruption leaves a valid primary.
-pub fn grow_gpt_partition(
-    disk: &mut (impl Read + Write + Seek),
-    disk_bytes: u64,
-    number: u32,
-) -> Result<Option<Grown>, String> {
-    let sectors = disk_bytes / SECTOR;
-    let rd = |disk: &mut dyn ReadSeek, off: u64, len: usize| -> Result<Vec<u8>, String> {
-        let mut b = vec![0u8; len];
-        disk.seek(SeekFrom::Start(off))
-            .and_then(|_| disk.read_exact(&mut b))
-            .map_err(|e| format!("reading the partition table: {e}"))?;
-        Ok(b)
-    };
-    let mut hdr = rd(disk, SECTOR, SECTOR as usize)?;
-    if &hdr[0..8] != b"EFI PART" {
-        return Err("no GPT header at LBA 1".into());
-    }
-    let hsize = le32(&hdr, 12) as usize;
-    if !(92..=512).contains(&hsize) {
-        return Err(format!("GPT header size {hsize} is invalid"));
-    }
-    let mut check = hdr[..hsize].to_vec();
-    check[16..20].fill(0);
-    if crc32(&check) != le32(&hdr, 16) {
-        return Err("GPT header checksum mismatch".into());
-    }
-    let entries_lba = le64(&hdr, 72);
-    let count = le32(&hdr, 80) as usize;
-    let esize = le32(&hdr, 84) as usize;
-    if esize < 128 || count == 0 || count * esize > 1 << 20 {
-        return Err("GPT entry array size is invalid".into());
-    }
-    let mut entries = rd(disk, entries_lba * SECTOR, count * esize)?;
-    if crc32(&entries) != le32(&hdr, 88) {
-        return Err("GPT entry array checksum mismatch".into());
-    }
-    let idx = number
-        .checked_sub(1)
-        .map(|n| n as usize)
-        .filter(|&i| i < count);
-    let Some(idx) = idx else {
-        return Err(format!("no GPT entry {number}"));
-    };
-    let entry = |i: usize| &entries[i * esize..(i + 1) * esize];
-    let (first, last) = (le64(entry(idx), 32), le64(entry(idx), 40));
-    if entry(idx)[..16].iter().all(|&b| b == 0) {
-        return Err(format!("GPT entry {number} is unused"));
-    }
-    let later = (0..count)
-        .any(|i| i != idx && entry(i)[..16].iter().any(|&b| b != 0) && le64(entry(i), 32) > last);
-    if later {
-        // Not the last partition: growing it would overlap the next one.
-        return Ok(None);
-    }
-    let entry_sectors = (count * esize) as u64 / SECTOR;
-    let last_usable = sectors.saturating_sub(2 + entry_sectors);
-    let new_last = (last_usable + 1) / ALIGN_SECTORS * ALIGN_SECTORS - 1;
-    if new_last <= last {
-        return Ok(None);
-    }
-    entries[idx * esize + 40..idx * esize + 48].copy_from_slice(&new_last.to_le_bytes());
-    let entries_crc = crc32(&entries);
-    let backup_entries = sectors - 1 - entry_sectors;
-    let header = |hdr: &mut Vec<u8>, my: u64, alt: u64, elba: u64| {
-        hdr[24..32].copy_from_slice(&my.to_le_bytes());
-        hdr[32..40].copy_from_slice(&alt.to_le_bytes());
-        hdr[48..56].copy_from_slice(&last_usable.to_le_bytes());
-        hdr[72..80].copy_from_slice(&elba.to_le_bytes());
-        hdr[88..92].copy_from_slice(&entries_crc.to_le_bytes());
-        hdr[16..20].fill(0);
-        let c = crc32(&hdr[..hsize]);
-        hdr[16..20].copy_from_slice(&c.to_le_bytes());
-    };
-    let mut backup = hdr.clone();
-    header(&mut backup, sectors - 1, 1, backup_entries);
-    header(&mut hdr, 1, sectors - 1, entries_lba);
-    let wr = |disk: &mut dyn WriteSeek, off: u64, b: &[u8]| -> Result<(), String> {
-        disk.seek(SeekFrom::Start(off))
-            .and_then(|_| disk.write_all(b))
-            .and_then(|()| disk.flush())
-            .map_err(|e| format!("writing the partition table: {e}"))
-    };
-    wr(disk, backup_entries * SECTOR, &entries)?;
-    wr(disk, (sectors - 1) * SECTOR, &backup)?;
-    wr(disk, entries_lba * SECTOR, &entries)?;
-    wr(disk, SECTOR, &hdr)?;
-    // The protective MBR covers the whole disk (capped at 2 TiB).
-    let mbr_size = u32::try_from(sectors - 1).unwrap_or(u32::MAX);
-    wr(disk, 446 + 12, &mbr_size.to_le_bytes())?;
-    Ok(Some(Grown {
-        start: first * SECTOR,
-        length: (new_last + 1 - first) * SECTOR,
-        old_length: (last + 1 - first) * SECTOR,
-    }))
-}
-
-trait ReadSeek: Read + Seek {}
-impl<T: Read + Seek> ReadSeek for T {}
-trait WriteSeek: Write + Seek {}
-impl<T: Write + Seek> WriteSeek for T {}
+pub use gpt::Grown;
 
 /// BLKGETSIZE64 = _IOR(0x12, 114, u64).
 const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
@@ -383,7 +255,7 @@ fn run(program: &'static str, args: &[&str], dev: &Path) -> Result<(), StorageEr
 pub fn make_filesystem(dev: &Path) -> Result<(), StorageError> {
     run(
         "/sbin/mke2fs",
-        &["-q", "-F", "-t", "ext4", "-L", "streamer-data", "-m", "0"],
+        &["-q", "-F", "-t", "ext4", "-L", DATA_PARTITION, "-m", "0"],
         dev,
     )
 }
@@ -404,12 +276,13 @@ pub fn prepare_data(part: &Partition, reset: bool) -> Result<DataOutcome, Storag
         .open(&part.disk)
         .map_err(io(&part.disk, "cannot open the disk"))?;
     let disk_bytes = device_size(&disk).map_err(io(&part.disk, "cannot read the disk size"))?;
-    let grown = grow_gpt_partition(&mut disk, disk_bytes, part.number).map_err(|reason| {
-        StorageError::Gpt {
-            reason,
-            disk: part.disk.clone(),
-        }
-    })?;
+    let grown =
+        gpt::grow_partition(&mut disk, disk_bytes, part.number, ALIGN_SECTORS).map_err(|e| {
+            StorageError::Gpt {
+                reason: e.to_string(),
+                disk: part.disk.clone(),
+            }
+        })?;
     if let Some(g) = grown {
         disk.sync_all().map_err(io(&part.disk, "cannot sync"))?;
         kernel_resize_partition(&disk, part.number, g).map_err(io(
@@ -576,95 +449,5 @@ mod tests {
         assert_eq!(info(&mut disk).map(|i| i.clean), Some(false));
         erase_superblock(&mut disk).unwrap();
         assert_eq!(info(&mut disk), None);
-    }
-
-    /// A minimal GPT with three partitions, written like the image builder does.
-    fn disk_with_gpt(sectors: u64, parts: &[(u64, u64)]) -> Vec<u8> {
-        let mut disk = vec![0u8; (sectors * SECTOR) as usize];
-        let mut entries = vec![0u8; 128 * 128];
-        for (i, (first, last)) in parts.iter().enumerate() {
-            let e = &mut entries[i * 128..(i + 1) * 128];
-            e[0] = 0xAF; // a non-zero type GUID
-            e[32..40].copy_from_slice(&first.to_le_bytes());
-            e[40..48].copy_from_slice(&last.to_le_bytes());
-        }
-        let mut h = vec![0u8; 512];
-        h[0..8].copy_from_slice(b"EFI PART");
-        h[8..12].copy_from_slice(&0x0001_0000u32.to_le_bytes());
-        h[12..16].copy_from_slice(&92u32.to_le_bytes());
-        h[24..32].copy_from_slice(&1u64.to_le_bytes());
-        h[32..40].copy_from_slice(&(sectors - 1).to_le_bytes());
-        h[40..48].copy_from_slice(&34u64.to_le_bytes());
-        h[48..56].copy_from_slice(&(sectors - 34).to_le_bytes());
-        h[72..80].copy_from_slice(&2u64.to_le_bytes());
-        h[80..84].copy_from_slice(&128u32.to_le_bytes());
-        h[84..88].copy_from_slice(&128u32.to_le_bytes());
-        h[88..92].copy_from_slice(&crc32(&entries).to_le_bytes());
-        let c = crc32(&h[..92]);
-        h[16..20].copy_from_slice(&c.to_le_bytes());
-        disk[512..1024].copy_from_slice(&h);
-        disk[1024..1024 + entries.len()].copy_from_slice(&entries);
-        disk
-    }
-
-    #[test]
-    fn the_last_partition_grows_to_the_aligned_end_with_valid_checksums() {
-        // An image of 8 MiB whose data partition (3) ends at 6 MiB, copied onto a 16 MiB disk.
-        let image = disk_with_gpt(16384, &[(2048, 4095), (4096, 6143), (6144, 12287)]);
-        let mut disk = vec![0u8; 32768 * 512];
-        disk[..image.len()].copy_from_slice(&image);
-        let mut c = Cursor::new(disk);
-        let g = grow_gpt_partition(&mut c, 32768 * 512, 3).unwrap().unwrap();
-        assert_eq!(g.start, 6144 * 512);
-        // 32768 sectors - 34 = 32734 last usable; aligned down: 30720 - 1.
-        assert_eq!(g.length, (30719 + 1 - 6144) * 512);
-        assert_eq!(g.old_length, (12287 + 1 - 6144) * 512);
-        let d = c.get_ref();
-        let h = &d[512..1024];
-        let mut chk = h[..92].to_vec();
-        chk[16..20].fill(0);
-        assert_eq!(crc32(&chk), le32(h, 16));
-        assert_eq!(le64(h, 32), 32767);
-        assert_eq!(le64(h, 48), 32734);
-        let entries = &d[1024..1024 + 128 * 128];
-        assert_eq!(crc32(entries), le32(h, 88));
-        assert_eq!(le64(entries, 2 * 128 + 40), 30719);
-        // The backup header at the last sector points at the backup entries.
-        let bh = &d[32767 * 512..32768 * 512];
-        assert_eq!(&bh[..8], b"EFI PART");
-        assert_eq!(
-            (le64(bh, 24), le64(bh, 32), le64(bh, 72)),
-            (32767, 1, 32735)
-        );
-        assert_eq!(&d[32735 * 512..32735 * 512 + 128 * 128], entries);
-        // Growing again is a no-op.
-        assert_eq!(grow_gpt_partition(&mut c, 32768 * 512, 3).unwrap(), None);
-    }
-
-    #[test]
-    fn only_the_last_partition_grows_and_bad_tables_are_named() {
-        let image = disk_with_gpt(16384, &[(2048, 4095), (4096, 6143)]);
-        let mut disk = vec![0u8; 32768 * 512];
-        disk[..image.len()].copy_from_slice(&image);
-        let mut c = Cursor::new(disk.clone());
-        assert_eq!(grow_gpt_partition(&mut c, 32768 * 512, 1).unwrap(), None);
-        assert!(
-            grow_gpt_partition(&mut c, 32768 * 512, 5)
-                .unwrap_err()
-                .contains("unused")
-        );
-        disk[1024 + 40] ^= 1;
-        let mut c = Cursor::new(disk);
-        assert!(
-            grow_gpt_partition(&mut c, 32768 * 512, 2)
-                .unwrap_err()
-                .contains("checksum")
-        );
-        let mut c = Cursor::new(vec![0u8; 8192]);
-        assert!(
-            grow_gpt_partition(&mut c, 8192, 1)
-                .unwrap_err()
-                .contains("no GPT")
-        );
     }
 }

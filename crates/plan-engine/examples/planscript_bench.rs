@@ -13,8 +13,8 @@ use std::process::{Command, ExitCode};
 use std::sync::Arc;
 use std::time::Duration;
 
-use deployd::planscript::exec::Source;
-use deployd::planscript::run::{RunConfig, run_on_file, run_on_nbd};
+use plan_engine::exec::Source;
+use plan_engine::run::{RunConfig, run_on_file, run_on_nbd};
 
 fn main() -> ExitCode {
     match run() {
@@ -64,9 +64,7 @@ fn developer(bundle: &Path) -> anyhow::Result<(Vec<u8>, String)> {
     for (k, v) in values {
         text = text.replace(&format!("@{k}@"), v);
     }
-    let text = deployd::planscript::attributes::substitute(&text, |t| {
-        t.default.clone().unwrap_or_default()
-    });
+    let text = planscript::attributes::substitute(&text, |t| t.default.clone().unwrap_or_default());
     Ok((image, text))
 }
 
@@ -173,7 +171,7 @@ fn run() -> anyhow::Result<()> {
         name: "linux".into(),
         text: LINUX_PLAN.into(),
     }];
-    let check = |o: deployd::planscript::run::Outcome| -> anyhow::Result<Duration> {
+    let check = |o: plan_engine::run::Outcome| -> anyhow::Result<Duration> {
         if let Err(f) = &o.result {
             anyhow::bail!("{f}\n{}", o.log);
         }

@@ -11,7 +11,7 @@ use super::exec::Disk;
 use super::guest::GuestFs;
 use super::guest::dir::DirFs;
 use super::guest::fat::{FatFs, Partition};
-use crate::attach::{AttachedDisk, FsType};
+use volume_attach::{AttachedDisk, FsType};
 
 /// Filesystems the running kernel can mount (`/proc/filesystems`).
 pub fn kernel_filesystems() -> HashSet<String> {

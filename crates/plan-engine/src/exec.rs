@@ -8,10 +8,10 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::commands::{Verb, check_arity};
 use super::guest::dir::DirFs;
 use super::guest::{GuestError, GuestFs, normalize};
-use super::parse::{Command, CommandKind, parse};
+use planscript::commands::{Verb, check_arity};
+use planscript::parse::{Command, CommandKind, parse};
 
 /// What the interpreter needs from the attached OS volume.
 pub trait Disk {

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use super::disk::AttachedGuest;
 use super::exec::{Failure, Interpreter, LocalOutput, LocalRunner, Source};
-use crate::attach::AttachedDisk;
-use crate::sandbox::{self, SandboxConfig, SandboxError, Scratch};
+use plan_sandbox::{self as sandbox, SandboxConfig, SandboxError, Scratch};
+use volume_attach::AttachedDisk;
 
 /// Settings of plan-script runs.
 #[derive(Debug, Clone)]
@@ -34,7 +34,7 @@ impl RunConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("attaching the OS volume: {0}")]
-    Attach(#[from] crate::attach::AttachError),
+    Attach(#[from] volume_attach::AttachError),
     #[error("creating the scratch space: {0}")]
     Scratch(String),
     #[error("{0}")]
@@ -76,7 +76,7 @@ fn sandbox_error(e: SandboxError) -> String {
             "stopped by the sandbox's {limit}; output: {}",
             o.stderr_text().trim()
         ),
-        other => crate::api::error::ApiError::internal(other).to_string(),
+        other => other.to_string(),
     }
 }
 
@@ -180,7 +180,7 @@ fn run_attached(
 /// scratch file systems. Called when deployd starts.
 pub fn cleanup_leftovers(cfg: &RunConfig) -> Vec<String> {
     let mut problems = Vec::new();
-    if let Err(e) = crate::attach::cleanup_leftovers(&cfg.work_root) {
+    if let Err(e) = volume_attach::cleanup_leftovers(&cfg.work_root) {
         problems.push(e.to_string());
     }
     if let Err(e) = sandbox::cleanup_leftovers(&cfg.work_root.join("scratch")) {

@@ -7,13 +7,13 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use deployd::attach::AttachedDisk;
-use deployd::planscript::exec::Source;
-use deployd::planscript::guest::GuestFs;
-use deployd::planscript::guest::fat::{FatFs, Partition};
-use deployd::planscript::run::{Outcome, RunConfig, run_on_file};
-use deployd::planscript::values::{Declared, resolve};
+use plan_engine::exec::Source;
+use plan_engine::guest::GuestFs;
+use plan_engine::guest::fat::{FatFs, Partition};
+use plan_engine::run::{Outcome, RunConfig, run_on_file};
+use planscript::attributes::values::{PlanAttribute, resolve};
 use serde_json::Value;
+use volume_attach::AttachedDisk;
 
 fn can_run() -> bool {
     let root = nix::unistd::Uid::effective().is_root();
@@ -96,9 +96,9 @@ impl Developer {
                 (n, t)
             })
             .collect();
-        let declared: Vec<Declared> = bp["customAttributes"]
+        let declared: Vec<PlanAttribute> = bp["customAttributes"]
             .as_array()
-            .map(|a| a.iter().filter_map(Declared::from_json).collect())
+            .map(|a| a.iter().filter_map(PlanAttribute::from_json).collect())
             .unwrap_or_default();
         let profile: Vec<(String, String)> = profile
             .iter()

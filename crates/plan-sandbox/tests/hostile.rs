@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use deployd::sandbox::{
+use plan_sandbox::{
     LimitHit, Output, SandboxConfig, SandboxError, Scratch, run_in_guest, run_local,
 };
 
@@ -559,10 +559,7 @@ fn leftovers_of_a_crash_are_cleaned_up() {
     // A crash: the scratch is never dropped.
     std::mem::forget(scratch);
     assert_eq!(mounts_under(parent.path()).len(), 1);
-    assert_eq!(
-        deployd::sandbox::cleanup_leftovers(parent.path()).unwrap(),
-        1
-    );
+    assert_eq!(plan_sandbox::cleanup_leftovers(parent.path()).unwrap(), 1);
     assert!(mounts_under(parent.path()).is_empty());
     assert!(fs::read_dir(parent.path()).unwrap().next().is_none());
 }

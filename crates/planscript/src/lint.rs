@@ -14,7 +14,7 @@
 //! to fail a deployment on purpose, so it is only a warning. A line that is only an `@Attr@`
 //! token is allowed (its value becomes the command).
 
-use super::attributes;
+use super::attributes::tokens;
 use super::commands::{self, Verb};
 use super::parse::{self, CommandKind};
 
@@ -156,14 +156,14 @@ fn unknown(cmd: &str, n: usize) -> Finding {
 
 /// A line that is exactly one `@Attr@` / `@Attr:default@` token.
 fn is_only_token(line: &str) -> bool {
-    let tokens = attributes::scan(line);
+    let tokens = tokens::scan(line);
     tokens.len() == 1 && tokens[0].span == (0..line.len())
 }
 
 /// Reports `@Name:default` openings that never close on their line. `@@` is an escaped `@`.
 fn check_tokens(line: &str, n: usize, out: &mut Vec<Finding>) {
     let mut from = 0;
-    for t in attributes::scan(line) {
+    for t in tokens::scan(line) {
         scan_gap(line, from, t.span.start, n, out);
         from = t.span.end;
     }

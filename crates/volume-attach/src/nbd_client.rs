@@ -8,30 +8,13 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-const NBDMAGIC: u64 = 0x4e42_444d_4147_4943;
-const IHAVEOPT: u64 = 0x4948_4156_454F_5054;
-const REPLY_MAGIC: u64 = 0x0003_e889_0455_65a9;
-const REQUEST_MAGIC: u32 = 0x2560_9513;
-const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
-
-const FLAG_FIXED_NEWSTYLE: u16 = 1;
-const FLAG_NO_ZEROES: u16 = 2;
-const OPT_GO: u32 = 7;
-const REP_ACK: u32 = 1;
-const REP_INFO: u32 = 3;
-const REP_FLAG_ERROR: u32 = 1 << 31;
-const INFO_EXPORT: u16 = 0;
-const INFO_BLOCK_SIZE: u16 = 3;
-
-const TFLAG_READ_ONLY: u16 = 1 << 1;
-const TFLAG_SEND_FLUSH: u16 = 1 << 2;
-const TFLAG_SEND_TRIM: u16 = 1 << 5;
-
-const CMD_READ: u16 = 0;
-const CMD_WRITE: u16 = 1;
-const CMD_DISC: u16 = 2;
-const CMD_FLUSH: u16 = 3;
-const CMD_TRIM: u16 = 4;
+use nbd_wire::{
+    CMD_DISC, CMD_FLUSH, CMD_READ, CMD_TRIM, CMD_WRITE, ExportInfo, FLAG_FIXED_NEWSTYLE,
+    FLAG_NO_ZEROES, GREETING_LEN, INFO_BLOCK_SIZE, OPT_GO, OPTION_REPLY_HEADER_LEN,
+    OPTION_REPLY_MAGIC, OptionReply, REP_ACK, REP_INFO, REQUEST_LEN, Request, SIMPLE_REPLY_LEN,
+    SIMPLE_REPLY_MAGIC, SimpleReply, TFLAG_READ_ONLY, TFLAG_SEND_FLUSH, TFLAG_SEND_TRIM, go_data,
+    option_request, parse_greeting,
+};
 
 /// Largest payload per request; bigger reads and writes are split.
 const MAX_CHUNK: usize = 4 << 20;
@@ -110,79 +93,56 @@ impl NbdClient {
         Ok(c)
     }
 
-    fn read_u16(&mut self) -> io::Result<u16> {
-        let mut b = [0; 2];
-        self.stream.read_exact(&mut b)?;
-        Ok(u16::from_be_bytes(b))
-    }
-
-    fn read_u32(&mut self) -> io::Result<u32> {
-        let mut b = [0; 4];
-        self.stream.read_exact(&mut b)?;
-        Ok(u32::from_be_bytes(b))
-    }
-
-    fn read_u64(&mut self) -> io::Result<u64> {
-        let mut b = [0; 8];
-        self.stream.read_exact(&mut b)?;
-        Ok(u64::from_be_bytes(b))
-    }
-
     fn handshake(&mut self, export: &str) -> Result<(), NbdError> {
-        if self.read_u64()? != NBDMAGIC || self.read_u64()? != IHAVEOPT {
-            return Err(protocol("not a newstyle NBD server"));
-        }
-        let server = self.read_u16()?;
+        let mut greeting = [0; GREETING_LEN];
+        self.stream.read_exact(&mut greeting)?;
+        let server =
+            parse_greeting(&greeting).ok_or_else(|| protocol("not a newstyle NBD server"))?;
         if server & FLAG_FIXED_NEWSTYLE == 0 {
             return Err(protocol("server does not speak fixed newstyle"));
         }
         let client = u32::from(FLAG_FIXED_NEWSTYLE | (server & FLAG_NO_ZEROES));
         let mut m = client.to_be_bytes().to_vec();
-        // NBD_OPT_GO: name length, name, one info request (block size).
-        let name = export.as_bytes();
-        let mut data = (name.len() as u32).to_be_bytes().to_vec();
-        data.extend_from_slice(name);
-        data.extend_from_slice(&1u16.to_be_bytes());
-        data.extend_from_slice(&INFO_BLOCK_SIZE.to_be_bytes());
-        m.extend_from_slice(&IHAVEOPT.to_be_bytes());
-        m.extend_from_slice(&OPT_GO.to_be_bytes());
-        m.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        m.extend_from_slice(&data);
+        m.extend_from_slice(&option_request(
+            OPT_GO,
+            &go_data(export, &[INFO_BLOCK_SIZE]),
+        ));
         self.stream.write_all(&m)?;
         let mut got_export = false;
         loop {
-            if self.read_u64()? != REPLY_MAGIC {
+            let mut h = [0; OPTION_REPLY_HEADER_LEN];
+            self.stream.read_exact(&mut h)?;
+            let reply = OptionReply::parse(&h);
+            if reply.magic != OPTION_REPLY_MAGIC {
                 return Err(protocol("bad option reply magic"));
             }
-            let opt = self.read_u32()?;
-            let kind = self.read_u32()?;
-            let len = self.read_u32()? as usize;
-            if opt != OPT_GO {
+            if reply.option != OPT_GO {
                 return Err(protocol(format!(
-                    "reply to option {opt}, expected {OPT_GO}"
+                    "reply to option {}, expected {OPT_GO}",
+                    reply.option
                 )));
             }
+            let len = reply.len as usize;
             if len > 64 << 10 {
                 return Err(protocol(format!("option reply of {len} bytes")));
             }
             let mut payload = vec![0; len];
             self.stream.read_exact(&mut payload)?;
-            if kind & REP_FLAG_ERROR != 0 {
+            if reply.is_error() {
                 return Err(NbdError::Refused {
                     export: export.to_string(),
-                    code: kind,
+                    code: reply.kind,
                     message: String::from_utf8_lossy(&payload).into_owned(),
                 });
             }
-            match kind {
-                REP_INFO if payload.len() >= 12 && payload[0..2] == INFO_EXPORT.to_be_bytes() => {
-                    let mut s = [0; 8];
-                    s.copy_from_slice(&payload[2..10]);
-                    self.size = u64::from_be_bytes(s);
-                    self.flags = u16::from_be_bytes([payload[10], payload[11]]);
-                    got_export = true;
+            match reply.kind {
+                REP_INFO => {
+                    if let Some(info) = ExportInfo::parse(&payload) {
+                        self.size = info.size;
+                        self.flags = info.flags;
+                        got_export = true;
+                    }
                 }
-                REP_INFO => {}
                 REP_ACK if got_export => return Ok(()),
                 REP_ACK => return Err(protocol("NBD_OPT_GO acknowledged without export info")),
                 other => return Err(protocol(format!("unexpected option reply {other}"))),
@@ -201,13 +161,8 @@ impl NbdClient {
 
     fn request(&mut self, cmd: u16, offset: u64, len: u32, data: &[u8]) -> io::Result<u64> {
         self.cookie += 1;
-        let mut h = Vec::with_capacity(28 + data.len());
-        h.extend_from_slice(&REQUEST_MAGIC.to_be_bytes());
-        h.extend_from_slice(&0u16.to_be_bytes());
-        h.extend_from_slice(&cmd.to_be_bytes());
-        h.extend_from_slice(&self.cookie.to_be_bytes());
-        h.extend_from_slice(&offset.to_be_bytes());
-        h.extend_from_slice(&len.to_be_bytes());
+        let mut h = Vec::with_capacity(REQUEST_LEN + data.len());
+        h.extend_from_slice(&Request::new(cmd, 0, self.cookie, offset, len).encode());
         h.extend_from_slice(data);
         self.stream.write_all(&h)?;
         Ok(self.cookie)
@@ -220,15 +175,21 @@ impl NbdClient {
         cookie: u64,
         buf: &mut [u8],
     ) -> Result<(), NbdError> {
-        if self.read_u32()? != SIMPLE_REPLY_MAGIC {
+        let mut h = [0; SIMPLE_REPLY_LEN];
+        self.stream.read_exact(&mut h)?;
+        let reply = SimpleReply::parse(&h);
+        if reply.magic != SIMPLE_REPLY_MAGIC {
             return Err(protocol("bad reply magic"));
         }
-        let errno = self.read_u32()?;
-        if self.read_u64()? != cookie {
+        if reply.cookie != cookie {
             return Err(protocol("reply to another request"));
         }
-        if errno != 0 {
-            return Err(NbdError::Command { op, offset, errno });
+        if reply.error != 0 {
+            return Err(NbdError::Command {
+                op,
+                offset,
+                errno: reply.error,
+            });
         }
         self.stream.read_exact(buf)?;
         Ok(())

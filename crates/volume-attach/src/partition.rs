@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-pub const SECTOR: u64 = 512;
+pub use gpt::SECTOR;
 /// Logical partitions followed before the chain is taken for a loop.
 const MAX_LOGICAL: usize = 128;
 
@@ -43,12 +43,6 @@ pub struct Partition {
 
 fn le32(b: &[u8], off: usize) -> u32 {
     u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
-}
-
-fn le64(b: &[u8], off: usize) -> u64 {
-    let mut a = [0; 8];
-    a.copy_from_slice(&b[off..off + 8]);
-    u64::from_le_bytes(a)
 }
 
 fn read(disk: &File, off: u64, len: usize) -> io::Result<Vec<u8>> {
@@ -176,99 +170,28 @@ fn read_mbr(
 }
 
 fn read_gpt(disk: &File, size: u64) -> Result<Vec<Partition>, PartitionError> {
-    let last_lba = size / SECTOR - 1;
-    let (hdr, primary_err) = match gpt_header(disk, 1) {
-        Ok(h) => (h, None),
-        Err(e) => (
-            gpt_header(disk, last_lba).map_err(|_| e.clone_msg())?,
-            Some(()),
-        ),
-    };
-    if primary_err.is_some() {
+    let mut read_at = |off: u64, buf: &mut [u8]| disk.read_exact_at(buf, off);
+    let table = gpt::read_table(&mut read_at, size / SECTOR).map_err(|e| match e {
+        gpt::GptError::Io { .. } => PartitionError::Corrupt(e.to_string()),
+        gpt::GptError::NoHeader(_) => PartitionError::Corrupt(format!("protective MBR but {e}")),
+        other => PartitionError::Corrupt(other.to_string()),
+    })?;
+    if table.from_backup {
         tracing::warn!("primary GPT header is corrupt; using the backup");
     }
-    let entries_lba = le64(&hdr, 72);
-    let count = le32(&hdr, 80) as usize;
-    let entry_size = le32(&hdr, 84) as usize;
-    if !(128..=4096).contains(&entry_size) || count > 4096 {
-        return Err(PartitionError::Corrupt(format!(
-            "GPT header: {count} entries of {entry_size} bytes"
-        )));
-    }
-    let table = read(disk, entries_lba * SECTOR, count * entry_size)?;
-    if crc32fast::hash(&table) != le32(&hdr, 88) {
-        return Err(PartitionError::Corrupt(
-            "GPT partition entries fail their checksum".into(),
-        ));
-    }
     let mut parts = Vec::new();
-    for i in 0..count {
-        let e = &table[i * entry_size..(i + 1) * entry_size];
-        if e[0..16].iter().all(|&b| b == 0) {
-            continue;
-        }
-        let first = le64(e, 32);
-        let last = le64(e, 40);
-        if last < first {
-            return Err(PartitionError::Corrupt(format!(
-                "GPT partition {} ends before it starts",
-                i + 1
-            )));
-        }
+    for (number, e) in table.partitions {
         let p = Partition {
-            number: i as u32 + 1,
-            start: first * SECTOR,
-            len: (last - first + 1) * SECTOR,
-            type_id: guid(&e[0..16]),
+            number,
+            start: e.first_lba * SECTOR,
+            len: (e.last_lba - e.first_lba + 1) * SECTOR,
+            type_id: gpt::guid_string(&e.type_guid),
             extended: false,
         };
         check_bounds(&p, size)?;
         parts.push(p);
     }
     Ok(parts)
-}
-
-impl PartitionError {
-    fn clone_msg(&self) -> PartitionError {
-        PartitionError::Corrupt(self.to_string())
-    }
-}
-
-fn gpt_header(disk: &File, lba: u64) -> Result<Vec<u8>, PartitionError> {
-    let mut h = read(disk, lba * SECTOR, SECTOR as usize)?;
-    if &h[0..8] != b"EFI PART" {
-        return Err(PartitionError::Corrupt(format!(
-            "protective MBR but no GPT header at sector {lba}"
-        )));
-    }
-    let hsize = le32(&h, 12) as usize;
-    if !(92..=512).contains(&hsize) {
-        return Err(PartitionError::Corrupt(format!("GPT header size {hsize}")));
-    }
-    let crc = le32(&h, 16);
-    h[16..20].fill(0);
-    if crc32fast::hash(&h[..hsize]) != crc {
-        return Err(PartitionError::Corrupt(format!(
-            "GPT header at sector {lba} fails its checksum"
-        )));
-    }
-    Ok(h)
-}
-
-/// A GUID in its textual form (the first three fields are little-endian on disk).
-fn guid(b: &[u8]) -> String {
-    format!(
-        "{:08X}-{:04X}-{:04X}-{:02X}{:02X}-{}",
-        le32(b, 0),
-        u16::from_le_bytes([b[4], b[5]]),
-        u16::from_le_bytes([b[6], b[7]]),
-        b[8],
-        b[9],
-        b[10..16]
-            .iter()
-            .map(|x| format!("{x:02X}"))
-            .collect::<String>()
-    )
 }
 
 #[cfg(test)]

@@ -17,11 +17,11 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deployd::attach::{
-    AttachError, AttachOptions, AttachedDisk, FsType, NbdClientKind, cleanup_leftovers,
-};
 use nix::mount::{MsFlags, mount, umount};
 use storaged::store::Store;
+use volume_attach::{
+    AttachError, AttachOptions, AttachedDisk, FsType, NbdClientKind, cleanup_leftovers,
+};
 
 const MIB: u64 = 1 << 20;
 
@@ -294,7 +294,7 @@ fn file_gpt_partitions_filesystems_and_names() {
     d.detach().unwrap();
     assert!(wait_no_loops(&canon(&img)).is_empty());
     assert!(
-        deployd::attach::mounts_under(&canon(&work))
+        volume_attach::mounts_under(&canon(&work))
             .unwrap()
             .is_empty()
     );
@@ -319,7 +319,7 @@ fn file_gpt_partitions_filesystems_and_names() {
     drop(d);
     assert!(wait_no_loops(&canon(&img)).is_empty());
     assert!(
-        deployd::attach::mounts_under(&canon(&work))
+        volume_attach::mounts_under(&canon(&work))
             .unwrap()
             .is_empty()
     );
@@ -415,7 +415,7 @@ fn nbd_clone_is_personalized_and_golden_is_untouched() {
 #[test]
 fn kernel_nbd_clone_is_personalized() {
     require!(["sfdisk", "mkfs.ext4", "mkfs.xfs", "mkfs.vfat"], false);
-    if !deployd::attach::kernel_nbd_available() {
+    if !volume_attach::kernel_nbd_available() {
         eprintln!("SKIPPED: no /dev/nbd0 or the nbd module is not loaded");
         return;
     }
@@ -436,7 +436,7 @@ fn nbd_round_trip(kind: NbdClientKind) {
     let e = AttachedDisk::attach_nbd_with(s.addr, "no-such-volume", &work, &opts).unwrap_err();
     assert!(e.to_string().contains("no-such-volume"), "{e}");
     assert!(
-        deployd::attach::mounts_under(&canon(&work))
+        volume_attach::mounts_under(&canon(&work))
             .unwrap()
             .is_empty()
     );
@@ -468,7 +468,7 @@ fn nbd_round_trip(kind: NbdClientKind) {
     // Left mounted on purpose: detach unmounts it, flushes and disconnects.
     d.detach().unwrap();
     assert!(
-        deployd::attach::mounts_under(&canon(&work))
+        volume_attach::mounts_under(&canon(&work))
             .unwrap()
             .is_empty()
     );
@@ -754,7 +754,7 @@ fn killed_process_leftovers_are_cleaned() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let left = deployd::attach::mounts_under(&work).unwrap();
+    let left = volume_attach::mounts_under(&work).unwrap();
     assert!(
         left.iter().any(|m| m.fstype == "ext4"),
         "the ext4 mount outlives the killed process: {left:?}"
@@ -764,7 +764,7 @@ fn killed_process_leftovers_are_cleaned() {
     let report = cleanup_leftovers(&work).unwrap();
     assert!(report.problems.is_empty(), "{report:?}");
     assert!(report.unmounted.len() >= 2, "ext4 and FUSE: {report:?}");
-    assert!(deployd::attach::mounts_under(&work).unwrap().is_empty());
+    assert!(volume_attach::mounts_under(&work).unwrap().is_empty());
     assert!(wait_no_loops(&work).is_empty(), "{:?}", loops_under(&work));
     assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0, "{report:?}");
     // Idempotent.

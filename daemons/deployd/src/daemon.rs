@@ -30,7 +30,7 @@ struct Args {
     #[arg(long)]
     state_dir: PathBuf,
     /// HTTPS address of the API.
-    #[arg(long, default_value = "127.0.0.1:8443")]
+    #[arg(long, default_value = appliance_layout::DEV_API_ADDRESS)]
     listen: SocketAddr,
     /// storaged's control socket.
     #[arg(long, env = "STORAGED_CONTROL", default_value = storaged::control::DEFAULT_SOCKET)]
@@ -105,8 +105,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
     // Plan-script runs interrupted by a crash left mounts, loop devices and scratch file
     // systems behind: remove them before anything new runs.
-    let runs = crate::planscript::run::RunConfig::new(args.state_dir.join("runs"));
-    for problem in crate::planscript::run::cleanup_leftovers(&runs) {
+    let runs = plan_engine::run::RunConfig::new(args.state_dir.join("runs"));
+    for problem in plan_engine::run::cleanup_leftovers(&runs) {
         tracing::warn!("cleaning up after an interrupted plan-script run: {problem}");
     }
     // A first start makes the certificate, while the state opens, and the Administrator

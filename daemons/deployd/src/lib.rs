@@ -9,7 +9,6 @@
 
 pub mod api;
 pub mod artifacts;
-pub mod attach;
 pub mod audit;
 pub mod auth;
 pub mod bundle;
@@ -18,9 +17,7 @@ pub mod deploy;
 pub mod files;
 pub mod meta;
 pub mod openapi;
-pub mod planscript;
 pub mod redfish;
-pub mod sandbox;
 pub mod server;
 pub mod state;
 pub mod storage;

@@ -45,7 +45,7 @@ impl Config {
     /// Default unpacked image limit: 2 TiB.
     pub const DEFAULT_MAX_IMAGE: u64 = 2 << 40;
     /// storaged's default NBD address.
-    pub const DEFAULT_NBD: &str = "127.0.0.1:10809";
+    pub const DEFAULT_NBD: &str = appliance_layout::LOCAL_NBD_ADDRESS;
     /// Default bound on concurrent plan runs.
     pub const DEFAULT_CONCURRENT_RUNS: usize = 4;
 }
@@ -63,9 +63,7 @@ pub enum StateError {
     Tasks(String),
 }
 
-/// In the state directory while the first-start Administrator password is unchanged
-/// (0600): the serial console shows it; a password change or reset deletes it.
-pub const INITIAL_PASSWORD_FILE: &str = "initial-admin-password";
+pub use appliance_layout::INITIAL_PASSWORD_FILE;
 
 /// Shared state of the API.
 #[derive(Debug)]

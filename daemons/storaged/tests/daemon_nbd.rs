@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use common::*;
+use nbd_wire::{EPERM, REP_ERR_POLICY, TFLAG_READ_ONLY};
 
 /// A daemon holding the golden image `golden` (exported, read-only by nature).
 fn with_golden() -> (Daemon, std::path::PathBuf, Vec<u8>) {

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
+use nbd_wire::ENOSPC;
 
 /// A tmpfs mounted for the test; unmounted however the test ends.
 struct Tmpfs(PathBuf);

@@ -198,7 +198,7 @@ impl Actions for Appliance {
             let ip = a.split('/').next().unwrap_or(a);
             let _ = writeln!(s, "API        https://{ip}/rest (log in as Administrator)");
         }
-        let initial = Path::new(DEPLOYD_STATE).join("initial-admin-password");
+        let initial = Path::new(DEPLOYD_STATE).join(appliance_layout::INITIAL_PASSWORD_FILE);
         if let Ok(p) = std::fs::read_to_string(&initial) {
             let _ = writeln!(
                 s,

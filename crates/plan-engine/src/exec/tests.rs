@@ -5,7 +5,7 @@ use std::fs::File;
 use std::process::Stdio;
 
 use super::*;
-use crate::planscript::guest::fat::{FatFs, Partition};
+use crate::guest::fat::{FatFs, Partition};
 
 /// `/dev/sda1` is a FAT image (user space), `/dev/sda2` a directory standing in for a
 /// kernel-mounted ext4.

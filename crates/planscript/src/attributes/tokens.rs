@@ -87,9 +87,9 @@ pub fn scan(text: &str) -> Vec<Token> {
     out
 }
 
-/// A declared attribute: its name and the first default given for it.
+/// An attribute a script declares: its name and the first default given for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Declared {
+pub struct ScriptAttribute {
     pub name: String,
     pub default: Option<String>,
     /// Sub-fields used (`@Nic.ipaddress@`): a NIC attribute.
@@ -97,13 +97,13 @@ pub struct Declared {
 }
 
 /// The attributes a script declares, in order of first use, one per name.
-pub fn declared(text: &str) -> Vec<Declared> {
-    let mut out: Vec<Declared> = Vec::new();
+pub fn declared(text: &str) -> Vec<ScriptAttribute> {
+    let mut out: Vec<ScriptAttribute> = Vec::new();
     for t in scan(text) {
         let entry = match out.iter_mut().position(|d| d.name == t.name) {
             Some(i) => &mut out[i],
             None => {
-                out.push(Declared {
+                out.push(ScriptAttribute {
                     name: t.name.clone(),
                     default: None,
                     fields: Vec::new(),

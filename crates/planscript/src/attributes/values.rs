@@ -10,12 +10,13 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::attributes;
-use super::types::{AttrType, AttributeSpec, validate_nic, validate_str};
+use super::check::{validate_nic, validate_str};
+use super::spec::{AttrType, AttributeSpec};
+use super::tokens;
 
 /// One attribute as a plan declares it (`{name, value, type, constraints, editable}`).
 #[derive(Debug, Clone, Default)]
-pub struct Declared {
+pub struct PlanAttribute {
     pub name: String,
     pub value: Option<String>,
     pub type_name: Option<String>,
@@ -23,7 +24,7 @@ pub struct Declared {
     pub editable: bool,
 }
 
-impl Declared {
+impl PlanAttribute {
     /// Reads HPE's attribute JSON (build plan, deployment plan or profile entry).
     pub fn from_json(v: &Value) -> Option<Self> {
         let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
@@ -54,7 +55,7 @@ pub struct Values {
 impl Values {
     /// Substitutes the tokens of `text`: a known value, else the token's default, else "".
     pub fn substitute(&self, text: &str) -> String {
-        attributes::substitute(text, |t| {
+        tokens::substitute(text, |t| {
             let key = match &t.field {
                 Some(f) => format!("{}.{f}", t.name),
                 None => t.name.clone(),
@@ -73,8 +74,8 @@ impl Values {
 /// `Nic.field`); `system` the appliance's `_...` attributes. Errors name every bad attribute.
 pub fn resolve(
     scripts: &[&str],
-    build_plan: &[Declared],
-    deployment_plan: &[Declared],
+    build_plan: &[PlanAttribute],
+    deployment_plan: &[PlanAttribute],
     profile: &[(String, String)],
     system: &BTreeMap<String, String>,
 ) -> Result<Values, Vec<String>> {
@@ -83,7 +84,7 @@ pub fn resolve(
     let mut values: BTreeMap<String, String> = BTreeMap::new();
     let mut nic_fields: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for text in scripts {
-        for d in attributes::declared(text) {
+        for d in tokens::declared(text) {
             if let Some(v) = d.default {
                 values.entry(d.name.clone()).or_insert(v);
             }
@@ -175,8 +176,8 @@ mod tests {
 
     use super::*;
 
-    fn decl(v: Value) -> Declared {
-        Declared::from_json(&v).unwrap()
+    fn decl(v: Value) -> PlanAttribute {
+        PlanAttribute::from_json(&v).unwrap()
     }
 
     #[test]

@@ -15,8 +15,9 @@ use serde_json::{Value, json};
 
 use super::loose_bool;
 use crate::api::error::ApiError;
-use crate::planscript::attributes::Declared;
-use crate::planscript::types::{AttrType, AttributeSpec, PASSWORD_MASK, masked, validate_value};
+use planscript::attributes::definition::{self, Proposed};
+pub use planscript::attributes::definition::{Attribute, derived};
+use planscript::attributes::{AttrType, PASSWORD_MASK, masked};
 
 /// A custom attribute as a client sends it.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
@@ -49,84 +50,18 @@ pub struct AttributeInput {
     pub editable: Option<bool>,
 }
 
-/// A checked attribute, ready to store.
-#[derive(Debug, Clone)]
-pub struct Attribute {
-    pub name: String,
-    pub description: String,
-    pub value: Value,
-    pub constraints: String,
-    pub attr_type: AttrType,
-}
-
-impl Attribute {
-    /// The build-plan document.
-    pub fn document(&self) -> Value {
-        json!({
-            "name": self.name,
-            "description": self.description,
-            "value": self.value,
-            "constraints": self.constraints,
-            "type": self.attr_type.as_str(),
-        })
-    }
-}
-
-fn is_attribute_name(s: &str) -> bool {
-    let mut b = s.bytes();
-    b.next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
-        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
-}
-
-fn constraints_text(v: &Value) -> Result<String, String> {
-    match v {
-        Value::Null => Ok("{}".into()),
-        Value::String(s) if s.trim().is_empty() => Ok("{}".into()),
-        Value::String(s) => Ok(s.clone()),
-        Value::Object(_) => Ok(v.to_string()),
-        _ => Err("constraints must be a JSON-encoded string".into()),
-    }
-}
-
-fn value_of(t: AttrType, v: &Value) -> Value {
-    match (t, v) {
-        (AttrType::Nic, Value::String(s)) if s.is_empty() => Value::Null,
-        (AttrType::Nic, _) => v.clone(),
-        (_, Value::Null) => json!(""),
-        (_, Value::Number(n)) => json!(n.to_string()),
-        _ => v.clone(),
-    }
-}
-
 /// Checks one attribute, given `fallback` (type, constraints) for fields the input omits.
 pub fn check_one(a: &AttributeInput, fallback: Option<&Attribute>) -> Result<Attribute, String> {
-    if !is_attribute_name(&a.name) {
-        return Err("the name must be letters, digits and '_', not starting with a digit".into());
-    }
-    let type_name = match (&a.type_, fallback) {
-        (Some(t), _) => t.clone(),
-        (None, Some(f)) => f.attr_type.as_str().to_string(),
-        (None, None) => return Err("type is missing".into()),
-    };
-    let constraints = match (&a.constraints, fallback) {
-        (Value::Null, Some(f)) => f.constraints.clone(),
-        (c, _) => constraints_text(c)?,
-    };
-    let spec = AttributeSpec::parse(&type_name, &constraints)?;
-    let value = value_of(spec.attr_type, &a.value);
-    validate_value(&spec, &value)?;
-    Ok(Attribute {
-        name: a.name.clone(),
-        description: a
-            .description
-            .clone()
-            .or_else(|| fallback.map(|f| f.description.clone()))
-            .unwrap_or_default(),
-        value,
-        constraints,
-        attr_type: spec.attr_type,
-    })
+    definition::check(
+        Proposed {
+            name: &a.name,
+            description: a.description.as_deref(),
+            value: &a.value,
+            constraints: &a.constraints,
+            type_name: a.type_.as_deref(),
+        },
+        fallback,
+    )
 }
 
 /// Collects per-attribute problems into one 400 naming every bad attribute.
@@ -174,42 +109,7 @@ pub fn check_list(list: &[AttributeInput]) -> Result<Vec<Attribute>, ApiError> {
 
 /// Reads a stored attribute document back.
 pub fn from_document(doc: &Value) -> Option<Attribute> {
-    Some(Attribute {
-        name: doc["name"].as_str()?.to_string(),
-        description: doc["description"].as_str().unwrap_or_default().to_string(),
-        value: doc["value"].clone(),
-        constraints: doc["constraints"].as_str().unwrap_or("{}").to_string(),
-        attr_type: AttrType::parse(doc["type"].as_str()?)?,
-    })
-}
-
-/// Build-plan attributes from the tokens the plan scripts declare: strings with their
-/// script default, NICs where sub-fields are used; system (`_`) attributes skipped.
-pub fn derived(decls: Vec<Declared>) -> Vec<Attribute> {
-    decls
-        .into_iter()
-        .filter(|d| !d.name.starts_with('_'))
-        .map(|d| {
-            let nic = !d.fields.is_empty();
-            Attribute {
-                name: d.name,
-                description: String::new(),
-                value: if nic {
-                    Value::Null
-                } else {
-                    json!(d.default.unwrap_or_default())
-                },
-                constraints: if nic {
-                    json!({"ipv4static": true, "ipv4dhcp": true, "ipv4disable": false,
-                           "parameters": d.fields})
-                    .to_string()
-                } else {
-                    "{\"regex\":\"\",\"helpText\":\"\"}".to_string()
-                },
-                attr_type: if nic { AttrType::Nic } else { AttrType::String },
-            }
-        })
-        .collect()
+    Attribute::from_document(doc)
 }
 
 /// Replaces password values by the mask in a rendered `customAttributes` array.
@@ -270,24 +170,6 @@ mod tests {
             assert!(e.contains(want), "{want} missing from {e}");
         }
         assert!(e.starts_with("5 custom attribute(s)"), "{e}");
-    }
-
-    #[test]
-    fn values_and_constraints_are_normalised() {
-        let a = check_list(&[
-            input(
-                json!({"name": "N", "type": "NUMBER", "value": 3, "constraints": {"maximum": "4"}}),
-            ),
-            input(json!({"name": "Nic", "type": "nic", "value": ""})),
-            input(json!({"name": "S", "type": "string", "constraints": ""})),
-        ])
-        .unwrap();
-        assert_eq!(a[0].document()["value"], "3");
-        assert_eq!(a[0].document()["type"], "number");
-        assert_eq!(a[0].constraints, r#"{"maximum":"4"}"#);
-        assert!(a[1].value.is_null());
-        assert_eq!(a[2].value, "");
-        assert_eq!(a[2].constraints, "{}");
     }
 
     #[test]

@@ -26,9 +26,9 @@ use crate::api::collection::{ListQuery, envelope};
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::transport::Ctx;
 use crate::meta::{Kind, Record};
-use crate::planscript::attributes::declared;
 use crate::state::AppState;
 use crate::tasks::now_iso;
+use planscript::attributes::declared;
 
 pub const BUILD_PLANS: Collection = Collection {
     kind: Kind::BuildPlan,

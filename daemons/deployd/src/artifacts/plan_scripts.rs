@@ -22,9 +22,9 @@ use crate::api::collection::{ListQuery, envelope};
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::transport::Ctx;
 use crate::meta::{Kind, Record};
-use crate::planscript::attributes;
 use crate::state::AppState;
 use crate::tasks::now_iso;
+use planscript::attributes;
 
 pub const PLAN_SCRIPTS: Collection = Collection {
     kind: Kind::PlanScript,

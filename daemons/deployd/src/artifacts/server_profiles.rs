@@ -28,10 +28,10 @@ use crate::deploy::job::{self, DeployJob};
 use crate::deploy::plan::ready_deployment;
 use crate::deploy::system::system_attributes;
 use crate::meta::{Expect, Kind, MetaError, Op, Record};
-use crate::planscript::types::AttrType;
-use crate::planscript::types::PASSWORD_MASK;
 use crate::state::AppState;
 use crate::tasks::{Associated, now_iso};
+use planscript::attributes::AttrType;
+use planscript::attributes::PASSWORD_MASK;
 
 pub const SERVER_PROFILES: Collection = Collection {
     kind: Kind::ServerProfile,

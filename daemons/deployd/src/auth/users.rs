@@ -148,7 +148,7 @@ pub fn reset_administrator(users: &Users, password: &str) -> Result<(), UserErro
 }
 
 /// Shortest password accepted (API and console reset).
-pub const MIN_PASSWORD_LEN: usize = 8;
+pub use appliance_layout::MIN_PASSWORD_LEN;
 
 /// The user created on first start.
 pub const ADMINISTRATOR: &str = "Administrator";

@@ -23,10 +23,10 @@ use crate::artifacts::os_volumes::{
 };
 use crate::artifacts::server_hardware::{ComputeModule, set_power};
 use crate::artifacts::server_profiles::{self, SERVER_PROFILES};
-use crate::planscript::exec::Source;
 use crate::state::AppState;
 use crate::storage::Storage;
 use crate::tasks::TaskHandle;
+use plan_engine::exec::Source;
 
 /// Everything a deploy needs, checked before its task started.
 #[derive(Debug, Clone)]

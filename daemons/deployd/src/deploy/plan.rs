@@ -11,9 +11,9 @@ use crate::api::error::ApiError;
 use crate::artifacts::deployment_plans::DEPLOYMENT_PLANS;
 use crate::artifacts::golden_images::GOLDEN_IMAGES;
 use crate::meta::{Kind, Record};
-use crate::planscript::exec::Source;
-use crate::planscript::values::{Declared, resolve};
 use crate::state::AppState;
+use plan_engine::exec::Source;
+use planscript::attributes::values::{PlanAttribute, resolve};
 
 /// Largest empty OS volume (`VolumeSize`, MiB), as HPE's Foundation bundle constrains it.
 pub const MAX_VOLUME_SIZE_MIB: u64 = 51200;
@@ -49,12 +49,12 @@ fn text(v: &Value, k: &str) -> String {
     v[k].as_str().unwrap_or_default().to_string()
 }
 
-fn declared(attrs: &Value) -> Vec<Declared> {
+fn declared(attrs: &Value) -> Vec<PlanAttribute> {
     attrs
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(Declared::from_json)
+        .filter_map(PlanAttribute::from_json)
         .collect()
 }
 
@@ -114,7 +114,7 @@ fn build_plan_scripts(
 pub fn ready_build_plan(
     st: &AppState,
     build_plan_uri: &str,
-    deployment_plan_attrs: &[Declared],
+    deployment_plan_attrs: &[PlanAttribute],
     profile: &[(String, String)],
     system: &BTreeMap<String, String>,
 ) -> Result<(ReadyPlan, BTreeMap<String, String>), ApiError> {

@@ -6,8 +6,8 @@ use std::fmt::Debug;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::planscript::exec::{Failure, Source};
-use crate::planscript::run::{RunConfig, cleanup_leftovers, run_on_nbd};
+use plan_engine::exec::{Failure, Source};
+use plan_engine::run::{RunConfig, cleanup_leftovers, run_on_nbd};
 
 /// What a plan run did.
 #[derive(Debug, Clone)]

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -38,23 +38,7 @@ pub struct RedbStore {
 
 impl RedbStore {
     pub fn open(path: &Path) -> Result<Self, MetaError> {
-        let db = Database::create(path).map_err(backend)?;
-        // The tables are made once; later starts only list them: a write transaction here
-        // would commit to disk at every boot, and under TCG running redb's write path for
-        // the first time is boot time (ARCHITECTURE.md, the appliance's boot).
-        let present: Vec<String> = db
-            .begin_read()
-            .and_then(|txn| Ok(txn.list_tables()?.map(|t| t.name().to_owned()).collect()))
-            .map_err(backend)?;
-        if ![RECORDS.name(), COUNTERS.name()]
-            .iter()
-            .all(|name| present.iter().any(|p| p == name))
-        {
-            let txn = db.begin_write().map_err(backend)?;
-            txn.open_table(RECORDS).map_err(backend)?;
-            txn.open_table(COUNTERS).map_err(backend)?;
-            txn.commit().map_err(backend)?;
-        }
+        let db = redb_tables::open(path, &[&RECORDS, &COUNTERS]).map_err(backend)?;
         Ok(Self { db })
     }
 }

@@ -19,7 +19,7 @@ pub struct ServeArgs {
     #[arg(long)]
     data_dir: PathBuf,
     /// Address for NBD clients (the NBD port is 10809).
-    #[arg(long, default_value = "127.0.0.1:10809")]
+    #[arg(long, default_value = appliance_layout::LOCAL_NBD_ADDRESS)]
     nbd_listen: SocketAddr,
     /// Control socket (D-Bus peer to peer).
     #[arg(long, env = "STORAGED_CONTROL", default_value = DEFAULT_SOCKET)]

@@ -14,4 +14,4 @@ pub const OBJECT_PATH: &str = "/org/streamer/Storage1";
 /// D-Bus interface name.
 pub const INTERFACE: &str = "org.streamer.Storage1";
 /// Where the daemon listens unless told otherwise.
-pub const DEFAULT_SOCKET: &str = "/run/streamer/storaged.sock";
+pub const DEFAULT_SOCKET: &str = appliance_layout::STORAGED_SOCKET;

@@ -6,7 +6,7 @@
 
 use std::io;
 
-use super::proto::{EIO, ENOSPC};
+use nbd_wire::{EIO, ENOSPC};
 
 /// The NBD errno to send for a failed device operation.
 pub fn errno_of(err: &io::Error) -> u32 {

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::ServerConfig;
-use super::proto::*;
 use crate::block::BlockDevice;
 use crate::export::{ExportCatalog, ExportError, OpenExport};
+use nbd_wire::*;
 
 /// Longest option payload we read: a 4096-byte name plus a few meta-context queries. Larger
 /// options can only be an attempt to make us buffer memory.
@@ -68,11 +68,8 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut greeting = [0u8; 18];
-    greeting[0..8].copy_from_slice(&NBD_MAGIC.to_be_bytes());
-    greeting[8..16].copy_from_slice(&IHAVEOPT.to_be_bytes());
-    greeting[16..18].copy_from_slice(&(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES).to_be_bytes());
-    w.write_all(&greeting).await?;
+    w.write_all(&greeting(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES))
+        .await?;
     w.flush().await?;
 
     let client_flags = r.read_u32().await?;
@@ -268,11 +265,11 @@ async fn info_or_go<W: AsyncWrite + Unpin>(
     };
 
     let device = &export.device;
-    let mut info = Vec::with_capacity(12);
-    info.extend_from_slice(&INFO_EXPORT.to_be_bytes());
-    info.extend_from_slice(&device.size().to_be_bytes());
-    info.extend_from_slice(&transmission_flags(&**device, st.structured).to_be_bytes());
-    reply(w, option, REP_INFO, &info).await?;
+    let info = ExportInfo {
+        size: device.size(),
+        flags: transmission_flags(&**device, st.structured),
+    };
+    reply(w, option, REP_INFO, &info.encode()).await?;
 
     let wants = |t: u16| requests.contains(&t);
     if wants(INFO_NAME) {
@@ -375,12 +372,8 @@ async fn reply<W: AsyncWrite + Unpin>(
     kind: u32,
     data: &[u8],
 ) -> std::io::Result<()> {
-    let mut header = [0u8; 20];
-    header[0..8].copy_from_slice(&OPTION_REPLY_MAGIC.to_be_bytes());
-    header[8..12].copy_from_slice(&option.to_be_bytes());
-    header[12..16].copy_from_slice(&kind.to_be_bytes());
-    header[16..20].copy_from_slice(&(data.len() as u32).to_be_bytes());
-    w.write_all(&header).await?;
+    let header = OptionReply::new(option, kind, data.len() as u32);
+    w.write_all(&header.encode()).await?;
     w.write_all(data).await
 }
 

@@ -9,7 +9,6 @@
 mod buffer;
 mod errno;
 mod handshake;
-mod proto;
 #[cfg(test)]
 mod test_client;
 mod transmission;

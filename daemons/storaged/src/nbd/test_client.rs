@@ -8,9 +8,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
 use tokio::task::JoinHandle;
 
-use super::proto::*;
 use super::{ConnectionError, ServerConfig, run};
 use crate::testing::MemCatalog;
+use nbd_wire::*;
 
 pub const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
 

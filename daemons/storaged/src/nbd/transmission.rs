@@ -16,8 +16,8 @@ use super::ServerConfig;
 use super::buffer::BufferPool;
 use super::errno::errno_of;
 use super::handshake::Session;
-use super::proto::*;
 use crate::block::{BlockDevice, Extent};
+use nbd_wire::*;
 
 /// Why a transmission phase ended other than by the client's NBD_CMD_DISC or hang-up.
 #[derive(Debug, thiserror::Error)]
@@ -550,11 +550,11 @@ mod tests {
 mod connection_tests {
     use std::sync::Arc;
 
-    use super::super::proto::*;
     use crate::block::BlockDevice;
     use crate::nbd::test_client::{Client, LOCAL, connect, connect_with};
     use crate::nbd::{ConnectionError, ServerConfig, TransmissionError};
     use crate::testing::{MemCatalog, MemDevice};
+    use nbd_wire::*;
 
     const SIZE: u64 = 1 << 20;
 

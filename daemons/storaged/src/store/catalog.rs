@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::store::record::{ExportRecord, VolumeRecord};
@@ -49,23 +49,7 @@ pub struct Catalog {
 
 impl Catalog {
     pub fn open(path: &Path) -> Result<Self, CatalogError> {
-        let db = Database::create(path).map_err(db_err)?;
-        // The tables are made once; later starts only list them: a write transaction here
-        // would commit to disk at every boot, and under TCG running redb's write path for
-        // the first time is boot time (ARCHITECTURE.md, the appliance's boot).
-        let present: Vec<String> = db
-            .begin_read()
-            .and_then(|txn| Ok(txn.list_tables()?.map(|t| t.name().to_owned()).collect()))
-            .map_err(db_err)?;
-        if ![VOLUMES.name(), EXPORTS.name()]
-            .iter()
-            .all(|name| present.iter().any(|p| p == name))
-        {
-            let txn = db.begin_write().map_err(db_err)?;
-            txn.open_table(VOLUMES).map_err(db_err)?;
-            txn.open_table(EXPORTS).map_err(db_err)?;
-            txn.commit().map_err(db_err)?;
-        }
+        let db = redb_tables::open(path, &[&VOLUMES, &EXPORTS]).map_err(db_err)?;
         Ok(Self { db })
     }
 

@@ -389,24 +389,12 @@ impl Drop for Daemon {
 
 // --- A raw, synchronous NBD client: fixed newstyle, OPT_GO, simple replies. ---
 
-const NBD_MAGIC: u64 = 0x4e42_444d_4147_4943;
-const IHAVEOPT: u64 = 0x4948_4156_454f_5054;
-const OPTION_REPLY_MAGIC: u64 = 0x0003_e889_0455_65a9;
-const OPT_GO: u32 = 7;
-const REP_ACK: u32 = 1;
-const REP_INFO: u32 = 3;
-pub const REP_ERR_POLICY: u32 = (1 << 31) + 2;
-pub const REP_ERR_UNKNOWN: u32 = (1 << 31) + 6;
-const REQUEST_MAGIC: u32 = 0x2560_9513;
-const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
-const CMD_READ: u16 = 0;
-const CMD_WRITE: u16 = 1;
-const CMD_DISC: u16 = 2;
-const CMD_FLUSH: u16 = 3;
-const CMD_FLAG_FUA: u16 = 1;
-pub const TFLAG_READ_ONLY: u16 = 1 << 1;
-pub const EPERM: u32 = 1;
-pub const ENOSPC: u32 = 28;
+use nbd_wire::{
+    CMD_DISC, CMD_FLAG_FUA, CMD_FLUSH, CMD_READ, CMD_WRITE, ExportInfo, GREETING_LEN, OPT_GO,
+    OPTION_REPLY_HEADER_LEN, OPTION_REPLY_MAGIC, OptionReply, REP_ACK, REP_INFO, REQUEST_LEN,
+    Request, SIMPLE_REPLY_LEN, SIMPLE_REPLY_MAGIC, SimpleReply, go_data, option_request,
+    parse_greeting,
+};
 
 /// Why an NBD exchange failed.
 #[derive(Debug)]
@@ -438,24 +426,6 @@ pub struct Nbd {
     pub size: u64,
     pub flags: u16,
     cookie: u64,
-}
-
-fn read_u16(s: &mut TcpStream) -> std::io::Result<u16> {
-    let mut b = [0; 2];
-    s.read_exact(&mut b)?;
-    Ok(u16::from_be_bytes(b))
-}
-
-fn read_u32(s: &mut TcpStream) -> std::io::Result<u32> {
-    let mut b = [0; 4];
-    s.read_exact(&mut b)?;
-    Ok(u32::from_be_bytes(b))
-}
-
-fn read_u64(s: &mut TcpStream) -> std::io::Result<u64> {
-    let mut b = [0; 8];
-    s.read_exact(&mut b)?;
-    Ok(u64::from_be_bytes(b))
 }
 
 fn bad(what: &str) -> NbdError {
@@ -490,39 +460,33 @@ impl Nbd {
 
     fn handshake(mut s: TcpStream, export: &str) -> Result<Self, NbdError> {
         s.set_nodelay(true)?;
-        if read_u64(&mut s)? != NBD_MAGIC || read_u64(&mut s)? != IHAVEOPT {
+        let mut greeting = [0; GREETING_LEN];
+        s.read_exact(&mut greeting)?;
+        if parse_greeting(&greeting).is_none() {
             return Err(bad("not an NBD newstyle server"));
         }
-        let _handshake_flags = read_u16(&mut s)?;
         // FIXED_NEWSTYLE | NO_ZEROES
         s.write_all(&3u32.to_be_bytes())?;
-        let mut opt = Vec::new();
-        opt.extend_from_slice(&IHAVEOPT.to_be_bytes());
-        opt.extend_from_slice(&OPT_GO.to_be_bytes());
-        opt.extend_from_slice(&(4 + export.len() as u32 + 2).to_be_bytes());
-        opt.extend_from_slice(&(export.len() as u32).to_be_bytes());
-        opt.extend_from_slice(export.as_bytes());
-        opt.extend_from_slice(&0u16.to_be_bytes());
-        s.write_all(&opt)?;
+        s.write_all(&option_request(OPT_GO, &go_data(export, &[])))?;
         let (mut size, mut flags) = (None, 0);
         loop {
-            if read_u64(&mut s)? != OPTION_REPLY_MAGIC || read_u32(&mut s)? != OPT_GO {
+            let mut h = [0; OPTION_REPLY_HEADER_LEN];
+            s.read_exact(&mut h)?;
+            let r = OptionReply::parse(&h);
+            if r.magic != OPTION_REPLY_MAGIC || r.option != OPT_GO {
                 return Err(bad("bad option reply"));
             }
-            let kind = read_u32(&mut s)?;
-            let len = read_u32(&mut s)?;
-            let mut data = vec![0; len as usize];
+            let mut data = vec![0; r.len as usize];
             s.read_exact(&mut data)?;
-            match kind {
+            match r.kind {
                 REP_ACK => break,
-                REP_INFO if data.len() >= 12 && data[0..2] == [0, 0] => {
-                    let mut b = [0; 8];
-                    b.copy_from_slice(&data[2..10]);
-                    size = Some(u64::from_be_bytes(b));
-                    flags = u16::from_be_bytes([data[10], data[11]]);
+                REP_INFO => {
+                    if let Some(info) = ExportInfo::parse(&data) {
+                        size = Some(info.size);
+                        flags = info.flags;
+                    }
                 }
-                REP_INFO => {}
-                k if k & (1 << 31) != 0 => return Err(NbdError::Option(k)),
+                _ if r.is_error() => return Err(NbdError::Option(r.kind)),
                 _ => return Err(bad("unexpected option reply")),
             }
         }
@@ -544,13 +508,8 @@ impl Nbd {
         payload: &[u8],
     ) -> Result<(), NbdError> {
         self.cookie += 1;
-        let mut b = Vec::with_capacity(28 + payload.len());
-        b.extend_from_slice(&REQUEST_MAGIC.to_be_bytes());
-        b.extend_from_slice(&flags.to_be_bytes());
-        b.extend_from_slice(&kind.to_be_bytes());
-        b.extend_from_slice(&self.cookie.to_be_bytes());
-        b.extend_from_slice(&offset.to_be_bytes());
-        b.extend_from_slice(&len.to_be_bytes());
+        let mut b = Vec::with_capacity(REQUEST_LEN + payload.len());
+        b.extend_from_slice(&Request::new(kind, flags, self.cookie, offset, len).encode());
         b.extend_from_slice(payload);
         self.s.write_all(&b)?;
         Ok(())
@@ -558,15 +517,17 @@ impl Nbd {
 
     /// Reads a simple reply; returns `Ok(())` or the errno.
     fn reply(&mut self, data: &mut [u8]) -> Result<(), NbdError> {
-        if read_u32(&mut self.s)? != SIMPLE_REPLY_MAGIC {
+        let mut h = [0; SIMPLE_REPLY_LEN];
+        self.s.read_exact(&mut h)?;
+        let r = SimpleReply::parse(&h);
+        if r.magic != SIMPLE_REPLY_MAGIC {
             return Err(bad("bad reply magic"));
         }
-        let err = read_u32(&mut self.s)?;
-        if read_u64(&mut self.s)? != self.cookie {
+        if r.cookie != self.cookie {
             return Err(bad("reply for another request"));
         }
-        if err != 0 {
-            return Err(NbdError::Errno(err));
+        if r.error != 0 {
+            return Err(NbdError::Errno(r.error));
         }
         self.s.read_exact(data)?;
         Ok(())
