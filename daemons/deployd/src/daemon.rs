@@ -124,7 +124,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("deployd: (set STREAMER_ADMIN_PASSWORD before the first start to choose it)");
         // Kept (0600, on the appliance's data partition) until the password is changed, so
         // the serial console can show it; deleted by a password change or reset.
-        crate::files::write_private(&initial, format!("{password}\n").as_bytes())
+        crate::services::files::write_private(&initial, format!("{password}\n").as_bytes())
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", initial.display()))?;
     }
     let state = Arc::new(state);
@@ -157,8 +157,12 @@ fn run(args: Args) -> anyhow::Result<()> {
     runtime.block_on(async {
         // storaged starts beside us (init starts both at once): the clean-up of interrupted
         // work needs it, and the API listens only after that clean-up.
-        let storage = crate::storage::Storage::new(&state.config.storaged_socket);
-        if let Err(e) = storage.wait_until_reachable(STORAGED_WAIT).await {
+        if let Err(e) = state
+            .services
+            .storage
+            .wait_until_reachable(STORAGED_WAIT)
+            .await
+        {
             tracing::error!(
                 "storaged did not answer within {} s: {e}; serving without it",
                 STORAGED_WAIT.as_secs()

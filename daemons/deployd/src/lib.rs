@@ -4,23 +4,32 @@
 //! works unchanged, keeps artifact metadata in a transactional store with revisions (the
 //! eTags), and keeps golden image and OS volume content in storaged.
 //!
+//! Layers, each importing only the ones below it:
+//!
+//! ```text
+//! daemon, server      the program: command line, start order, HTTPS
+//! rest                one module per HPE resource: handlers and OpenAPI annotations
+//! api                 the transport: versions, sessions, roles, errors → statuses, paging
+//! state               what a handler can reach (the composition root)
+//! domain              records and their rules; deploy, capture, bundles (DomainError)
+//! auth                users, password hashes, sessions, the login rate limit
+//! services            storaged, plan runs, Redfish, tasks, files, audit log, clock
+//! meta                the metadata store (redb; etcd behind the same trait later)
+//! ```
+//!
+//! The plan-script language, its engine, the sandbox and volume attachment are crates of
+//! their own (`planscript`, `plan-engine`, `plan-sandbox`, `volume-attach`).
+//!
 //! It must never run a plan script outside its sandbox, and never return a password or a
 //! management credential in a response.
 
 pub mod api;
-pub mod artifacts;
-pub mod audit;
 pub mod auth;
-pub mod bundle;
 pub mod daemon;
-pub mod deploy;
-pub mod files;
+pub mod domain;
 pub mod meta;
-pub mod openapi;
-pub mod redfish;
+pub mod rest;
 pub mod server;
+pub mod services;
 pub mod state;
-pub mod storage;
-pub mod tasks;
 pub mod tls;
-pub mod upload;

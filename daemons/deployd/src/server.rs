@@ -49,7 +49,7 @@ pub async fn serve(
         })?;
     let handle = axum_server::Handle::new();
     tokio::spawn(signals(handle.clone(), config.clone(), tls));
-    match crate::deploy::recovery::clean_interrupted(&state).await {
+    match crate::domain::deploy::recovery::clean_interrupted(&state.services).await {
         Ok(r) if r != Default::default() => {
             tracing::warn!("cleaned up after interrupted work: {r:?}")
         }
@@ -61,7 +61,7 @@ pub async fn serve(
         Listen::Address(addr) => std::net::TcpListener::bind(addr)
             .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?,
     };
-    let app = crate::api::router(state);
+    let app = crate::rest::router(state);
     tracing::info!("REST API on https://{}", listener.local_addr()?);
     listener.set_nonblocking(true)?;
     axum_server::from_tcp_rustls(listener, config)

@@ -1,16 +1,20 @@
-//! Everything a request handler can reach.
+//! Everything a request handler can reach, and opening it: the composition root of the
+//! daemon (the store, the services, the accounts and sessions, the audit log).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::audit::AuditLog;
 use crate::auth::{AccountsReady, LoginLimiter, PendingAdministrator, Sessions, Users};
-use crate::deploy::Deployer;
-use crate::deploy::runner::NbdRunner;
+use crate::domain::{deployment_groups, records};
 use crate::meta::{MetaStore, RedbStore};
-use crate::tasks::Tasks;
+use crate::services::audit::AuditLog;
+use crate::services::files::StateFiles;
+use crate::services::plan_runs::{NbdRunner, PlanRuns};
+use crate::services::storage::Storage;
+use crate::services::tasks::Tasks;
+use crate::services::{Services, Settings};
 
 /// Settings of a deployd instance.
 #[derive(Debug, Clone)]
@@ -69,16 +73,15 @@ pub use appliance_layout::INITIAL_PASSWORD_FILE;
 #[derive(Debug)]
 pub struct AppState {
     pub config: Config,
-    pub meta: Arc<dyn MetaStore>,
+    /// What the domain works with (the store, storaged, plan runs, tasks, files).
+    pub services: Arc<Services>,
     pub users: Users,
     /// Logins wait for it while a start's account work (see [`AppState::open_deferred`])
     /// runs.
     pub accounts: AccountsReady,
     pub sessions: Sessions,
     pub limiter: LoginLimiter,
-    pub tasks: Tasks,
     pub audit: AuditLog,
-    pub deployer: Deployer,
 }
 
 impl AppState {
@@ -107,9 +110,19 @@ impl AppState {
             move |e| StateError::Io(p, e)
         };
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        crate::files::prepare(dir).map_err(io(dir))?;
+        let files = StateFiles::new(dir);
+        files.prepare().map_err(io(dir))?;
         let meta: Arc<dyn MetaStore> = Arc::new(RedbStore::open(&dir.join("meta.redb"))?);
-        crate::artifacts::deployment_groups::ensure_default(meta.as_ref())?;
+        // A first start (and the first start after an upgrade) writes once: the default
+        // deployment group and the index of names and references, in one transaction.
+        let mut first_start = records::index_building(meta.as_ref())?;
+        if !first_start.is_empty() {
+            tracing::info!("building the name and reference indexes of the metadata store");
+        }
+        first_start.extend(deployment_groups::default_group(meta.as_ref())?);
+        if !first_start.is_empty() {
+            meta.apply(first_start)?;
+        }
         let users = Users::new(Arc::clone(&meta));
         let pending = PendingAdministrator::prepare(&users, config.admin_password.clone())
             .map_err(|e| StateError::Users(e.to_string()))?;
@@ -122,17 +135,25 @@ impl AppState {
         }
         let audit_path = dir.join("audit.log");
         let audit = AuditLog::open(&audit_path).map_err(io(&audit_path))?;
-        let runner = Arc::new(NbdRunner::new(dir.join("runs")));
-        let deployer = Deployer::new(runner, config.max_concurrent_runs);
+        let runner = Arc::new(NbdRunner::new(files.runs_dir()));
+        let services = Services {
+            meta,
+            storage: Storage::new(&config.storaged_socket),
+            tasks,
+            runs: PlanRuns::new(runner, config.max_concurrent_runs, config.nbd_addr),
+            files,
+            settings: Settings {
+                boot_nbd_addr: config.boot_nbd_addr.unwrap_or(config.nbd_addr),
+                max_image_bytes: config.max_image_bytes,
+            },
+        };
         let state = Self {
-            deployer,
+            services: Arc::new(services),
             sessions: Sessions::new(config.session_idle_timeout),
             limiter: LoginLimiter::default(),
             config,
-            meta,
             users,
             accounts: AccountsReady::pending(),
-            tasks,
             audit,
         };
         Ok((state, pending))

@@ -52,9 +52,9 @@ pub fn ensure_certificate(files: &TlsFiles, names: &[String]) -> Result<bool, Tl
     let cert = rcgen::generate_simple_self_signed(names.to_vec())
         .map_err(|e| TlsError::Generate(e.to_string()))?;
     // Each file whole or not at all; the certificate last, so a cut in between regenerates.
-    crate::files::write_private(&files.key, cert.key_pair.serialize_pem().as_bytes())
+    crate::services::files::write_private(&files.key, cert.key_pair.serialize_pem().as_bytes())
         .map_err(io(&files.key))?;
-    crate::files::write_atomic(&files.cert, cert.cert.pem().as_bytes(), 0o644)
+    crate::services::files::write_atomic(&files.cert, cert.cert.pem().as_bytes(), 0o644)
         .map_err(io(&files.cert))?;
     Ok(true)
 }

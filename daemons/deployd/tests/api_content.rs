@@ -104,7 +104,7 @@ fn with_manifest_name(name: &str, b: Vec<u8>) -> Vec<u8> {
 }
 
 fn count(s: &TestServer, k: Kind) -> usize {
-    s.state.meta.list(k).unwrap().len()
+    s.state.services.meta.list(k).unwrap().len()
 }
 
 fn counts(s: &TestServer) -> [usize; 5] {
@@ -148,7 +148,7 @@ fn inner_image(gi_zip: &[u8]) -> (String, Vec<u8>) {
 
 /// Every reference among the appliance's artifacts resolves.
 fn assert_references_resolve(s: &TestServer) {
-    let m = &s.state.meta;
+    let m = &s.state.services.meta;
     for bp in m.list(Kind::BuildPlan).unwrap() {
         for step in bp.value["buildStep"].as_array().unwrap() {
             let uri = step["planScriptUri"].as_str().unwrap();
@@ -198,14 +198,14 @@ fn every_corpus_bundle_uploads_and_extracts_with_references_resolved() {
         );
         assert_references_resolve(&s);
         for k in [Kind::PlanScript, Kind::BuildPlan, Kind::DeploymentPlan] {
-            for r in s.state.meta.list(k).unwrap() {
+            for r in s.state.services.meta.list(k).unwrap() {
                 assert_eq!(r.value["readOnly"], true, "manifest Read Only:true");
             }
         }
         // Golden images: content equals the raw image of the bundle's inner zip.
         let vols = s.volumes();
         assert_eq!(vols.len(), c[3]);
-        for gi in s.state.meta.list(Kind::GoldenImage).unwrap() {
+        for gi in s.state.services.meta.list(Kind::GoldenImage).unwrap() {
             let name = gi.value["name"].as_str().unwrap();
             let payload = entries(&bytes)
                 .into_iter()
@@ -280,7 +280,7 @@ fn extracting_twice_reuses_and_a_changed_script_is_renamed() {
     assert_eq!(t["taskState"], "Completed", "{t}");
     let c = counts(&s);
     assert_eq!(c[0], first[0] + 1, "only the changed script is new");
-    let m = &s.state.meta;
+    let m = &s.state.services.meta;
     let renamed = m
         .list(Kind::PlanScript)
         .unwrap()
@@ -386,6 +386,7 @@ fn created_bundle_round_trips_into_a_fresh_server() {
     assert_eq!(extract(&api, &uri)["taskState"], "Completed");
     let dp = a
         .state
+        .services
         .meta
         .list(Kind::DeploymentPlan)
         .unwrap()
@@ -424,7 +425,13 @@ fn created_bundle_round_trips_into_a_fresh_server() {
     assert_eq!(kinds("_planscript.json"), 1);
     let gi_name = "HPE - Developer 1.0 - UEFI Test Image - 2017-03-24";
     let (member, raw) = inner_image(&files[gi_name]);
-    let gi_a = a.state.meta.list(Kind::GoldenImage).unwrap().remove(0);
+    let gi_a = a
+        .state
+        .services
+        .meta
+        .list(Kind::GoldenImage)
+        .unwrap()
+        .remove(0);
     assert_eq!(member, gi_a.id);
     assert_eq!(
         format!("sha256:{}", sha256(&raw)),
@@ -437,8 +444,8 @@ fn created_bundle_round_trips_into_a_fresh_server() {
     assert_eq!(extract(&api_b, &uri)["taskState"], "Completed");
     assert_eq!(counts(&b_srv)[..4], [1, 1, 1, 1]);
     assert_references_resolve(&b_srv);
-    let m_a = &a.state.meta;
-    let m_b = &b_srv.state.meta;
+    let m_a = &a.state.services.meta;
+    let m_b = &b_srv.state.services.meta;
     let dp_b = m_b.list(Kind::DeploymentPlan).unwrap().remove(0);
     assert_eq!(dp_b.value["name"], dp.value["name"]);
     assert_eq!(dp_b.value["customAttributes"], dp.value["customAttributes"]);
@@ -548,6 +555,7 @@ fn golden_image_upload_download_update_and_delete() {
 
     // Delete is refused while a deployment plan references it.
     s.state
+        .services
         .meta
         .apply(vec![Op::Put {
             kind: Kind::DeploymentPlan,
@@ -561,6 +569,7 @@ fn golden_image_upload_download_update_and_delete() {
     assert!(r.text().unwrap().contains("uses it"));
     assert_eq!(s.volumes().len(), 2);
     s.state
+        .services
         .meta
         .apply(vec![Op::Delete {
             kind: Kind::DeploymentPlan,
@@ -625,9 +634,9 @@ fn os_volumes_are_listed_from_records_and_storaged() {
             .await
             .unwrap()
     });
-    let id = deployd::artifacts::os_volumes::create_os_volume_record(
-        &s.state,
-        &deployd::artifacts::os_volumes::NewOsVolume {
+    let id = deployd::domain::os_volumes::create_record(
+        &s.state.services,
+        &deployd::domain::os_volumes::NewOsVolume {
             name: "OSVolume-5".into(),
             description: String::new(),
             storage_volume: vol.record.id.clone(),
@@ -678,6 +687,7 @@ fn capture_requests_are_validated() {
     );
     let put = |kind, id: &str, v: Value| {
         s.state
+            .services
             .meta
             .apply(vec![Op::Put {
                 kind,

@@ -224,7 +224,7 @@ fn a_restart_deletes_os_volumes_left_deploying() {
     let s = TestServer::start_with_storage();
     let socket = s.state.config.storaged_socket.clone();
     s.block_on(async {
-        let st = deployd::storage::Storage::new(&socket);
+        let st = deployd::services::storage::Storage::new(&socket);
         st.create("os-volume-half", 1 << 20).await.unwrap();
         st.export_add("os-volume-half", &["127.0.0.1"])
             .await
@@ -237,9 +237,9 @@ fn a_restart_deletes_os_volumes_left_deploying() {
         st.create("os-volume-half2", 1 << 20).await.unwrap();
     });
     let new = |name: &str, vol: &str, deploying: Option<String>| {
-        deployd::artifacts::os_volumes::create_os_volume_record(
-            &s.state,
-            &deployd::artifacts::os_volumes::NewOsVolume {
+        deployd::domain::os_volumes::create_record(
+            &s.state.services,
+            &deployd::domain::os_volumes::NewOsVolume {
                 name: name.into(),
                 description: String::new(),
                 storage_volume: vol.into(),
@@ -292,7 +292,7 @@ fn partition_bytes(s: &TestServer, volume: &str, index: usize) -> Vec<u8> {
     let socket = s.state.config.storaged_socket.clone();
     let v = volume.to_string();
     s.block_on(async move {
-        deployd::storage::Storage::new(&socket)
+        deployd::services::storage::Storage::new(&socket)
             .export_raw(&v, &out)
             .await
             .unwrap()

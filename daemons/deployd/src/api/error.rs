@@ -1,46 +1,45 @@
-//! API errors and HPE's error body.
+//! API errors, HPE's error body, and the HTTP status of every error.
 //!
-//! Every failure a handler can return is an [`ApiError`]; its HTTP status is chosen in one
-//! exhaustive `match` with no catch-all arm, so a new kind of error cannot compile until
-//! someone decides its status. The body is OneView's ErrorMessage entity, which the HPE SDKs
-//! turn into exception text (`message`) and keep whole (`recommendedActions` and the rest).
+//! A handler fails with an [`ApiError`]: a [`DomainError`] from the work it asked for, or a
+//! failure of the request itself (its session, role, body, version). The status of each is
+//! chosen here, in exhaustive `match`es with no catch-all arm, so a new kind of error cannot
+//! compile until someone decides its status. The body is OneView's ErrorMessage entity, which
+//! the HPE SDKs turn into exception text (`message`) and keep whole (`recommendedActions` and
+//! the rest).
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::domain::DomainError;
+use crate::domain::error::{CHECK_THE_URI, CORRECT_THE_REQUEST};
 use crate::meta::MetaError;
 
-/// An API failure: what went wrong, and what the caller can do.
+/// Why a request failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApiError {
-    /// The request is malformed or fails validation.
+    /// The work the request asked for failed.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// The request is malformed: its body, query or upload.
     #[error("{message}")]
-    BadRequest {
-        code: &'static str,
-        message: String,
-        action: String,
-    },
+    BadRequest { code: &'static str, message: String },
     /// No valid session.
     #[error("{0}")]
     Unauthorized(String),
     /// The session's role may not do this.
     #[error("{0}")]
     Forbidden(String),
-    /// The resource does not exist.
+    /// No resource at this URI.
     #[error("{0}")]
-    NotFound(String),
-    /// The request conflicts with the current state (in use, read-only, duplicate name).
-    #[error("{message}")]
-    Conflict {
-        code: &'static str,
-        message: String,
-        action: String,
-    },
-    /// If-Match did not match, or the X-API-Version is not supported.
-    #[error("{message}")]
-    PreconditionFailed { code: &'static str, message: String },
+    NoRoute(String),
+    /// A method exists for the URI, but not this one.
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// The X-API-Version is not one this appliance serves.
+    #[error("{0}")]
+    UnsupportedVersion(String),
     /// The body exceeds the limit for this request.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -50,18 +49,9 @@ pub enum ApiError {
     /// Too many attempts (login rate limit).
     #[error("{0}")]
     TooManyRequests(String),
-    /// A method exists for the URI, but not this one.
-    #[error("{0}")]
-    MethodNotAllowed(String),
-    /// The server failed.
+    /// The server failed to handle the request itself.
     #[error("{0}")]
     Internal(String),
-    /// A dependency (storaged) is unavailable.
-    #[error("{0}")]
-    Unavailable(String),
-    /// The operation is part of the API but this appliance cannot do it yet.
-    #[error("{0}")]
-    NotImplemented(String),
 }
 
 impl ApiError {
@@ -69,24 +59,7 @@ impl ApiError {
         Self::BadRequest {
             code,
             message: message.into(),
-            action: "Correct the request and try again.".into(),
         }
-    }
-
-    pub fn conflict(
-        code: &'static str,
-        message: impl Into<String>,
-        action: impl Into<String>,
-    ) -> Self {
-        Self::Conflict {
-            code,
-            message: message.into(),
-            action: action.into(),
-        }
-    }
-
-    pub fn not_found(what: impl std::fmt::Display) -> Self {
-        Self::NotFound(format!("{what} was not found."))
     }
 
     pub fn internal(e: impl std::fmt::Display) -> Self {
@@ -96,44 +69,48 @@ impl ApiError {
     /// The HTTP status of this error.
     pub fn status(&self) -> StatusCode {
         match self {
+            Self::Domain(e) => match e {
+                DomainError::Invalid { .. } => StatusCode::BAD_REQUEST,
+                DomainError::NotFound(_) => StatusCode::NOT_FOUND,
+                DomainError::Conflict { .. } => StatusCode::CONFLICT,
+                DomainError::Modified { .. } => StatusCode::PRECONDITION_FAILED,
+                DomainError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                DomainError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Conflict { .. } => StatusCode::CONFLICT,
-            Self::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+            Self::NoRoute(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UnsupportedVersion(_) => StatusCode::PRECONDITION_FAILED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
         }
     }
 
     /// HPE's `errorCode`: a stable identifier of the failure.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::BadRequest { code, .. }
-            | Self::Conflict { code, .. }
-            | Self::PreconditionFailed { code, .. } => code,
+            Self::Domain(e) => e.code(),
+            Self::BadRequest { code, .. } => code,
             Self::Unauthorized(_) => "AUTHORIZATION",
             Self::Forbidden(_) => "PERMISSION_DENIED",
-            Self::NotFound(_) => "RESOURCE_NOT_FOUND",
+            Self::NoRoute(_) => "RESOURCE_NOT_FOUND",
+            Self::MethodNotAllowed(_) => "METHOD_NOT_ALLOWED",
+            Self::UnsupportedVersion(_) => "UNSUPPORTED_API_VERSION",
             Self::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
             Self::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
             Self::TooManyRequests(_) => "TOO_MANY_REQUESTS",
-            Self::MethodNotAllowed(_) => "METHOD_NOT_ALLOWED",
             Self::Internal(_) => "INTERNAL_ERROR",
-            Self::Unavailable(_) => "SERVICE_UNAVAILABLE",
-            Self::NotImplemented(_) => "NOT_IMPLEMENTED",
         }
     }
 
     fn action(&self) -> String {
         match self {
-            Self::BadRequest { action, .. } | Self::Conflict { action, .. } => action.clone(),
+            Self::Domain(e) => e.action(),
+            Self::BadRequest { .. } => CORRECT_THE_REQUEST.into(),
             Self::Unauthorized(_) => {
                 "Log in with POST /rest/login-sessions and send the sessionID in the auth header."
                     .into()
@@ -141,25 +118,19 @@ impl ApiError {
             Self::Forbidden(_) => {
                 "Log in as a user with the Infrastructure administrator role.".into()
             }
-            Self::NotFound(_) => "Check the URI; list the collection to find the resource.".into(),
-            Self::PreconditionFailed {
-                code: "UNSUPPORTED_API_VERSION",
-                ..
-            } => "Send an X-API-Version GET /rest/version reports as supported.".into(),
-            Self::PreconditionFailed { .. } => {
-                "GET the resource again and retry with its current eTag.".into()
+            Self::NoRoute(_) => CHECK_THE_URI.into(),
+            Self::MethodNotAllowed(_) => {
+                "See GET /rest/openapi.json for the methods of this URI.".into()
+            }
+            Self::UnsupportedVersion(_) => {
+                "Send an X-API-Version GET /rest/version reports as supported.".into()
             }
             Self::PayloadTooLarge(_) => "Send a smaller request.".into(),
             Self::UnsupportedMediaType(_) => {
                 "Send application/json, or multipart/form-data for uploads.".into()
             }
             Self::TooManyRequests(_) => "Wait a minute before trying again.".into(),
-            Self::MethodNotAllowed(_) => {
-                "See GET /rest/openapi.json for the methods of this URI.".into()
-            }
             Self::Internal(_) => "Retry; if it persists, collect a support dump.".into(),
-            Self::Unavailable(_) => "Retry later; check the appliance's health.".into(),
-            Self::NotImplemented(_) => "Use another way to reach the same result.".into(),
         }
     }
 
@@ -194,7 +165,7 @@ pub struct ErrorBody {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if matches!(self, Self::Internal(_)) {
+        if self.status() == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!("internal error: {self}");
         }
         (self.status(), Json(self.body())).into_response()
@@ -203,12 +174,37 @@ impl IntoResponse for ApiError {
 
 impl From<MetaError> for ApiError {
     fn from(e: MetaError) -> Self {
-        match e {
-            MetaError::Conflict { kind, id, what } => Self::PreconditionFailed {
-                code: "RESOURCE_MODIFIED",
-                message: format!("{} {id} {what}", kind.prefix()),
-            },
-            MetaError::Backend(m) => Self::Internal(m),
-        }
+        Self::Domain(e.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_a_status_code_and_action() {
+        let errors = [
+            ApiError::Domain(DomainError::invalid("X", "bad")),
+            ApiError::Domain(DomainError::not_found("The plan script p")),
+            ApiError::Domain(DomainError::conflict("IN_USE", "used", "free it")),
+            ApiError::Domain(DomainError::Modified {
+                code: "ETAG_MISMATCH",
+                message: "changed".into(),
+            }),
+            ApiError::Domain(DomainError::Unavailable("storaged".into())),
+            ApiError::Domain(DomainError::Internal("boom".into())),
+            ApiError::bad_request("INVALID_JSON", "not JSON"),
+            ApiError::Unauthorized("log in".into()),
+            ApiError::UnsupportedVersion("9999".into()),
+        ];
+        let statuses: Vec<u16> = errors.iter().map(|e| e.status().as_u16()).collect();
+        assert_eq!(statuses, [400, 404, 409, 412, 503, 500, 400, 401, 412]);
+        let b = errors[1].body();
+        assert_eq!(b.error_code, "RESOURCE_NOT_FOUND");
+        assert_eq!(b.message, "The plan script p was not found.");
+        assert_eq!(b.recommended_actions, [CHECK_THE_URI]);
+        assert_eq!(errors[2].body().recommended_actions, ["free it"]);
+        assert_eq!(errors[6].body().recommended_actions, [CORRECT_THE_REQUEST]);
     }
 }

@@ -106,8 +106,13 @@ pub async fn transport(
                 session.user
             ))
             .into_response();
-            st.audit
-                .record(&session.user, peer.ip(), &method, &uri, resp.status());
+            st.audit.record(
+                &session.user,
+                peer.ip(),
+                method.as_str(),
+                uri.path(),
+                resp.status().as_u16(),
+            );
             return resp;
         }
         Some(session)
@@ -128,9 +133,9 @@ pub async fn transport(
         st.audit.record(
             user.as_deref().unwrap_or("anonymous"),
             peer.ip(),
-            &method,
-            &uri,
-            resp.status(),
+            method.as_str(),
+            uri.path(),
+            resp.status().as_u16(),
         );
     }
     resp
@@ -190,7 +195,7 @@ async fn drain(body: axum::body::Body) {
 
 /// Unknown URI.
 pub async fn not_found(uri: Uri) -> ApiError {
-    ApiError::NotFound(format!("No resource at {}.", uri.path()))
+    ApiError::NoRoute(format!("No resource at {}.", uri.path()))
 }
 
 /// Known URI, unsupported method.

@@ -1,8 +1,6 @@
-//! `GET /rest/version` and the X-API-Version rules.
+//! The X-API-Version rules: which versions are served and what a request without one gets.
 
-use axum::Json;
 use axum::http::HeaderMap;
-use serde::Serialize;
 
 use super::error::ApiError;
 
@@ -32,28 +30,8 @@ pub fn from_headers(headers: &HeaderMap) -> Result<ApiVersion, ApiError> {
     let text = raw.to_str().unwrap_or("").trim();
     match text.parse::<u32>() {
         Ok(v) if (MINIMUM_VERSION..=CURRENT_VERSION).contains(&v) => Ok(ApiVersion(v)),
-        _ => Err(ApiError::PreconditionFailed {
-            code: "UNSUPPORTED_API_VERSION",
-            message: format!(
-                "X-API-Version {text:?} is not supported: use a version from {MINIMUM_VERSION} to {CURRENT_VERSION}"
-            ),
-        }),
+        _ => Err(ApiError::UnsupportedVersion(format!(
+            "X-API-Version {text:?} is not supported: use a version from {MINIMUM_VERSION} to {CURRENT_VERSION}"
+        ))),
     }
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct VersionBody {
-    pub current_version: u32,
-    pub minimum_version: u32,
-}
-
-/// The supported API versions. No authentication needed.
-#[utoipa::path(get, path = "/rest/version", tag = "version",
-    responses((status = 200, body = VersionBody)))]
-pub async fn get_version() -> Json<VersionBody> {
-    Json(VersionBody {
-        current_version: CURRENT_VERSION,
-        minimum_version: MINIMUM_VERSION,
-    })
 }

@@ -2,8 +2,13 @@
 //!
 //! The interface is etcd's shape on purpose: a global revision that every committed change
 //! increments, each record carrying the revision that last modified it (its eTag), and atomic
-//! multi-record transactions with per-record preconditions. One appliance uses [`RedbStore`];
-//! the HA pair will put etcd behind the same trait.
+//! multi-record transactions with per-record preconditions, including "no key under this
+//! prefix" (etcd's compare over a key range). One appliance uses [`RedbStore`]; the HA pair
+//! will put etcd behind the same trait.
+//!
+//! The store knows nothing of the domain: which names must be unique and which references
+//! must resolve is `domain::records`, which writes index records ([`Kind::Name`],
+//! [`Kind::Reference`]) beside the resources in the same transaction.
 
 mod redb_store;
 
@@ -25,6 +30,13 @@ pub enum Kind {
     User,
     ServerHardware,
     ServerProfile,
+    /// A unique name: id `<kind prefix>/<name>`, value `{"id": <record id>}`.
+    Name,
+    /// A reference that must resolve: id `<target prefix>/<target id>/<source prefix>/<source
+    /// id>`, so every record referring to a target is under one prefix.
+    Reference,
+    /// Markers of the store's own format (which migrations ran).
+    Schema,
 }
 
 impl Kind {
@@ -42,6 +54,9 @@ impl Kind {
             Self::User => "users",
             Self::ServerHardware => "server-hardware",
             Self::ServerProfile => "server-profiles",
+            Self::Name => "names",
+            Self::Reference => "references",
+            Self::Schema => "schema",
         }
     }
 }
@@ -88,6 +103,15 @@ pub enum Op {
         id: String,
         expect: Expect,
     },
+    /// Changes nothing: the transaction commits only if `expect` holds for the record.
+    Check {
+        kind: Kind,
+        id: String,
+        expect: Expect,
+    },
+    /// Changes nothing: the transaction commits only if no record of `kind` has an id that
+    /// starts with `prefix`.
+    CheckNone { kind: Kind, prefix: String },
 }
 
 /// Store failures.
@@ -108,7 +132,12 @@ pub enum MetaError {
 pub trait MetaStore: Send + Sync + std::fmt::Debug {
     fn get(&self, kind: Kind, id: &str) -> Result<Option<Record>, MetaError>;
     fn list(&self, kind: Kind) -> Result<Vec<Record>, MetaError>;
+    /// The records of `kind` whose id starts with `prefix`, in id order.
+    fn list_prefix(&self, kind: Kind, prefix: &str) -> Result<Vec<Record>, MetaError>;
     /// Applies `ops` atomically if every precondition holds, and returns the new revision.
+    /// Preconditions are checked in order against the state the earlier ops of the same
+    /// transaction left; callers that must also run on etcd (where every comparison sees the
+    /// state before the transaction) put their checks before their writes.
     fn apply(&self, ops: Vec<Op>) -> Result<Revision, MetaError>;
     /// The revision of the last committed transaction.
     fn revision(&self) -> Result<Revision, MetaError>;

@@ -85,14 +85,21 @@ impl MetaStore for RedbStore {
     }
 
     fn list(&self, kind: Kind) -> Result<Vec<Record>, MetaError> {
+        self.list_prefix(kind, "")
+    }
+
+    fn list_prefix(&self, kind: Kind, prefix: &str) -> Result<Vec<Record>, MetaError> {
         let txn = self.db.begin_read().map_err(backend)?;
         let t = txn.open_table(RECORDS).map_err(backend)?;
-        let prefix = format!("{}/", kind.prefix());
-        let end = format!("{}0", kind.prefix()); // '0' sorts right after '/'
+        let start = key(kind, prefix);
+        let kind_len = kind.prefix().len() + 1;
         let mut out = Vec::new();
-        for row in t.range(prefix.as_str()..end.as_str()).map_err(backend)? {
+        for row in t.range(start.as_str()..).map_err(backend)? {
             let (k, v) = row.map_err(backend)?;
-            let id = &k.value()[prefix.len()..];
+            if !k.value().starts_with(&start) {
+                break;
+            }
+            let id = &k.value()[kind_len..];
             out.push(decode(kind, id, v.value())?);
         }
         Ok(out)
@@ -145,6 +152,32 @@ impl MetaStore for RedbStore {
                             .map(|r| r.revision);
                         check(kind, &id, expect, current)?;
                         records.remove(k.as_str()).map_err(backend)?;
+                    }
+                    Op::Check { kind, id, expect } => {
+                        let current = records
+                            .get(key(kind, &id).as_str())
+                            .map_err(backend)?
+                            .map(|v| decode(kind, &id, v.value()))
+                            .transpose()?
+                            .map(|r| r.revision);
+                        check(kind, &id, expect, current)?;
+                    }
+                    Op::CheckNone { kind, prefix } => {
+                        let start = key(kind, &prefix);
+                        let first = records
+                            .range(start.as_str()..)
+                            .map_err(backend)?
+                            .next()
+                            .transpose()
+                            .map_err(backend)?
+                            .map(|(k, _)| k.value().to_string());
+                        if let Some(k) = first.filter(|k| k.starts_with(&start)) {
+                            return Err(MetaError::Conflict {
+                                kind,
+                                id: k[kind.prefix().len() + 1..].to_string(),
+                                what: format!("exists (none under {prefix:?} expected)"),
+                            });
+                        }
                     }
                 }
             }
@@ -217,6 +250,71 @@ mod tests {
         }])
         .unwrap();
         assert!(s.list(Kind::PlanScript).unwrap().is_empty());
+    }
+
+    #[test]
+    fn checks_change_nothing_and_prefixes_select_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = RedbStore::open(&dir.path().join("m.redb")).unwrap();
+        let edge = |id: &str| Op::Put {
+            kind: Kind::Reference,
+            id: id.into(),
+            value: json!({}),
+            expect: Expect::Absent,
+        };
+        s.apply(vec![
+            edge("golden-images/g1/deployment-plans/d1"),
+            edge("golden-images/g10/deployment-plans/d2"),
+            put("a", json!(1), Expect::Absent),
+        ])
+        .unwrap();
+        let ids = |p: &str| -> Vec<String> {
+            s.list_prefix(Kind::Reference, p)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.id)
+                .collect()
+        };
+        assert_eq!(
+            ids("golden-images/g1/"),
+            ["golden-images/g1/deployment-plans/d1"]
+        );
+        assert_eq!(ids("golden-images/").len(), 2);
+        assert!(ids("golden-images/g2/").is_empty());
+        // "Nothing under g1/" fails while the edge exists, and fails the whole transaction.
+        let r = s.apply(vec![
+            Op::CheckNone {
+                kind: Kind::Reference,
+                prefix: "golden-images/g1/".into(),
+            },
+            put("b", json!(1), Expect::Absent),
+        ]);
+        assert!(matches!(r, Err(MetaError::Conflict { .. })), "{r:?}");
+        assert!(s.get(Kind::PlanScript, "b").unwrap().is_none());
+        let rev = s.revision().unwrap();
+        let r = s.apply(vec![
+            Op::CheckNone {
+                kind: Kind::Reference,
+                prefix: "golden-images/g2/".into(),
+            },
+            Op::Check {
+                kind: Kind::PlanScript,
+                id: "a".into(),
+                expect: Expect::Present,
+            },
+        ]);
+        assert_eq!(r.unwrap(), rev + 1);
+        assert!(matches!(
+            s.apply(vec![Op::Check {
+                kind: Kind::PlanScript,
+                id: "nope".into(),
+                expect: Expect::Present
+            }]),
+            Err(MetaError::Conflict { .. })
+        ));
+        // A check reads the same record kinds as the data: a plan script is not a name.
+        assert_eq!(s.list(Kind::PlanScript).unwrap().len(), 1);
+        assert!(s.list(Kind::Name).unwrap().is_empty());
     }
 
     #[test]

@@ -1,0 +1,210 @@
+//! One deploy: make an OS volume for a server profile and hand it to its compute module.
+//!
+//! 1. record the OS volume as `deploying` (so a restart knows to clean it up);
+//! 2. wait for a plan-run slot;
+//! 3. clone the golden image in storaged (O(1)), or create an empty volume of `VolumeSize`;
+//! 4. export it to 127.0.0.1 only, run the build plan on it over NBD, remove that export;
+//! 5. export it to the compute module's `deploymentIpv4` only, mark the record ready, set the
+//!    profile's `osVolumeUri` and boot target;
+//! 6. power the module on if asked; delete (or keep) the OS volume this one replaces.
+//!
+//! Any failure before 5 deletes the volume, its export and its record, and fails the task
+//! with the reason (for a plan script: its name, line and command).
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::domain::collection::{OS_VOLUMES, SERVER_PROFILES};
+use crate::domain::error::DomainError;
+use crate::domain::os_volumes::{self, NewOsVolume};
+use crate::domain::ready::{Base, ReadyDeployment};
+use crate::domain::server_hardware::{ComputeModule, set_power};
+use crate::domain::server_profiles;
+use crate::services::Services;
+use crate::services::plan_runs::RunReport;
+use crate::services::tasks::TaskHandle;
+
+/// Everything a deploy needs, checked before its task started.
+#[derive(Debug, Clone)]
+pub struct DeployJob {
+    pub profile_id: String,
+    pub profile_name: String,
+    pub module: ComputeModule,
+    pub ready: ReadyDeployment,
+    pub power_on: bool,
+    /// The OS volume record this deploy replaces (a re-deploy).
+    pub previous: Option<String>,
+    /// Keep `previous` (unexported) instead of deleting it.
+    pub keep_previous: bool,
+}
+
+/// The plan-script failure as a task error.
+pub fn failed_run(report: &RunReport) -> Option<DomainError> {
+    report.result.as_ref().err().map(|f| DomainError::Conflict {
+        code: "PLAN_SCRIPT_FAILED",
+        message: f.to_string(),
+        action: "Correct the plan script or the attribute values, then deploy again; the \
+                 activity log of the run is in the task."
+            .into(),
+    })
+}
+
+/// Runs the deploy; records the outcome on the task, the profile and the OS volume.
+pub async fn run(s: Arc<Services>, job: DeployJob, task: TaskHandle) {
+    let storage_name = format!("os-volume-{}", uuid::Uuid::new_v4());
+    let made = make_volume(&s, &job, &task, &storage_name).await;
+    match made {
+        Ok(os_id) => finish(&s, &job, &task, &os_id).await,
+        Err((os_id, e)) => {
+            if let Err(del) = s.storage.unexport_and_delete(&storage_name).await {
+                tracing::error!(
+                    "deploy of {}: volume {storage_name} not deleted: {del}",
+                    job.profile_name
+                );
+            }
+            if let Some(id) = os_id {
+                os_volumes::delete_record(&s, &id);
+            }
+            server_profiles::set_state(&s, &job.profile_id, "Error", |_| {});
+            task.fail(&e);
+        }
+    }
+}
+
+/// Steps 1–5; `Err` carries the OS volume record to remove, if it was made.
+async fn make_volume(
+    s: &Services,
+    job: &DeployJob,
+    task: &TaskHandle,
+    storage_name: &str,
+) -> Result<String, (Option<String>, DomainError)> {
+    let storage = &s.storage;
+    let ready = &job.ready;
+    let golden_uri = match &ready.base {
+        Base::GoldenImage { uri, .. } => Some(uri.clone()),
+        Base::Empty { .. } => None,
+    };
+    let short = &storage_name["os-volume-".len()..][..8];
+    let os_id = os_volumes::create_record(
+        s,
+        &NewOsVolume {
+            name: format!("{}-{short}", job.profile_name),
+            description: format!("OS volume of server profile {:?}", job.profile_name),
+            storage_volume: storage_name.to_string(),
+            deployment_plan_uri: Some(ready.deployment_plan_uri.clone()),
+            golden_image_uri: golden_uri,
+            server_profile_uri: Some(SERVER_PROFILES.uri(&job.profile_id)),
+            deploying: Some(task.id.clone()),
+        },
+    )
+    .map_err(|e| (None, e))?;
+    let fail = |e: DomainError| (Some(os_id.clone()), e);
+    if s.runs.all_busy() {
+        task.progress(5, "Waiting for a free plan-run slot");
+    }
+    let permit = s.runs.slot().await.map_err(|e| fail(e.into()))?;
+    match &ready.base {
+        Base::GoldenImage { volume, uri } => {
+            task.progress(10, &format!("Cloning golden image {uri}"));
+            storage
+                .clone_volume(volume, storage_name)
+                .await
+                .map_err(|e| fail(e.into()))?;
+        }
+        Base::Empty { bytes } => {
+            task.progress(
+                10,
+                &format!("Creating an empty OS volume of {} MiB", bytes >> 20),
+            );
+            storage
+                .create(storage_name, *bytes)
+                .await
+                .map_err(|e| fail(e.into()))?;
+        }
+    }
+    task.progress(
+        30,
+        &format!("Running build plan {:?}", ready.plan.build_plan_name),
+    );
+    let report = s
+        .runs
+        .run_on_volume(
+            storage,
+            storage_name,
+            ready.plan.sources.clone(),
+            ready.plan.secrets.clone(),
+        )
+        .await
+        .map_err(|e| fail(e.into()))?;
+    drop(permit);
+    os_volumes::log(
+        s,
+        &os_id,
+        &format!(
+            "build plan {:?} ran in {} ms:\n{}",
+            ready.plan.build_plan_name,
+            report.elapsed.as_millis(),
+            report.log.trim_end()
+        ),
+    );
+    for e in &report.cleanup_errors {
+        os_volumes::log(s, &os_id, &format!("cleanup after the run: {e}"));
+    }
+    if let Some(e) = failed_run(&report) {
+        return Err(fail(e));
+    }
+    task.progress(
+        80,
+        &format!(
+            "Exporting the OS volume to compute module {:?} ({})",
+            job.module.name, job.module.deployment_ipv4
+        ),
+    );
+    storage
+        .export_add(storage_name, &[job.module.deployment_ipv4.as_str()])
+        .await
+        .map_err(|e| fail(e.into()))?;
+    os_volumes::mark_ready(s, &os_id).map_err(fail)?;
+    Ok(os_id)
+}
+
+/// Steps 5 (profile) and 6.
+async fn finish(s: &Services, job: &DeployJob, task: &TaskHandle, os_id: &str) {
+    let nbd = s.settings.boot_nbd_addr;
+    let storage_volume = os_volumes::storage_volume_of(s, os_id).unwrap_or_default();
+    let os_uri = OS_VOLUMES.uri(os_id);
+    let target = json!({
+        "protocol": "nbd",
+        "address": nbd.ip().to_string(),
+        "port": nbd.port(),
+        "exportName": storage_volume,
+    });
+    server_profiles::set_state(s, &job.profile_id, "Normal", |v| {
+        v["osDeploymentSettings"]["osVolumeUri"] = json!(os_uri);
+        v["bootTarget"] = target.clone();
+    });
+    if let Some(prev) = &job.previous {
+        task.progress(90, "Releasing the previous OS volume");
+        if let Err(e) = os_volumes::release(s, prev, job.keep_previous).await {
+            tracing::error!("re-deploy of {}: previous OS volume: {e}", job.profile_name);
+        }
+    }
+    if job.power_on {
+        task.progress(
+            95,
+            &format!("Powering on compute module {:?}", job.module.name),
+        );
+        if let Err(e) = set_power(&job.module, "On", "MomentaryPress").await {
+            // The OS volume is deployed and kept; only the power-on failed.
+            task.fail(&DomainError::Unavailable(format!(
+                "The OS volume was deployed, but powering on the compute module failed: {e}"
+            )));
+            return;
+        }
+    }
+    task.complete(
+        Some(&SERVER_PROFILES.uri(&job.profile_id)),
+        "Server profile deployed",
+    );
+}
