@@ -26,11 +26,11 @@ use super::collection::{
 use super::error::DomainError;
 use super::golden_images;
 use super::input::{check_name, loose_bool};
-use super::records::{self, Change, with_retries};
+use super::records::{self, Change, start_task, with_retries};
 use crate::meta::{Kind, MetaStore, Op, Record};
 use crate::services::Services;
 use crate::services::clock::now_iso;
-use crate::services::tasks::{Associated, TaskHandle};
+use crate::services::tasks::TaskHandle;
 
 /// Where backups are served.
 pub const BACKUPS: &str = "/rest/artifact-bundles/backups";
@@ -147,24 +147,6 @@ fn store(
     Ok(id)
 }
 
-fn task_on(
-    s: &Services,
-    name: &str,
-    user: &str,
-    bundle: &str,
-    uri: &str,
-) -> Result<TaskHandle, DomainError> {
-    Ok(s.tasks.start(
-        name,
-        user,
-        &Associated {
-            category: ARTIFACT_BUNDLES.category.into(),
-            name: bundle.to_string(),
-            uri: uri.to_string(),
-        },
-    )?)
-}
-
 /// Keeps an uploaded bundle, verified first (layout, manifest, every checksum: a bad bundle is
 /// a 400 naming the file at fault). Returns the completed "Upload" task.
 pub async fn upload(
@@ -192,7 +174,14 @@ pub async fn upload(
         ),
     );
     let uri = ARTIFACT_BUNDLES.uri(&id);
-    let task = task_on(s, "Upload", user, &contents.manifest.name, &uri)?;
+    let task = start_task(
+        s,
+        &ARTIFACT_BUNDLES,
+        "Upload",
+        user,
+        &contents.manifest.name,
+        &uri,
+    )?;
     task.complete(Some(&uri), "Artifact bundle uploaded");
     Ok(task)
 }
@@ -274,7 +263,14 @@ pub fn create(
         time_stamp: now_iso(),
         artifact_type: "USER".into(),
     };
-    let task = task_on(s, "Create", user, &input.name, ARTIFACT_BUNDLES.path)?;
+    let task = start_task(
+        s,
+        &ARTIFACT_BUNDLES,
+        "Create",
+        user,
+        &input.name,
+        ARTIFACT_BUNDLES.path,
+    )?;
     let (bg, t) = (Arc::clone(s), task.clone());
     tokio::spawn(async move {
         let r = async {
@@ -344,7 +340,14 @@ pub fn rename(
         change.commit()?;
         Ok(())
     })?;
-    let task = task_on(s, "Update", user, name, &ARTIFACT_BUNDLES.uri(&current.id))?;
+    let task = start_task(
+        s,
+        &ARTIFACT_BUNDLES,
+        "Update",
+        user,
+        name,
+        &ARTIFACT_BUNDLES.uri(&current.id),
+    )?;
     task.complete(None, "Artifact bundle renamed");
     Ok(task)
 }
@@ -353,7 +356,7 @@ pub fn rename(
 pub fn start_extract(s: &Arc<Services>, user: &str, r: Record) -> Result<TaskHandle, DomainError> {
     let uri = uri_of(&r);
     let name = r.value["name"].as_str().unwrap_or(&r.id).to_string();
-    let task = task_on(s, "Extract", user, &name, &uri)?;
+    let task = start_task(s, &ARTIFACT_BUNDLES, "Extract", user, &name, &uri)?;
     let (bg, t) = (Arc::clone(s), task.clone());
     tokio::spawn(async move {
         t.progress(5, "Verifying the bundle");
@@ -472,7 +475,14 @@ async fn import_payload(
 pub fn delete(s: &Services, user: &str, current: &Record) -> Result<TaskHandle, DomainError> {
     delete_bundle(s, current)?;
     let name = current.value["name"].as_str().unwrap_or(&current.id);
-    let task = task_on(s, "Delete", user, name, &ARTIFACT_BUNDLES.uri(&current.id))?;
+    let task = start_task(
+        s,
+        &ARTIFACT_BUNDLES,
+        "Delete",
+        user,
+        name,
+        &ARTIFACT_BUNDLES.uri(&current.id),
+    )?;
     task.complete(None, "Artifact bundle deleted");
     Ok(task)
 }
@@ -524,7 +534,14 @@ pub fn create_backup(
         time_stamp: now,
         artifact_type: "USER".into(),
     };
-    let task = task_on(s, "Create backup", user, &manifest.name, BACKUPS)?;
+    let task = start_task(
+        s,
+        &ARTIFACT_BUNDLES,
+        "Create backup",
+        user,
+        &manifest.name,
+        BACKUPS,
+    )?;
     let (bg, t) = (Arc::clone(s), task.clone());
     tokio::spawn(async move {
         let r = async {

@@ -15,12 +15,12 @@ use serde_json::Value;
 use super::collection::Collection;
 use super::error::DomainError;
 use super::input::check_name;
-use super::records::{self, Change, IfMatch, with_retries};
+use super::records::{self, Change, IfMatch, start_task, with_retries};
 use super::references::refuse_if_used;
 use crate::meta::{MetaStore, Record};
 use crate::services::Services;
 use crate::services::clock::now_iso;
-use crate::services::tasks::{Associated, TaskHandle};
+use crate::services::tasks::TaskHandle;
 
 /// A kind of artifact definition.
 pub trait Definition {
@@ -87,15 +87,7 @@ pub fn replace<D: Definition>(
         change.commit()?;
         Ok(())
     })?;
-    let task = s.tasks.start(
-        "Update",
-        user,
-        &Associated {
-            category: c.category.into(),
-            name: D::name(input).to_string(),
-            uri: c.uri(&current.id),
-        },
-    )?;
+    let task = start_task(s, c, "Update", user, D::name(input), &c.uri(&current.id))?;
     task.complete(None, &format!("The {} was updated", c.noun));
     Ok(task)
 }

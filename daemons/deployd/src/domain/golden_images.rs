@@ -19,13 +19,13 @@ use super::bundle::image::{self, Packing};
 use super::collection::{BUILD_PLANS, GOLDEN_IMAGES, OS_VOLUMES};
 use super::error::DomainError;
 use super::input::{check_name, loose_bool};
-use super::records::{self, Change, name_of, with_retries};
+use super::records::{self, Change, name_of, start_task, with_retries};
 use super::references::refuse_if_used;
 use crate::meta::Record;
 use crate::services::Services;
 use crate::services::clock::now_iso;
 use crate::services::storage::StorageError;
-use crate::services::tasks::{Associated, TaskHandle};
+use crate::services::tasks::TaskHandle;
 
 /// Activity log directory name.
 pub const LOG: &str = "golden-images";
@@ -123,24 +123,6 @@ pub fn validate_capture(s: &Services, input: CaptureInput) -> Result<CaptureRequ
     }
 }
 
-fn task_on(
-    s: &Services,
-    name: &str,
-    user: &str,
-    image: &str,
-    id: &str,
-) -> Result<TaskHandle, DomainError> {
-    Ok(s.tasks.start(
-        name,
-        user,
-        &Associated {
-            category: GOLDEN_IMAGES.category.into(),
-            name: image.to_string(),
-            uri: GOLDEN_IMAGES.uri(id),
-        },
-    )?)
-}
-
 /// An uploaded image file to add as a golden image.
 #[derive(Debug)]
 pub struct Upload {
@@ -171,7 +153,14 @@ pub async fn add_from_upload(
         .map_err(|e| DomainError::Internal(format!("reopening the upload: {e}")))?;
     let packing = tokio::task::spawn_blocking(move || image::sniff(&mut f, claims_zip)).await??;
     let id = uuid::Uuid::new_v4().to_string();
-    let task = task_on(s, "Add", user, &up.name, &id)?;
+    let task = start_task(
+        s,
+        &GOLDEN_IMAGES,
+        "Add",
+        user,
+        &up.name,
+        &GOLDEN_IMAGES.uri(&id),
+    )?;
     let origin = up.file_name.clone().unwrap_or_else(|| up.name.clone());
     let bg = Arc::clone(s);
     let t = task.clone();
@@ -321,7 +310,14 @@ pub fn update(
         change.commit()?;
         Ok(())
     })?;
-    let task = task_on(s, "Update", user, &input.name, &current.id)?;
+    let task = start_task(
+        s,
+        &GOLDEN_IMAGES,
+        "Update",
+        user,
+        &input.name,
+        &GOLDEN_IMAGES.uri(&current.id),
+    )?;
     task.complete(None, "The golden image was updated");
     Ok(task)
 }
@@ -365,7 +361,14 @@ pub async fn delete(s: &Services, user: &str, current: &Record) -> Result<TaskHa
         tracing::error!("golden image {id} deleted, but its volume {volume} was not: {e}");
     }
     s.files.remove_log(LOG, id);
-    let task = task_on(s, "Delete", user, &name, id)?;
+    let task = start_task(
+        s,
+        &GOLDEN_IMAGES,
+        "Delete",
+        user,
+        &name,
+        &GOLDEN_IMAGES.uri(id),
+    )?;
     task.complete(None, "Golden image deleted");
     Ok(task)
 }

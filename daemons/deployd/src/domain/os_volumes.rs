@@ -13,7 +13,7 @@ use crate::meta::{MetaError, Record};
 use crate::services::Services;
 use crate::services::clock::now_iso;
 use crate::services::storage::StorageError;
-use crate::services::tasks::{Associated, TaskHandle};
+use crate::services::tasks::TaskHandle;
 
 /// Activity log directory name.
 pub const LOG: &str = "os-volumes";
@@ -194,15 +194,7 @@ pub async fn delete(s: &Services, user: &str, current: &Record) -> Result<TaskHa
     let volume = current.value["storageVolume"].as_str().unwrap_or_default();
     delete_content(s, volume).await?;
     delete_record(s, id);
-    let task = s.tasks.start(
-        "Delete",
-        user,
-        &Associated {
-            category: OS_VOLUMES.category.into(),
-            name,
-            uri: OS_VOLUMES.uri(id),
-        },
-    )?;
+    let task = records::start_task(s, &OS_VOLUMES, "Delete", user, &name, &OS_VOLUMES.uri(id))?;
     task.complete(None, "OS volume deleted");
     Ok(task)
 }

@@ -17,6 +17,8 @@ use super::collection::{self, Collection};
 use super::error::DomainError;
 use super::references::{name_key, reference_key, references, referrers_prefix, unique_name};
 use crate::meta::{Expect, Kind, MetaError, MetaStore, Op, Record, Revision};
+use crate::services::Services;
+use crate::services::tasks::{Associated, TaskHandle};
 
 /// The record with id `id` of `c`, or a 404 naming it.
 pub fn get(meta: &dyn MetaStore, c: &Collection, id: &str) -> Result<Record, DomainError> {
@@ -70,6 +72,27 @@ pub fn check_name_free(
         )),
         _ => Ok(()),
     }
+}
+
+/// Starts task `task` of `user` on the resource of `c` named `name` at `uri` (HPE's
+/// `associatedResource`).
+pub fn start_task(
+    s: &Services,
+    c: &Collection,
+    task: &str,
+    user: &str,
+    name: &str,
+    uri: &str,
+) -> Result<TaskHandle, DomainError> {
+    Ok(s.tasks.start(
+        task,
+        user,
+        &Associated {
+            category: c.category.into(),
+            name: name.to_string(),
+            uri: uri.to_string(),
+        },
+    )?)
 }
 
 /// The record's name, for messages.

@@ -19,7 +19,7 @@ use crate::meta::{MetaStore, Record};
 use crate::services::Services;
 use crate::services::clock::now_iso;
 use crate::services::redfish::{RedfishEndpoint, reset_type};
-use crate::services::tasks::{Associated, TaskHandle};
+use crate::services::tasks::TaskHandle;
 
 /// A compute module registration.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -222,14 +222,13 @@ pub async fn power(
     if reset_type(&input.power_state, &input.power_control).is_none() {
         set_power(&module, &input.power_state, &input.power_control).await?;
     }
-    let task = s.tasks.start(
+    let task = records::start_task(
+        s,
+        &SERVER_HARDWARE,
         "Update power state",
         user,
-        &Associated {
-            category: SERVER_HARDWARE.category.into(),
-            name: module.name.clone(),
-            uri: module.uri.clone(),
-        },
+        &module.name,
+        &module.uri,
     )?;
     match set_power(&module, &input.power_state, &input.power_control).await {
         Ok(()) => task.complete(None, &format!("Power {}", input.power_state)),

@@ -20,10 +20,10 @@ use crate::domain::error::DomainError;
 use crate::domain::golden_images::{self, CaptureRequest};
 use crate::domain::os_volumes::{self, CAPTURE_SNAPSHOT_PREFIX};
 use crate::domain::ready::ready_build_plan;
-use crate::domain::records::{self, Change, with_retries};
+use crate::domain::records::{self, Change, start_task, with_retries};
 use crate::services::Services;
 use crate::services::clock::now_iso;
-use crate::services::tasks::{Associated, TaskHandle};
+use crate::services::tasks::TaskHandle;
 
 /// Prefix of the writable clones a capture runs its build plan on (always temporary).
 pub const CAPTURE_CLONE_PREFIX: &str = "capture-clone-";
@@ -36,14 +36,13 @@ pub fn start(
     req: CaptureRequest,
 ) -> Result<TaskHandle, DomainError> {
     let id = uuid::Uuid::new_v4().to_string();
-    let task = s.tasks.start(
+    let task = start_task(
+        s,
+        &GOLDEN_IMAGES,
         "Add",
         user,
-        &Associated {
-            category: GOLDEN_IMAGES.category.into(),
-            name: req.name.clone(),
-            uri: GOLDEN_IMAGES.uri(&id),
-        },
+        &req.name,
+        &GOLDEN_IMAGES.uri(&id),
     )?;
     let bg = Arc::clone(s);
     let t = task.clone();

@@ -11,31 +11,13 @@ use super::job::{self, DeployJob};
 use crate::domain::collection::SERVER_PROFILES;
 use crate::domain::error::DomainError;
 use crate::domain::os_volumes;
-use crate::domain::records::{Change, WriteError, with_retries};
+use crate::domain::records::{Change, WriteError, start_task, with_retries};
 use crate::domain::server_profiles::{
     ServerProfileInput, check, document, os_volume_id, pairs, value_text,
 };
 use crate::meta::{Kind, Record};
 use crate::services::Services;
-use crate::services::tasks::{Associated, TaskHandle};
-
-fn start_task(
-    s: &Services,
-    user: &str,
-    name: &str,
-    id: &str,
-    profile: &str,
-) -> Result<TaskHandle, DomainError> {
-    Ok(s.tasks.start(
-        name,
-        user,
-        &Associated {
-            category: SERVER_PROFILES.category.into(),
-            name: profile.to_string(),
-            uri: SERVER_PROFILES.uri(id),
-        },
-    )?)
-}
+use crate::services::tasks::TaskHandle;
 
 fn spawn_deploy(s: &Arc<Services>, task: &TaskHandle, job: DeployJob) {
     let bg = Arc::clone(s);
@@ -67,7 +49,14 @@ pub fn create(
         change.commit()?;
         Ok((module, ready))
     })?;
-    let task = start_task(s, user, "Create", &id, &input.name)?;
+    let task = start_task(
+        s,
+        &SERVER_PROFILES,
+        "Create",
+        user,
+        &input.name,
+        &SERVER_PROFILES.uri(&id),
+    )?;
     match ready {
         None => task.complete(Some(&SERVER_PROFILES.uri(&id)), "Server profile created"),
         Some(ready) => spawn_deploy(
@@ -145,7 +134,14 @@ pub async fn update(
         change.commit()?;
         Ok((module, ready, redeploy, undeploy))
     })?;
-    let task = start_task(s, user, "Update", &id, &input.name)?;
+    let task = start_task(
+        s,
+        &SERVER_PROFILES,
+        "Update",
+        user,
+        &input.name,
+        &SERVER_PROFILES.uri(&id),
+    )?;
     if redeploy && let Some(ready) = ready {
         spawn_deploy(
             s,
@@ -188,7 +184,14 @@ pub async fn delete(s: &Services, user: &str, current: &Record) -> Result<TaskHa
         WriteError::Failed(e) => e,
         WriteError::Race(m) => DomainError::Internal(m),
     })?;
-    let task = start_task(s, user, "Delete", id, &name)?;
+    let task = start_task(
+        s,
+        &SERVER_PROFILES,
+        "Delete",
+        user,
+        &name,
+        &SERVER_PROFILES.uri(id),
+    )?;
     task.complete(None, "Server profile deleted");
     Ok(task)
 }
