@@ -62,9 +62,7 @@ pub fn current<D: Definition>(
     id: &str,
     if_match: &IfMatch,
 ) -> Result<Record, DomainError> {
-    let r = records::get(&*s.meta, D::COLLECTION, id)?;
-    if_match.check(&r)?;
-    Ok(r)
+    records::current(&*s.meta, D::COLLECTION, id, if_match)
 }
 
 /// Replaces `current` (from [`current`]) with `input`, and records the change as a completed

@@ -26,6 +26,18 @@ pub fn get(meta: &dyn MetaStore, c: &Collection, id: &str) -> Result<Record, Dom
         .ok_or_else(|| DomainError::not_found(format!("The {} {id}", c.noun)))
 }
 
+/// The record a change acts on: it must exist and match the request's `If-Match`.
+pub fn current(
+    meta: &dyn MetaStore,
+    c: &Collection,
+    id: &str,
+    if_match: &IfMatch,
+) -> Result<Record, DomainError> {
+    let r = get(meta, c, id)?;
+    if_match.check(&r)?;
+    Ok(r)
+}
+
 /// The record `uri` names if it is one of `c`'s and exists.
 pub fn at_uri(
     meta: &dyn MetaStore,

@@ -267,8 +267,7 @@ fn refuse_if_busy(r: &Record) -> Result<(), DomainError> {
 /// The profile an update or delete acts on: it must exist, match `If-Match` and not be
 /// deploying.
 pub fn current(s: &Services, id: &str, if_match: &IfMatch) -> Result<Record, DomainError> {
-    let r = records::get(&*s.meta, &SERVER_PROFILES, id)?;
-    if_match.check(&r)?;
+    let r = records::current(&*s.meta, &SERVER_PROFILES, id, if_match)?;
     refuse_if_busy(&r)?;
     Ok(r)
 }

@@ -84,13 +84,7 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let members = listed(&st, &ctx, false)?;
-    Ok(Json(envelope(
-        ARTIFACT_BUNDLES.path,
-        ARTIFACT_BUNDLES.category,
-        ARTIFACT_BUNDLES.list_type,
-        members,
-        &q,
-    )?))
+    crud::collection_of(&ARTIFACT_BUNDLES, members, &q)
 }
 
 /// One artifact bundle.

@@ -66,6 +66,15 @@ pub trait Resource: Send + Sync + 'static {
     }
 }
 
+/// `members` of `c` as HPE's collection envelope, paged, filtered and sorted by `q`.
+pub fn collection_of(
+    c: &Collection,
+    members: Vec<Value>,
+    q: &ListQuery,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(envelope(c.path, c.category, c.list_type, members, q)?))
+}
+
 /// Lists the collection (paged, filtered and sorted by the query).
 pub async fn list<R: Resource>(
     State(st): State<Arc<AppState>>,

@@ -127,8 +127,7 @@ pub async fn update(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let s = &st.services;
-    let current = records::get(&*s.meta, &GOLDEN_IMAGES, &id)?;
-    if_match(&headers).check(&current)?;
+    let current = records::current(&*s.meta, &GOLDEN_IMAGES, &id, &if_match(&headers))?;
     let input: GoldenImageUpdate = parse_body(&body)?;
     let task = golden_images::update(s, ctx.user(), &current, &input)?;
     Ok(accepted(&s.tasks, &task))
@@ -146,8 +145,7 @@ pub async fn remove(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let s = &st.services;
-    let current = records::get(&*s.meta, &GOLDEN_IMAGES, &id)?;
-    if_match(&headers).check(&current)?;
+    let current = records::current(&*s.meta, &GOLDEN_IMAGES, &id, &if_match(&headers))?;
     let task = golden_images::delete(s, ctx.user(), &current).await?;
     Ok(accepted(&s.tasks, &task))
 }

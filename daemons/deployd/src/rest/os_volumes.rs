@@ -15,7 +15,7 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 use super::crud;
-use crate::api::collection::{ListQuery, envelope};
+use crate::api::collection::ListQuery;
 use crate::api::download::text_download;
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::task::accepted;
@@ -65,13 +65,7 @@ pub async fn list(
     for r in st.services.meta.list(OS_VOLUMES.kind)? {
         members.push(render(&st, &r, &ctx).await);
     }
-    Ok(Json(envelope(
-        OS_VOLUMES.path,
-        OS_VOLUMES.category,
-        OS_VOLUMES.list_type,
-        members,
-        &q,
-    )?))
+    crud::collection_of(&OS_VOLUMES, members, &q)
 }
 
 /// One OS volume.

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::crud;
 use crate::api::body::{if_match, parse_body};
-use crate::api::collection::{ListQuery, envelope};
+use crate::api::collection::ListQuery;
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::task::accepted;
 use crate::api::transport::Ctx;
@@ -52,13 +52,7 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let records = st.services.meta.list(SERVER_HARDWARE.kind)?;
     let members = futures_util::future::join_all(records.iter().map(|r| render(r, &ctx))).await;
-    Ok(Json(envelope(
-        SERVER_HARDWARE.path,
-        SERVER_HARDWARE.category,
-        SERVER_HARDWARE.list_type,
-        members,
-        &q,
-    )?))
+    crud::collection_of(&SERVER_HARDWARE, members, &q)
 }
 
 /// One compute module.
@@ -103,8 +97,12 @@ pub async fn remove(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let r = records::get(&*st.services.meta, &SERVER_HARDWARE, &id)?;
-    if_match(&headers).check(&r)?;
+    let r = records::current(
+        &*st.services.meta,
+        &SERVER_HARDWARE,
+        &id,
+        &if_match(&headers),
+    )?;
     server_hardware::delete(&st.services, &r)?;
     Ok(StatusCode::NO_CONTENT)
 }
