@@ -128,6 +128,32 @@ impl Api {
         Ok(self.call(Method::GET, path, None)?.body)
     }
 
+    /// The error a response that is not a success stands for, whatever `answer` makes of it.
+    fn refused(&self, resp: Response) -> CliError {
+        match answer(resp, &self.session.url) {
+            Err(e) => e,
+            Ok(a) => CliError::Api {
+                status: a.status,
+                body: a.body,
+            },
+        }
+    }
+
+    /// A `text/plain` resource (an activity log).
+    pub fn text(&self, path: &str) -> Result<String, CliError> {
+        let resp = self.send(
+            self.req(&self.http, Method::GET, path)
+                .header("Accept", "text/plain"),
+        )?;
+        if !resp.status().is_success() {
+            return Err(self.refused(resp));
+        }
+        resp.text().map_err(|e| CliError::Connection {
+            url: self.session.url.clone(),
+            source: e,
+        })
+    }
+
     /// Like [`Api::call`], then waits for the task of a 202 and returns the final resource
     /// (or the task, when there is no resource to show).
     pub fn call_and_wait(
@@ -246,14 +272,7 @@ impl Api {
     pub fn download(&self, path: &str, dest: &Path) -> Result<u64, CliError> {
         let resp = self.send(self.req(&self.transfer, Method::GET, path))?;
         if !resp.status().is_success() {
-            // Not a success, so an error whatever `answer` makes of it.
-            return Err(match answer(resp, &self.session.url) {
-                Err(e) => e,
-                Ok(a) => CliError::Api {
-                    status: a.status,
-                    body: a.body,
-                },
-            });
+            return Err(self.refused(resp));
         }
         let len = resp.content_length();
         let mut part_name = dest.file_name().unwrap_or_default().to_os_string();

@@ -81,9 +81,9 @@ enum Command {
     /// Local users and their roles.
     #[command(subcommand)]
     User(Crud),
-    /// Tasks.
+    /// Tasks (and cancel, log).
     #[command(subcommand)]
-    Task(Crud),
+    Task(TaskCmd),
 }
 
 #[derive(Debug, Args)]
@@ -189,6 +189,20 @@ enum GoldenImageCmd {
 }
 
 #[derive(Debug, Subcommand)]
+enum TaskCmd {
+    #[command(flatten)]
+    Crud(Crud),
+    /// Cancel a running or queued deploy or capture; with --wait, until it has cleaned up.
+    Cancel {
+        id: String,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Print the activity log a failed or cancelled run left with its task.
+    Log { id: String },
+}
+
+#[derive(Debug, Subcommand)]
 enum ArtifactBundleCmd {
     #[command(flatten)]
     Crud(Crud),
@@ -250,7 +264,34 @@ fn run(cli: Cli) -> Result<u8, CliError> {
         Command::ServerHardware(c) => crud(&resources::SERVER_HARDWARE, c, json),
         Command::ServerProfile(c) => crud(&resources::SERVER_PROFILE, c, json),
         Command::User(c) => crud(&resources::USER, c, json),
-        Command::Task(c) => crud(&resources::TASK, c, json),
+        Command::Task(TaskCmd::Crud(c)) => crud(&resources::TASK, c, json),
+        Command::Task(TaskCmd::Cancel { id, wait }) => {
+            let api = Api::new(session::load()?)?;
+            let path = format!("{}/{id}", resources::TASK.path);
+            let body = serde_json::json!({"taskState": "Cancelling"});
+            let task = api.call(reqwest::Method::PUT, &path, Some(&body))?.body;
+            if !wait {
+                show_one(&task, json);
+                return Ok(EXIT_OK);
+            }
+            // The task ends Terminated: that is what was asked for, not a failure.
+            match api.wait_task(&path) {
+                Ok(t) => show_one(&t, json),
+                Err(CliError::Task { task }) if task["taskState"] == "Terminated" => {
+                    show_one(&task, json)
+                }
+                Err(e) => return Err(e),
+            }
+            Ok(EXIT_OK)
+        }
+        Command::Task(TaskCmd::Log { id }) => {
+            let api = Api::new(session::load()?)?;
+            print!(
+                "{}",
+                api.text(&format!("{}/{id}/log", resources::TASK.path))?
+            );
+            Ok(EXIT_OK)
+        }
         Command::GoldenImage(GoldenImageCmd::Crud(c)) => crud(&resources::GOLDEN_IMAGE, c, json),
         Command::GoldenImage(GoldenImageCmd::Upload {
             file,

@@ -32,6 +32,7 @@ fn start() -> Server {
         boot_nbd_addr: None,
         power_control_pid: None,
         max_concurrent_runs: Config::DEFAULT_CONCURRENT_RUNS,
+        run_limits: Default::default(),
     })
     .unwrap();
     let tls = TlsFiles::in_state_dir(&dir.path().join("deployd"));
@@ -225,6 +226,28 @@ fn plan_script_crud_by_name_with_tasks_and_hpe_errors() {
             .unwrap()
             .iter()
             .any(|t| t["name"] == "Update" && t["taskState"] == "Completed")
+    );
+    // A finished task cannot be cancelled and has no run log: both said, exit status 1.
+    let done = tasks.as_array().unwrap()[0]["uri"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let o = s.ctl(&["task", "cancel", &done], "");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("(TASK_ENDED)"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = s.ctl(&["task", "log", &done], "");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("has no activity log"),
+        "{}",
+        text(&o.stderr)
     );
     // Invalid update: 400 from the server, nothing changed.
     let bad = s.file("bad.json", r#"{"planType": "sideways"}"#);

@@ -23,6 +23,7 @@ const KEYS: &[&str] = &[
     "console",
     "debug",
     "aslr",
+    "plan_run_minutes",
 ];
 
 /// How the management interface gets its address.
@@ -127,6 +128,8 @@ pub struct Config {
     pub console: String,
     pub debug: bool,
     pub aslr: Aslr,
+    /// Wall-clock limit of one plan run, in minutes; `None` = deployd's default.
+    pub plan_run_minutes: Option<u32>,
 }
 
 impl Default for Config {
@@ -141,6 +144,7 @@ impl Default for Config {
             console: "ttyS0".to_owned(),
             debug: false,
             aslr: Aslr::Auto,
+            plan_run_minutes: None,
         }
     }
 }
@@ -157,6 +161,7 @@ pub struct Settings {
     pub console: Option<String>,
     pub debug: Option<bool>,
     pub aslr: Option<Aslr>,
+    pub plan_run_minutes: Option<u32>,
 }
 
 impl Settings {
@@ -172,6 +177,7 @@ impl Settings {
             console: self.console.or(lower.console),
             debug: self.debug.or(lower.debug),
             aslr: self.aslr.or(lower.aslr),
+            plan_run_minutes: self.plan_run_minutes.or(lower.plan_run_minutes),
         }
     }
 
@@ -188,6 +194,7 @@ impl Settings {
             console: self.console.unwrap_or(d.console),
             debug: self.debug.unwrap_or(d.debug),
             aslr: self.aslr.unwrap_or(d.aslr),
+            plan_run_minutes: self.plan_run_minutes.or(d.plan_run_minutes),
         }
     }
 
@@ -209,6 +216,9 @@ impl Settings {
             "console" => self.console = Some(parse_console(required()?).map_err(bad)?),
             "debug" => self.debug = Some(parse_bool(value).map_err(bad)?),
             "aslr" => self.aslr = Some(parse_aslr(required()?).map_err(bad)?),
+            "plan_run_minutes" => {
+                self.plan_run_minutes = Some(parse_minutes(required()?).map_err(bad)?)
+            }
             _ => {
                 return Err(ConfigError::UnknownKey {
                     origin: origin.clone(),
@@ -503,6 +513,13 @@ fn parse_aslr(v: &str) -> Result<Aslr, String> {
     }
 }
 
+fn parse_minutes(v: &str) -> Result<u32, String> {
+    match v.parse::<u32>() {
+        Ok(n) if (1..=1440).contains(&n) => Ok(n),
+        _ => Err("expected a whole number of minutes from 1 to 1440".to_owned()),
+    }
+}
+
 fn parse_bool(v: Option<&str>) -> Result<bool, String> {
     match v {
         None | Some("1" | "true" | "yes" | "on") => Ok(true),
@@ -514,6 +531,24 @@ fn parse_bool(v: Option<&str>) -> Result<bool, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plan_run_minutes_is_a_bounded_number_of_minutes() {
+        assert_eq!(Config::default().plan_run_minutes, None);
+        let file = parse_file(Path::new("/c.conf"), "plan_run_minutes = 45\n").unwrap();
+        assert_eq!(load("", file.clone()).unwrap().plan_run_minutes, Some(45));
+        assert_eq!(
+            load("streamer.plan_run_minutes=5", file)
+                .unwrap()
+                .plan_run_minutes,
+            Some(5)
+        );
+        for bad in ["0", "1441", "ten", "-3"] {
+            let e = parse_file(Path::new("/c.conf"), &format!("plan_run_minutes = {bad}\n"))
+                .unwrap_err();
+            assert!(e.to_string().contains("minutes from 1 to 1440"), "{e}");
+        }
+    }
 
     #[test]
     fn set_key_replaces_or_appends_and_keeps_the_rest() {

@@ -284,7 +284,7 @@ impl Plan {
             Some(Mgmt::Static { address, .. }) => Some(*address),
             _ => None,
         };
-        let mut services = appliance_services(bin_dir, deploy_ip);
+        let mut services = appliance_services(bin_dir, deploy_ip, config.plan_run_minutes);
         if let (Mgmt::Dhcp, Some(interface)) = (&config.mgmt, mgmt_if) {
             services.insert(0, dhcp_service(interface, crate::net::UDHCPC_SCRIPT));
         }
@@ -335,6 +335,9 @@ impl fmt::Display for Plan {
         writeln!(f, "  console {}", c.console)?;
         writeln!(f, "  debug {}", c.debug)?;
         writeln!(f, "  aslr {}", c.aslr)?;
+        if let Some(m) = c.plan_run_minutes {
+            writeln!(f, "  plan_run_minutes {m}")?;
+        }
         for (title, m) in [
             ("modules:", &self.modules.boot),
             (

@@ -98,8 +98,12 @@ fn args(v: &[&str]) -> Vec<String> {
 /// The appliance's services, in start order. `bin_dir` holds the daemons; clusterd is
 /// included only when its binary is there (it is a later component). `deploy_ip` is the
 /// appliance's address on the deployment network, given to compute modules as the address
-/// of their boot volumes.
-pub fn appliance_services(bin_dir: &Path, deploy_ip: Option<std::net::IpAddr>) -> Vec<ServiceSpec> {
+/// of their boot volumes; `plan_run_minutes` the wall-clock limit of a plan run, if set.
+pub fn appliance_services(
+    bin_dir: &Path,
+    deploy_ip: Option<std::net::IpAddr>,
+    plan_run_minutes: Option<u32>,
+) -> Vec<ServiceSpec> {
     let bin = |name: &str| bin_dir.join(name).to_string_lossy().into_owned();
     let clusterd_present = Path::new(&bin("clusterd")).exists();
     let nbd_listen = SocketAddr::from(([0, 0, 0, 0], NBD_PORT)).to_string();
@@ -162,6 +166,10 @@ pub fn appliance_services(bin_dir: &Path, deploy_ip: Option<std::net::IpAddr>) -
     if let Some(ip) = deploy_ip {
         deployd_args.push("--boot-nbd".into());
         deployd_args.push(SocketAddr::new(ip, NBD_PORT).to_string());
+    }
+    if let Some(minutes) = plan_run_minutes {
+        deployd_args.push("--plan-run-minutes".into());
+        deployd_args.push(minutes.to_string());
     }
     services.push(ServiceSpec {
         name: "deployd".into(),
@@ -286,7 +294,7 @@ mod tests {
     #[test]
     fn storaged_before_deployd_with_the_documented_command_lines() {
         let dir = tempfile::tempdir().unwrap();
-        let services = start_order(&appliance_services(Path::new("/usr/bin"), None)).unwrap();
+        let services = start_order(&appliance_services(Path::new("/usr/bin"), None, None)).unwrap();
         assert_eq!(names(&services), ["storaged", "deployd"]);
         assert_eq!(
             services[0].command_line(),
@@ -313,7 +321,7 @@ mod tests {
         );
         // No clusterd binary in an empty directory either.
         assert_eq!(
-            names(&appliance_services(dir.path(), None)),
+            names(&appliance_services(dir.path(), None, None)),
             ["storaged", "deployd"]
         );
     }
@@ -322,7 +330,7 @@ mod tests {
     fn clusterd_sits_between_when_present() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("clusterd"), "").unwrap();
-        let services = appliance_services(dir.path(), Some("10.77.0.2".parse().unwrap()));
+        let services = appliance_services(dir.path(), Some("10.77.0.2".parse().unwrap()), None);
         let order = start_order(&services).unwrap();
         assert_eq!(names(&order), ["storaged", "clusterd", "deployd"]);
         assert_eq!(order[2].after, ["clusterd"]);
@@ -334,6 +342,14 @@ mod tests {
                 .ends_with("--power-control-pid 1 --boot-nbd 10.77.0.2:10809"),
             "{}",
             order[2].command_line()
+        );
+        // The appliance's plan-run limit reaches deployd.
+        let services = appliance_services(dir.path(), None, Some(45));
+        let deployd = services.iter().find(|s| s.name == "deployd").unwrap();
+        assert!(
+            deployd.command_line().ends_with("--plan-run-minutes 45"),
+            "{}",
+            deployd.command_line()
         );
     }
 

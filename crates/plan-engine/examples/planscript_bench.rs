@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use plan_engine::exec::Source;
-use plan_engine::run::{RunConfig, run_on_file, run_on_nbd};
+use plan_engine::run::{CancelFlag, RunConfig, run_on_file, run_on_nbd};
 
 fn main() -> ExitCode {
     match run() {
@@ -178,10 +178,22 @@ fn run() -> anyhow::Result<()> {
         Ok(o.elapsed)
     };
     time_runs("developer-file", runs, || {
-        check(run_on_file(&cfg, &dev_path, &dev_src, vec![])?)
+        check(run_on_file(
+            &cfg,
+            &dev_path,
+            &dev_src,
+            vec![],
+            &CancelFlag::new(),
+        )?)
     })?;
     time_runs("linux4g-file", runs, || {
-        check(run_on_file(&cfg, &linux_path, &linux_src, vec![])?)
+        check(run_on_file(
+            &cfg,
+            &linux_path,
+            &linux_src,
+            vec![],
+            &CancelFlag::new(),
+        )?)
     })?;
 
     // Over NBD from storaged, as a deployment does: clones of imported golden images.
@@ -210,7 +222,14 @@ fn run() -> anyhow::Result<()> {
             let clone = store.clone_volume(name, None)?;
             let id = clone.record.id.clone();
             store.export_add(&id, vec!["127.0.0.1/32".parse()?], false)?;
-            let elapsed = check(run_on_nbd(&cfg, addr, &id, src, vec![])?)?;
+            let elapsed = check(run_on_nbd(
+                &cfg,
+                addr,
+                &id,
+                src,
+                vec![],
+                &CancelFlag::new(),
+            )?)?;
             store.export_remove(&id)?;
             Ok(elapsed)
         })?;

@@ -142,14 +142,36 @@ impl Disk for AttachedGuest<'_> {
             return Ok(());
         };
         self.kernel_mounts.remove(i);
-        match umount2(host_dir, MntFlags::empty()) {
+        // Write everything the run changed to the volume now. An unmount alone does not when
+        // the filesystem outlives it (another mount namespace made at that moment, a sandbox
+        // starting for another run, still refers to it): its dirty data would reach the
+        // volume only later, after the volume is detached — never.
+        let synced = nix::fcntl::open(
+            host_dir,
+            nix::fcntl::OFlag::O_RDONLY
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .and_then(|fd| nix::unistd::syncfs(&fd))
+        .map_err(|e| format!("writing {} to the volume: {e}", host_dir.display()));
+        let mut unmounted = umount2(host_dir, MntFlags::empty());
+        for _ in 0..25 {
+            if unmounted != Err(nix::errno::Errno::EBUSY) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(40));
+            unmounted = umount2(host_dir, MntFlags::empty());
+        }
+        let unmounted = match unmounted {
             Ok(()) => Ok(()),
-            // Something still holds it (a process the sandbox failed to reap): detach it
-            // lazily so the volume can be detached; the kernel finishes when it is released.
+            // Something still holds it: detach it lazily so the volume can be detached; its
+            // data was written above.
             Err(nix::errno::Errno::EBUSY) => umount2(host_dir, MntFlags::MNT_DETACH)
                 .map_err(|e| format!("{}: {e}", host_dir.display())),
             Err(e) => Err(format!("unmount {}: {e}", host_dir.display())),
-        }
+        };
+        synced.and(unmounted)
     }
 }
 

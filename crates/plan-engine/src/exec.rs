@@ -3,13 +3,15 @@
 //! Guest commands act on the filesystems the script mounts ([`super::guest`]); local commands
 //! (`!`, `<!`, pipes) and `command`/`sh` go through a [`LocalRunner`] (the sandbox). A command
 //! that fails stops the run with its script and line, unless it has the `-` prefix. Every
-//! command and its output go to the activity log, with password values masked.
+//! command and its output go to the activity log, with password values masked. What the
+//! interpreter itself may use (log, output, mounts, `glob`, files in memory) is bounded by
+//! [`Limits`]; the runner can stop a run between commands (cancel, deadline).
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::guest::dir::DirFs;
-use super::guest::{GuestError, GuestFs, normalize};
+use super::guest::{GuestError, GuestFs, MAX_DEPTH, normalize};
+use super::limits::Limits;
 use planscript::commands::{Verb, check_arity};
 use planscript::parse::{Command, CommandKind, parse};
 
@@ -54,6 +56,10 @@ pub trait LocalRunner {
         argv: &[String],
         stdin: Option<&[u8]>,
     ) -> Result<LocalOutput, String>;
+    /// Why the run must stop before its next command (cancelled, out of time), if it must.
+    fn stopped(&self) -> Option<String> {
+        None
+    }
 }
 
 /// One script of the run, attributes already substituted.
@@ -74,7 +80,7 @@ pub struct Failure {
 }
 
 /// `<!` output may itself contain `<!`; this bounds the nesting.
-const MAX_DEPTH: usize = 8;
+const MAX_NESTING: usize = 8;
 
 struct Mounted {
     point: Vec<String>,
@@ -92,7 +98,10 @@ pub struct Interpreter<'a> {
     mounts: Vec<Mounted>,
     next_mount: usize,
     log: Vec<u8>,
+    /// The log reached [`Limits::run_log`]: later lines are dropped.
+    log_full: bool,
     secrets: Vec<String>,
+    limits: Limits,
 }
 
 impl std::fmt::Debug for Interpreter<'_> {
@@ -106,6 +115,20 @@ impl std::fmt::Debug for Interpreter<'_> {
 
 fn gerr(e: GuestError) -> String {
     e.to_string()
+}
+
+/// Errors of the filesystem mounted at `mount_point`, naming guest paths as scripts do.
+fn at(mount_point: &str) -> impl Fn(GuestError) -> String + '_ {
+    move |e| e.under(mount_point).to_string()
+}
+
+/// How a mount point is shown in front of paths inside it: `""` for `/`.
+fn shown(point: &[String]) -> String {
+    if point.is_empty() {
+        String::new()
+    } else {
+        format!("/{}", point.join("/"))
+    }
 }
 
 fn abs(path: &str) -> Result<(), String> {
@@ -159,42 +182,102 @@ fn split_words(s: &str) -> Vec<String> {
     out
 }
 
-/// Shell-style wildcard match of one path component.
-fn wildcard(pattern: &str, name: &str) -> bool {
-    fn m(p: &[char], n: &[char]) -> bool {
-        match (p.first(), n.first()) {
-            (None, None) => true,
-            (Some('*'), _) => m(&p[1..], n) || (!n.is_empty() && m(p, &n[1..])),
-            (Some('?'), Some(_)) => m(&p[1..], &n[1..]),
-            (Some('['), Some(c)) => match p.iter().position(|&x| x == ']') {
-                Some(end) if end > 1 => {
-                    let set = &p[1..end];
-                    let (neg, set) = match set.first() {
-                        Some('!' | '^') => (true, &set[1..]),
-                        _ => (false, set),
-                    };
-                    let mut hit = false;
-                    let mut i = 0;
-                    while i < set.len() {
-                        if i + 2 < set.len() && set[i + 1] == '-' {
-                            hit |= set[i] <= *c && *c <= set[i + 2];
-                            i += 3;
-                        } else {
-                            hit |= set[i] == *c;
-                            i += 1;
-                        }
-                    }
-                    hit != neg && m(&p[end + 1..], &n[1..])
+/// One element of a wildcard pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Token {
+    Star,
+    Any,
+    /// `[...]`: ranges and characters, negated with `!` or `^`.
+    Class {
+        negated: bool,
+        items: Vec<(char, char)>,
+    },
+    Literal(char),
+}
+
+fn tokens(pattern: &str) -> Vec<Token> {
+    let p: Vec<char> = pattern.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < p.len() {
+        match p[i] {
+            '*' => {
+                if out.last() != Some(&Token::Star) {
+                    out.push(Token::Star);
                 }
-                _ => p[0] == *c && m(&p[1..], &n[1..]),
+            }
+            '?' => out.push(Token::Any),
+            '[' => {
+                let negated = matches!(p.get(i + 1), Some('!' | '^'));
+                let first = i + 1 + usize::from(negated);
+                // `]` right after `[` (or `[!`) is a member; the class ends at the next one.
+                match p[(first + 1).min(p.len())..].iter().position(|&c| c == ']') {
+                    Some(off) => {
+                        let end = first + 1 + off;
+                        let set = &p[first..end];
+                        let mut items = Vec::new();
+                        let mut k = 0;
+                        while k < set.len() {
+                            if k + 2 < set.len() && set[k + 1] == '-' {
+                                items.push((set[k], set[k + 2]));
+                                k += 3;
+                            } else {
+                                items.push((set[k], set[k]));
+                                k += 1;
+                            }
+                        }
+                        out.push(Token::Class { negated, items });
+                        i = end;
+                    }
+                    None => out.push(Token::Literal('[')),
+                }
+            }
+            c => out.push(Token::Literal(c)),
+        }
+        i += 1;
+    }
+    out
+}
+
+fn matches_one(token: &Token, c: char) -> bool {
+    match token {
+        Token::Star => true,
+        Token::Any => true,
+        Token::Class { negated, items } => {
+            items.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *negated
+        }
+        Token::Literal(l) => *l == c,
+    }
+}
+
+/// Shell-style wildcard match of one path component, in O(pattern × name) steps whatever the
+/// pattern (backtracking only to the last `*`, as glob(3) implementations do).
+fn wildcard(pattern: &str, name: &str) -> bool {
+    let p = tokens(pattern);
+    let n: Vec<char> = name.chars().collect();
+    let (mut pi, mut ni) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        match p.get(pi) {
+            Some(Token::Star) => {
+                star = Some((pi, ni));
+                pi += 1;
+            }
+            Some(t) if matches_one(t, n[ni]) => {
+                pi += 1;
+                ni += 1;
+            }
+            _ => match star {
+                Some((sp, sn)) => {
+                    pi = sp + 1;
+                    ni = sn + 1;
+                    star = Some((sp, sn + 1));
+                }
+                None => return false,
             },
-            (Some(a), Some(b)) => a == b && m(&p[1..], &n[1..]),
-            _ => false,
         }
     }
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    m(&p, &n)
+    p[pi..].iter().all(|t| *t == Token::Star)
 }
 
 impl<'a> Interpreter<'a> {
@@ -215,8 +298,16 @@ impl<'a> Interpreter<'a> {
             mounts: Vec::new(),
             next_mount: 0,
             log: Vec::new(),
+            log_full: false,
             secrets: secrets.into_iter().filter(|s| !s.is_empty()).collect(),
+            limits: Limits::default(),
         })
+    }
+
+    /// The run's bounds (default: [`Limits::default`]).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Files the run creates in the scratch directory belong to `uid`:`gid` (the sandbox's
@@ -235,12 +326,58 @@ impl<'a> Interpreter<'a> {
         t
     }
 
+    /// Appends `text` (masked) to the activity log, as long as the log has room.
     fn note(&mut self, text: &str) {
-        let masked = self.mask(text);
-        self.log.extend_from_slice(masked.as_bytes());
-        if !masked.ends_with('\n') {
-            self.log.push(b'\n');
+        if self.log_full {
+            return;
         }
+        let mut masked = self.mask(text);
+        if !masked.ends_with('\n') {
+            masked.push('\n');
+        }
+        let room = self.limits.run_log.saturating_sub(self.log.len());
+        if masked.len() > room {
+            let mut cut = room;
+            while !masked.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            self.log.extend_from_slice(&masked.as_bytes()[..cut]);
+            self.log.extend_from_slice(
+                format!(
+                    "\n[streamer: the activity log reached its limit of {} bytes; later lines \
+                     of this run are not kept]\n",
+                    self.limits.run_log
+                )
+                .as_bytes(),
+            );
+            self.log_full = true;
+            return;
+        }
+        self.log.extend_from_slice(masked.as_bytes());
+    }
+
+    /// Logs a command's output, keeping at most [`Limits::command_output`] bytes of it.
+    fn note_output(&mut self, output: &[u8]) {
+        if output.is_empty() {
+            return;
+        }
+        // Masked whole first, so a cut can never leave part of a secret in the log.
+        let text = self.mask(&String::from_utf8_lossy(output));
+        let keep = self.limits.command_output;
+        if text.len() <= keep {
+            self.note(&text);
+            return;
+        }
+        let mut cut = keep;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let dropped = text.len() - cut;
+        self.note(&format!(
+            "{}\n[streamer: {dropped} more bytes of this command's output are not kept; the \
+             log keeps {keep} bytes per command]",
+            &text[..cut]
+        ));
     }
 
     /// Runs the scripts in order; stops at the first failing command without `-`.
@@ -266,6 +403,15 @@ impl<'a> Interpreter<'a> {
     ) -> Result<(), Failure> {
         for c in commands {
             let shown = self.describe(c);
+            if let Some(why) = self.local.stopped() {
+                self.note(&format!("[{script}:{}] not run: {why}", c.line));
+                return Err(Failure {
+                    script: script.to_string(),
+                    line: c.line,
+                    command: self.mask(&shown),
+                    message: why,
+                });
+            }
             self.note(&format!("[{script}:{}] {shown}", c.line));
             if let Err(message) = self.exec(script, c, depth) {
                 let message = self.mask(&message);
@@ -313,13 +459,11 @@ impl<'a> Interpreter<'a> {
                 Ok(())
             }
             CommandKind::LocalCommands(text) => {
-                if depth >= MAX_DEPTH {
-                    return Err(format!("<! commands nested more than {MAX_DEPTH} deep"));
+                if depth >= MAX_NESTING {
+                    return Err(format!("<! commands nested more than {MAX_NESTING} deep"));
                 }
                 let out = self.local.run_local(text, None)?;
-                if !out.stderr.is_empty() {
-                    self.note(&String::from_utf8_lossy(&out.stderr));
-                }
+                self.note_output(&out.stderr);
                 if out.status != 0 {
                     return Err(format!("local command exited with status {}", out.status));
                 }
@@ -352,8 +496,7 @@ impl<'a> Interpreter<'a> {
                             return Err(format!("{p}: exited with status {}", out.status));
                         }
                     }
-                    None if !output.is_empty() => self.note(&String::from_utf8_lossy(&output)),
-                    None => {}
+                    None => self.note_output(&output),
                 }
                 Ok(())
             }
@@ -361,16 +504,12 @@ impl<'a> Interpreter<'a> {
     }
 
     fn log_output(&mut self, out: &super::exec::LocalOutput) {
-        if !out.stdout.is_empty() {
-            self.note(&String::from_utf8_lossy(&out.stdout));
-        }
-        if !out.stderr.is_empty() {
-            self.note(&String::from_utf8_lossy(&out.stderr));
-        }
+        self.note_output(&out.stdout);
+        self.note_output(&out.stderr);
     }
 
-    /// The mount holding `path` and the path inside it.
-    fn route(&mut self, path: &str) -> Result<(&mut Mounted, String), String> {
+    /// The index of the mount holding `path`, and the path inside it.
+    fn route_index(&self, path: &str) -> Result<(usize, String), String> {
         abs(path)?;
         let parts = normalize(path);
         let best = self
@@ -381,29 +520,87 @@ impl<'a> Interpreter<'a> {
             .max_by_key(|(_, m)| m.point.len())
             .map(|(i, _)| i)
             .ok_or_else(|| format!("{path}: no filesystem is mounted there: mount one first (e.g. mount /dev/sda1 /)"))?;
-        let m = &mut self.mounts[best];
-        let rel = parts[m.point.len()..].join("/");
-        Ok((m, rel))
+        let rel = parts[self.mounts[best].point.len()..].join("/");
+        Ok((best, rel))
     }
 
-    fn fs(&mut self, path: &str) -> Result<(&mut Box<dyn GuestFs>, String), String> {
+    /// The mount holding `path` and the path inside it.
+    fn route(&mut self, path: &str) -> Result<(&mut Mounted, String), String> {
+        let (i, rel) = self.route_index(path)?;
+        Ok((&mut self.mounts[i], rel))
+    }
+
+    /// Streams guest file `path` into scratch file `local` (relative to the scratch dir).
+    fn guest_to_scratch(&mut self, path: &str, local: &str) -> Result<(), String> {
+        let (i, rel) = self.route_index(path)?;
+        let point = shown(&self.mounts[i].point);
+        let mut from = self.mounts[i].fs.open_read(&rel).map_err(at(&point))?;
+        self.scratch
+            .write_from(local, &mut from, false)
+            .map(|_| ())
+            .map_err(gerr)
+    }
+
+    /// Streams scratch file `local` into guest file `path`.
+    fn scratch_to_guest(&mut self, local: &str, path: &str) -> Result<(), String> {
+        let (i, rel) = self.route_index(path)?;
+        let point = shown(&self.mounts[i].point);
+        let mut from = self.scratch.open_read(local).map_err(gerr)?;
+        self.mounts[i]
+            .fs
+            .write_from(&rel, &mut from, false)
+            .map(|_| ())
+            .map_err(at(&point))
+    }
+
+    /// Streams a file from one mounted filesystem to another.
+    fn guest_to_guest(&mut self, src: &str, dst: &str) -> Result<(), String> {
+        let (i, srel) = self.route_index(src)?;
+        let (j, drel) = self.route_index(dst)?;
+        let (spoint, dpoint) = (shown(&self.mounts[i].point), shown(&self.mounts[j].point));
+        if i == j {
+            let fs = &mut self.mounts[i].fs;
+            let data = fs
+                .read(&srel, self.limits.file_in_memory)
+                .map_err(at(&spoint))?;
+            return fs.write(&drel, &data, false).map_err(at(&dpoint));
+        }
+        let (a, b) = self.mounts.split_at_mut(i.max(j));
+        let (from, to) = if i < j {
+            (&mut a[i], &mut b[0])
+        } else {
+            (&mut b[0], &mut a[j])
+        };
+        let mut reader = from.fs.open_read(&srel).map_err(at(&spoint))?;
+        to.fs
+            .write_from(&drel, &mut reader, false)
+            .map(|_| ())
+            .map_err(at(&dpoint))
+    }
+
+    /// The filesystem holding `path`, the path inside it, and its mount point as shown in
+    /// errors (for [`at`]).
+    fn fs(&mut self, path: &str) -> Result<(&mut Box<dyn GuestFs>, String, String), String> {
         let (m, rel) = self.route(path)?;
-        Ok((&mut m.fs, rel))
+        let point = shown(&m.point);
+        Ok((&mut m.fs, rel, point))
     }
 
+    /// A whole guest file, at most [`Limits::file_in_memory`] bytes.
     fn read_guest(&mut self, path: &str) -> Result<Vec<u8>, String> {
-        let (fs, rel) = self.fs(path)?;
-        fs.read(&rel).map_err(gerr)
+        let max = self.limits.file_in_memory;
+        let (fs, rel, p) = self.fs(path)?;
+        fs.read(&rel, max).map_err(at(&p))
     }
 
     fn write_guest(&mut self, path: &str, data: &[u8], append: bool) -> Result<(), String> {
-        let (fs, rel) = self.fs(path)?;
-        fs.write(&rel, data, append).map_err(gerr)
+        let (fs, rel, p) = self.fs(path)?;
+        fs.write(&rel, data, append).map_err(at(&p))
     }
 
     fn kind(&mut self, path: &str) -> Result<Option<bool>, String> {
-        let (fs, rel) = self.fs(path)?;
-        fs.kind(&rel).map_err(gerr)
+        let (fs, rel, p) = self.fs(path)?;
+        fs.kind(&rel).map_err(at(&p))
     }
 
     fn mkdir_p(&mut self, path: &str) -> Result<(), String> {
@@ -414,8 +611,8 @@ impl<'a> Interpreter<'a> {
                 Some(true) => {}
                 Some(false) => return Err(format!("{p}: exists and is not a directory")),
                 None => {
-                    let (fs, rel) = self.fs(&p)?;
-                    fs.mkdir(&rel).map_err(gerr)?;
+                    let (fs, rel, p) = self.fs(&p)?;
+                    fs.mkdir(&rel).map_err(at(&p))?;
                 }
             }
         }
@@ -433,6 +630,12 @@ impl<'a> Interpreter<'a> {
         let parts = normalize(point);
         if self.mounts.iter().any(|m| m.point == parts) {
             return Err(format!("{point}: a filesystem is already mounted there"));
+        }
+        if self.mounts.len() >= self.limits.mounts {
+            return Err(format!(
+                "{point}: a plan run mounts at most {} filesystems at once; unmount one first",
+                self.limits.mounts
+            ));
         }
         // A mount point below another kernel mount is that directory of the guest tree, so
         // `command` sees the nested filesystem; the directory is resolved inside the guest.
@@ -511,10 +714,13 @@ impl<'a> Interpreter<'a> {
         String::from_utf8_lossy(&self.log).into_owned()
     }
 
+    /// The paths `pattern` matches (a path without wildcards is itself); more than
+    /// [`Limits::glob_combinations`] is an error, found before the list grows past it.
     fn glob_expand(&mut self, pattern: &str) -> Result<Vec<String>, String> {
         if !pattern.starts_with('/') || !pattern.contains(['*', '?', '[']) {
             return Ok(vec![pattern.to_string()]);
         }
+        let cap = self.limits.glob_combinations;
         let mut found = vec![String::new()];
         for comp in normalize(pattern) {
             let mut next = Vec::new();
@@ -526,7 +732,7 @@ impl<'a> Interpreter<'a> {
                 };
                 if comp.contains(['*', '?', '[']) {
                     let names = match self.fs(&dir) {
-                        Ok((fs, rel)) => fs.list(&rel).unwrap_or_default(),
+                        Ok((fs, rel, _)) => fs.list(&rel).unwrap_or_default(),
                         Err(_) => Vec::new(),
                     };
                     for n in names.iter().filter(|n| {
@@ -540,45 +746,43 @@ impl<'a> Interpreter<'a> {
                         next.push(p);
                     }
                 }
+                if next.len() > cap {
+                    return Err(format!(
+                        "{pattern}: matches more than {cap} paths, the most one glob may run"
+                    ));
+                }
             }
             found = next;
         }
         Ok(found)
     }
 
-    fn copy_in(&mut self, local: &str, guest_dir: &str) -> Result<(), String> {
+    fn copy_in(&mut self, local: &str, guest_dir: &str, depth: usize) -> Result<(), String> {
         let name = normalize(local)
             .pop()
             .ok_or_else(|| format!("{local}: nothing to copy"))?;
         let target = format!("{}/{name}", guest_dir.trim_end_matches('/'));
-        match self
-            .scratch
-            .kind(&normalize(local).join("/"))
-            .map_err(gerr)?
-        {
+        let rel = normalize(local).join("/");
+        match self.scratch.kind(&rel).map_err(gerr)? {
             None => Err(format!("{local}: no such local file or directory")),
-            Some(false) => {
-                let data = self
-                    .scratch
-                    .read(&normalize(local).join("/"))
-                    .map_err(gerr)?;
-                self.write_guest(&target, &data, false)
-            }
+            Some(false) => self.scratch_to_guest(&rel, &target),
             Some(true) => {
-                if self.kind(&target)?.is_none() {
-                    let (fs, rel) = self.fs(&target)?;
-                    fs.mkdir(&rel).map_err(gerr)?;
+                if depth >= MAX_DEPTH {
+                    return Err(gerr(GuestError::TooDeep { path: rel }));
                 }
-                let rel = normalize(local).join("/");
+                if self.kind(&target)?.is_none() {
+                    let (fs, rel, p) = self.fs(&target)?;
+                    fs.mkdir(&rel).map_err(at(&p))?;
+                }
                 for n in self.scratch.list(&rel).map_err(gerr)? {
-                    self.copy_in(&format!("{rel}/{n}"), &target)?;
+                    self.copy_in(&format!("{rel}/{n}"), &target, depth + 1)?;
                 }
                 Ok(())
             }
         }
     }
 
-    fn copy_out(&mut self, guest: &str, local_dir: &str) -> Result<(), String> {
+    fn copy_out(&mut self, guest: &str, local_dir: &str, depth: usize) -> Result<(), String> {
         let name = normalize(guest).pop().unwrap_or_default();
         let ldir = normalize(local_dir).join("/");
         let target = if ldir.is_empty() {
@@ -588,20 +792,23 @@ impl<'a> Interpreter<'a> {
         };
         match self.kind(guest)? {
             None => Err(format!("{guest}: no such file or directory")),
-            Some(false) => {
-                let data = self.read_guest(guest)?;
-                self.scratch.write(&target, &data, false).map_err(gerr)
-            }
+            Some(false) => self.guest_to_scratch(guest, &target),
             Some(true) => {
+                if depth >= MAX_DEPTH {
+                    return Err(gerr(GuestError::TooDeep {
+                        path: guest.to_string(),
+                    }));
+                }
                 if self.scratch.kind(&target).map_err(gerr)?.is_none() {
                     self.scratch.mkdir(&target).map_err(gerr)?;
                 }
                 let names = {
-                    let (fs, rel) = self.fs(guest)?;
-                    fs.list(&rel).map_err(gerr)?
+                    let (fs, rel, p) = self.fs(guest)?;
+                    fs.list(&rel).map_err(at(&p))?
                 };
                 for n in names {
-                    self.copy_out(&format!("{}/{n}", guest.trim_end_matches('/')), &target)?;
+                    let path = format!("{}/{n}", guest.trim_end_matches('/'));
+                    self.copy_out(&path, &target, depth + 1)?;
                 }
                 Ok(())
             }
@@ -664,38 +871,30 @@ impl<'a> Interpreter<'a> {
                 out = format!("{}\n", args.join(" ")).into_bytes();
             }
             Verb::Upload => {
-                let data = if a(0) == "-" {
-                    stdin
-                        .ok_or("upload -: no here-document given")?
-                        .as_bytes()
-                        .to_vec()
+                if a(0) == "-" {
+                    let data = stdin.ok_or("upload -: no here-document given")?;
+                    self.write_guest(a(1), data.as_bytes(), false)?;
                 } else {
-                    self.scratch
-                        .read(&normalize(a(0)).join("/"))
-                        .map_err(gerr)?
-                };
-                self.write_guest(a(1), &data, false)?;
+                    self.scratch_to_guest(&normalize(a(0)).join("/"), a(1))?;
+                }
             }
             Verb::Download => {
-                let data = self.read_guest(a(0))?;
                 if a(1) == "-" {
-                    out = data;
+                    out = self.read_guest(a(0))?;
                 } else {
-                    self.scratch
-                        .write(&normalize(a(1)).join("/"), &data, false)
-                        .map_err(gerr)?;
+                    self.guest_to_scratch(a(0), &normalize(a(1)).join("/"))?;
                 }
             }
             Verb::Mkdir => {
-                let (fs, rel) = self.fs(a(0))?;
-                fs.mkdir(&rel).map_err(gerr)?;
+                let (fs, rel, p) = self.fs(a(0))?;
+                fs.mkdir(&rel).map_err(at(&p))?;
             }
             Verb::MkdirP => self.mkdir_p(a(0))?,
             Verb::Cat => out = self.read_guest(a(0))?,
             Verb::Chmod => {
                 let mode = parse_mode(a(0))?;
-                let (fs, rel) = self.fs(a(1))?;
-                fs.chmod(mode, &rel).map_err(gerr)?;
+                let (fs, rel, p) = self.fs(a(1))?;
+                fs.chmod(mode, &rel).map_err(at(&p))?;
             }
             Verb::Mount => self.do_mount(a(0), a(1), false)?,
             Verb::MountRo => self.do_mount(a(0), a(1), true)?,
@@ -744,8 +943,8 @@ impl<'a> Interpreter<'a> {
             }
             Verb::Vgrename => self.disk.vgrename(a(0), a(1))?,
             Verb::Statvfs => {
-                let (fs, _) = self.fs(a(0))?;
-                let s = fs.statvfs().map_err(gerr)?;
+                let (fs, _, p) = self.fs(a(0))?;
+                let s = fs.statvfs().map_err(at(&p))?;
                 out = format!(
                     "bsize: {}\nfrsize: {}\nblocks: {}\nbfree: {}\nbavail: {}\nfiles: {}\nffree: {}\nfavail: {}\nfsid: {}\nflag: {}\nnamemax: {}\n",
                     s.bsize, s.frsize, s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.favail, s.fsid, s.flag, s.namemax
@@ -762,20 +961,20 @@ impl<'a> Interpreter<'a> {
                     }
                     (Verb::Rmdir, Some(false)) => return Err(format!("{}: not a directory", a(0))),
                     _ => {
-                        let (fs, rel) = self.fs(a(0))?;
-                        fs.remove(&rel, verb == Verb::RmRf).map_err(gerr)?;
+                        let (fs, rel, p) = self.fs(a(0))?;
+                        fs.remove(&rel, verb == Verb::RmRf).map_err(at(&p))?;
                     }
                 }
             }
             Verb::Touch => {
-                let (fs, rel) = self.fs(a(0))?;
-                fs.touch(&rel).map_err(gerr)?;
+                let (fs, rel, p) = self.fs(a(0))?;
+                fs.touch(&rel).map_err(at(&p))?;
             }
             Verb::Ls => {
-                let (fs, rel) = self.fs(a(0))?;
+                let (fs, rel, p) = self.fs(a(0))?;
                 out = fs
                     .list(&rel)
-                    .map_err(gerr)?
+                    .map_err(at(&p))?
                     .iter()
                     .map(|n| format!("{n}\n"))
                     .collect::<String>()
@@ -784,19 +983,19 @@ impl<'a> Interpreter<'a> {
             Verb::Ln | Verb::LnF | Verb::LnS | Verb::LnSf => {
                 let force = matches!(verb, Verb::LnF | Verb::LnSf);
                 if force && self.kind(a(1))? == Some(false) {
-                    let (fs, rel) = self.fs(a(1))?;
-                    fs.remove(&rel, false).map_err(gerr)?;
+                    let (fs, rel, p) = self.fs(a(1))?;
+                    fs.remove(&rel, false).map_err(at(&p))?;
                 }
                 if matches!(verb, Verb::LnS | Verb::LnSf) {
-                    let (fs, rel) = self.fs(a(1))?;
-                    fs.symlink(a(0), &rel).map_err(gerr)?;
+                    let (fs, rel, p) = self.fs(a(1))?;
+                    fs.symlink(a(0), &rel).map_err(at(&p))?;
                 } else {
                     if !self.same_mount(a(0), a(1))? {
                         return Err("hard links cannot cross filesystems".into());
                     }
                     let link = self.route(a(1))?.1;
-                    let (fs, target) = self.fs(a(0))?;
-                    fs.hardlink(&target, &link).map_err(gerr)?;
+                    let (fs, target, p) = self.fs(a(0))?;
+                    fs.hardlink(&target, &link).map_err(at(&p))?;
                 }
             }
             Verb::Cp | Verb::CpA | Verb::CpR | Verb::Mv => {
@@ -810,22 +1009,21 @@ impl<'a> Interpreter<'a> {
                 }
                 if self.same_mount(&src, &dst)? {
                     let d = self.route(&dst)?.1;
-                    let (fs, s) = self.fs(&src)?;
+                    let (fs, s, p) = self.fs(&src)?;
                     if verb == Verb::Mv {
                         fs.rename(&s, &d)
                     } else {
                         fs.copy(&s, &d)
                     }
-                    .map_err(gerr)?;
+                    .map_err(at(&p))?;
                 } else {
                     if self.kind(&src)? != Some(false) {
                         return Err("copying a directory between filesystems is not supported; copy its files".into());
                     }
-                    let data = self.read_guest(&src)?;
-                    self.write_guest(&dst, &data, false)?;
+                    self.guest_to_guest(&src, &dst)?;
                     if verb == Verb::Mv {
-                        let (fs, rel) = self.fs(&src)?;
-                        fs.remove(&rel, false).map_err(gerr)?;
+                        let (fs, rel, p) = self.fs(&src)?;
+                        fs.remove(&rel, false).map_err(at(&p))?;
                     }
                 }
             }
@@ -835,7 +1033,7 @@ impl<'a> Interpreter<'a> {
                     return Err(format!("{dir}: target is not a directory in the guest"));
                 }
                 for l in &args[..args.len() - 1] {
-                    self.copy_in(l, dir)?;
+                    self.copy_in(l, dir, 0)?;
                 }
             }
             Verb::CopyOut => {
@@ -849,28 +1047,57 @@ impl<'a> Interpreter<'a> {
                     return Err(format!("{ldir}: local target is not a directory"));
                 }
                 for g in &args[..args.len() - 1] {
-                    self.copy_out(g, &ldir)?;
+                    self.copy_out(g, &ldir, 0)?;
                 }
             }
             Verb::Glob => {
                 let (cmd, rest) = args.split_first().ok_or("glob: a command is required")?;
-                let mut combos: Vec<Vec<String>> = vec![Vec::new()];
+                let cap = self.limits.glob_combinations;
+                let mut matches = Vec::with_capacity(rest.len());
+                let mut combinations: usize = 1;
                 for arg in rest {
-                    let matches = self.glob_expand(arg)?;
-                    combos = combos
-                        .into_iter()
-                        .flat_map(|c| {
-                            matches.iter().map(move |m| {
-                                let mut c = c.clone();
-                                c.push(m.clone());
-                                c
-                            })
-                        })
-                        .collect();
+                    let m = self.glob_expand(arg)?;
+                    combinations = combinations.saturating_mul(m.len());
+                    matches.push(m);
                 }
-                for combo in combos {
+                if combinations > cap {
+                    let counts: Vec<String> = matches.iter().map(|m| m.len().to_string()).collect();
+                    return Err(format!(
+                        "glob: {} argument combinations ({}), more than the {cap} one glob may run",
+                        counts.join(" × "),
+                        if combinations == usize::MAX {
+                            "too many to count".to_string()
+                        } else {
+                            combinations.to_string()
+                        }
+                    ));
+                }
+                // Odometer over the matches: one combination in memory at a time.
+                let mut index = vec![0usize; matches.len()];
+                for _ in 0..combinations {
+                    if let Some(why) = self.local.stopped() {
+                        return Err(why);
+                    }
+                    let combo: Vec<String> = index
+                        .iter()
+                        .zip(&matches)
+                        .map(|(&i, m)| m[i].clone())
+                        .collect();
                     let o = self.guest(cmd, &combo, stdin)?;
+                    if out.len() as u64 + o.len() as u64 > self.limits.file_in_memory {
+                        return Err(format!(
+                            "glob: the output of {cmd} is larger than {} bytes",
+                            self.limits.file_in_memory
+                        ));
+                    }
                     out.extend_from_slice(&o);
+                    for k in (0..index.len()).rev() {
+                        index[k] += 1;
+                        if index[k] < matches[k].len() {
+                            break;
+                        }
+                        index[k] = 0;
+                    }
                 }
             }
             Verb::Write | Verb::WriteAppend => {
@@ -913,13 +1140,12 @@ impl<'a> Interpreter<'a> {
                         a(0)
                     ));
                 }
-                let data = self.read_guest(a(1))?;
-                let mut enc =
-                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-                enc.write_all(&data).map_err(|e| e.to_string())?;
-                let gz = enc.finish().map_err(|e| e.to_string())?;
+                let (i, rel) = self.route_index(a(1))?;
+                let point = shown(&self.mounts[i].point);
+                let reader = self.mounts[i].fs.open_read(&rel).map_err(at(&point))?;
+                let mut gz = flate2::read::GzEncoder::new(reader, flate2::Compression::default());
                 self.scratch
-                    .write(&normalize(a(2)).join("/"), &gz, false)
+                    .write_from(&normalize(a(2)).join("/"), &mut gz, false)
                     .map_err(gerr)?;
             }
             Verb::Version => {

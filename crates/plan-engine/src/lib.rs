@@ -12,4 +12,5 @@
 pub mod disk;
 pub mod exec;
 pub mod guest;
+pub mod limits;
 pub mod run;

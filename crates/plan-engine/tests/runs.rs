@@ -5,27 +5,17 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use plan_engine::exec::Source;
 use plan_engine::guest::GuestFs;
 use plan_engine::guest::fat::{FatFs, Partition};
-use plan_engine::run::{Outcome, RunConfig, run_on_file};
+use plan_engine::run::{CancelFlag, Outcome, run_on_file};
 use planscript::attributes::values::{PlanAttribute, resolve};
 use serde_json::Value;
 use volume_attach::AttachedDisk;
 
-fn can_run() -> bool {
-    let root = nix::unistd::Uid::effective().is_root();
-    let loops = Path::new("/dev/loop-control").exists();
-    let busybox = Path::new("/bin/busybox").exists();
-    if !(root && loops && busybox) {
-        eprintln!(
-            "SKIPPED: needs root, /dev/loop-control and /bin/busybox (root={root}, loop={loops}, busybox={busybox})"
-        );
-    }
-    root && loops && busybox
-}
+mod common;
+use common::{can_run, config, linux_image, with_ext4_root};
 
 fn corpus() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/bundles")
@@ -117,19 +107,13 @@ impl Developer {
     }
 }
 
-fn config(dir: &Path) -> RunConfig {
-    let mut cfg = RunConfig::new(dir.join("runs"));
-    cfg.sandbox.timeout = std::time::Duration::from_secs(30);
-    cfg
-}
-
 /// Reads a file from the FAT partition `/dev/sda1` of `image`.
 fn read_esp(image: &Path, dir: &Path, path: &str) -> String {
     let disk = AttachedDisk::attach_file(image, &dir.join("inspect")).unwrap();
     let t = disk.resolve("/dev/sda1").unwrap();
     let file = std::fs::File::open(image).unwrap();
     let mut fat = FatFs::open(Partition::new(file, t.offset, t.len)).unwrap();
-    let text = String::from_utf8(fat.read(path).unwrap()).unwrap();
+    let text = String::from_utf8(fat.read(path, 1 << 20).unwrap()).unwrap();
     drop(fat);
     disk.detach().unwrap();
     text
@@ -180,7 +164,14 @@ fn developer_bundle_deploy_then_capture() {
             &profile,
         )
         .unwrap();
-    let out: Outcome = run_on_file(&config(dir.path()), &image, &sources, secrets).unwrap();
+    let out: Outcome = run_on_file(
+        &config(dir.path()),
+        &image,
+        &sources,
+        secrets,
+        &CancelFlag::new(),
+    )
+    .unwrap();
     out.result
         .as_ref()
         .unwrap_or_else(|f| panic!("{f}\n{}", out.log));
@@ -211,7 +202,14 @@ fn developer_bundle_deploy_then_capture() {
             &[],
         )
         .unwrap();
-    let out = run_on_file(&config(dir.path()), &image, &capture, vec![]).unwrap();
+    let out = run_on_file(
+        &config(dir.path()),
+        &image,
+        &capture,
+        vec![],
+        &CancelFlag::new(),
+    )
+    .unwrap();
     out.result
         .as_ref()
         .unwrap_or_else(|f| panic!("{f}\n{}", out.log));
@@ -244,7 +242,14 @@ fn a_failing_script_names_its_line_and_leaves_nothing_attached() {
             &[("DeploymentTesting", "Fail_OS_Deployment")],
         )
         .unwrap();
-    let out = run_on_file(&config(dir.path()), &image, &sources, secrets).unwrap();
+    let out = run_on_file(
+        &config(dir.path()),
+        &image,
+        &sources,
+        secrets,
+        &CancelFlag::new(),
+    )
+    .unwrap();
     let f = out.result.unwrap_err();
     assert_eq!(
         f.script,
@@ -268,74 +273,6 @@ fn a_failing_script_names_its_line_and_leaves_nothing_attached() {
         text.contains("ExampleIPv4Address") && text.contains("ExampleFQDN"),
         "{text}"
     );
-}
-
-/// A GPT disk with an ESP (FAT32) and an ext4 root holding a small Linux tree.
-fn linux_image(dir: &Path) -> Option<PathBuf> {
-    for tool in ["sfdisk", "mkfs.vfat", "mkfs.ext4"] {
-        if Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {tool}"))
-            .output()
-            .map(|o| !o.status.success())
-            .unwrap_or(true)
-        {
-            eprintln!("SKIPPED: {tool} is not installed");
-            return None;
-        }
-    }
-    let tree = dir.join("tree");
-    std::fs::create_dir_all(tree.join("etc/ssh")).unwrap();
-    std::fs::create_dir_all(tree.join("tmp")).unwrap();
-    std::fs::create_dir_all(tree.join("boot/efi")).unwrap();
-    std::fs::write(tree.join("etc/hostname"), "golden\n").unwrap();
-    std::fs::write(tree.join("etc/os-release"), "ID=debian\n").unwrap();
-    std::fs::write(tree.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-    std::fs::write(tree.join("etc/ssh/ssh_host_rsa_key"), "KEY\n").unwrap();
-    std::fs::write(tree.join("etc/ssh/ssh_host_ed25519_key"), "KEY\n").unwrap();
-    // A static busybox as the guest's /bin, so `command` and `sh` have something to run.
-    std::fs::create_dir_all(tree.join("bin")).unwrap();
-    std::fs::copy("/bin/busybox", tree.join("bin/busybox")).unwrap();
-    for applet in ["sh", "true", "echo"] {
-        std::os::unix::fs::symlink("busybox", tree.join("bin").join(applet)).unwrap();
-    }
-    let img = dir.join("linux.raw");
-    std::fs::File::create(&img)
-        .unwrap()
-        .set_len(192 << 20)
-        .unwrap();
-    let run = |cmd: &mut Command| {
-        let o = cmd.output().unwrap();
-        assert!(
-            o.status.success(),
-            "{cmd:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
-    let mut sf = Command::new("sfdisk");
-    sf.arg("--quiet")
-        .arg(&img)
-        .stdin(std::process::Stdio::piped());
-    let mut child = sf.spawn().unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"label: gpt\nstart=2048, size=131072, type=U\nstart=133120, type=L\n")
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-    // One sector per cluster: FAT32 needs at least 65525 clusters to be read as FAT32.
-    run(Command::new("mkfs.vfat")
-        .args(["-F", "32", "-s", "1", "--offset=2048"])
-        .arg(&img)
-        .arg("65536"));
-    run(Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-E", &format!("offset={}", 133120 * 512), "-d"])
-        .arg(&tree)
-        .arg(&img)
-        .arg("60M"));
-    Some(img)
 }
 
 #[test]
@@ -414,6 +351,7 @@ unmount-all
             text: script.replace("@Host:web01@", "web01"),
         }],
         vec![],
+        &CancelFlag::new(),
     )
     .unwrap();
     out.result
@@ -441,47 +379,37 @@ unmount-all
     );
     assert!(log.contains("Welcome to web01"), "{log}");
     // Inspect the ext4 root with the kernel.
-    let disk = AttachedDisk::attach_file(&img, &dir.path().join("check")).unwrap();
-    let root = disk.resolve("/dev/sda2").unwrap();
-    let mnt = dir.path().join("mnt");
-    std::fs::create_dir_all(&mnt).unwrap();
-    nix::mount::mount(
-        Some(&root.node),
-        &mnt,
-        Some("ext4"),
-        nix::mount::MsFlags::MS_RDONLY,
-        None::<&str>,
-    )
-    .unwrap();
-    let read = |p: &str| std::fs::read_to_string(mnt.join(p)).unwrap_or_default();
-    assert_eq!(read("etc/hostname"), "web01\n");
-    assert_eq!(read("srv/local.txt"), "from the sandbox\n");
-    assert_eq!(read("srv/HN"), "WEB01\n");
-    assert_eq!(read("srv/sed.txt"), "WEB01\n");
-    assert!(mnt.join("srv/from-generated-commands").exists());
-    assert_eq!(
-        std::fs::read_link(mnt.join("srv/hostname-link")).unwrap(),
-        PathBuf::from("/etc/motd")
-    );
-    assert!(mnt.join("srv/moved").exists() && !mnt.join("srv/cp").exists());
-    assert!(!mnt.join("srv/a2/b").exists() && mnt.join("srv/a4/a/b").exists());
-    assert_eq!(read("srv/sh.txt"), "from-sh\n");
-    assert!(!mnt.join("srv/a3").exists() && !mnt.join("srv/t-hard").exists());
-    assert!(
-        !mnt.join("etc/ssh/ssh_host_rsa_key").exists()
-            && !mnt.join("etc/ssh/ssh_host_ed25519_key").exists()
-    );
-    use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        std::fs::metadata(mnt.join("srv/t"))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777,
-        0o700
-    );
-    nix::mount::umount(&mnt).unwrap();
+    with_ext4_root(&img, dir.path(), |mnt| {
+        let read = |p: &str| std::fs::read_to_string(mnt.join(p)).unwrap_or_default();
+        assert_eq!(read("etc/hostname"), "web01\n");
+        assert_eq!(read("srv/local.txt"), "from the sandbox\n");
+        assert_eq!(read("srv/HN"), "WEB01\n");
+        assert_eq!(read("srv/sed.txt"), "WEB01\n");
+        assert!(mnt.join("srv/from-generated-commands").exists());
+        assert_eq!(
+            std::fs::read_link(mnt.join("srv/hostname-link")).unwrap(),
+            PathBuf::from("/etc/motd")
+        );
+        assert!(mnt.join("srv/moved").exists() && !mnt.join("srv/cp").exists());
+        assert!(!mnt.join("srv/a2/b").exists() && mnt.join("srv/a4/a/b").exists());
+        assert_eq!(read("srv/sh.txt"), "from-sh\n");
+        assert!(!mnt.join("srv/a3").exists() && !mnt.join("srv/t-hard").exists());
+        assert!(
+            !mnt.join("etc/ssh/ssh_host_rsa_key").exists()
+                && !mnt.join("etc/ssh/ssh_host_ed25519_key").exists()
+        );
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(mnt.join("srv/t"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o700
+        );
+    });
     // And the ESP in user space.
+    let disk = AttachedDisk::attach_file(&img, &dir.path().join("check")).unwrap();
     let esp = disk.resolve("/dev/sda1").unwrap();
     let mut fat = FatFs::open(Partition::new(
         std::fs::File::open(&img).unwrap(),
@@ -489,8 +417,11 @@ unmount-all
         esp.len,
     ))
     .unwrap();
-    assert_eq!(fat.read("EFI/BOOT/message.txt").unwrap(), b"on the ESP");
-    assert_eq!(fat.read("EFI/hostname.txt").unwrap(), b"web01\n");
+    assert_eq!(
+        fat.read("EFI/BOOT/message.txt", 1 << 20).unwrap(),
+        b"on the ESP"
+    );
+    assert_eq!(fat.read("EFI/hostname.txt", 1 << 20).unwrap(), b"web01\n");
     drop(fat);
     disk.detach().unwrap();
 }

@@ -42,13 +42,27 @@
 //!   to themselves (so files keep their owners): they have capabilities only over their own
 //!   namespaces, and the mount namespace belongs to the host's user namespace, so they can
 //!   neither mount, unmount, `mknod` devices, load modules nor change sysctls.
-//! * **Limits.** Wall-clock timeout: the namespace's init is killed (through the intermediate
-//!   process, whose death kills it by `PR_SET_PDEATHSIG`), which makes the kernel kill every
-//!   process in the pid namespace. Processes: a cgroup v2 `pids.max` when
-//!   [`SandboxConfig::cgroup_parent`] is set, and always `RLIMIT_NPROC`, which is counted per
-//!   user namespace. Memory: cgroup `memory.max` (OOM kills are reported from
-//!   `memory.events`), else `RLIMIT_AS`. `RLIMIT_FSIZE`, `RLIMIT_CORE`=0, `RLIMIT_NOFILE`. Output is
-//!   kept up to [`SandboxConfig::output_limit`] per stream and the rest discarded.
+//! * **Limits, per run.** A plan run opens a [`Session`]: one control group ([`cgroup`]) for
+//!   everything the run starts, local commands and guest commands alike, with `memory`, `pids`
+//!   and `cpu` bounds for the whole run (OOM kills and refused forks are reported from the
+//!   group's event counters), a deadline for the whole run and a cancel flag. Each command also
+//!   has its own wall-clock timeout (clipped to the run's deadline): at the timeout, the
+//!   deadline or a cancel, the namespace's init is killed (through the intermediate process,
+//!   whose death kills it by `PR_SET_PDEATHSIG`), which makes the kernel kill every process in
+//!   the pid namespace; dropping the session kills whatever is left in the group. Local
+//!   commands also get `RLIMIT_NPROC` (counted per user namespace) and `RLIMIT_AS`; everything
+//!   gets `RLIMIT_FSIZE`, `RLIMIT_CORE`=0 and `RLIMIT_NOFILE`. Output is kept up to
+//!   [`SandboxConfig::output_limit`] per stream and the rest discarded.
+//! * **Without a cgroup** (neither v2 nor v1 usable, see [`Cgroups::Unavailable`]), guest
+//!   commands are refused, saying why: they run as the host's uid 0, which `RLIMIT_NPROC` does
+//!   not bind, and nothing else would bound their memory for the run. Local commands still run,
+//!   bounded per process (`RLIMIT_AS`) and in number (`RLIMIT_NPROC` under their unprivileged
+//!   mapped uid).
+//! * **Descriptors.** Before `exec`, every descriptor above stderr is marked close-on-exec
+//!   (`close_range(3, ~0, CLOSE_RANGE_CLOEXEC)`), so nothing of deployd's reaches a program.
+//! * **`/proc`** hides, besides the kernel interfaces below, what it would tell of the host:
+//!   its kernel command line, kernel config, partitions, disk statistics, modules, swaps,
+//!   devices and memory map (an empty file is bound over each).
 //! * **Unsafe code** is confined to `spawn.rs`; between fork and exec it makes only raw,
 //!   async-signal-safe system calls on memory prepared before the fork.
 //!
@@ -56,9 +70,9 @@
 //!
 //! * No seccomp filter: the whole system-call surface of the kernel is reachable, so a
 //!   kernel bug can still be an escape. Unprivileged user namespaces remain creatable inside.
-//! * Without a cgroup, memory is bounded per process (`RLIMIT_AS`), not for the run as a
-//!   whole, and limit hits are recognised from the programs' error messages.
-//! * CPU time is bounded only by the wall-clock timeout; there is no CPU share.
+//! * Without a cgroup, a local command's memory is bounded per process (`RLIMIT_AS`), not for
+//!   the run as a whole, and limit hits are recognised from the programs' error messages.
+//! * Without the `cpu` controller, CPU time is bounded only by the wall-clock limits.
 //! * Guest commands can do anything to the guest filesystem, including filling it.
 //! * A hostile guest image's symlinked `/proc` or `/dev` only loses those mounts (they land
 //!   in the private namespace's detached old root).
@@ -66,6 +80,7 @@
 //! Calls block for the whole run: call them from `spawn_blocking`, on a thread that outlives
 //! the call (the parent-death signal follows the spawning thread).
 
+pub mod cgroup;
 mod scratch;
 mod spawn;
 
@@ -77,9 +92,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub use cgroup::{Cgroups, GroupLimits, RunCgroup};
 pub use scratch::{Scratch, ScratchError, cleanup_leftovers};
 
 /// The uid and gid programs see inside the local sandbox.
@@ -95,21 +113,23 @@ pub struct SandboxConfig {
     /// The host uid/gid the sandbox's uid 65534 maps to. Prefer a uid nothing else uses.
     pub host_uid: u32,
     pub host_gid: u32,
-    /// Wall-clock limit for one command.
+    /// Wall-clock limit for one command (a run's deadline may cut it shorter).
     pub timeout: Duration,
-    /// Bytes of memory (cgroup `memory.max`, else `RLIMIT_AS` per process).
+    /// Bytes of memory for a whole run (its cgroup); without a cgroup, per process
+    /// (`RLIMIT_AS`).
     pub memory_limit: u64,
-    /// Processes (cgroup `pids.max` and `RLIMIT_NPROC`).
+    /// Processes of a whole run (its cgroup's `pids.max`), and `RLIMIT_NPROC` of local commands.
     pub max_processes: u64,
+    /// CPU time of a whole run, in thousandths of a CPU (1000: at most one CPU's worth).
+    pub cpu_millis: u32,
     /// Largest file a program may write (`RLIMIT_FSIZE`).
     pub max_file_size: u64,
     /// Size of the local sandbox's `/tmp`.
     pub tmp_size: u64,
-    /// Bytes kept per output stream.
+    /// Bytes kept per output stream of one command.
     pub output_limit: usize,
-    /// A cgroup v2 directory with the `memory` and `pids` controllers enabled in its
-    /// `cgroup.subtree_control`, in which each run gets a child cgroup. `None`: rlimits only.
-    pub cgroup_parent: Option<PathBuf>,
+    /// Where runs' control groups are made ([`Cgroups::detect`] by default).
+    pub cgroups: Cgroups,
 }
 
 impl Default for SandboxConfig {
@@ -121,10 +141,90 @@ impl Default for SandboxConfig {
             timeout: Duration::from_secs(600),
             memory_limit: 1 << 30,
             max_processes: 256,
+            cpu_millis: 1000,
             max_file_size: 8 << 30,
             tmp_size: 64 << 20,
-            output_limit: 16 << 20,
-            cgroup_parent: None,
+            output_limit: 4 << 20,
+            cgroups: Cgroups::detect(),
+        }
+    }
+}
+
+/// Set from another thread to stop a run: the running command is killed within
+/// milliseconds and the next one is not started.
+#[derive(Debug, Clone, Default)]
+pub struct CancelFlag(Arc<AtomicBool>);
+
+impl CancelFlag {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// One plan run's share of the host: a control group for everything the run starts (memory,
+/// processes, CPU), its deadline and its cancel flag. Dropping it kills every process left in
+/// the group.
+#[derive(Debug)]
+pub struct Session {
+    cgroup: Result<RunCgroup, String>,
+    deadline: Option<Instant>,
+    cancel: CancelFlag,
+}
+
+impl Session {
+    /// Opens a session with `cfg`'s limits. Fails only if a cgroup was found but a group
+    /// could not be made in it; with no cgroup at all the session runs local commands only.
+    pub fn open(
+        cfg: &SandboxConfig,
+        deadline: Option<Instant>,
+        cancel: CancelFlag,
+    ) -> Result<Session, SandboxError> {
+        let limits = GroupLimits {
+            memory: cfg.memory_limit,
+            processes: cfg.max_processes,
+            cpu_millis: cfg.cpu_millis,
+        };
+        let cgroup = match RunCgroup::create(&cfg.cgroups, limits) {
+            Ok(group) => Ok(group),
+            Err(SandboxError::NoCgroup(why)) => Err(why),
+            Err(e) => return Err(e),
+        };
+        Ok(Session {
+            cgroup,
+            deadline,
+            cancel,
+        })
+    }
+
+    /// The run's cgroup, if it has one.
+    pub fn cgroup(&self) -> Option<&RunCgroup> {
+        self.cgroup.as_ref().ok()
+    }
+
+    pub fn cancel_flag(&self) -> &CancelFlag {
+        &self.cancel
+    }
+
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Why the run may not go on (cancelled, or past its deadline), if so.
+    pub fn stopped(&self) -> Option<SandboxError> {
+        if self.cancel.is_cancelled() {
+            return Some(SandboxError::Cancelled { output: None });
+        }
+        match self.deadline {
+            Some(d) if Instant::now() >= d => Some(SandboxError::RunDeadline { output: None }),
+            _ => None,
         }
     }
 }
@@ -188,13 +288,13 @@ pub enum SandboxError {
     EmptyCommand,
     #[error("path {} contains a NUL byte", .0.display())]
     NulInPath(PathBuf),
-    #[error("creating the run's cgroup in {}", .path.display())]
+    #[error("creating the run's cgroup in {}: {source}", .path.display())]
     Cgroup {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("sandbox setup failed while {step}")]
+    #[error("sandbox setup failed while {step}: {source}")]
     Setup {
         step: &'static str,
         #[source]
@@ -202,8 +302,17 @@ pub enum SandboxError {
     },
     #[error("could not start the sandboxed program")]
     Spawn(#[source] io::Error),
-    #[error("timed out after {secs} s; every process of the run was killed")]
+    #[error("timed out after {secs} s; every process of the command was killed")]
     Timeout { secs: u64, output: Box<Output> },
+    #[error("the run reached its wall-clock limit; every process of the command was killed")]
+    RunDeadline { output: Option<Box<Output>> },
+    #[error("the run was cancelled; every process of the command was killed")]
+    Cancelled { output: Option<Box<Output>> },
+    #[error(
+        "guest commands (sh, command) need a cgroup to bound them, and this host has none \
+         usable: {0}"
+    )]
+    NoCgroup(String),
     #[error("stopped by the sandbox's {limit}")]
     Limit {
         limit: LimitHit,
@@ -216,6 +325,7 @@ pub enum SandboxError {
 /// Runs `busybox sh -c shell_text` in the local sandbox with `scratch` as working directory.
 pub fn run_local(
     cfg: &SandboxConfig,
+    session: &Session,
     scratch: &Scratch,
     shell_text: &str,
     stdin: Option<&[u8]>,
@@ -254,13 +364,15 @@ pub fn run_local(
         deny_setgroups: true,
         inner: SANDBOX_ID,
     };
-    run(cfg, cmd, root, ids, SCRATCH_MOUNT, stdin)
+    run(cfg, session, cmd, root, ids, SCRATCH_MOUNT, stdin)
 }
 
 /// Runs `argv` as root inside the guest filesystem mounted at `guest_root` (guestfish
-/// `command`; `sh "cmd"` is `["/bin/sh", "-c", "cmd"]`).
+/// `command`; `sh "cmd"` is `["/bin/sh", "-c", "cmd"]`). Refused when the session has no
+/// cgroup (see the crate documentation).
 pub fn run_in_guest(
     cfg: &SandboxConfig,
+    session: &Session,
     guest_root: &Path,
     argv: &[String],
     stdin: Option<&[u8]>,
@@ -268,6 +380,9 @@ pub fn run_in_guest(
     let Some((program, args)) = argv.split_first() else {
         return Err(SandboxError::EmptyCommand);
     };
+    if let Err(why) = &session.cgroup {
+        return Err(SandboxError::NoCgroup(why.clone()));
+    }
     let guest_root = guest_root
         .canonicalize()
         .map_err(|_| SandboxError::GuestRoot(guest_root.to_owned()))?;
@@ -296,7 +411,7 @@ pub fn run_in_guest(
         deny_setgroups: false,
         inner: 0,
     };
-    run(cfg, cmd, root, ids, "/", stdin)
+    run(cfg, session, cmd, root, ids, "/", stdin)
 }
 
 struct Ids {
@@ -308,25 +423,31 @@ struct Ids {
 
 fn run(
     cfg: &SandboxConfig,
+    session: &Session,
     mut cmd: Command,
     root: spawn::Root,
     ids: Ids,
     workdir: &str,
     stdin: Option<&[u8]>,
 ) -> Result<Output, SandboxError> {
-    let cgroup = match &cfg.cgroup_parent {
-        Some(parent) => Some(Cgroup::create(parent, cfg)?),
-        None => None,
-    };
+    if let Some(stop) = session.stopped() {
+        return Err(stop);
+    }
+    let cgroup = session.cgroup();
     let mut rlimits = vec![
-        (libc::RLIMIT_NPROC as libc::c_int, cfg.max_processes),
         (libc::RLIMIT_FSIZE as libc::c_int, cfg.max_file_size),
         (libc::RLIMIT_CORE as libc::c_int, 0),
         (libc::RLIMIT_NOFILE as libc::c_int, 1024),
     ];
+    if ids.inner != 0 {
+        // Counted per user and user namespace; uid 0 of the host is exempt, so guest
+        // commands are bounded by the cgroup's pids.max instead.
+        rlimits.push((libc::RLIMIT_NPROC as libc::c_int, cfg.max_processes));
+    }
     if cgroup.is_none() {
         rlimits.push((libc::RLIMIT_AS as libc::c_int, cfg.memory_limit));
     }
+    let events_before = cgroup.map(RunCgroup::events).unwrap_or_default();
     let (err_read, err_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| SandboxError::Spawn(e.into()))?;
     let plan = spawn::Plan {
@@ -339,9 +460,12 @@ fn run(
         workdir: c_string(workdir),
         hostname: c_string("streamer-sandbox"),
         rlimits,
-        cgroup_procs: match &cgroup {
-            Some(cg) => Some(cpath(&cg.dir.join("cgroup.procs"))?),
-            None => None,
+        cgroup_procs: match cgroup {
+            Some(cg) => cg
+                .procs_files()
+                .map(|f| cpath(&f))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => Vec::new(),
         },
         err_fd: err_write.as_raw_fd(),
         parent_pid: std::process::id() as libc::pid_t,
@@ -382,19 +506,36 @@ fn run(
         .take()
         .map(|s| thread::spawn(move || read_capped(s, limit)));
 
-    let deadline = Instant::now() + cfg.timeout;
-    let mut timed_out = false;
+    let timeout_at = Instant::now() + cfg.timeout;
+    let deadline = session.deadline.map_or(timeout_at, |d| d.min(timeout_at));
+    enum Stop {
+        Timeout,
+        Deadline,
+        Cancelled,
+    }
+    let mut stopped = None;
     let status = loop {
         match child.try_wait().map_err(SandboxError::Wait)? {
             Some(status) => break status,
-            None if Instant::now() >= deadline => {
-                timed_out = true;
-                // Killing the intermediate kills the namespace's init (parent-death
-                // signal), and with it every process of the run.
-                let _ = child.kill();
-                break child.wait().map_err(SandboxError::Wait)?;
+            None => {
+                let now = Instant::now();
+                if session.cancel.is_cancelled() {
+                    stopped = Some(Stop::Cancelled);
+                } else if now >= deadline {
+                    stopped = Some(if now >= timeout_at {
+                        Stop::Timeout
+                    } else {
+                        Stop::Deadline
+                    });
+                }
+                if stopped.is_some() {
+                    // Killing the intermediate kills the namespace's init (parent-death
+                    // signal), and with it every process of the command.
+                    let _ = child.kill();
+                    break child.wait().map_err(SandboxError::Wait)?;
+                }
+                thread::sleep(Duration::from_millis(10));
             }
-            None => thread::sleep(Duration::from_millis(10)),
         }
     };
     let (stdout, stdout_truncated) = join_reader(out_reader);
@@ -410,14 +551,31 @@ fn run(
         stderr_truncated,
         limits_hit: Vec::new(),
     };
-    output.limits_hit = detect_limits(&output, cgroup.as_ref());
-    drop(cgroup);
+    let events_after = cgroup.map(RunCgroup::events).unwrap_or_default();
+    let events = (
+        events_after.0 > events_before.0,
+        events_after.1 > events_before.1,
+    );
+    output.limits_hit = detect_limits(&output, events);
 
-    if timed_out {
-        return Err(SandboxError::Timeout {
-            secs: cfg.timeout.as_secs(),
-            output: Box::new(output),
-        });
+    match stopped {
+        Some(Stop::Timeout) => {
+            return Err(SandboxError::Timeout {
+                secs: cfg.timeout.as_secs(),
+                output: Box::new(output),
+            });
+        }
+        Some(Stop::Deadline) => {
+            return Err(SandboxError::RunDeadline {
+                output: Some(Box::new(output)),
+            });
+        }
+        Some(Stop::Cancelled) => {
+            return Err(SandboxError::Cancelled {
+                output: Some(Box::new(output)),
+            });
+        }
+        None => {}
     }
     if !output.success() {
         let fatal = [
@@ -480,11 +638,12 @@ fn join_reader(reader: Option<thread::JoinHandle<(Vec<u8>, bool)>>) -> (Vec<u8>,
     reader.and_then(|r| r.join().ok()).unwrap_or_default()
 }
 
-fn detect_limits(output: &Output, cgroup: Option<&Cgroup>) -> Vec<LimitHit> {
+/// `events`: (an OOM kill, a refused fork) happened in the run's cgroup during the command.
+fn detect_limits(output: &Output, events: (bool, bool)) -> Vec<LimitHit> {
     let mut hits = Vec::new();
     let stderr = String::from_utf8_lossy(&output.stderr).to_lowercase();
     let said = |needles: &[&str]| needles.iter().any(|n| stderr.contains(n));
-    let (oom, pids_max) = cgroup.map(Cgroup::events).unwrap_or((false, false));
+    let (oom, pids_max) = events;
     if oom
         || said(&[
             "out of memory",
@@ -552,63 +711,4 @@ fn cpath(path: &Path) -> Result<CString, SandboxError> {
 /// For strings built here, which never contain NUL.
 fn c_string(s: &str) -> CString {
     CString::new(s.replace('\0', "")).unwrap_or_default()
-}
-
-/// A run's cgroup v2 directory; removed (after killing what is left in it) on drop.
-#[derive(Debug)]
-struct Cgroup {
-    dir: PathBuf,
-}
-
-impl Cgroup {
-    fn create(parent: &Path, cfg: &SandboxConfig) -> Result<Cgroup, SandboxError> {
-        let dir = parent.join(format!("streamer-sandbox-{}", uuid::Uuid::new_v4()));
-        let err = |source| SandboxError::Cgroup {
-            path: parent.to_owned(),
-            source,
-        };
-        std::fs::create_dir(&dir).map_err(err)?;
-        let cgroup = Cgroup { dir };
-        let write = |file: &str, value: String| std::fs::write(cgroup.dir.join(file), value);
-        write("memory.max", cfg.memory_limit.to_string()).map_err(err)?;
-        write("pids.max", cfg.max_processes.to_string()).map_err(err)?;
-        // Absent when swap accounting is off; then there is no swap to escape to either.
-        let _ = write("memory.swap.max", "0".to_owned());
-        Ok(cgroup)
-    }
-
-    /// (an OOM kill happened, the pids limit was hit)
-    fn events(&self) -> (bool, bool) {
-        let counter = |file: &str, key: &str| {
-            std::fs::read_to_string(self.dir.join(file))
-                .ok()
-                .and_then(|text| {
-                    text.lines()
-                        .find_map(|l| l.strip_prefix(key)?.trim().parse::<u64>().ok())
-                })
-                .is_some_and(|n| n > 0)
-        };
-        (
-            counter("memory.events", "oom_kill "),
-            counter("pids.events", "max "),
-        )
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        let _ = std::fs::write(self.dir.join("cgroup.kill"), "1");
-        for _ in 0..100 {
-            match std::fs::remove_dir(&self.dir) {
-                Ok(()) => return,
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                    thread::sleep(Duration::from_millis(10))
-                }
-                Err(e) => {
-                    tracing::warn!(path = %self.dir.display(), error = %e, "removing sandbox cgroup");
-                    return;
-                }
-            }
-        }
-    }
 }

@@ -6,10 +6,11 @@
 //!
 //! Process tree (see `mod.rs` for why):
 //! ```text
-//! deployd ── first child (std's fork; host namespaces → unshare mount/pid/net/ipc/uts/cgroup)
+//! deployd ── first child (std's fork; host namespaces → unshare pid/net/ipc/uts/cgroup)
 //!              │   becomes the "intermediate": writes the grandchild's uid/gid maps, waits,
 //!              │   exits with the grandchild's status (re-raising its signal)
-//!              └─ grandchild = pid 1 of the new pid namespace: builds the root, pivot_root,
+//!              └─ grandchild = pid 1 of the new pid namespace: a mount namespace of its own
+//!                 (so only it, briefly, holds a copy of the host's mounts), builds the root, pivot_root,
 //!                 new user namespace, drops to the inner ids, rlimits, then std execs it.
 //! ```
 
@@ -50,10 +51,11 @@ pub(super) enum Step {
     SetIds,
     Rlimits,
     NoNewPrivs,
+    Descriptors,
 }
 
 impl Step {
-    const ALL: [Step; 25] = [
+    const ALL: [Step; 26] = [
         Step::ParentGone,
         Step::CgroupJoin,
         Step::Unshare,
@@ -79,6 +81,7 @@ impl Step {
         Step::SetIds,
         Step::Rlimits,
         Step::NoNewPrivs,
+        Step::Descriptors,
     ];
 
     pub(super) fn from_u32(v: u32) -> Option<Step> {
@@ -112,6 +115,7 @@ impl Step {
             Step::SetIds => "switching to the sandbox uid/gid",
             Step::Rlimits => "setting resource limits",
             Step::NoNewPrivs => "setting no_new_privs",
+            Step::Descriptors => "closing inherited descriptors",
         }
     }
 }
@@ -146,7 +150,8 @@ pub(super) struct Plan {
     pub hostname: CString,
     /// (resource, soft = hard limit)
     pub rlimits: Vec<(c_int, u64)>,
-    pub cgroup_procs: Option<CString>,
+    /// The run's cgroup: each hierarchy's `cgroup.procs` (several with cgroup v1).
+    pub cgroup_procs: Vec<CString>,
     /// Write end of the parent's error pipe (close-on-exec).
     pub err_fd: RawFd,
     pub parent_pid: libc::pid_t,
@@ -200,11 +205,13 @@ fn first_child(plan: &Plan) -> SetupResult {
     if sys::getppid() != plan.parent_pid {
         return Err((Step::ParentGone, libc::ESRCH));
     }
-    if let Some(procs) = &plan.cgroup_procs {
+    for procs in &plan.cgroup_procs {
         check(Step::CgroupJoin, sys::write_file(procs, b"0"))?;
     }
-    let flags = libc::CLONE_NEWNS
-        | libc::CLONE_NEWPID
+    // The mount namespace is the grandchild's alone (see `grandchild`): this process lives for
+    // the whole command, and a copy of the host's mounts held that long would keep other
+    // runs' guest filesystems alive after they unmount them.
+    let flags = libc::CLONE_NEWPID
         | libc::CLONE_NEWNET
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWUTS
@@ -291,6 +298,8 @@ fn grandchild(plan: &Plan, p: &Pipes) -> SetupResult {
     if sys::read_byte(p.go_r) != Some(1) {
         return Err((Step::Handshake, libc::EPIPE));
     }
+    // A copy of the host's mounts, dropped at pivot_root a few system calls later.
+    check(Step::Unshare, sys::unshare(libc::CLONE_NEWNS))?;
     // Nothing mounted from here on may propagate back to the host.
     check(
         Step::MakePrivate,
@@ -336,6 +345,9 @@ fn grandchild(plan: &Plan, p: &Pipes) -> SetupResult {
         return Err((Step::ParentGone, libc::ESRCH));
     }
     check(Step::Chdir, sys::chdir(&plan.workdir))?;
+    // Nothing of deployd's may reach the program: every descriptor above stderr closes at
+    // exec (std's own exec-status pipe and the error pipe already do).
+    check(Step::Descriptors, sys::cloexec_above_stderr())?;
     Ok(())
 }
 
@@ -393,12 +405,26 @@ fn mount_proc() -> SetupResult {
         let ro = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | flags;
         check(Step::Proc, sys::mount(None, path, None, ro, None))?;
     }
+    // Kernel interfaces, and what the host's /proc would tell of the appliance: its kernel
+    // command line and config, its disks, modules, swap and memory map.
     for path in [
         c"proc/kcore",
         c"proc/keys",
         c"proc/timer_list",
         c"proc/sched_debug",
         c"proc/latency_stats",
+        c"proc/cmdline",
+        c"proc/config.gz",
+        c"proc/partitions",
+        c"proc/diskstats",
+        c"proc/modules",
+        c"proc/swaps",
+        c"proc/devices",
+        c"proc/iomem",
+        c"proc/ioports",
+        c"proc/kallsyms",
+        c"proc/vmallocinfo",
+        c"proc/mtd",
     ] {
         if sys::mount(Some(c"/dev/null"), path, None, libc::MS_BIND, None) < 0
             && sys::errno() != libc::ENOENT
@@ -657,6 +683,30 @@ mod sys {
     pub fn close(fd: RawFd) {
         // SAFETY: closing a descriptor this process owns.
         unsafe { libc::close(fd) };
+    }
+
+    /// Marks every descriptor above 2 close-on-exec: `close_range` with
+    /// `CLOSE_RANGE_CLOEXEC` (Linux 5.11), else one `fcntl` per possible descriptor.
+    pub fn cloexec_above_stderr() -> c_int {
+        // SAFETY: changes descriptor flags only; no memory is involved.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            )
+        };
+        if r == 0 {
+            return 0;
+        }
+        // RLIMIT_NOFILE was already lowered: the loop must reach above it.
+        let top: c_int = 1 << 16;
+        for fd in 3..top {
+            // SAFETY: F_SETFD on any integer is harmless (EBADF when not open).
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+        0
     }
 
     pub fn close_range(first: u32, last: u32) {

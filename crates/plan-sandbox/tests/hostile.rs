@@ -7,12 +7,14 @@ use std::fs;
 use std::io::ErrorKind;
 use std::net::TcpListener;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use plan_sandbox::{
-    LimitHit, Output, SandboxConfig, SandboxError, Scratch, run_in_guest, run_local,
+    CancelFlag, Cgroups, LimitHit, Output, SandboxConfig, SandboxError, Scratch, Session,
+    run_in_guest, run_local,
 };
 
 /// Each test gets its own host uid so process counts and cleanup checks do not interfere.
@@ -55,7 +57,7 @@ fn setup(size: u64) -> Option<Run> {
     let parent = tempfile::tempdir().ok()?;
     let scratch = Scratch::create_for(parent.path(), size, &cfg).ok()?;
     // Probe once: a kernel without user namespaces fails at a known step.
-    match run_local(&cfg, &scratch, "true", None) {
+    match run_local(&cfg, &session(&cfg), &scratch, "true", None) {
         Err(SandboxError::Setup { step, source }) => {
             eprintln!("skipping: sandbox unavailable here ({step}: {source})");
             return None;
@@ -70,8 +72,24 @@ fn setup(size: u64) -> Option<Run> {
     })
 }
 
+/// A session with `cfg`'s limits, no deadline, not cancelled.
+fn session(cfg: &SandboxConfig) -> Session {
+    Session::open(cfg, None, CancelFlag::new()).expect("opening a sandbox session")
+}
+
+/// One command in a session of its own.
 fn local(run: &Run, script: &str) -> Result<Output, SandboxError> {
-    run_local(&run.cfg, &run.scratch, script, None)
+    run_local(&run.cfg, &session(&run.cfg), &run.scratch, script, None)
+}
+
+fn guest_sh(
+    cfg: &SandboxConfig,
+    session: &Session,
+    guest: &Path,
+    script: &str,
+) -> Result<Output, SandboxError> {
+    let argv = ["/bin/sh".to_owned(), "-c".to_owned(), script.to_owned()];
+    run_in_guest(cfg, session, guest, &argv, None)
 }
 
 fn ok(run: &Run, script: &str) -> Output {
@@ -85,6 +103,12 @@ fn output_of(result: Result<Output, SandboxError>) -> Output {
     match result {
         Ok(out) => out,
         Err(SandboxError::Limit { output, .. } | SandboxError::Timeout { output, .. }) => *output,
+        Err(SandboxError::RunDeadline {
+            output: Some(output),
+        })
+        | Err(SandboxError::Cancelled {
+            output: Some(output),
+        }) => *output,
         Err(e) => panic!("unexpected error {e:?}"),
     }
 }
@@ -213,6 +237,7 @@ fn stdin_and_exit_status() {
     let Some(run) = setup(16 << 20) else { return };
     let out = run_local(
         &run.cfg,
+        &session(&run.cfg),
         &run.scratch,
         "wc -l; exit 7",
         Some(b"one\ntwo\nthree\n"),
@@ -456,10 +481,12 @@ fn memory_bomb_is_stopped() {
     else {
         panic!("expected a memory error: {result:?}");
     };
+    // With a cgroup the kernel's OOM killer ends awk (SIGKILL); without one, awk's allocation
+    // fails under RLIMIT_AS and it says so.
     assert!(
-        output.stderr_text().contains("out of memory"),
-        "{}",
-        output.stderr_text()
+        output.status.signal() == Some(libc::SIGKILL)
+            || output.stderr_text().contains("out of memory"),
+        "{output:?}"
     );
     assert!(start.elapsed() < Duration::from_secs(20));
 }
@@ -474,7 +501,8 @@ fn tiny_guest() -> tempfile::TempDir {
     }
     fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
     for applet in [
-        "sh", "ls", "cat", "echo", "id", "touch", "mknod", "mount", "chown", "stat",
+        "sh", "ls", "cat", "echo", "id", "touch", "mknod", "mount", "chown", "stat", "sleep",
+        "awk", "wc", "seq",
     ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
@@ -489,6 +517,7 @@ fn guest_command_is_confined_to_the_guest() {
     let argv = |s: &str| vec!["/bin/sh".to_owned(), "-c".to_owned(), s.to_owned()];
     let result = run_in_guest(
         &cfg,
+        &session(&cfg),
         guest.path(),
         &argv("echo $$; ls /; cat /etc/hostname; id -u; ls /dev"),
         None,
@@ -507,6 +536,7 @@ fn guest_command_is_confined_to_the_guest() {
     // Root inside the guest can personalise it: create and chown files.
     let out = run_in_guest(
         &cfg,
+        &session(&cfg),
         guest.path(),
         &argv("echo x > /etc/new; chown 1000:1000 /etc/new; cat"),
         Some(b"piped\n"),
@@ -518,6 +548,7 @@ fn guest_command_is_confined_to_the_guest() {
     // ...but cannot reach the host.
     let out = run_in_guest(
         &cfg,
+        &session(&cfg),
         guest.path(),
         &argv(
             "mknod /tmp/sda b 8 0 && cat /tmp/sda; mount -t tmpfs t /mnt; echo h > /proc/sys/kernel/hostname; \
@@ -562,4 +593,185 @@ fn leftovers_of_a_crash_are_cleaned_up() {
     assert_eq!(plan_sandbox::cleanup_leftovers(parent.path()).unwrap(), 1);
     assert!(mounts_under(parent.path()).is_empty());
     assert!(fs::read_dir(parent.path()).unwrap().next().is_none());
+}
+
+// ---- limits per run ----
+
+/// A run's processes, all in one cgroup: guest `sh` runs as the host's uid 0, which
+/// RLIMIT_NPROC does not bind, so only the cgroup's pids.max stops a fork loop there.
+#[test]
+fn guest_processes_are_bounded_for_the_run() {
+    let Some(mut cfg) = config() else { return };
+    if let Cgroups::Unavailable(why) = &cfg.cgroups {
+        eprintln!("skipping: no cgroup here ({why})");
+        return;
+    }
+    cfg.max_processes = 64;
+    cfg.timeout = Duration::from_secs(20);
+    let guest = tiny_guest();
+    let session = session(&cfg);
+    let out = output_of(guest_sh(
+        &cfg,
+        &session,
+        guest.path(),
+        "n=0; while [ $n -lt 300 ]; do sleep 30 & n=$((n+1)); done; echo started $n",
+    ));
+    assert!(
+        out.limits_hit.contains(&LimitHit::Processes),
+        "300 guest processes under a limit of 64: {out:?}"
+    );
+    // The next command of the run works.
+    let out = guest_sh(&cfg, &session, guest.path(), "echo next").unwrap();
+    assert_eq!(out.stdout_text(), "next\n");
+}
+
+/// Six processes of 100 MB each fit under a per-process limit of 256 MiB, not under a
+/// run-wide one.
+#[test]
+fn memory_is_bounded_for_the_whole_run() {
+    let Some(mut run) = setup(16 << 20) else {
+        return;
+    };
+    if let Cgroups::Unavailable(why) = &run.cfg.cgroups {
+        eprintln!("skipping: no cgroup here ({why})");
+        return;
+    }
+    run.cfg.memory_limit = 256 << 20;
+    let hog =
+        "awk 'BEGIN { s = \"x\"; while (length(s) < 100000000) s = s s; system(\"sleep 3\") }'";
+    let script = format!("for i in 1 2 3 4 5 6; do {hog} & done; wait; echo done");
+    let out = output_of(local(&run, &script));
+    assert!(
+        out.limits_hit.contains(&LimitHit::Memory),
+        "six 128 MB strings under a run limit of 256 MiB: {out:?}"
+    );
+    // The guest side shares the bound.
+    let guest = tiny_guest();
+    let session = session(&run.cfg);
+    let out = output_of(guest_sh(&run.cfg, &session, guest.path(), &script));
+    assert!(out.limits_hit.contains(&LimitHit::Memory), "{out:?}");
+}
+
+#[test]
+fn no_descriptor_of_the_host_is_inherited() {
+    let Some(run) = setup(16 << 20) else { return };
+    // A descriptor without close-on-exec, as a careless library (or deployd's parent) leaves.
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let leaked = nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_DUPFD(200)).unwrap();
+    let out = ok(&run, "ls /proc/self/fd/");
+    let fds: Vec<String> = out.stdout_text().lines().map(str::to_owned).collect();
+    assert!(
+        !fds.contains(&leaked.to_string()),
+        "descriptor {leaked} reached the sandbox: {fds:?}"
+    );
+    // 0, 1, 2 and the directory ls is reading.
+    assert!(fds.len() <= 4, "{fds:?}");
+    let guest = tiny_guest();
+    if !matches!(run.cfg.cgroups, Cgroups::Unavailable(_)) {
+        let out = guest_sh(
+            &run.cfg,
+            &session(&run.cfg),
+            guest.path(),
+            "ls /proc/self/fd/",
+        )
+        .unwrap();
+        assert!(
+            out.stdout_text().lines().count() <= 4,
+            "{}",
+            out.stdout_text()
+        );
+    }
+    drop((r, w));
+    nix::unistd::close(leaked).unwrap();
+}
+
+#[test]
+fn proc_does_not_show_the_host() {
+    let Some(run) = setup(16 << 20) else { return };
+    let out = ok(
+        &run,
+        "for f in cmdline config.gz partitions diskstats modules swaps devices; do \
+           echo $f $(cat /proc/$f 2>/dev/null | wc -c); done",
+    );
+    for line in out.stdout_text().lines() {
+        assert!(line.ends_with(" 0"), "/proc shows the host: {line}");
+    }
+    assert!(!fs::read_to_string("/proc/cmdline").unwrap().is_empty());
+}
+
+#[test]
+fn cancel_stops_the_running_command() {
+    let Some(run) = setup(16 << 20) else { return };
+    let cancel = CancelFlag::new();
+    let session = Session::open(&run.cfg, None, cancel.clone()).unwrap();
+    let flag = cancel.clone();
+    let canceller = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        flag.cancel();
+    });
+    let start = Instant::now();
+    let result = run_local(
+        &run.cfg,
+        &session,
+        &run.scratch,
+        "echo begun; sleep 1000",
+        None,
+    );
+    canceller.join().unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "cancel took {:?}",
+        start.elapsed()
+    );
+    let Err(SandboxError::Cancelled { output: Some(out) }) = result else {
+        panic!("{result:?}");
+    };
+    assert_eq!(out.stdout_text(), "begun\n");
+    wait_no_processes(run.cfg.host_uid);
+    // The session refuses to start anything more.
+    let next = run_local(&run.cfg, &session, &run.scratch, "echo more", None);
+    assert!(
+        matches!(next, Err(SandboxError::Cancelled { output: None })),
+        "{next:?}"
+    );
+}
+
+#[test]
+fn the_run_deadline_cuts_every_command() {
+    let Some(mut run) = setup(16 << 20) else {
+        return;
+    };
+    run.cfg.timeout = Duration::from_secs(600);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let session = Session::open(&run.cfg, Some(deadline), CancelFlag::new()).unwrap();
+    let result = run_local(&run.cfg, &session, &run.scratch, "sleep 1000", None);
+    assert!(
+        matches!(result, Err(SandboxError::RunDeadline { output: Some(_) })),
+        "{result:?}"
+    );
+    assert!(Instant::now() < deadline + Duration::from_secs(4));
+    wait_no_processes(run.cfg.host_uid);
+    let next = run_local(&run.cfg, &session, &run.scratch, "echo more", None);
+    assert!(
+        matches!(next, Err(SandboxError::RunDeadline { output: None })),
+        "{next:?}"
+    );
+}
+
+#[test]
+fn without_a_cgroup_guest_commands_are_refused() {
+    let Some(mut run) = setup(16 << 20) else {
+        return;
+    };
+    run.cfg.cgroups = Cgroups::Unavailable("none in this test".into());
+    let session = session(&run.cfg);
+    assert!(session.cgroup().is_none());
+    let guest = tiny_guest();
+    let result = guest_sh(&run.cfg, &session, guest.path(), "echo hi");
+    let Err(e @ SandboxError::NoCgroup(_)) = result else {
+        panic!("{result:?}");
+    };
+    assert!(e.to_string().contains("none in this test"), "{e}");
+    // Local commands still run, as the unprivileged sandbox user.
+    assert_eq!(ok(&run, "id -u").stdout_text(), "65534\n");
 }

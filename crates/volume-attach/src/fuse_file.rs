@@ -287,13 +287,23 @@ impl FuseDisk {
         Ok(disk)
     }
 
-    /// Unmounts and waits for the server thread. If the file is still in use (a loop device
-    /// someone else holds), it is detached lazily and the thread is left to end on its own.
+    /// Unmounts and waits for the server thread. A loop device the kernel is still releasing
+    /// (auto-clear is asynchronous) keeps the file busy for a moment: that is waited for, up to
+    /// two seconds. If the file is still in use then, it is detached lazily and the thread is
+    /// left to end on its own.
     pub fn unmount(mut self) -> io::Result<()> {
         let Some(session) = self.session.take() else {
             return Ok(());
         };
-        match nix::mount::umount2(&self.mountpoint, nix::mount::MntFlags::empty()) {
+        let mut result = nix::mount::umount2(&self.mountpoint, nix::mount::MntFlags::empty());
+        for _ in 0..50 {
+            if result != Err(nix::errno::Errno::EBUSY) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(40));
+            result = nix::mount::umount2(&self.mountpoint, nix::mount::MntFlags::empty());
+        }
+        match result {
             Ok(()) => session.join(),
             Err(e) => {
                 let _ = nix::mount::umount2(&self.mountpoint, nix::mount::MntFlags::MNT_DETACH);

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::services::plan_runs::RunLimits;
 use crate::state::{AppState, Config};
 use crate::tls::{TlsFiles, ensure_certificate};
 
@@ -49,6 +50,18 @@ struct Args {
     /// Plan runs at once; further deploys and captures queue.
     #[arg(long, default_value_t = Config::DEFAULT_CONCURRENT_RUNS)]
     max_concurrent_runs: usize,
+    /// Wall-clock limit of one plan run (a deploy's or capture's build plan), in minutes.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1440))]
+    plan_run_minutes: u64,
+    /// Memory of everything one plan run starts, in MiB.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(64..))]
+    plan_run_memory_mib: u64,
+    /// Processes of one plan run.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(16..))]
+    plan_run_processes: u64,
+    /// CPU of one plan run, in percent of one CPU.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(10..))]
+    plan_run_cpu_percent: u32,
     /// Largest upload accepted (golden images, artifact bundles), in MiB.
     #[arg(long, default_value_t = Config::DEFAULT_MAX_UPLOAD >> 20)]
     max_upload_mib: u64,
@@ -102,6 +115,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         boot_nbd_addr: args.boot_nbd,
         power_control_pid: args.power_control_pid,
         max_concurrent_runs: args.max_concurrent_runs,
+        run_limits: RunLimits {
+            timeout: Duration::from_secs(args.plan_run_minutes * 60),
+            memory: args.plan_run_memory_mib << 20,
+            processes: args.plan_run_processes,
+            cpu_millis: args.plan_run_cpu_percent * 10,
+        },
     };
     // Plan-script runs interrupted by a crash left mounts, loop devices and scratch file
     // systems behind: remove them before anything new runs.

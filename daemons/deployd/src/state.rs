@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::{AccountsReady, LoginLimiter, PendingAdministrator, Sessions, Users};
+use crate::domain::secrets::{self, Secrets};
 use crate::domain::{deployment_groups, records};
-use crate::meta::{MetaStore, RedbStore};
+use crate::meta::{MetaStore, RedbStore, SealedStore, SecretKey};
 use crate::services::audit::AuditLog;
 use crate::services::files::StateFiles;
-use crate::services::plan_runs::{NbdRunner, PlanRuns};
+use crate::services::plan_runs::{NbdRunner, PlanRuns, RunLimits};
 use crate::services::storage::Storage;
 use crate::services::tasks::Tasks;
 use crate::services::{Services, Settings};
@@ -41,6 +42,8 @@ pub struct Config {
     pub power_control_pid: Option<i32>,
     /// Plan runs at once (attach, mount, sandbox); further deploys and captures queue.
     pub max_concurrent_runs: usize,
+    /// What one plan run may use (wall clock, memory, processes, CPU).
+    pub run_limits: RunLimits,
 }
 
 impl Config {
@@ -68,6 +71,9 @@ pub enum StateError {
 }
 
 pub use appliance_layout::INITIAL_PASSWORD_FILE;
+
+/// The key that seals secrets in the metadata store, in the state directory (0600).
+pub const SECRET_KEY_FILE: &str = "secrets.key";
 
 /// Shared state of the API.
 #[derive(Debug)]
@@ -112,7 +118,24 @@ impl AppState {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let files = StateFiles::new(dir);
         files.prepare().map_err(io(dir))?;
-        let meta: Arc<dyn MetaStore> = Arc::new(RedbStore::open(&dir.join("meta.redb"))?);
+        let meta_path = dir.join("meta.redb");
+        let raw: Arc<dyn MetaStore> = Arc::new(RedbStore::open(&meta_path)?);
+        files.make_private(&meta_path).map_err(io(&meta_path))?;
+        // Secrets are sealed with a key kept in a file of its own (0600), never in the store.
+        let key_path = dir.join(SECRET_KEY_FILE);
+        let key = SecretKey::load_or_create(&key_path).map_err(io(&key_path))?;
+        let sealed = SealedStore::new(raw, &key, Arc::new(Secrets));
+        // A key that does not open the sealed secrets stops the start, naming the key file.
+        for kind in secrets::KINDS {
+            sealed.list(kind)?;
+        }
+        // Secrets stored before sealing existed are sealed once, now.
+        let unsealed = sealed.unsealed_secrets(&secrets::KINDS)?;
+        if !unsealed.is_empty() {
+            tracing::info!("sealing {} records' secrets at rest", unsealed.len());
+            sealed.apply(unsealed)?;
+        }
+        let meta: Arc<dyn MetaStore> = Arc::new(sealed);
         // A first start (and the first start after an upgrade) writes once: the default
         // deployment group and the index of names and references, in one transaction.
         let mut first_start = records::index_building(meta.as_ref())?;
@@ -135,7 +158,7 @@ impl AppState {
         }
         let audit_path = dir.join("audit.log");
         let audit = AuditLog::open(&audit_path).map_err(io(&audit_path))?;
-        let runner = Arc::new(NbdRunner::new(files.runs_dir()));
+        let runner = Arc::new(NbdRunner::new(files.runs_dir(), config.run_limits));
         let services = Services {
             meta,
             storage: Storage::new(&config.storaged_socket),

@@ -6,6 +6,9 @@ mod common;
 
 use std::path::PathBuf;
 
+use common::deploy::{
+    created_uri, ext4_files, have_tools, is_root, linux_golden_image, partition_bytes, register,
+};
 use common::redfish::RedfishDouble;
 use common::{Api, TestServer};
 use serde_json::{Value, json};
@@ -51,23 +54,6 @@ fn uri_named(api: &Api, collection: &str, name: &str) -> String {
         .iter()
         .find(|m| m["name"] == name)
         .unwrap_or_else(|| panic!("no {name:?} in {collection}"))["uri"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
-fn register(api: &Api, name: &str, ip: &str, redfish: &RedfishDouble) -> String {
-    let r = api.post(
-        "/rest/server-hardware",
-        &json!({
-            "name": name,
-            "macAddresses": ["52:54:00:12:34:56", "52:54:00:12:34:57"],
-            "deploymentIpv4": ip,
-            "redfish": {"address": redfish.address, "username": "admin", "password": "s3cret-pw"},
-        }),
-    );
-    assert_eq!(r.status(), 201);
-    r.json::<Value>().unwrap()["uri"]
         .as_str()
         .unwrap()
         .to_string()
@@ -274,41 +260,6 @@ fn a_restart_deletes_os_volumes_left_deploying() {
     assert_eq!(names, ["os-volume-done", "os-volume-stuck", "stuck-child"]);
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!("skipped: attaching OS volumes needs root");
-    }
-    root
-}
-
-/// The bytes of partition `index` (0-based) of storaged volume `volume`, exported to a raw
-/// file and located with `sfdisk -J`.
-fn partition_bytes(s: &TestServer, volume: &str, index: usize) -> Vec<u8> {
-    let dir = tempfile::tempdir().unwrap();
-    let raw = dir.path().join("disk.raw");
-    let out = std::fs::File::create(&raw).unwrap();
-    let socket = s.state.config.storaged_socket.clone();
-    let v = volume.to_string();
-    s.block_on(async move {
-        deployd::services::storage::Storage::new(&socket)
-            .export_raw(&v, &out)
-            .await
-            .unwrap()
-    });
-    let table = std::process::Command::new("sfdisk")
-        .arg("-J")
-        .arg(&raw)
-        .output()
-        .unwrap();
-    let t: Value = serde_json::from_slice(&table.stdout).unwrap();
-    let p = &t["partitiontable"]["partitions"][index];
-    let (start, size) = (p["start"].as_u64().unwrap(), p["size"].as_u64().unwrap());
-    let bytes = std::fs::read(&raw).unwrap();
-    bytes[(start * 512) as usize..((start + size) * 512) as usize].to_vec()
-}
-
 /// The text of `path` in the first partition's FAT file system of storaged volume `volume`.
 fn fat_file(s: &TestServer, volume: &str, path: &str) -> String {
     let part = partition_bytes(s, volume, 0);
@@ -438,94 +389,6 @@ fn developer_bundle_deploys_captures_redeploys_and_deletes() {
     );
 }
 
-/// Runs `cmd`, asserting it succeeds.
-fn run(cmd: &mut std::process::Command) {
-    let o = cmd.output().unwrap();
-    assert!(
-        o.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-fn have_tools(tools: &[&str]) -> bool {
-    for tool in tools {
-        let found = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {tool}"))
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
-            eprintln!("skipped: {tool} is not installed");
-            return false;
-        }
-    }
-    true
-}
-
-/// A raw GPT disk with an ESP (FAT32) and an ext4 root holding a small Debian-like tree.
-fn linux_golden_image(dir: &std::path::Path) -> Vec<u8> {
-    let tree = dir.join("tree");
-    for d in ["etc/network", "root", "tmp", "boot/efi", "bin"] {
-        std::fs::create_dir_all(tree.join(d)).unwrap();
-    }
-    std::fs::write(tree.join("etc/hostname"), "golden\n").unwrap();
-    std::fs::write(tree.join("etc/os-release"), "ID=debian\n").unwrap();
-    std::fs::write(tree.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-    std::fs::write(tree.join("etc/shadow"), "root:*:19000:0:99999:7:::\n").unwrap();
-    std::fs::write(
-        tree.join("etc/network/interfaces"),
-        "auto lo\niface lo inet loopback\n",
-    )
-    .unwrap();
-    let img = dir.join("linux.raw");
-    std::fs::File::create(&img)
-        .unwrap()
-        .set_len(192 << 20)
-        .unwrap();
-    let mut child = std::process::Command::new("sfdisk")
-        .arg("--quiet")
-        .arg(&img)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(
-        &mut child.stdin.take().unwrap(),
-        b"label: gpt\nstart=2048, size=131072, type=U\nstart=133120, type=L\n",
-    )
-    .unwrap();
-    assert!(child.wait().unwrap().success());
-    // One sector per cluster: FAT32 needs at least 65525 clusters to be read as FAT32.
-    run(std::process::Command::new("mkfs.vfat")
-        .args(["-F", "32", "-s", "1", "--offset=2048"])
-        .arg(&img)
-        .arg("65536"));
-    run(std::process::Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-E", &format!("offset={}", 133120 * 512), "-d"])
-        .arg(&tree)
-        .arg(&img)
-        .arg("60M"));
-    std::fs::read(&img).unwrap()
-}
-
-/// Files of partition `index` (0-based, ext4) of storaged volume `volume`, read with debugfs.
-fn ext4_files(s: &TestServer, volume: &str, index: usize, paths: &[&str]) -> Vec<String> {
-    let dir = tempfile::tempdir().unwrap();
-    let part = dir.path().join("part.raw");
-    std::fs::write(&part, partition_bytes(s, volume, index)).unwrap();
-    paths
-        .iter()
-        .map(|path| {
-            let o = std::process::Command::new("debugfs")
-                .args(["-R", &format!("cat {path}")])
-                .arg(&part)
-                .output()
-                .unwrap();
-            String::from_utf8(o.stdout).unwrap()
-        })
-        .collect()
-}
-
 const LINUX_SCRIPT: &str = r#"mount /dev/sda2 /
 write /etc/hostname "@Hostname@\n"
 upload -<<END /etc/network/interfaces
@@ -548,13 +411,6 @@ unmount-all
 
 const PASSWORD_HASH: &str = "$6$Zq8r2e1n$Hn0mQx4hL2dW7yTg9qVbZf5cR1aKs3Uo6iPj8eNl0tXw.D/yM2vB4cG7hF9kE1uJ3sA5zQ8wR6xT0pL2nY4mK.";
 const USER_PASSWORD: &str = "Pl4n-Secret-77";
-
-fn created_uri(r: reqwest::blocking::Response) -> String {
-    let status = r.status();
-    let body: Value = r.json().unwrap();
-    assert_eq!(status, 201, "{body}");
-    body["uri"].as_str().unwrap().to_string()
-}
 
 /// Uploads a golden image built here and makes plan script, build plan and deployment plan
 /// for it through the API; returns the deployment plan's URI.
@@ -608,6 +464,21 @@ fn linux_values(host: &str, ip: &str) -> Value {
     ])
 }
 
+/// Deploys the Linux plan on compute module `hw` as profile `name` with address `ip`;
+/// returns the completed task.
+fn deploy_linux(api: &Api, name: &str, hw: &str, plan: &str, ip: &str) -> Value {
+    let t = api.wait_task(api.post(
+        "/rest/server-profiles",
+        &json!({
+            "name": name, "serverHardwareUri": hw,
+            "osDeploymentSettings": {"osDeploymentPlanUri": plan,
+                                     "osCustomAttributes": linux_values(name, ip)},
+        }),
+    ));
+    assert_eq!(t["taskState"], "Completed", "{t}");
+    t
+}
+
 #[test]
 fn linux_ext4_image_gets_hostname_network_and_user() {
     if !is_root() || !have_tools(&["sfdisk", "mkfs.vfat", "mkfs.ext4", "debugfs"]) {
@@ -619,15 +490,7 @@ fn linux_ext4_image_gets_hostname_network_and_user() {
     let plan = linux_deployment_plan(&api, dir.path());
     let redfish = RedfishDouble::start();
     let hw = register(&api, "bay5", "10.0.0.15", &redfish);
-    let t = api.wait_task(api.post(
-        "/rest/server-profiles",
-        &json!({
-            "name": "web07", "serverHardwareUri": hw,
-            "osDeploymentSettings": {"osDeploymentPlanUri": plan,
-                                     "osCustomAttributes": linux_values("web07", "10.20.0.7")},
-        }),
-    ));
-    assert_eq!(t["taskState"], "Completed", "{t}");
+    let t = deploy_linux(&api, "web07", &hw, &plan, "10.20.0.7");
     assert!(!t.to_string().contains(USER_PASSWORD), "{t}");
     let profile = api.get_json(t["associatedResource"]["resourceUri"].as_str().unwrap());
     assert!(!profile.to_string().contains(USER_PASSWORD), "{profile}");
@@ -958,4 +821,89 @@ fn foundation_empty_volume_has_the_requested_size() {
     );
     assert_eq!(r.status(), 400);
     assert!(r.text().unwrap().contains("VolumeSize"));
+}
+
+/// Password values and Redfish credentials are sealed in the metadata store (its file never
+/// holds them), the state is private, and after a restart the sealed values still deploy and
+/// still reach the compute module.
+#[test]
+fn secrets_are_sealed_at_rest_and_still_work_after_a_restart() {
+    if !is_root() || !have_tools(&["sfdisk", "mkfs.vfat", "mkfs.ext4", "debugfs"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start_with_storage();
+    let api = s.login(800);
+    let plan = linux_deployment_plan(&api, dir.path());
+    let redfish = RedfishDouble::start();
+    let hw = register(&api, "bay9", "10.0.0.19", &redfish);
+    let t = deploy_linux(&api, "sealed", &hw, &plan, "10.20.0.9");
+    let profile_uri = t["associatedResource"]["resourceUri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let state = s.state_dir.path().to_path_buf();
+    let dir_mode = |p: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    };
+    assert_eq!(dir_mode(&state), 0o700);
+    assert_eq!(dir_mode(&state.join("meta.redb")), 0o600);
+    assert_eq!(dir_mode(&state.join("secrets.key")), 0o600);
+    let state_dir = s.stop();
+    let file = std::fs::read(state_dir.path().join("meta.redb")).unwrap();
+    for secret in [USER_PASSWORD, "s3cret-pw"] {
+        assert!(
+            !file.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{secret} is in meta.redb in the clear"
+        );
+    }
+    // A restart opens them with the key beside the store.
+    let s = TestServer::start_with(state_dir, true);
+    let api = s.login(800);
+    // The password goes back as the API showed it (masked): the sealed value is kept.
+    let shown = api.get_json(&profile_uri)["osDeploymentSettings"]["osCustomAttributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "UserPassword")
+        .unwrap()["value"]
+        .clone();
+    assert_ne!(shown, json!(USER_PASSWORD));
+    let mut values = linux_values("sealed2", "10.20.0.9");
+    for v in values.as_array_mut().unwrap() {
+        if v["name"] == "UserPassword" {
+            v["value"] = shown.clone();
+        }
+    }
+    let mut profile = api.get_json(&profile_uri);
+    profile["osDeploymentSettings"]["osCustomAttributes"] = values;
+    let t = api.wait_task(api.put(&profile_uri, &profile));
+    assert_eq!(t["taskState"], "Completed", "{t}");
+    let profile = api.get_json(&profile_uri);
+    let volume = profile["bootTarget"]["exportName"].as_str().unwrap();
+    let files = ext4_files(&s, volume, 1, &["/etc/hostname", "/root/initial-password"]);
+    let os = profile["osDeploymentSettings"]["osVolumeUri"]
+        .as_str()
+        .unwrap();
+    let id = os.rsplit('/').next().unwrap();
+    let log = api
+        .get(&format!("/rest/os-volumes/archive/{id}"))
+        .text()
+        .unwrap();
+    assert_eq!(files, ["sealed2\n", USER_PASSWORD], "{volume}: {log}");
+    let t = api.wait_task(api.put(
+        &format!("{hw}/powerState"),
+        &json!({"powerState": "On", "powerControl": "MomentaryPress"}),
+    ));
+    assert_eq!(t["taskState"], "Completed", "{t}");
+    let auth = redfish.recorded.lock().unwrap().auth.clone();
+    let expected = format!(
+        "Basic {}",
+        base64::engine::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            "admin:s3cret-pw"
+        )
+    );
+    assert_eq!(auth.last(), Some(&expected));
 }

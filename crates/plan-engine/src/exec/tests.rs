@@ -288,3 +288,134 @@ fn modes_are_read_like_guestfish() {
     assert!(wildcard("70-*.rules", "70-net.rules") && !wildcard("70-*.rules", "71-net.rules"));
     assert!(wildcard("[a-c]?", "b1") && !wildcard("[!a-c]?", "b1"));
 }
+
+/// A runner that runs nothing: generated scripts must not start real programs. `<!` gets a
+/// script back (itself recursive), `!` its own text.
+struct Inert;
+
+impl LocalRunner for Inert {
+    fn run_local(&self, text: &str, _stdin: Option<&[u8]>) -> Result<LocalOutput, String> {
+        let stdout = match text {
+            "gen" => "echo generated\n<!gen\nmount /dev/sda2 /mnt\n".to_string(),
+            "big" => "x".repeat(100_000),
+            "fail" => return Err("the sandbox refused".into()),
+            other => format!("{other}\n"),
+        };
+        Ok(LocalOutput {
+            stdout: stdout.into_bytes(),
+            stderr: vec![],
+            status: i32::from(text == "exit1"),
+        })
+    }
+    fn run_in_guest(
+        &self,
+        _root: &Path,
+        argv: &[String],
+        _stdin: Option<&[u8]>,
+    ) -> Result<LocalOutput, String> {
+        Ok(LocalOutput {
+            stdout: format!("{argv:?}\n").into_bytes(),
+            stderr: vec![],
+            status: 0,
+        })
+    }
+}
+
+mod generated {
+    use super::*;
+    use proptest::prelude::*;
+
+    const ARGS: &[&str] = &[
+        "/",
+        "/etc",
+        "/etc/hostname",
+        "/fifo",
+        "/new",
+        "/d/*",
+        "/*/*",
+        "/etc/../../..",
+        "./local",
+        "local",
+        "-",
+        "0755",
+        "/dev/sda1",
+        "/dev/sda2",
+        "/boot/efi",
+        "gzip",
+        "/boot/efi/EFI",
+        "/mnt",
+        "\"a b\"",
+        "''",
+        "/d",
+    ];
+
+    fn line() -> impl Strategy<Value = String> {
+        let verbs: Vec<&str> = planscript::commands::names().collect();
+        let guest = (
+            proptest::sample::select(verbs),
+            proptest::collection::vec(proptest::sample::select(ARGS), 0..4),
+        )
+            .prop_map(|(v, a)| format!("{v} {}", a.join(" ")));
+        let local = proptest::sample::select(
+            &[
+                "!echo hi",
+                "<!gen",
+                "!big",
+                "!fail",
+                "!exit1",
+                "cat /etc/hostname | wc",
+                "mount /dev/sda2 /",
+                "mount /dev/sda1 /boot/efi",
+                "upload -<<END /new\ntext\nEND",
+            ][..],
+        )
+        .prop_map(str::to_owned);
+        (any::<bool>(), prop_oneof![3 => guest, 1 => local])
+            .prop_map(|(dash, l)| if dash { format!("-{l}") } else { l })
+    }
+
+    fn script() -> impl Strategy<Value = String> {
+        proptest::collection::vec(line(), 1..25).prop_map(|l| {
+            let mut text = String::from("mount /dev/sda2 /\n");
+            text.push_str(&l.join("\n"));
+            text.push('\n');
+            text
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Whatever a script does, the interpreter returns (never panics, never blocks: the
+        /// guest holds a FIFO), its log stays within its bound, and nothing stays mounted.
+        #[test]
+        fn any_script_ends_within_its_bounds(text in script()) {
+            let Some(mut f) = fixture() else { return Ok(()) };
+            let fifo = f.disk.root.join("fifo");
+            nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+            std::fs::create_dir_all(f.disk.root.join("d")).unwrap();
+            for i in 0..20 {
+                std::fs::write(f.disk.root.join(format!("d/f{i}")), "x").unwrap();
+            }
+            std::fs::create_dir_all(&f.scratch).unwrap();
+            std::fs::write(f.scratch.join("local"), "local file").unwrap();
+            let limits = Limits {
+                command_output: 4 << 10,
+                run_log: 64 << 10,
+                mounts: 4,
+                glob_combinations: 100,
+                file_in_memory: 1 << 20,
+            };
+            let log = {
+                let mut it = Interpreter::new(&mut f.disk, &Inert, &f.scratch, &f.work, vec![])
+                    .unwrap()
+                    .limits(limits);
+                let _ = it.run(&[Source { name: "generated".into(), text: text.clone() }]);
+                let _ = it.unmount_all();
+                it.log()
+            };
+            prop_assert!(log.len() <= limits.run_log + 512, "log of {} bytes", log.len());
+            prop_assert!(f.disk.mounted.is_empty(), "left mounted: {:?}", f.disk.mounted);
+        }
+    }
+}

@@ -5,18 +5,55 @@
 //! guest as they would after a `chroot`, and `..` cannot leave it. Operations on a final
 //! component (unlink, mkdir, symlink, link) act through the descriptor of its parent directory,
 //! so a symlink in the final position is never followed out of the guest.
+//!
+//! Files whose data is read or written are checked to be regular files first (through an
+//! `O_PATH` descriptor, which opens nothing), then opened `O_NONBLOCK | O_NOCTTY` and checked
+//! again: a FIFO, socket or device planted by a script is refused by name and can never make
+//! deployd wait for a peer that does not exist.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat2};
-use nix::sys::stat::{Mode, SFlag, UtimensatFlags, fchmod, fstatat, mkdirat, utimensat};
+use nix::sys::stat::{
+    FileStat, Mode, SFlag, UtimensatFlags, fchmod, fstat, fstatat, mkdirat, utimensat,
+};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{UnlinkatFlags, linkat, symlinkat, unlinkat};
 
-use super::{GuestError, GuestFs, Statvfs, normalize};
+use super::{GuestError, GuestFs, MAX_DEPTH, Statvfs, bounded_names, normalize};
+
+/// What a file of this type is called in errors.
+fn kind_name(st: &FileStat) -> &'static str {
+    match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
+        SFlag::S_IFREG => "regular file",
+        SFlag::S_IFDIR => "directory",
+        SFlag::S_IFIFO => "FIFO (named pipe)",
+        SFlag::S_IFSOCK => "socket",
+        SFlag::S_IFCHR => "character device",
+        SFlag::S_IFBLK => "block device",
+        SFlag::S_IFLNK => "symbolic link",
+        _ => "special file",
+    }
+}
+
+fn is_regular(st: &FileStat) -> bool {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG
+}
+
+/// `Err(NotRegular)` unless `st` is a regular file.
+fn regular(path: &str, st: &FileStat) -> Result<(), GuestError> {
+    if is_regular(st) {
+        Ok(())
+    } else {
+        Err(GuestError::NotRegular {
+            path: path.to_string(),
+            kind: kind_name(st),
+        })
+    }
+}
 
 /// A confined view of a mounted guest filesystem.
 #[derive(Debug)]
@@ -106,16 +143,44 @@ impl DirFs {
             .map_err(|e| GuestError::io(path)(e.into()))
     }
 
+    /// Opens regular file `path` with `flags` (see the module documentation): never a FIFO,
+    /// socket or device, and never blocking.
+    fn open_regular(&self, path: &str, flags: OFlag, mode: Mode) -> Result<File, GuestError> {
+        let io = |e: nix::Error| GuestError::io(path)(e.into());
+        // What is there now, opening nothing; absent is fine when creating.
+        match self.open_at(path, OFlag::O_PATH, Mode::empty()) {
+            Ok(fd) => regular(path, &fstat(fd.as_fd()).map_err(io)?)?,
+            Err(GuestError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound
+                    && flags.contains(OFlag::O_CREAT) => {}
+            Err(e) => return Err(e),
+        }
+        let fd = self.open_at(path, flags | OFlag::O_NONBLOCK | OFlag::O_NOCTTY, mode)?;
+        regular(path, &fstat(fd.as_fd()).map_err(io)?)?;
+        Ok(File::from(fd))
+    }
+
     fn parent(&self, path: &str) -> Result<(OwnedFd, String), GuestError> {
         let (parent, name) = split(path)?;
         let fd = self.open_at(&parent, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty())?;
         Ok((fd, name))
     }
 
-    fn remove_tree(&self, dir: &OwnedFd, name: &str, path: &str) -> Result<(), GuestError> {
+    fn remove_tree(
+        &self,
+        dir: &OwnedFd,
+        name: &str,
+        path: &str,
+        depth: usize,
+    ) -> Result<(), GuestError> {
         let st = fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW)
             .map_err(|e| GuestError::io(path)(e.into()))?;
         if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
+            if depth >= MAX_DEPTH {
+                return Err(GuestError::TooDeep {
+                    path: path.to_string(),
+                });
+            }
             let child = openat2(
                 dir.as_fd(),
                 name,
@@ -127,7 +192,7 @@ impl DirFs {
             )
             .map_err(|e| GuestError::io(path)(e.into()))?;
             for entry in entries(&child, path)? {
-                self.remove_tree(&child, &entry, &format!("{path}/{entry}"))?;
+                self.remove_tree(&child, &entry, &format!("{path}/{entry}"), depth + 1)?;
             }
             unlinkat(dir.as_fd(), name, UnlinkatFlags::RemoveDir)
                 .map_err(|e| GuestError::io(path)(e.into()))
@@ -138,46 +203,45 @@ impl DirFs {
     }
 }
 
-/// Names in an open directory, sorted, without `.` and `..`.
+/// Names in an open directory, sorted, without `.` and `..` (at most [`MAX_ENTRIES`]).
 fn entries(dir: &OwnedFd, path: &str) -> Result<Vec<String>, GuestError> {
     let fd = nix::unistd::dup(dir.as_fd()).map_err(|e| GuestError::io(path)(e.into()))?;
     let mut d = nix::dir::Dir::from_fd(fd).map_err(|e| GuestError::io(path)(e.into()))?;
-    let mut names: Vec<String> = d
+    let listed = d
         .iter()
         .filter_map(Result::ok)
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "." && n != "..")
-        .collect();
+        .map(|e| Ok(e.file_name().to_string_lossy().into_owned()));
+    let mut names = bounded_names(path, listed)?;
     names.sort();
     Ok(names)
 }
 
 impl GuestFs for DirFs {
-    fn read(&mut self, path: &str) -> Result<Vec<u8>, GuestError> {
-        let fd = self.open_at(path, OFlag::O_RDONLY, Mode::empty())?;
-        let mut data = Vec::new();
-        File::from(fd)
-            .read_to_end(&mut data)
-            .map_err(GuestError::io(path))?;
-        Ok(data)
+    fn open_read(&mut self, path: &str) -> Result<Box<dyn Read + '_>, GuestError> {
+        let file = self.open_regular(path, OFlag::O_RDONLY, Mode::empty())?;
+        Ok(Box::new(file))
     }
 
-    fn write(&mut self, path: &str, data: &[u8], append: bool) -> Result<(), GuestError> {
+    fn write_from(
+        &mut self,
+        path: &str,
+        src: &mut dyn Read,
+        append: bool,
+    ) -> Result<u64, GuestError> {
         split(path)?;
         let mode = if append {
             OFlag::O_APPEND
         } else {
             OFlag::O_TRUNC
         };
-        let fd = self.open_at(
+        let mut file = self.open_regular(
             path,
             OFlag::O_WRONLY | OFlag::O_CREAT | mode,
             Mode::from_bits_truncate(0o644),
         )?;
-        File::from(fd)
-            .write_all(data)
-            .map_err(GuestError::io(path))?;
-        self.own(path)
+        let n = std::io::copy(src, &mut file).map_err(GuestError::io(path))?;
+        self.own(path)?;
+        Ok(n)
     }
 
     fn mkdir(&mut self, path: &str) -> Result<(), GuestError> {
@@ -190,7 +254,7 @@ impl GuestFs for DirFs {
     fn remove(&mut self, path: &str, recursive: bool) -> Result<(), GuestError> {
         let (dir, name) = self.parent(path)?;
         if recursive {
-            return self.remove_tree(&dir, &name, path);
+            return self.remove_tree(&dir, &name, path, 0);
         }
         match unlinkat(dir.as_fd(), name.as_str(), UnlinkatFlags::NoRemoveDir) {
             Err(nix::errno::Errno::EISDIR) => {
@@ -268,7 +332,7 @@ impl GuestFs for DirFs {
     fn copy(&mut self, src: &str, dst: &str) -> Result<(), GuestError> {
         let (sdir, sname) = self.parent(src)?;
         let (ddir, dname) = self.parent(dst)?;
-        copy_tree(&sdir, &sname, &ddir, &dname, src)
+        copy_tree(&sdir, &sname, &ddir, &dname, src, 0)
     }
 
     fn rename(&mut self, src: &str, dst: &str) -> Result<(), GuestError> {
@@ -308,6 +372,7 @@ fn copy_tree(
     ddir: &OwnedFd,
     dname: &str,
     path: &str,
+    depth: usize,
 ) -> Result<(), GuestError> {
     let err = |e: nix::errno::Errno| GuestError::io(path)(e.into());
     let st = fstatat(sdir.as_fd(), sname, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(err)?;
@@ -322,6 +387,11 @@ fn copy_tree(
         let target = nix::fcntl::readlinkat(sdir.as_fd(), sname).map_err(err)?;
         symlinkat(target.as_os_str(), ddir.as_fd(), dname).map_err(err)?;
     } else if kind == SFlag::S_IFDIR {
+        if depth >= MAX_DEPTH {
+            return Err(GuestError::TooDeep {
+                path: path.to_string(),
+            });
+        }
         match mkdirat(ddir.as_fd(), dname, mode) {
             Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
             Err(e) => return Err(err(e)),
@@ -339,24 +409,29 @@ fn copy_tree(
         )
         .map_err(err)?;
         for e in entries(&s, path)? {
-            copy_tree(&s, &e, &d, &e, &format!("{path}/{e}"))?;
+            copy_tree(&s, &e, &d, &e, &format!("{path}/{e}"), depth + 1)?;
         }
         fchmod(d.as_fd(), mode).map_err(err)?;
     } else if kind == SFlag::S_IFREG {
-        let s = openat2(sdir.as_fd(), sname, beneath(OFlag::O_RDONLY)).map_err(err)?;
+        let nonblocking = OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
+        let s =
+            openat2(sdir.as_fd(), sname, beneath(OFlag::O_RDONLY | nonblocking)).map_err(err)?;
+        regular(path, &fstat(s.as_fd()).map_err(err)?)?;
         let d = openat2(
             ddir.as_fd(),
             dname,
-            beneath(OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC).mode(mode),
+            beneath(OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | nonblocking).mode(mode),
         )
         .map_err(err)?;
+        regular(path, &fstat(d.as_fd()).map_err(err)?)?;
         let (mut s, mut d) = (File::from(s), File::from(d));
         std::io::copy(&mut s, &mut d).map_err(GuestError::io(path))?;
         fchmod(d.as_fd(), mode).map_err(err)?;
     } else {
-        return Err(GuestError::Unsupported(format!(
-            "{path}: cp-a copies files, directories and symlinks only"
-        )));
+        return Err(GuestError::NotRegular {
+            path: path.to_string(),
+            kind: kind_name(&st),
+        });
     }
     // Owner and times, as cp -a keeps them (best effort for the owner: needs root).
     let _ = nix::unistd::fchownat(
@@ -393,15 +468,18 @@ mod tests {
         // An absolute symlink pointing at the host's secret resolves inside the guest.
         let outside = host.path().join("secret");
         fs.symlink(outside.to_str().unwrap(), "etc/link").unwrap();
-        assert!(fs.read("etc/link").is_err());
+        assert!(fs.read("etc/link", 1 << 20).is_err());
         // Writing through it creates nothing on the host.
         let _ = fs.write("etc/link", b"pwned", false);
         assert_eq!(std::fs::read(&outside).unwrap(), b"host secret");
         // `..` is clamped: this is the guest's /etc/hostname.
-        assert_eq!(fs.read("../../../etc/hostname").unwrap(), b"web01\n");
+        assert_eq!(
+            fs.read("../../../etc/hostname", 1 << 20).unwrap(),
+            b"web01\n"
+        );
         // A symlinked directory to / is the guest's /.
         fs.symlink("/", "root").unwrap();
-        assert_eq!(fs.read("root/etc/hostname").unwrap(), b"web01\n");
+        assert_eq!(fs.read("root/etc/hostname", 1 << 20).unwrap(), b"web01\n");
         fs.symlink("../../../../../../", "up").unwrap();
         assert!(fs.list("up").unwrap().contains(&"etc".to_string()));
         // chmod through a symlink to an absolute host path cannot reach the host file.
@@ -424,8 +502,8 @@ mod tests {
         fs.symlink("f", "a/b/l").unwrap();
         fs.chmod(0o750, "a/b/f").unwrap();
         fs.copy("a", "c").unwrap();
-        assert_eq!(fs.read("c/b/f").unwrap(), b"12");
-        assert_eq!(fs.read("c/b/l").unwrap(), b"12");
+        assert_eq!(fs.read("c/b/f", 1 << 20).unwrap(), b"12");
+        assert_eq!(fs.read("c/b/l", 1 << 20).unwrap(), b"12");
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
             std::fs::metadata(guest.path().join("c/b/f"))
@@ -447,5 +525,69 @@ mod tests {
         assert_eq!(fs.kind("a").unwrap(), None);
         assert!(fs.statvfs().unwrap().blocks > 0);
         assert!(fs.remove("/", true).is_err());
+    }
+
+    #[test]
+    fn fifos_sockets_and_devices_are_refused_without_blocking() {
+        let guest = tempfile::tempdir().unwrap();
+        let root = guest.path();
+        nix::unistd::mkfifo(&root.join("fifo"), Mode::from_bits_truncate(0o644)).unwrap();
+        let _socket = std::os::unix::net::UnixListener::bind(root.join("sock")).unwrap();
+        let mut fs = DirFs::open(root).unwrap();
+        fs.symlink("/fifo", "link").unwrap();
+        for (name, kind) in [("fifo", "FIFO"), ("sock", "socket"), ("link", "FIFO")] {
+            for result in [
+                fs.read(name, 100).map(|_| ()),
+                fs.write(name, b"x", false),
+                fs.write(name, b"x", true),
+            ] {
+                let e = result.unwrap_err();
+                assert!(matches!(e, GuestError::NotRegular { .. }), "{name}: {e}");
+                assert!(
+                    e.to_string().starts_with(&format!("{name}: is a {kind}")),
+                    "{e}"
+                );
+            }
+        }
+        if nix::unistd::geteuid().is_root() {
+            nix::sys::stat::mknod(
+                &root.join("null"),
+                SFlag::S_IFCHR,
+                Mode::from_bits_truncate(0o666),
+                nix::sys::stat::makedev(1, 3),
+            )
+            .unwrap();
+            let e = fs.read("null", 100).unwrap_err();
+            assert!(e.to_string().contains("character device"), "{e}");
+        }
+        // A tree holding a FIFO is copied up to it, and the error names it.
+        fs.mkdir("d").unwrap();
+        nix::unistd::mkfifo(&root.join("d/pipe"), Mode::from_bits_truncate(0o644)).unwrap();
+        let e = fs.copy("d", "e").unwrap_err();
+        assert!(e.to_string().starts_with("d/pipe: is a FIFO"), "{e}");
+        // Whole-file reads are bounded.
+        fs.write("big", &[7u8; 1000], false).unwrap();
+        assert!(matches!(
+            fs.read("big", 999),
+            Err(GuestError::TooLarge { max: 999, .. })
+        ));
+        assert_eq!(fs.read("big", 1000).unwrap().len(), 1000);
+    }
+
+    #[test]
+    fn trees_deeper_than_the_limit_are_refused() {
+        let guest = tempfile::tempdir().unwrap();
+        let mut fs = DirFs::open(guest.path()).unwrap();
+        let mut path = String::from("a");
+        fs.mkdir(&path).unwrap();
+        for _ in 0..MAX_DEPTH + 2 {
+            path.push_str("/a");
+            fs.mkdir(&path).unwrap();
+        }
+        assert!(matches!(fs.copy("a", "b"), Err(GuestError::TooDeep { .. })));
+        assert!(matches!(
+            fs.remove("a", true),
+            Err(GuestError::TooDeep { .. })
+        ));
     }
 }

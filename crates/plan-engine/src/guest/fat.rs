@@ -3,11 +3,16 @@
 //!
 //! FAT has no owners, permission bits or links: `chmod` succeeds without effect (as the
 //! kernel's vfat does with `quiet`), links are refused.
+//!
+//! A hostile image can make a cluster chain loop. Every operation may read at most twice
+//! the partition's size (more means the structure loops), so none can run forever.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{GuestError, GuestFs, Statvfs, normalize};
+use super::{GuestError, GuestFs, MAX_DEPTH, Statvfs, bounded_names, normalize};
 
 /// A byte window of a disk file: the partition holding the filesystem.
 #[derive(Debug)]
@@ -16,6 +21,8 @@ pub struct Partition {
     start: u64,
     len: u64,
     pos: u64,
+    /// Bytes read since the filesystem's current operation began.
+    read: Arc<AtomicU64>,
 }
 
 impl Partition {
@@ -25,13 +32,25 @@ impl Partition {
             start,
             len,
             pos: 0,
+            read: Arc::default(),
         }
+    }
+
+    /// What one operation may read: more means a cluster chain loops.
+    fn read_budget(&self) -> u64 {
+        self.len.saturating_mul(2).saturating_add(1 << 20)
     }
 }
 
 impl Read for Partition {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         use std::os::unix::fs::FileExt;
+        if self.read.fetch_add(buf.len() as u64, Ordering::Relaxed) > self.read_budget() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the FAT filesystem's structure loops (one operation read more than twice its size)",
+            ));
+        }
         let n = (buf.len() as u64).min(self.len.saturating_sub(self.pos)) as usize;
         let got = self.file.read_at(&mut buf[..n], self.start + self.pos)?;
         self.pos += got as u64;
@@ -81,6 +100,8 @@ impl Seek for Partition {
 /// A mounted FAT filesystem.
 pub struct FatFs {
     fs: fatfs::FileSystem<Partition>,
+    /// The partition's count of bytes read, reset as each operation begins.
+    read: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for FatFs {
@@ -101,9 +122,24 @@ fn io_err(path: &str) -> impl FnOnce(io::Error) -> GuestError + '_ {
 
 impl FatFs {
     pub fn open(part: Partition) -> Result<Self, GuestError> {
+        let read = Arc::clone(&part.read);
         let fs = fatfs::FileSystem::new(part, fatfs::FsOptions::new())
             .map_err(|e| GuestError::Other(format!("not a FAT filesystem: {e}")))?;
-        Ok(Self { fs })
+        Ok(Self { fs, read })
+    }
+
+    /// Starts an operation: its reads are counted from zero.
+    fn begin(&self) {
+        self.read.store(0, Ordering::Relaxed);
+    }
+
+    /// Names in directory `path` (without `.` and `..`), at most `MAX_ENTRIES`.
+    fn names(&self, path: &str) -> Result<Vec<String>, GuestError> {
+        let dir = self.fs.root_dir().open_dir(path).map_err(io_err(path))?;
+        let listed = dir
+            .iter()
+            .map(|e| e.map(|e| e.file_name()).map_err(io_err(path)));
+        bounded_names(path, listed)
     }
 
     /// Flushes and closes the filesystem.
@@ -126,68 +162,62 @@ impl FatFs {
         }
     }
 
-    fn remove_tree(&self, path: &str) -> Result<(), GuestError> {
-        let root = self.fs.root_dir();
+    fn remove_tree(&self, path: &str, depth: usize) -> Result<(), GuestError> {
         if self.is_dir(path) == Some(true) {
-            let names: Vec<String> = root
-                .open_dir(path)
-                .map_err(io_err(path))?
-                .iter()
-                .filter_map(Result::ok)
-                .map(|e| e.file_name())
-                .filter(|n| n != "." && n != "..")
-                .collect();
-            for n in names {
-                self.remove_tree(&format!("{path}/{n}"))?;
+            if depth >= MAX_DEPTH {
+                return Err(GuestError::TooDeep {
+                    path: path.to_string(),
+                });
+            }
+            for n in self.names(path)? {
+                self.remove_tree(&format!("{path}/{n}"), depth + 1)?;
             }
         }
-        root.remove(path).map_err(io_err(path))
+        self.fs.root_dir().remove(path).map_err(io_err(path))
     }
 
-    fn copy_tree(&self, src: &str, dst: &str) -> Result<(), GuestError> {
+    fn copy_tree(&self, src: &str, dst: &str, depth: usize) -> Result<(), GuestError> {
         let root = self.fs.root_dir();
         if self.is_dir(src) == Some(true) {
+            if depth >= MAX_DEPTH {
+                return Err(GuestError::TooDeep {
+                    path: src.to_string(),
+                });
+            }
             if self.is_dir(dst).is_none() {
                 root.create_dir(dst).map_err(io_err(dst))?;
             }
-            let names: Vec<String> = root
-                .open_dir(src)
-                .map_err(io_err(src))?
-                .iter()
-                .filter_map(Result::ok)
-                .map(|e| e.file_name())
-                .filter(|n| n != "." && n != "..")
-                .collect();
-            for n in names {
-                self.copy_tree(&format!("{src}/{n}"), &format!("{dst}/{n}"))?;
+            for n in self.names(src)? {
+                self.copy_tree(&format!("{src}/{n}"), &format!("{dst}/{n}"), depth + 1)?;
             }
             Ok(())
         } else {
-            let mut data = Vec::new();
-            root.open_file(src)
-                .map_err(io_err(src))?
-                .read_to_end(&mut data)
-                .map_err(io_err(src))?;
-            let mut f = root.create_file(dst).map_err(io_err(dst))?;
-            f.truncate().map_err(io_err(dst))?;
-            f.write_all(&data).map_err(io_err(dst))
+            let mut from = root.open_file(src).map_err(io_err(src))?;
+            let mut to = root.create_file(dst).map_err(io_err(dst))?;
+            to.truncate().map_err(io_err(dst))?;
+            io::copy(&mut from, &mut to).map_err(io_err(dst))?;
+            to.flush().map_err(io_err(dst))
         }
     }
 }
 
 impl GuestFs for FatFs {
-    fn read(&mut self, path: &str) -> Result<Vec<u8>, GuestError> {
-        let mut data = Vec::new();
-        self.fs
+    fn open_read(&mut self, path: &str) -> Result<Box<dyn Read + '_>, GuestError> {
+        self.begin();
+        let file = self
+            .fs
             .root_dir()
             .open_file(&p(path))
-            .map_err(io_err(path))?
-            .read_to_end(&mut data)
             .map_err(io_err(path))?;
-        Ok(data)
+        Ok(Box::new(file))
     }
 
-    fn write(&mut self, path: &str, data: &[u8], append: bool) -> Result<(), GuestError> {
+    fn write_from(
+        &mut self,
+        path: &str,
+        src: &mut dyn Read,
+        append: bool,
+    ) -> Result<u64, GuestError> {
         let mut f = self
             .fs
             .root_dir()
@@ -198,11 +228,13 @@ impl GuestFs for FatFs {
         } else {
             f.truncate().map_err(io_err(path))?;
         }
-        f.write_all(data).map_err(io_err(path))?;
-        f.flush().map_err(io_err(path))
+        let n = io::copy(src, &mut f).map_err(io_err(path))?;
+        f.flush().map_err(io_err(path))?;
+        Ok(n)
     }
 
     fn mkdir(&mut self, path: &str) -> Result<(), GuestError> {
+        self.begin();
         if self.is_dir(path).is_some() {
             return Err(GuestError::io(path)(io::Error::from(
                 io::ErrorKind::AlreadyExists,
@@ -216,6 +248,7 @@ impl GuestFs for FatFs {
     }
 
     fn remove(&mut self, path: &str, recursive: bool) -> Result<(), GuestError> {
+        self.begin();
         let path = p(path);
         if path.is_empty() {
             return Err(GuestError::Other(
@@ -223,46 +256,42 @@ impl GuestFs for FatFs {
             ));
         }
         if recursive {
-            self.remove_tree(&path)
+            self.remove_tree(&path, 0)
         } else {
             self.fs.root_dir().remove(&path).map_err(io_err(&path))
         }
     }
 
     fn chmod(&mut self, _mode: u32, path: &str) -> Result<(), GuestError> {
+        self.begin();
         self.is_dir(path)
             .map(|_| ())
             .ok_or_else(|| GuestError::io(path)(io::Error::from(io::ErrorKind::NotFound)))
     }
 
     fn list(&mut self, path: &str) -> Result<Vec<String>, GuestError> {
-        let mut names: Vec<String> = self
-            .fs
-            .root_dir()
-            .open_dir(&p(path))
-            .map_err(io_err(path))?
-            .iter()
-            .filter_map(Result::ok)
-            .map(|e| e.file_name())
-            .filter(|n| n != "." && n != "..")
-            .collect();
+        self.begin();
+        let mut names = self.names(&p(path))?;
         names.sort();
         Ok(names)
     }
 
     fn symlink(&mut self, _target: &str, link: &str) -> Result<(), GuestError> {
+        self.begin();
         Err(GuestError::Unsupported(format!(
             "{link}: FAT filesystems have no symbolic links"
         )))
     }
 
     fn hardlink(&mut self, _target: &str, link: &str) -> Result<(), GuestError> {
+        self.begin();
         Err(GuestError::Unsupported(format!(
             "{link}: FAT filesystems have no hard links"
         )))
     }
 
     fn touch(&mut self, path: &str) -> Result<(), GuestError> {
+        self.begin();
         if self.is_dir(path).is_none() {
             self.fs
                 .root_dir()
@@ -273,19 +302,23 @@ impl GuestFs for FatFs {
     }
 
     fn kind(&mut self, path: &str) -> Result<Option<bool>, GuestError> {
+        self.begin();
         Ok(self.is_dir(path))
     }
 
     fn copy(&mut self, src: &str, dst: &str) -> Result<(), GuestError> {
-        self.copy_tree(&p(src), &p(dst))
+        self.begin();
+        self.copy_tree(&p(src), &p(dst), 0)
     }
 
     fn rename(&mut self, src: &str, dst: &str) -> Result<(), GuestError> {
+        self.begin();
         let root = self.fs.root_dir();
         root.rename(&p(src), &root, &p(dst)).map_err(io_err(src))
     }
 
     fn statvfs(&mut self) -> Result<Statvfs, GuestError> {
+        self.begin();
         let s = self.fs.stats().map_err(io_err("/"))?;
         let cluster = u64::from(s.cluster_size());
         Ok(Statvfs {
@@ -359,7 +392,10 @@ mod tests {
         }
         let file = File::open(&img).unwrap();
         let mut fs = FatFs::open(Partition::new(file, 0, len)).unwrap();
-        assert_eq!(fs.read("EFI/BOOT/message.txt").unwrap(), b"hello world");
+        assert_eq!(
+            fs.read("EFI/BOOT/message.txt", 1 << 20).unwrap(),
+            b"hello world"
+        );
         assert_eq!(fs.kind("EFI2").unwrap(), None);
     }
 }

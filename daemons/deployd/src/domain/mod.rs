@@ -9,12 +9,13 @@
 //! * What they share: [`collection`] (kinds, URIs, names of each collection), [`records`]
 //!   (reads, and the atomic [`records::Change`] that keeps names unique and references whole),
 //!   [`references`] (which names are unique, which references must resolve, who uses what),
+//!   [`secrets`] (which fields are sealed at rest),
 //!   [`attributes`] (custom attributes as plans carry them), [`input`], [`error`].
 //! * Making a deployment plan runnable: [`ready`] (scripts with every attribute resolved) and
 //!   [`system_attributes`].
 //! * The HPE artifact-bundle format: [`bundle`].
 //! * Orchestration, above all of the above: [`deploy`] (what a profile change sets off, the
-//!   deploy job, capture, recovery after a stop).
+//!   deploy job, capture, recovery after a stop), and [`tasks`] (cancel, kept run logs).
 
 pub mod artifact_bundles;
 pub mod attributes;
@@ -33,9 +34,11 @@ pub mod plan_scripts;
 pub mod ready;
 pub mod records;
 pub mod references;
+pub mod secrets;
 pub mod server_hardware;
 pub mod server_profiles;
 pub mod system_attributes;
+pub mod tasks;
 pub mod users;
 
 pub use error::DomainError;

@@ -18,7 +18,7 @@ use super::error::DomainError;
 use super::references::{name_key, reference_key, references, referrers_prefix, unique_name};
 use crate::meta::{Expect, Kind, MetaError, MetaStore, Op, Record, Revision};
 use crate::services::Services;
-use crate::services::tasks::{Associated, TaskHandle};
+use crate::services::tasks::{Associated, Cancel, TaskHandle};
 
 /// The record with id `id` of `c`, or a 404 naming it.
 pub fn get(meta: &dyn MetaStore, c: &Collection, id: &str) -> Result<Record, DomainError> {
@@ -96,15 +96,29 @@ pub fn start_task(
     name: &str,
     uri: &str,
 ) -> Result<TaskHandle, DomainError> {
-    Ok(s.tasks.start(
-        task,
-        user,
-        &Associated {
-            category: c.category.into(),
-            name: name.to_string(),
-            uri: uri.to_string(),
-        },
-    )?)
+    Ok(s.tasks.start(task, user, &associated(c, name, uri))?)
+}
+
+/// What a task on record `name` of collection `c`, at `uri`, works on.
+fn associated(c: &Collection, name: &str, uri: &str) -> Associated {
+    Associated {
+        category: c.category.into(),
+        name: name.to_string(),
+        uri: uri.to_string(),
+    }
+}
+
+/// As [`start_task`], for work that can be cancelled; returns the cancel request it watches.
+pub fn start_cancellable_task(
+    s: &Services,
+    c: &Collection,
+    task: &str,
+    user: &str,
+    name: &str,
+    uri: &str,
+) -> Result<(TaskHandle, Cancel), DomainError> {
+    Ok(s.tasks
+        .start_cancellable(task, user, &associated(c, name, uri))?)
 }
 
 /// The record's name, for messages.

@@ -250,7 +250,8 @@ pub fn os_volume_id(doc: &Value) -> Option<String> {
         .map(str::to_string)
 }
 
-fn refuse_if_busy(r: &Record) -> Result<(), DomainError> {
+/// Refuses to change a profile whose deploy runs (409, saying how to cancel it).
+pub fn refuse_if_busy(r: &Record) -> Result<(), DomainError> {
     if r.value["state"].as_str() == Some("Deploying") {
         return Err(DomainError::conflict(
             "PROFILE_BUSY",
@@ -258,7 +259,9 @@ fn refuse_if_busy(r: &Record) -> Result<(), DomainError> {
                 "The server profile {:?} is being deployed.",
                 r.value["name"].as_str().unwrap_or(&r.id)
             ),
-            "Wait for its task to end.",
+            "Wait for its task to end, or cancel it (PUT /rest/tasks/{id} with \
+             {\"taskState\": \"Cancelling\"}, or streamerctl task cancel ID); deleting the \
+             profile cancels its deploy.",
         ));
     }
     Ok(())

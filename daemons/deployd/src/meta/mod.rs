@@ -8,11 +8,14 @@
 //!
 //! The store knows nothing of the domain: which names must be unique and which references
 //! must resolve is `domain::records`, which writes index records ([`Kind::Name`],
-//! [`Kind::Reference`]) beside the resources in the same transaction.
+//! [`Kind::Reference`]) beside the resources in the same transaction. Which fields are
+//! secrets is the domain's too; [`SealedStore`] seals them over any store.
 
 mod redb_store;
+pub mod sealed;
 
 pub use redb_store::RedbStore;
+pub use sealed::{SealedStore, SecretFields, SecretKey};
 
 use serde_json::Value;
 

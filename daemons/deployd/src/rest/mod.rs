@@ -40,7 +40,11 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .delete(login_sessions::logout),
         )
         .route("/rest/tasks", get(tasks::list_tasks))
-        .route("/rest/tasks/{id}", get(tasks::get_task))
+        .route(
+            "/rest/tasks/{id}",
+            get(tasks::get_task).put(tasks::update_task),
+        )
+        .route("/rest/tasks/{id}/log", get(tasks::task_log))
         .route("/rest/openapi.json", get(openapi::get_openapi))
         .route("/rest/appliance/shutdown", post(appliance::shutdown))
         .merge(users::routes())

@@ -27,6 +27,8 @@ use crate::domain::plan_scripts::{PlanScriptInput, PlanScripts};
         super::login_sessions::logout,
         super::tasks::list_tasks,
         super::tasks::get_task,
+        super::tasks::update_task,
+        super::tasks::task_log,
         super::plan_scripts::differences,
         super::plan_scripts::used_by_readonly,
         super::deployment_plans::used_by,

@@ -102,7 +102,7 @@ pub async fn remove(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let s = &st.services;
-    let current = server_profiles::current(s, &id, &if_match(&headers))?;
+    let current = profile::deletable(s, ctx.user(), &id, &if_match(&headers)).await?;
     let task = profile::delete(s, ctx.user(), &current).await?;
     Ok(accepted(&s.tasks, &task))
 }

@@ -43,8 +43,12 @@ impl StateFiles {
         &self.dir
     }
 
-    /// Creates the directories and removes temporary files a previous process left.
+    /// Creates the directories, makes the state directory private (0700: it holds the
+    /// metadata store, keys and logs) and removes temporary files a previous process left.
     pub fn prepare(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(&self.dir)?;
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))?;
         let tmp = self.tmp_dir();
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp)?;
@@ -53,6 +57,12 @@ impl StateFiles {
             std::fs::create_dir_all(self.dir.join(d))?;
         }
         Ok(())
+    }
+
+    /// Makes a file of the state directory readable by its owner only (0600).
+    pub fn make_private(&self, path: &Path) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
     }
 
     pub fn tmp_dir(&self) -> PathBuf {
@@ -109,6 +119,25 @@ impl StateFiles {
 
     pub fn remove_log(&self, collection: &str, id: &str) {
         let _ = std::fs::remove_file(self.log_path(collection, id));
+    }
+
+    /// Removes the oldest logs of `collection` beyond the `keep` newest.
+    pub fn prune_logs(&self, collection: &str, keep: usize) {
+        let dir = self.dir.join("logs").join(collection);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        let mut logs: Vec<(std::time::SystemTime, PathBuf)> = entries
+            .flatten()
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .collect();
+        if logs.len() <= keep {
+            return;
+        }
+        logs.sort();
+        for (_, path) in &logs[..logs.len() - keep] {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! loopback port, and a small blocking client that logs in and speaks the API's JSON.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod deploy;
 pub mod redfish;
 
 use std::sync::Arc;
@@ -39,18 +40,24 @@ impl TestServer {
     }
 
     pub fn start_with(state_dir: tempfile::TempDir, storage: bool) -> Self {
-        Self::start_inner(state_dir, storage, None)
+        Self::start_inner(state_dir, storage, None, |_| {})
+    }
+
+    /// Starts with a real storaged and a configuration `configure` changed.
+    pub fn start_configured(configure: impl FnOnce(&mut Config)) -> Self {
+        Self::start_inner(tempfile::tempdir().unwrap(), true, None, configure)
     }
 
     /// Starts on `state_dir` against a storaged that runs on its own (it survives `stop`).
     pub fn start_with_storaged(state_dir: tempfile::TempDir, storaged: &Storaged) -> Self {
-        Self::start_inner(state_dir, false, Some(storaged))
+        Self::start_inner(state_dir, false, Some(storaged), |_| {})
     }
 
     fn start_inner(
         state_dir: tempfile::TempDir,
         storage: bool,
         external: Option<&Storaged>,
+        configure: impl FnOnce(&mut Config),
     ) -> Self {
         let socket = match external {
             Some(s) => s.socket.clone(),
@@ -61,7 +68,7 @@ impl TestServer {
             Some(s) => s.nbd_addr,
             None => nbd_listener.local_addr().unwrap(),
         };
-        let config = Config {
+        let mut config = Config {
             state_dir: state_dir.path().to_path_buf(),
             storaged_socket: socket.clone(),
             session_idle_timeout: Duration::from_secs(600),
@@ -72,7 +79,9 @@ impl TestServer {
             boot_nbd_addr: None,
             power_control_pid: None,
             max_concurrent_runs: Config::DEFAULT_CONCURRENT_RUNS,
+            run_limits: Default::default(),
         };
+        configure(&mut config);
         let (state, _) = AppState::open(config).unwrap();
         let state = Arc::new(state);
         let tls = TlsFiles::in_state_dir(state_dir.path());
@@ -85,6 +94,9 @@ impl TestServer {
             .build()
             .unwrap();
         if storage {
+            // A restart on the same directory finds the last storaged's socket file: remove it,
+            // so that waiting for the socket waits for this storaged.
+            let _ = std::fs::remove_file(&socket);
             let store =
                 Arc::new(storaged::store::Store::open(&state_dir.path().join("storaged")).unwrap());
             let catalog: Arc<dyn storaged::export::ExportCatalog> = store.clone();
@@ -348,7 +360,7 @@ impl Api {
         while std::time::Instant::now() < deadline {
             let t = self.get_json(location);
             match t["taskState"].as_str() {
-                Some("Running" | "New" | "Starting" | "Pending") => {
+                Some("Running" | "New" | "Starting" | "Pending" | "Stopping") => {
                     std::thread::sleep(Duration::from_millis(50))
                 }
                 _ => return t,

@@ -9,7 +9,9 @@
 //! 6. power the module on if asked; delete (or keep) the OS volume this one replaces.
 //!
 //! Any failure before 5 deletes the volume, its export and its record, and fails the task
-//! with the reason (for a plan script: its name, line and command).
+//! with the reason (for a plan script: its name, line and command). A cancel before 5 does
+//! the same and ends the task `Terminated`; from 5 on the deploy is done and a cancel comes
+//! too late. Either way the run's activity log stays with the task ([`keep_run_log`]).
 
 use std::sync::Arc;
 
@@ -21,9 +23,10 @@ use crate::domain::os_volumes::{self, NewOsVolume};
 use crate::domain::ready::{Base, ReadyDeployment};
 use crate::domain::server_hardware::{ComputeModule, set_power};
 use crate::domain::server_profiles;
+use crate::domain::tasks::{keep_run_log, log_location};
 use crate::services::Services;
 use crate::services::plan_runs::RunReport;
-use crate::services::tasks::TaskHandle;
+use crate::services::tasks::{Cancel, TaskHandle};
 
 /// Everything a deploy needs, checked before its task started.
 #[derive(Debug, Clone)]
@@ -37,23 +40,83 @@ pub struct DeployJob {
     pub previous: Option<String>,
     /// Keep `previous` (unexported) instead of deleting it.
     pub keep_previous: bool,
+    /// Who asked (slots are shared fairly between owners).
+    pub owner: String,
 }
 
 /// The plan-script failure as a task error.
-pub fn failed_run(report: &RunReport) -> Option<DomainError> {
+pub fn failed_run(report: &RunReport, task_id: &str) -> Option<DomainError> {
     report.result.as_ref().err().map(|f| DomainError::Conflict {
         code: "PLAN_SCRIPT_FAILED",
         message: f.to_string(),
-        action: "Correct the plan script or the attribute values, then deploy again; the \
-                 activity log of the run is in the task."
-            .into(),
+        action: format!(
+            "Correct the plan script or the attribute values, then run it again. The run's \
+             activity log ends in the task's taskOutput; all of it is at {}.",
+            log_location(task_id)
+        ),
     })
 }
 
+/// The end of a cancelled deploy or capture, as a task error.
+pub fn cancelled(what: &str, by: &str, task_id: &str) -> DomainError {
+    DomainError::Conflict {
+        code: "TASK_CANCELLED",
+        message: format!("The {what} was cancelled by {by}; what it had made was removed."),
+        action: format!(
+            "Start it again when ready. The activity log of its run, if it ran, is at {}.",
+            log_location(task_id)
+        ),
+    }
+}
+
+/// Ends `task` for a failed or cancelled deploy or capture, keeping `log`.
+pub fn end_failed(
+    s: &Services,
+    task: &TaskHandle,
+    cancel: &Cancel,
+    what: &str,
+    e: &DomainError,
+    log: &str,
+) {
+    let output = keep_run_log(s, task, log);
+    match cancel.by() {
+        Some(by) => task.terminate(&by, &cancelled(what, &by, &task.id), output),
+        None => task.fail_with_output(e, output),
+    }
+}
+
+/// `Err` once a cancel was requested.
+pub fn check_cancel(cancel: &Cancel, what: &str, task_id: &str) -> Result<(), DomainError> {
+    match cancel.by() {
+        Some(by) => Err(cancelled(what, &by, task_id)),
+        None => Ok(()),
+    }
+}
+
+/// `1st`, `2nd`, `3rd`, `4th`, ...
+fn ordinal(n: usize) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (1, 11) | (2, 12) | (3, 13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
+}
+
+/// What a task waiting for a plan-run slot shows.
+pub fn waiting_status(place: usize, running: usize) -> String {
+    format!(
+        "Waiting for a plan-run slot: {} in the queue ({running} plan runs going)",
+        ordinal(place)
+    )
+}
+
 /// Runs the deploy; records the outcome on the task, the profile and the OS volume.
-pub async fn run(s: Arc<Services>, job: DeployJob, task: TaskHandle) {
+pub async fn run(s: Arc<Services>, job: DeployJob, task: TaskHandle, cancel: Cancel) {
     let storage_name = format!("os-volume-{}", uuid::Uuid::new_v4());
-    let made = make_volume(&s, &job, &task, &storage_name).await;
+    let made = make_volume(&s, &job, &task, &cancel, &storage_name).await;
     match made {
         Ok(os_id) => finish(&s, &job, &task, &os_id).await,
         Err((os_id, e)) => {
@@ -63,11 +126,16 @@ pub async fn run(s: Arc<Services>, job: DeployJob, task: TaskHandle) {
                     job.profile_name
                 );
             }
+            // The OS volume's log (the run's) goes with its record: keep it with the task.
+            let log = match &os_id {
+                Some(id) => s.files.read_log(os_volumes::LOG, id).unwrap_or_default(),
+                None => String::new(),
+            };
             if let Some(id) = os_id {
                 os_volumes::delete_record(&s, &id);
             }
             server_profiles::set_state(&s, &job.profile_id, "Error", |_| {});
-            task.fail(&e);
+            end_failed(&s, &task, &cancel, "deploy", &e, &log);
         }
     }
 }
@@ -77,6 +145,7 @@ async fn make_volume(
     s: &Services,
     job: &DeployJob,
     task: &TaskHandle,
+    cancel: &Cancel,
     storage_name: &str,
 ) -> Result<String, (Option<String>, DomainError)> {
     let storage = &s.storage;
@@ -100,10 +169,15 @@ async fn make_volume(
     )
     .map_err(|e| (None, e))?;
     let fail = |e: DomainError| (Some(os_id.clone()), e);
-    if s.runs.all_busy() {
-        task.progress(5, "Waiting for a free plan-run slot");
-    }
-    let permit = s.runs.slot().await.map_err(|e| fail(e.into()))?;
+    let stop = || check_cancel(cancel, "deploy", &task.id).map_err(fail);
+    let permit = s
+        .runs
+        .slot(&job.owner, cancel, |place, running| {
+            task.progress(5, &waiting_status(place, running))
+        })
+        .await
+        .map_err(|e| fail(e.into()))?;
+    stop()?;
     match &ready.base {
         Base::GoldenImage { volume, uri } => {
             task.progress(10, &format!("Cloning golden image {uri}"));
@@ -123,6 +197,7 @@ async fn make_volume(
                 .map_err(|e| fail(e.into()))?;
         }
     }
+    stop()?;
     task.progress(
         30,
         &format!("Running build plan {:?}", ready.plan.build_plan_name),
@@ -134,6 +209,7 @@ async fn make_volume(
             storage_name,
             ready.plan.sources.clone(),
             ready.plan.secrets.clone(),
+            cancel,
         )
         .await
         .map_err(|e| fail(e.into()))?;
@@ -151,7 +227,8 @@ async fn make_volume(
     for e in &report.cleanup_errors {
         os_volumes::log(s, &os_id, &format!("cleanup after the run: {e}"));
     }
-    if let Some(e) = failed_run(&report) {
+    stop()?;
+    if let Some(e) = failed_run(&report, &task.id) {
         return Err(fail(e));
     }
     task.progress(

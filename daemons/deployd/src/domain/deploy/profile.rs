@@ -2,8 +2,10 @@
 //! its OS volume (see [`super::job`]); changing the plan or a value re-deploys onto a new OS
 //! volume, and the old one is deleted or, with `keepOsVolume`, kept; removing the plan or the
 //! profile releases the OS volume (its export removed, the volume deleted unless kept).
+//! Deleting a profile whose deploy runs cancels the deploy and waits for its cleanup first.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -11,18 +13,43 @@ use super::job::{self, DeployJob};
 use crate::domain::collection::SERVER_PROFILES;
 use crate::domain::error::DomainError;
 use crate::domain::os_volumes;
-use crate::domain::records::{Change, WriteError, start_task, with_retries};
+use crate::domain::records::{
+    self, Change, IfMatch, WriteError, start_cancellable_task, start_task, with_retries,
+};
 use crate::domain::server_profiles::{
-    ServerProfileInput, check, document, os_volume_id, pairs, value_text,
+    ServerProfileInput, check, document, os_volume_id, pairs, refuse_if_busy, value_text,
 };
 use crate::meta::{Kind, Record};
 use crate::services::Services;
-use crate::services::tasks::TaskHandle;
+use crate::services::tasks::{Cancel, TaskHandle};
 
-fn spawn_deploy(s: &Arc<Services>, task: &TaskHandle, job: DeployJob) {
+/// How long deleting a profile waits for its cancelled deploy to clean up.
+const CANCEL_WAIT: Duration = Duration::from_secs(60);
+
+fn spawn_deploy(s: &Arc<Services>, task: &TaskHandle, cancel: Cancel, job: DeployJob) {
     let bg = Arc::clone(s);
     let t = task.clone();
-    tokio::spawn(async move { job::run(bg, job, t).await });
+    tokio::spawn(async move { job::run(bg, job, t, cancel).await });
+}
+
+/// The task of a create or update: cancellable when it deploys.
+fn profile_task(
+    s: &Arc<Services>,
+    name: &str,
+    user: &str,
+    profile: &str,
+    id: &str,
+    deploys: bool,
+) -> Result<(TaskHandle, Cancel), DomainError> {
+    let uri = SERVER_PROFILES.uri(id);
+    if deploys {
+        start_cancellable_task(s, &SERVER_PROFILES, name, user, profile, &uri)
+    } else {
+        Ok((
+            start_task(s, &SERVER_PROFILES, name, user, profile, &uri)?,
+            Cancel::default(),
+        ))
+    }
 }
 
 /// Creates a server profile; with a deployment plan, its task ("Create") is the deploy.
@@ -49,19 +76,13 @@ pub fn create(
         change.commit()?;
         Ok((module, ready))
     })?;
-    let task = start_task(
-        s,
-        &SERVER_PROFILES,
-        "Create",
-        user,
-        &input.name,
-        &SERVER_PROFILES.uri(&id),
-    )?;
+    let (task, cancel) = profile_task(s, "Create", user, &input.name, &id, ready.is_some())?;
     match ready {
         None => task.complete(Some(&SERVER_PROFILES.uri(&id)), "Server profile created"),
         Some(ready) => spawn_deploy(
             s,
             &task,
+            cancel,
             DeployJob {
                 profile_id: id,
                 profile_name: input.name,
@@ -70,6 +91,7 @@ pub fn create(
                 power_on: input.power_on_after_deploy,
                 previous: None,
                 keep_previous: input.keep_os_volume,
+                owner: user.to_string(),
             },
         ),
     }
@@ -134,18 +156,12 @@ pub async fn update(
         change.commit()?;
         Ok((module, ready, redeploy, undeploy))
     })?;
-    let task = start_task(
-        s,
-        &SERVER_PROFILES,
-        "Update",
-        user,
-        &input.name,
-        &SERVER_PROFILES.uri(&id),
-    )?;
+    let (task, cancel) = profile_task(s, "Update", user, &input.name, &id, redeploy)?;
     if redeploy && let Some(ready) = ready {
         spawn_deploy(
             s,
             &task,
+            cancel,
             DeployJob {
                 profile_id: id,
                 profile_name: input.name,
@@ -154,6 +170,7 @@ pub async fn update(
                 power_on: input.power_on_after_deploy,
                 previous,
                 keep_previous: input.keep_os_volume,
+                owner: user.to_string(),
             },
         );
         return Ok(task);
@@ -169,7 +186,28 @@ pub async fn update(
     Ok(task)
 }
 
-/// Deletes profile `current` (from [`current`]): its OS volume's export is removed and,
+/// The profile a delete acts on: it must exist and match `If-Match`. A deploy running on it
+/// is cancelled first (by `user`), and its cleanup awaited; the profile is then taken as the
+/// cleanup left it.
+pub async fn deletable(
+    s: &Services,
+    user: &str,
+    id: &str,
+    if_match: &IfMatch,
+) -> Result<Record, DomainError> {
+    let r = records::current(&*s.meta, &SERVER_PROFILES, id, if_match)?;
+    if refuse_if_busy(&r).is_ok() {
+        return Ok(r);
+    }
+    if let Some(mut done) = s.tasks.cancel_work_on(&SERVER_PROFILES.uri(id), user) {
+        let _ = tokio::time::timeout(CANCEL_WAIT, done.wait_for(|ended| *ended)).await;
+    }
+    let r = records::current(&*s.meta, &SERVER_PROFILES, id, &IfMatch(None))?;
+    refuse_if_busy(&r)?;
+    Ok(r)
+}
+
+/// Deletes profile `current` (from [`deletable`]): its OS volume's export is removed and,
 /// unless `keepOsVolume`, the volume. Returns the completed task ("Delete").
 pub async fn delete(s: &Services, user: &str, current: &Record) -> Result<TaskHandle, DomainError> {
     let id = &current.id;
