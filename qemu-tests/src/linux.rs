@@ -1,6 +1,8 @@
 //! The Linux scenarios' artifacts on the appliance: the Debian golden image uploaded, a
 //! deploy plan that sets the hostname, a static address on the enclosure network and a
-//! user, and a capture plan that removes what identifies a host (hostname, machine-id, SSH
+//! user, and writes `/etc/motd` with a guest command (`sh`: the appliance runs it only
+//! inside a plan run's cgroup, so a deploy that completes shows the appliance's cgroup v2
+//! works), and a capture plan that removes what identifies a host (hostname, machine-id, SSH
 //! host keys).
 
 use std::io::Write;
@@ -38,6 +40,7 @@ chmod 0777 /home/@UserName@
 mkdir-p /etc/ssh
 write /etc/ssh/ssh_host_ed25519_key "host key of @Hostname@\n"
 echo "host @Hostname@ with user @UserName@"
+sh "echo 'Deployed by Streamer as @Hostname@.' > /etc/motd"
 umount-all
 "#;
 

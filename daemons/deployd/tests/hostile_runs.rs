@@ -387,3 +387,59 @@ fn side_by_side_deploys_keep_every_write() {
         }
     }
 }
+
+/// A capture is cancelled as a deploy is: its clone and golden volume removed, no golden image
+/// recorded, the OS volume it captured from untouched, the task `Terminated`.
+#[test]
+fn a_running_capture_is_cancelled_and_leaves_no_golden_image() {
+    if !can_run() {
+        return;
+    }
+    let s = TestServer::start_with_storage();
+    let api = s.login(800);
+    let dir = tempfile::tempdir().unwrap();
+    let [normal] = plans(&api, dir.path(), &[("normal", NORMAL)])
+        .try_into()
+        .unwrap();
+    let redfish = RedfishDouble::start();
+    let t = api.wait_task_at(&deploy(&api, &redfish, "source", 40, &normal));
+    assert_eq!(t["taskState"], "Completed", "{t}");
+    let p = api.get_json(t["associatedResource"]["resourceUri"].as_str().unwrap());
+    let os_uri = p["osDeploymentSettings"]["osVolumeUri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ps = created_uri(api.post(
+        "/rest/plan-scripts",
+        &json!({"name": "slow capture", "planType": "capture",
+                "content": "mount /dev/sda2 /\n!sleep 100000\n"}),
+    ));
+    let bp = created_uri(api.post(
+        "/rest/build-plans",
+        &json!({"name": "slow capture", "oeBuildPlanType": "capture",
+                "buildStep": [{"serialNumber": "1", "planScriptUri": ps, "parameters": null}],
+                "customAttributes": []}),
+    ));
+    let golden_before = api.get_json("/rest/golden-images")["total"].clone();
+    let volumes_before = s.volumes().len();
+    let r = api.post(
+        "/rest/golden-images",
+        &json!({"name": "never", "imageCapture": true, "osVolumeURI": os_uri, "buildPlanUri": bp}),
+    );
+    assert_eq!(r.status(), 202);
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    let running = wait_for_status(&api, &loc, "Running capture build plan");
+    assert_eq!(running["isCancellable"], true);
+    assert_eq!(cancel(&api, &loc).status(), 200);
+    let t = api.wait_task_at(&loc);
+    assert_eq!(t["taskState"], "Terminated", "{t}");
+    assert_eq!(api.get_json("/rest/golden-images")["total"], golden_before);
+    // The snapshot under the OS volume stays (it is the volume's content); nothing else does.
+    let names: Vec<String> = s.volumes().into_iter().map(|v| v.record.name).collect();
+    assert!(
+        names.iter().all(|n| !n.starts_with("capture-clone-")),
+        "{names:?}"
+    );
+    assert!(s.volumes().len() <= volumes_before + 1, "{names:?}");
+    assert_eq!(api.get_json(&os_uri)["exportState"], "Exported");
+}
