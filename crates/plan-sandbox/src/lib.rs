@@ -514,6 +514,12 @@ fn run(
         Cancelled,
     }
     let mut stopped = None;
+    // Woken the moment the command exits (a pidfd is readable then), else every 10 ms to
+    // look at the cancel flag and the clock. The pid cannot be reused before `try_wait`
+    // reaps it, so the descriptor names our child.
+    let exited = rustix::process::Pid::from_raw(child.id() as i32).and_then(|pid| {
+        rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+    });
     let status = loop {
         match child.try_wait().map_err(SandboxError::Wait)? {
             Some(status) => break status,
@@ -534,7 +540,7 @@ fn run(
                     let _ = child.kill();
                     break child.wait().map_err(SandboxError::Wait)?;
                 }
-                thread::sleep(Duration::from_millis(10));
+                wait_exit(exited.as_ref(), Duration::from_millis(10));
             }
         }
     };
@@ -636,6 +642,22 @@ fn read_capped(mut stream: impl Read, limit: usize) -> (Vec<u8>, bool) {
 
 fn join_reader(reader: Option<thread::JoinHandle<(Vec<u8>, bool)>>) -> (Vec<u8>, bool) {
     reader.and_then(|r| r.join().ok()).unwrap_or_default()
+}
+
+/// Waits until the process behind `pidfd` exits or `at_most` passes; sleeps `at_most` when
+/// there is no pidfd (kernels before 5.3).
+fn wait_exit(pidfd: Option<&OwnedFd>, at_most: Duration) {
+    let Some(fd) = pidfd else {
+        thread::sleep(at_most);
+        return;
+    };
+    let mut fds = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
+    let timeout = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: at_most.as_nanos().min(999_999_999) as _,
+    };
+    // EINTR or an error only shortens the wait; the caller looks again.
+    let _ = rustix::event::poll(&mut fds, Some(&timeout));
 }
 
 /// `events`: (an OOM kill, a refused fork) happened in the run's cgroup during the command.
