@@ -28,6 +28,9 @@ packages=(
     mmdebstrap      # the Debian golden image of the QEMU scenarios (deploy-linux, capture)
     openssl         # openssl passwd: the scenario user's password hash
     zstd            # make bench: the image's compressed size
+    etcd-server     # etcd: the pair's metadata store, leases and election (clusterd, tests)
+    etcd-client     # etcdctl: looks into the test clusters
+    protobuf-compiler # protoc: etcd-client's gRPC code is generated at build time
 )
 
 find_missing() {

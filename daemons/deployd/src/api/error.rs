@@ -74,7 +74,9 @@ impl ApiError {
                 DomainError::NotFound(_) => StatusCode::NOT_FOUND,
                 DomainError::Conflict { .. } => StatusCode::CONFLICT,
                 DomainError::Modified { .. } => StatusCode::PRECONDITION_FAILED,
-                DomainError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                DomainError::Unavailable(_) | DomainError::NotActive(_) => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
                 DomainError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,

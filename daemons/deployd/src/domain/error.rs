@@ -37,9 +37,13 @@ pub enum DomainError {
     /// The resource changed since the caller read it (a stale eTag or revision).
     #[error("{message}")]
     Modified { code: &'static str, message: String },
-    /// A dependency is unavailable: storaged, a compute module's management processor.
+    /// A dependency is unavailable: storaged, a compute module's management processor, the
+    /// pair's cluster store.
     #[error("{0}")]
     Unavailable(String),
+    /// This node of the pair is not the active one, so it does not take changes.
+    #[error("{0}")]
+    NotActive(String),
     /// The appliance failed in a way the caller cannot correct.
     #[error("{0}")]
     Internal(String),
@@ -83,6 +87,7 @@ impl DomainError {
             | Self::Modified { code, .. } => code,
             Self::NotFound(_) => "RESOURCE_NOT_FOUND",
             Self::Unavailable(_) => "SERVICE_UNAVAILABLE",
+            Self::NotActive(_) => "NOT_ACTIVE",
             Self::Internal(_) => "INTERNAL_ERROR",
         }
     }
@@ -96,6 +101,10 @@ impl DomainError {
                 "GET the resource again and retry with its current eTag.".into()
             }
             Self::Unavailable(_) => "Retry later; check the appliance's health.".into(),
+            Self::NotActive(_) => {
+                "Send changes to the management virtual IP (the active node), or retry there."
+                    .into()
+            }
             Self::Internal(_) => "Retry; if it persists, collect a support dump.".into(),
         }
     }
@@ -122,6 +131,8 @@ impl From<MetaError> for DomainError {
                 code: "RESOURCE_MODIFIED",
                 message: format!("{} {id} {what}", kind.prefix()),
             },
+            MetaError::Unavailable(m) => Self::Unavailable(m),
+            MetaError::NotActive(m) => Self::NotActive(m),
             MetaError::Backend(m) => Self::Internal(m),
         }
     }

@@ -4,16 +4,20 @@
 //! increments, each record carrying the revision that last modified it (its eTag), and atomic
 //! multi-record transactions with per-record preconditions, including "no key under this
 //! prefix" (etcd's compare over a key range). One appliance uses [`RedbStore`]; the HA pair
-//! will put etcd behind the same trait.
+//! uses [`EtcdStore`]; both pass the same test suite (`suite.rs`).
 //!
 //! The store knows nothing of the domain: which names must be unique and which references
 //! must resolve is `domain::records`, which writes index records ([`Kind::Name`],
 //! [`Kind::Reference`]) beside the resources in the same transaction. Which fields are
 //! secrets is the domain's too; [`SealedStore`] seals them over any store.
 
+pub mod etcd_store;
 mod redb_store;
 pub mod sealed;
+#[cfg(test)]
+pub(crate) mod suite;
 
+pub use etcd_store::{EtcdStore, Fence};
 pub use redb_store::RedbStore;
 pub use sealed::{SealedStore, SecretFields, SecretKey};
 
@@ -127,8 +131,40 @@ pub enum MetaError {
         id: String,
         what: String,
     },
+    /// The store cannot be reached (the pair's etcd has no quorum, or is down); nothing was
+    /// changed.
+    #[error("{0}")]
+    Unavailable(String),
+    /// This node lost the pair's management role: the write was refused as a whole.
+    #[error("{0}")]
+    NotActive(String),
     #[error("metadata store: {0}")]
     Backend(String),
+}
+
+/// Whether `expect` holds for a record whose revision is `current` (`None`: absent).
+pub(crate) fn check(
+    kind: Kind,
+    id: &str,
+    expect: Expect,
+    current: Option<Revision>,
+) -> Result<(), MetaError> {
+    let fail = |what: String| {
+        Err(MetaError::Conflict {
+            kind,
+            id: id.to_string(),
+            what,
+        })
+    };
+    match (expect, current) {
+        (Expect::Any, _) | (Expect::Absent, None) | (Expect::Present, Some(_)) => Ok(()),
+        (Expect::Absent, Some(_)) => fail("already exists".into()),
+        (Expect::Present | Expect::Revision(_), None) => fail("does not exist".into()),
+        (Expect::Revision(want), Some(have)) if want == have => Ok(()),
+        (Expect::Revision(want), Some(have)) => {
+            fail(format!("was modified (revision {have}, expected {want})"))
+        }
+    }
 }
 
 /// The metadata store interface.

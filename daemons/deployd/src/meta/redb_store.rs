@@ -9,7 +9,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Expect, Kind, MetaError, MetaStore, Op, Record, Revision};
+use super::{Kind, MetaError, MetaStore, Op, Record, Revision, check};
 
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
@@ -53,25 +53,6 @@ fn decode(kind: Kind, id: &str, bytes: &[u8]) -> Result<Record, MetaError> {
         revision: s.revision,
         value: s.value,
     })
-}
-
-fn check(kind: Kind, id: &str, expect: Expect, current: Option<Revision>) -> Result<(), MetaError> {
-    let fail = |what: String| {
-        Err(MetaError::Conflict {
-            kind,
-            id: id.to_string(),
-            what,
-        })
-    };
-    match (expect, current) {
-        (Expect::Any, _) | (Expect::Absent, None) | (Expect::Present, Some(_)) => Ok(()),
-        (Expect::Absent, Some(_)) => fail("already exists".into()),
-        (Expect::Present | Expect::Revision(_), None) => fail("does not exist".into()),
-        (Expect::Revision(want), Some(have)) if want == have => Ok(()),
-        (Expect::Revision(want), Some(have)) => {
-            fail(format!("was modified (revision {have}, expected {want})"))
-        }
-    }
 }
 
 impl MetaStore for RedbStore {
@@ -198,123 +179,34 @@ impl MetaStore for RedbStore {
 mod tests {
     use serde_json::json;
 
+    use super::super::{Expect, suite};
     use super::*;
 
-    fn put(id: &str, v: Value, expect: Expect) -> Op {
-        Op::Put {
-            kind: Kind::PlanScript,
-            id: id.into(),
-            value: v,
-            expect,
-        }
+    fn open(dir: &tempfile::TempDir) -> RedbStore {
+        RedbStore::open(&dir.path().join("m.redb")).unwrap()
     }
 
     #[test]
-    fn revisions_preconditions_and_atomicity() {
+    fn passes_the_store_suite() {
         let dir = tempfile::tempdir().unwrap();
-        let s = RedbStore::open(&dir.path().join("m.redb")).unwrap();
-        let r1 = s
-            .apply(vec![put("a", json!({"n": 1}), Expect::Absent)])
-            .unwrap();
-        assert_eq!(s.get(Kind::PlanScript, "a").unwrap().unwrap().revision, r1);
-        // A stale revision fails and changes nothing, including the other op.
-        let err = s
-            .apply(vec![
-                put("b", json!({}), Expect::Absent),
-                put("a", json!({"n": 2}), Expect::Revision(r1 + 7)),
-            ])
-            .unwrap_err();
-        assert!(matches!(err, MetaError::Conflict { .. }));
-        assert!(s.get(Kind::PlanScript, "b").unwrap().is_none());
-        let r2 = s
-            .apply(vec![put("a", json!({"n": 2}), Expect::Revision(r1))])
-            .unwrap();
-        let a = s.get(Kind::PlanScript, "a").unwrap().unwrap();
-        assert_eq!((a.created, a.revision, a.value), (r1, r2, json!({"n": 2})));
-        s.apply(vec![Op::Put {
-            kind: Kind::BuildPlan,
-            id: "x".into(),
-            value: json!(1),
-            expect: Expect::Any,
-        }])
-        .unwrap();
-        assert_eq!(s.list(Kind::PlanScript).unwrap().len(), 1);
-        assert_eq!(s.list(Kind::BuildPlan).unwrap().len(), 1);
+        suite::all(&open(&dir));
+    }
+
+    #[test]
+    fn large_transactions_commit_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        suite::large_transactions(&open(&dir), 2000);
+    }
+
+    #[test]
+    fn a_reopen_keeps_the_records_and_the_revision() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(&dir);
+        let r = suite::put_one(&s, "a").unwrap();
         drop(s);
-        let s = RedbStore::open(&dir.path().join("m.redb")).unwrap();
-        assert_eq!(s.revision().unwrap(), r2 + 1);
-        s.apply(vec![Op::Delete {
-            kind: Kind::PlanScript,
-            id: "a".into(),
-            expect: Expect::Present,
-        }])
-        .unwrap();
-        assert!(s.list(Kind::PlanScript).unwrap().is_empty());
-    }
-
-    #[test]
-    fn checks_change_nothing_and_prefixes_select_exactly() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = RedbStore::open(&dir.path().join("m.redb")).unwrap();
-        let edge = |id: &str| Op::Put {
-            kind: Kind::Reference,
-            id: id.into(),
-            value: json!({}),
-            expect: Expect::Absent,
-        };
-        s.apply(vec![
-            edge("golden-images/g1/deployment-plans/d1"),
-            edge("golden-images/g10/deployment-plans/d2"),
-            put("a", json!(1), Expect::Absent),
-        ])
-        .unwrap();
-        let ids = |p: &str| -> Vec<String> {
-            s.list_prefix(Kind::Reference, p)
-                .unwrap()
-                .into_iter()
-                .map(|r| r.id)
-                .collect()
-        };
-        assert_eq!(
-            ids("golden-images/g1/"),
-            ["golden-images/g1/deployment-plans/d1"]
-        );
-        assert_eq!(ids("golden-images/").len(), 2);
-        assert!(ids("golden-images/g2/").is_empty());
-        // "Nothing under g1/" fails while the edge exists, and fails the whole transaction.
-        let r = s.apply(vec![
-            Op::CheckNone {
-                kind: Kind::Reference,
-                prefix: "golden-images/g1/".into(),
-            },
-            put("b", json!(1), Expect::Absent),
-        ]);
-        assert!(matches!(r, Err(MetaError::Conflict { .. })), "{r:?}");
-        assert!(s.get(Kind::PlanScript, "b").unwrap().is_none());
-        let rev = s.revision().unwrap();
-        let r = s.apply(vec![
-            Op::CheckNone {
-                kind: Kind::Reference,
-                prefix: "golden-images/g2/".into(),
-            },
-            Op::Check {
-                kind: Kind::PlanScript,
-                id: "a".into(),
-                expect: Expect::Present,
-            },
-        ]);
-        assert_eq!(r.unwrap(), rev + 1);
-        assert!(matches!(
-            s.apply(vec![Op::Check {
-                kind: Kind::PlanScript,
-                id: "nope".into(),
-                expect: Expect::Present
-            }]),
-            Err(MetaError::Conflict { .. })
-        ));
-        // A check reads the same record kinds as the data: a plan script is not a name.
-        assert_eq!(s.list(Kind::PlanScript).unwrap().len(), 1);
-        assert!(s.list(Kind::Name).unwrap().is_empty());
+        let s = open(&dir);
+        assert_eq!(s.revision().unwrap(), r);
+        assert_eq!(s.get(Kind::PlanScript, "a").unwrap().unwrap().revision, r);
     }
 
     #[test]
@@ -326,7 +218,14 @@ mod tests {
         let s = RedbStore::open(&path).unwrap();
         assert!(s.list(Kind::PlanScript).unwrap().is_empty());
         assert_eq!(s.revision().unwrap(), 0);
-        let r = s.apply(vec![put("a", json!(1), Expect::Absent)]).unwrap();
+        let r = s
+            .apply(vec![Op::Put {
+                kind: Kind::PlanScript,
+                id: "a".into(),
+                value: json!(1),
+                expect: Expect::Absent,
+            }])
+            .unwrap();
         drop(s);
         // The later open only reads the table list.
         let s = RedbStore::open(&path).unwrap();

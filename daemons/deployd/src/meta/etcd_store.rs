@@ -1,0 +1,594 @@
+//! The pair's metadata store: etcd (Debian's 3.4) through the `etcd-client` crate.
+//!
+//! Layout: one key per record, `<root><kind prefix>/<id>`, whose value is the document's JSON.
+//! A record's `created` is etcd's `create_revision`, its `revision` (the eTag) etcd's
+//! `mod_revision`, and the store's revision etcd's: the same shape as [`super::RedbStore`],
+//! so both pass one test suite (`meta::suite`).
+//!
+//! A transaction is one etcd `Txn`: every precondition becomes a comparison, every change a
+//! request of the success branch. etcd compares everything against the state before the
+//! transaction, and refuses two changes of one key in a transaction; this store keeps the
+//! redb store's rule (each precondition sees the earlier operations of its transaction) by
+//! deciding a precondition on a key that an earlier operation changed itself, and by sending
+//! only the last change of each key. When the comparisons fail, the failure branch reads
+//! every compared key, so the error names the first precondition that did not hold, as redb's
+//! does.
+//!
+//! **Fencing.** When deployd holds the pair's management role, [`EtcdStore::set_fence`]
+//! names the election key and the create-revision it had when this node won. Every write then
+//! also compares that key's create-revision, so a node that lost the role (its lease expired
+//! while it was stopped or cut off) cannot land a late write: the transaction fails as a
+//! whole with [`MetaError::NotActive`].
+//!
+//! The trait is synchronous (redb's calls are) and callers run inside tokio: the client
+//! lives on a thread of its own with its own runtime, and a call waits on a channel, never on
+//! the caller's runtime.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, SortOrder, SortTarget, Txn,
+    TxnOp, TxnOpResponse,
+};
+use serde_json::Value;
+
+use super::{Expect, Kind, MetaError, MetaStore, Op, Record, Revision};
+
+/// Where the records live in etcd's key space.
+pub const ROOT: &str = "/streamer/meta/";
+/// Records per page when listing (a consistent snapshot: every page at one revision).
+const PAGE: i64 = 500;
+/// How long one call waits for etcd before answering "unavailable".
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest response accepted (a page of large plan scripts).
+const MAX_MESSAGE: usize = 64 << 20;
+
+/// The management role this node holds, as etcd knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The election key this node created when it won.
+    pub key: String,
+    /// That key's create-revision: changes if anyone else wins in between.
+    pub create_revision: i64,
+}
+
+type Job = Box<dyn FnOnce(KvClient) -> futures_util::future::BoxFuture<'static, ()> + Send>;
+
+/// etcd-backed [`MetaStore`].
+pub struct EtcdStore {
+    jobs: tokio::sync::mpsc::UnboundedSender<Job>,
+    root: String,
+    fence: RwLock<Option<Fence>>,
+    endpoints: Vec<String>,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("endpoints", &self.endpoints)
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable<E: std::fmt::Display>(e: E) -> MetaError {
+    MetaError::Unavailable(format!("the cluster store (etcd) did not answer: {e}"))
+}
+
+/// The first key after every key that starts with `prefix` (etcd's range end).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+impl EtcdStore {
+    /// Connects to `endpoints` (`http://host:port` or `https://…` with `options`' TLS), keeping
+    /// the records under `root` (normally [`ROOT`]).
+    pub fn connect(
+        endpoints: Vec<String>,
+        options: Option<ConnectOptions>,
+        root: &str,
+    ) -> Result<Self, MetaError> {
+        let (jobs, mut queue) = tokio::sync::mpsc::unbounded_channel::<Job>();
+        let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<(), MetaError>>(1);
+        let eps = endpoints.clone();
+        std::thread::Builder::new()
+            .name("etcd-store".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(MetaError::Backend(e.to_string())));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let options = options
+                        .unwrap_or_default()
+                        .with_connect_timeout(CALL_TIMEOUT)
+                        .with_timeout(CALL_TIMEOUT)
+                        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+                    let client = match Client::connect(&eps, Some(options)).await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(unavailable(e)));
+                            return;
+                        }
+                    };
+                    let kv = client
+                        .kv_client()
+                        .max_decoding_message_size(MAX_MESSAGE)
+                        .max_encoding_message_size(MAX_MESSAGE);
+                    let _ = ready_tx.send(Ok(()));
+                    while let Some(job) = queue.recv().await {
+                        tokio::spawn(job(kv.clone()));
+                    }
+                });
+            })
+            .map_err(|e| MetaError::Backend(e.to_string()))?;
+        ready_rx
+            .recv()
+            .map_err(|_| MetaError::Backend("the etcd client thread ended".into()))??;
+        Ok(Self {
+            jobs,
+            root: root.to_string(),
+            fence: RwLock::new(None),
+            endpoints,
+        })
+    }
+
+    /// Writes from now on succeed only while `fence` holds (this node is the active one);
+    /// `None` lifts the condition (a single node, or a test).
+    pub fn set_fence(&self, fence: Option<Fence>) {
+        *self.fence.write().unwrap_or_else(|e| e.into_inner()) = fence;
+    }
+
+    fn current_fence(&self) -> Option<Fence> {
+        self.fence.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Runs `f` on the client's thread and waits for its answer.
+    fn call<T, F, Fut>(&self, f: F) -> Result<T, MetaError>
+    where
+        T: Send + 'static,
+        F: FnOnce(KvClient) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, MetaError>> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let job: Job = Box::new(move |kv| {
+            Box::pin(async move {
+                let out = match tokio::time::timeout(CALL_TIMEOUT, f(kv)).await {
+                    Ok(out) => out,
+                    Err(_) => Err(unavailable(format!("no answer in {CALL_TIMEOUT:?}"))),
+                };
+                let _ = tx.send(out);
+            })
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| MetaError::Backend("the etcd client thread ended".into()))?;
+        rx.recv()
+            .map_err(|_| MetaError::Backend("the etcd client thread ended".into()))?
+    }
+
+    fn key(&self, kind: Kind, id: &str) -> String {
+        format!("{}{}/{id}", self.root, kind.prefix())
+    }
+
+    fn decode(&self, kind: Kind, kv: &etcd_client::KeyValue) -> Result<Record, MetaError> {
+        let key = String::from_utf8_lossy(kv.key());
+        let id = key
+            .strip_prefix(&self.key(kind, ""))
+            .ok_or_else(|| MetaError::Backend(format!("unexpected key {key}")))?
+            .to_string();
+        let value: Value = serde_json::from_slice(kv.value())
+            .map_err(|e| MetaError::Backend(format!("record {key}: {e}")))?;
+        Ok(Record {
+            kind,
+            id,
+            created: kv.create_revision() as Revision,
+            revision: kv.mod_revision() as Revision,
+            value,
+        })
+    }
+}
+
+/// What an earlier operation of the same transaction left at a key.
+#[derive(Clone, Copy)]
+enum Touched {
+    Written,
+    Deleted,
+}
+
+/// A precondition decided by etcd, remembered to name it if the transaction fails.
+struct Compared {
+    kind: Kind,
+    id: String,
+    expect: Expect,
+    /// `Some(prefix)` for "nothing under this prefix".
+    none_under: Option<String>,
+}
+
+impl Compared {
+    /// The comparison a precondition needs, if any.
+    fn record(kind: Kind, id: &str, expect: Expect) -> Option<Compared> {
+        (expect != Expect::Any).then(|| Compared {
+            kind,
+            id: id.to_string(),
+            expect,
+            none_under: None,
+        })
+    }
+}
+
+fn conflict(kind: Kind, id: &str, what: impl Into<String>) -> MetaError {
+    MetaError::Conflict {
+        kind,
+        id: id.to_string(),
+        what: what.into(),
+    }
+}
+
+/// Decides `expect` on a key an earlier operation of the transaction changed.
+fn check_touched(kind: Kind, id: &str, expect: Expect, t: Touched) -> Result<(), MetaError> {
+    match (expect, t) {
+        (Expect::Any, _)
+        | (Expect::Absent, Touched::Deleted)
+        | (Expect::Present, Touched::Written) => Ok(()),
+        (Expect::Absent, Touched::Written) => Err(conflict(kind, id, "already exists")),
+        (Expect::Present | Expect::Revision(_), Touched::Deleted) => {
+            Err(conflict(kind, id, "does not exist"))
+        }
+        (Expect::Revision(want), Touched::Written) => Err(conflict(
+            kind,
+            id,
+            format!("was modified (in this transaction, expected revision {want})"),
+        )),
+    }
+}
+
+fn compare(key: &str, expect: Expect) -> Option<Compare> {
+    match expect {
+        Expect::Any => None,
+        Expect::Absent => Some(Compare::version(key, CompareOp::Equal, 0)),
+        Expect::Present => Some(Compare::version(key, CompareOp::Greater, 0)),
+        Expect::Revision(r) => Some(Compare::mod_revision(key, CompareOp::Equal, r as i64)),
+    }
+}
+
+impl MetaStore for EtcdStore {
+    fn get(&self, kind: Kind, id: &str) -> Result<Option<Record>, MetaError> {
+        let key = self.key(kind, id);
+        let resp =
+            self.call(move |mut kv| async move { kv.get(key, None).await.map_err(unavailable) })?;
+        resp.kvs()
+            .first()
+            .map(|kv| self.decode(kind, kv))
+            .transpose()
+    }
+
+    fn list(&self, kind: Kind) -> Result<Vec<Record>, MetaError> {
+        self.list_prefix(kind, "")
+    }
+
+    fn list_prefix(&self, kind: Kind, prefix: &str) -> Result<Vec<Record>, MetaError> {
+        let start = self.key(kind, prefix).into_bytes();
+        let end = prefix_end(&start);
+        let kvs = self.call(move |mut kv| async move {
+            let mut out = Vec::new();
+            let mut from = start;
+            let mut at = 0i64;
+            loop {
+                let mut opts = GetOptions::new()
+                    .with_range(end.clone())
+                    .with_limit(PAGE)
+                    .with_sort(SortTarget::Key, SortOrder::Ascend);
+                if at > 0 {
+                    opts = opts.with_revision(at);
+                }
+                let mut resp = kv
+                    .get(from.clone(), Some(opts))
+                    .await
+                    .map_err(unavailable)?;
+                if at == 0 {
+                    at = resp.header().map_or(0, |h| h.revision());
+                }
+                let more = resp.more();
+                let page = resp.take_kvs();
+                let Some(last) = page.last() else { break };
+                from = last.key().to_vec();
+                from.push(0);
+                out.extend(page);
+                if !more {
+                    break;
+                }
+            }
+            Ok(out)
+        })?;
+        kvs.iter().map(|kv| self.decode(kind, kv)).collect()
+    }
+
+    fn apply(&self, ops: Vec<Op>) -> Result<Revision, MetaError> {
+        let fence = self.current_fence();
+        let mut compared: Vec<Compared> = Vec::new();
+        let mut touched: HashMap<String, Touched> = HashMap::new();
+        // Only the last change of a key is sent (etcd refuses two in one transaction).
+        let mut writes: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Put {
+                    kind,
+                    id,
+                    value,
+                    expect,
+                } => {
+                    let key = self.key(kind, &id);
+                    match touched.get(&key) {
+                        Some(&t) => check_touched(kind, &id, expect, t)?,
+                        None => compared.extend(Compared::record(kind, &id, expect)),
+                    }
+                    let bytes = serde_json::to_vec(&value)
+                        .map_err(|e| MetaError::Backend(e.to_string()))?;
+                    touched.insert(key.clone(), Touched::Written);
+                    writes.retain(|(k, _)| *k != key);
+                    writes.push((key, Some(bytes)));
+                }
+                Op::Delete { kind, id, expect } => {
+                    let key = self.key(kind, &id);
+                    match touched.get(&key) {
+                        Some(&t) => check_touched(kind, &id, expect, t)?,
+                        None => compared.extend(Compared::record(kind, &id, expect)),
+                    }
+                    touched.insert(key.clone(), Touched::Deleted);
+                    writes.retain(|(k, _)| *k != key);
+                    writes.push((key, None));
+                }
+                Op::Check { kind, id, expect } => {
+                    let key = self.key(kind, &id);
+                    match touched.get(&key) {
+                        Some(&t) => check_touched(kind, &id, expect, t)?,
+                        None => compared.extend(Compared::record(kind, &id, expect)),
+                    }
+                }
+                Op::CheckNone { kind, prefix } => {
+                    let start = self.key(kind, &prefix);
+                    if let Some((k, _)) = touched
+                        .iter()
+                        .find(|(k, t)| k.starts_with(&start) && matches!(t, Touched::Written))
+                    {
+                        let id = k[self.key(kind, "").len()..].to_string();
+                        return Err(conflict(
+                            kind,
+                            &id,
+                            format!("exists (none under {prefix:?} expected)"),
+                        ));
+                    }
+                    compared.push(Compared {
+                        kind,
+                        id: String::new(),
+                        expect: Expect::Absent,
+                        none_under: Some(prefix),
+                    });
+                }
+            }
+        }
+        let mut compares: Vec<Compare> = compared
+            .iter()
+            .filter_map(|c| match &c.none_under {
+                Some(prefix) => {
+                    let start = self.key(c.kind, prefix);
+                    let end = prefix_end(start.as_bytes());
+                    Some(Compare::version(start, CompareOp::Equal, 0).with_range(end))
+                }
+                None => compare(&self.key(c.kind, &c.id), c.expect),
+            })
+            .collect();
+        if let Some(f) = &fence {
+            compares.push(Compare::create_revision(
+                f.key.as_str(),
+                CompareOp::Equal,
+                f.create_revision,
+            ));
+        }
+        // On failure, read every compared key (the first of each prefix) to say which failed.
+        let mut reads = Vec::new();
+        for c in &compared {
+            reads.push(match &c.none_under {
+                Some(prefix) => {
+                    let start = self.key(c.kind, prefix);
+                    let end = prefix_end(start.as_bytes());
+                    TxnOp::get(
+                        start,
+                        Some(
+                            GetOptions::new()
+                                .with_range(end)
+                                .with_limit(1)
+                                .with_keys_only(),
+                        ),
+                    )
+                }
+                None => TxnOp::get(
+                    self.key(c.kind, &c.id),
+                    Some(GetOptions::new().with_keys_only()),
+                ),
+            });
+        }
+        if let Some(f) = &fence {
+            reads.push(TxnOp::get(
+                f.key.as_str(),
+                Some(GetOptions::new().with_keys_only()),
+            ));
+        }
+        let changes: Vec<TxnOp> = writes
+            .into_iter()
+            .map(|(key, value)| match value {
+                Some(v) => TxnOp::put(key, v, None),
+                None => TxnOp::delete(key, None),
+            })
+            .collect();
+        let txn = Txn::new().when(compares).and_then(changes).or_else(reads);
+        let resp =
+            self.call(move |mut kv| async move { kv.txn(txn).await.map_err(unavailable) })?;
+        let revision = resp.header().map_or(0, |h| h.revision()) as Revision;
+        if resp.succeeded() {
+            return Ok(revision);
+        }
+        // Name the first precondition that failed, from what the failure branch read.
+        let answers = resp.op_responses();
+        for (c, answer) in compared.iter().zip(&answers) {
+            let found = match answer {
+                TxnOpResponse::Get(g) => g.kvs().first().cloned(),
+                _ => None,
+            };
+            if let Some(prefix) = &c.none_under {
+                if let Some(kv) = found {
+                    let key = String::from_utf8_lossy(kv.key()).into_owned();
+                    let id = key[self.key(c.kind, "").len()..].to_string();
+                    return Err(conflict(
+                        c.kind,
+                        &id,
+                        format!("exists (none under {prefix:?} expected)"),
+                    ));
+                }
+                continue;
+            }
+            let current = found.map(|kv| kv.mod_revision() as Revision);
+            super::check(c.kind, &c.id, c.expect, current)?;
+        }
+        if let Some(f) = &fence {
+            let holder = match answers.last() {
+                Some(TxnOpResponse::Get(g)) => g.kvs().first().map(|kv| kv.create_revision()),
+                _ => None,
+            };
+            if holder != Some(f.create_revision) {
+                return Err(MetaError::NotActive(format!(
+                    "this node no longer holds the management role (election key {} was \
+                     created at revision {}, now {})",
+                    f.key,
+                    f.create_revision,
+                    holder.map_or("absent".into(), |r| r.to_string())
+                )));
+            }
+        }
+        // Every compare held when read back: another transaction raced in between.
+        Err(MetaError::Backend(format!(
+            "transaction at revision {revision} failed its comparisons; retry"
+        )))
+    }
+
+    fn revision(&self) -> Result<Revision, MetaError> {
+        let key = format!("{}schema/", self.root);
+        let resp = self.call(move |mut kv| async move {
+            kv.get(key, Some(GetOptions::new().with_count_only()))
+                .await
+                .map_err(unavailable)
+        })?;
+        Ok(resp.header().map_or(0, |h| h.revision()) as Revision)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn prefix_ends() {
+        assert_eq!(prefix_end(b"a/"), b"a0");
+        assert_eq!(prefix_end(b"a\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff"), vec![0]);
+    }
+
+    /// A scratch etcd, or the reason there is none (printed, the test then skips: CI installs
+    /// etcd-server, so there it always runs).
+    fn scratch() -> Option<(etcd_member::Scratch, Arc<EtcdStore>)> {
+        let etcd = match etcd_member::Scratch::start() {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("skipping: {e}");
+                return None;
+            }
+        };
+        let store = EtcdStore::connect(vec![etcd.endpoint()], None, ROOT).expect("connecting");
+        Some((etcd, Arc::new(store)))
+    }
+
+    #[test]
+    fn passes_the_store_suite() {
+        let Some((_etcd, store)) = scratch() else {
+            return;
+        };
+        super::super::suite::all(&*store);
+    }
+
+    #[test]
+    fn a_transaction_of_two_thousand_operations_commits_atomically() {
+        let Some((_etcd, store)) = scratch() else {
+            return;
+        };
+        super::super::suite::large_transactions(&*store, 2000);
+    }
+
+    #[test]
+    fn a_deposed_writer_cannot_land_a_write() {
+        let Some((_etcd, store)) = scratch() else {
+            return;
+        };
+        // Win: create the election key; the fence holds its create-revision.
+        let election = "/streamer/election/management".to_string();
+        let won = store
+            .call({
+                let k = election.clone();
+                move |mut kv| async move { kv.put(k, "node-a", None).await.map_err(unavailable) }
+            })
+            .unwrap();
+        let rev = won.header().unwrap().revision();
+        store.set_fence(Some(Fence {
+            key: election.clone(),
+            create_revision: rev,
+        }));
+        super::super::suite::put_one(&*store, "before").unwrap();
+        // Lose: the key goes (lease expiry) and the other node creates it again.
+        store
+            .call({
+                let k = election.clone();
+                move |mut kv| async move {
+                    kv.delete(k.clone(), None).await.map_err(unavailable)?;
+                    kv.put(k, "node-b", None).await.map_err(unavailable)
+                }
+            })
+            .unwrap();
+        let before = store.revision().unwrap();
+        let err = super::super::suite::put_one(&*store, "after").unwrap_err();
+        assert!(matches!(err, MetaError::NotActive(_)), "{err:?}");
+        assert_eq!(store.revision().unwrap(), before, "nothing was written");
+        assert!(store.get(Kind::PlanScript, "after").unwrap().is_none());
+        store.set_fence(None);
+        super::super::suite::put_one(&*store, "after").unwrap();
+    }
+
+    #[test]
+    fn an_unreachable_store_answers_unavailable() {
+        let Some((etcd, store)) = scratch() else {
+            return;
+        };
+        drop(etcd);
+        let err = store.get(Kind::PlanScript, "x").unwrap_err();
+        assert!(matches!(err, MetaError::Unavailable(_)), "{err:?}");
+        let err = super::super::suite::put_one(&*store, "x").unwrap_err();
+        assert!(matches!(err, MetaError::Unavailable(_)), "{err:?}");
+    }
+}
