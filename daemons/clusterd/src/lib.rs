@@ -1,0 +1,62 @@
+//! clusterd: the pair's membership, health, management election, virtual IP and alerts.
+//!
+//! etcd is the engine (Debian's `etcd-server` on both nodes and a witness): leases,
+//! elections and transactions come from it, not from code of ours. Modules:
+//! * [`config`]: the pair's description (`STATE/cluster.json`), written by pairing.
+//! * [`node`]: a node's lease, heartbeat, election, self-fencing and health.
+//! * [`vip`]: the management virtual IP (rtnetlink, gratuitous ARP).
+//! * [`alerts`]: OneView-shaped alerts, raised and cleared by themselves.
+//! * [`status`]: what the control interface reports; the election key deployd fences on.
+//! * [`control`]: the D-Bus (zbus, peer to peer) interface and its client.
+
+pub mod alerts;
+pub mod config;
+pub mod control;
+pub mod node;
+pub mod status;
+pub mod vip;
+
+use std::sync::Arc;
+
+use crate::alerts::Alert;
+use crate::node::Shared;
+use crate::status::{NodeInfo, Status};
+
+impl control::View for Shared {
+    fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    fn nodes(&self) -> Vec<NodeInfo> {
+        self.nodes.lock().clone()
+    }
+
+    fn alerts(&self) -> Vec<Alert> {
+        self.alerts.lock().list()
+    }
+}
+
+/// A single appliance's view: always the active node of itself, no alerts of the pair.
+#[derive(Debug)]
+pub struct Single {
+    pub me: String,
+}
+
+impl control::View for Single {
+    fn status(&self) -> Status {
+        Status::single(&self.me)
+    }
+
+    fn nodes(&self) -> Vec<NodeInfo> {
+        Vec::new()
+    }
+
+    fn alerts(&self) -> Vec<Alert> {
+        Vec::new()
+    }
+}
+
+/// The view the control interface serves for `shared`.
+pub fn view(shared: &Arc<Shared>) -> Arc<dyn control::View> {
+    Arc::clone(shared) as Arc<dyn control::View>
+}

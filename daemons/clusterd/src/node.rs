@@ -1,0 +1,413 @@
+//! A pair node: its lease, its heartbeat, the management election, the virtual IP.
+//!
+//! One **lease** (TTL `leaseTtlSeconds`, 2 s) carries this node's heartbeat key and, while it
+//! is active, the election key: if the node stops renewing it (dead, stopped, cut off), both
+//! keys vanish when etcd expires the lease, and the other node wins the election.
+//!
+//! **Self-fencing.** etcd expires a lease no earlier than TTL after it last renewed it, and
+//! it renewed it after this node sent the renewal. So this node stops acting as active at
+//! *send time of the last acknowledged renewal + TTL − margin*, before anyone else can be
+//! elected: it drops the virtual IP and reports itself standby, and deployd refuses writes
+//! past that instant even if it cannot reach clusterd. A node that was frozen (SIGSTOP)
+//! beyond its lease finds its deadline passed the moment it runs again; if one of its writes
+//! still races out, etcd refuses it: deployd's transactions compare the election key's
+//! create-revision, which changed when the other node won.
+//!
+//! A new etcd leader extends every lease by an election timeout, which only makes the other
+//! node wait longer; so that this happens rarely, the active node asks etcd to move its
+//! leadership to another member when its own etcd leads.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
+    WatchOptions,
+};
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::alerts::{Alerts, Condition};
+use crate::config::{ClusterConfig, MemberRole};
+use crate::status::{
+    ELECTION_KEY, Fence, Heartbeat, NODES_PREFIX, NodeInfo, Role, Status, monotonic_ns,
+};
+use crate::vip;
+
+/// How long before the lease could expire this node stops acting as active.
+pub const FENCE_MARGIN: Duration = Duration::from_millis(500);
+/// How often health (members, heartbeats, alerts) is looked at.
+const HEALTH_EVERY: Duration = Duration::from_secs(1);
+/// How long one call to etcd may take.
+const CALL_TIMEOUT: Duration = Duration::from_millis(1500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cluster store: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    #[error("the lease ended: {0}")]
+    LeaseLost(String),
+    #[error("cluster store: no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// What the node shares with its control interface.
+#[derive(Debug)]
+pub struct Shared {
+    pub cfg: ClusterConfig,
+    pub status: watch::Sender<Status>,
+    pub alerts: Mutex<Alerts>,
+    pub nodes: Mutex<Vec<NodeInfo>>,
+}
+
+impl Shared {
+    pub fn new(cfg: ClusterConfig) -> Arc<Shared> {
+        let status = Status {
+            me: cfg.me.clone(),
+            role: Role::Starting,
+            active: None,
+            active_address: None,
+            fence: None,
+            active_until_ns: None,
+            active_since_ns: None,
+            store_endpoint: Some(cfg.local_endpoint()),
+        };
+        Arc::new(Shared {
+            cfg,
+            status: watch::channel(status).0,
+            alerts: Mutex::new(Alerts::default()),
+            nodes: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+async fn timed<T>(
+    f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, NodeError> {
+    match tokio::time::timeout(CALL_TIMEOUT, f).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(NodeError::Timeout(CALL_TIMEOUT)),
+    }
+}
+
+/// Connects to one etcd endpoint, failing fast when it has no leader.
+pub async fn connect(endpoint: &str) -> Result<Client, NodeError> {
+    let opts = ConnectOptions::new()
+        .with_connect_timeout(CALL_TIMEOUT)
+        .with_timeout(CALL_TIMEOUT)
+        .with_require_leader(true)
+        .with_keep_alive(Duration::from_millis(500), Duration::from_millis(1000));
+    timed(Client::connect([endpoint], Some(opts))).await
+}
+
+/// Runs the node for ever: a session per lease, standby between sessions.
+pub async fn run(shared: Arc<Shared>) {
+    let ttl = Duration::from_secs(u64::from(shared.cfg.lease_ttl_seconds));
+    tokio::spawn(health_loop(Arc::clone(&shared)));
+    loop {
+        let r = session(&shared, ttl).await;
+        step_down(&shared, Role::Starting).await;
+        if let Err(e) = r {
+            tracing::warn!("cluster session ended: {e}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Stops acting as active: the virtual IP goes first, then the role is reported.
+async fn step_down(shared: &Shared, role: Role) {
+    let was_active = shared.status.borrow().role == Role::Active;
+    if was_active {
+        if let Some(v) = &shared.cfg.virtual_ip
+            && let Err(e) = vip::release(v).await
+        {
+            tracing::error!("dropping the management virtual IP: {e}");
+        }
+        tracing::warn!("{}: no longer the active node", shared.cfg.me);
+    }
+    shared.status.send_modify(|s| {
+        s.role = role;
+        s.fence = None;
+        s.active_until_ns = None;
+        s.active_since_ns = None;
+        if was_active {
+            s.active = None;
+            s.active_address = None;
+        }
+    });
+}
+
+/// One lease's life: renew it, hold or wait for the role, until the lease is lost.
+async fn session(shared: &Shared, ttl: Duration) -> Result<(), NodeError> {
+    let cfg = &shared.cfg;
+    let mut client = connect(&cfg.local_endpoint()).await?;
+    let granted_at = (Instant::now(), monotonic_ns());
+    let lease = timed(client.lease_grant(ttl.as_secs() as i64, None))
+        .await?
+        .id();
+    let (mut keeper, mut renewals) = timed(client.lease_keep_alive(lease)).await?;
+    let mut deadline = granted_at.0 + ttl - FENCE_MARGIN;
+    let mut deadline_ns = granted_at.1 + (ttl - FENCE_MARGIN).as_nanos() as u64;
+    // Send times of renewals not yet answered, oldest first: an answer is matched to its
+    // own request, never to a later one (which would stretch the deadline).
+    let mut pending: std::collections::VecDeque<(Instant, u64)> = Default::default();
+    let renew_every = ttl / 4;
+    let mut next_renewal = Instant::now() + renew_every;
+    let mut next_heartbeat = Instant::now();
+    shared.status.send_modify(|s| s.role = Role::Standby);
+    let mut changes = timed(client.watch(ELECTION_KEY, Some(WatchOptions::new()))).await?;
+    let mut fence: Option<Fence> = None;
+    loop {
+        if fence.is_none() {
+            fence = campaign(shared, &mut client, lease, deadline_ns).await?;
+        }
+        if Instant::now() >= next_heartbeat {
+            heartbeat(shared, &mut client, lease).await?;
+            next_heartbeat = Instant::now() + Duration::from_secs(1);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(next_renewal) => {
+                pending.push_back((Instant::now(), monotonic_ns()));
+                timed(keeper.keep_alive()).await?;
+                next_renewal = Instant::now() + renew_every;
+            }
+            msg = renewals.message() => {
+                match msg? {
+                    Some(r) if r.ttl() > 0 => {
+                        if let Some((at, at_ns)) = pending.pop_front() {
+                            let granted = Duration::from_secs(r.ttl() as u64);
+                            let until = granted.saturating_sub(FENCE_MARGIN);
+                            deadline = at + until;
+                            deadline_ns = at_ns + until.as_nanos() as u64;
+                            if fence.is_some() {
+                                shared.status.send_modify(|s| s.active_until_ns = Some(deadline_ns));
+                            }
+                        }
+                    }
+                    Some(_) => return Err(NodeError::LeaseLost("etcd says it expired".into())),
+                    None => return Err(NodeError::LeaseLost("the renewal stream closed".into())),
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(NodeError::LeaseLost(format!(
+                    "not renewed within {:?} of the last acknowledged renewal",
+                    ttl - FENCE_MARGIN
+                )));
+            }
+            ev = changes.message() => {
+                let Some(ev) = ev? else {
+                    return Err(NodeError::LeaseLost("the election watch closed".into()));
+                };
+                for e in ev.events() {
+                    if e.event_type() == EventType::Delete && fence.is_some() {
+                        // Our key went while we held it (revoked by an operator, unpaired).
+                        step_down(shared, Role::Standby).await;
+                        fence = None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Tries to become the active node; returns the fence if this node holds the role.
+async fn campaign(
+    shared: &Shared,
+    client: &mut Client,
+    lease: i64,
+    deadline_ns: u64,
+) -> Result<Option<Fence>, NodeError> {
+    let cfg = &shared.cfg;
+    let me = cfg.this();
+    let value = serde_json::json!({"name": me.name, "address": me.address}).to_string();
+    let txn = Txn::new()
+        .when([Compare::version(ELECTION_KEY, CompareOp::Equal, 0)])
+        .and_then([TxnOp::put(
+            ELECTION_KEY,
+            value,
+            Some(PutOptions::new().with_lease(lease)),
+        )])
+        .or_else([TxnOp::get(ELECTION_KEY, None)]);
+    let resp = timed(client.txn(txn)).await?;
+    if resp.succeeded() {
+        let revision = resp.header().map_or(0, |h| h.revision());
+        let fence = Fence {
+            key: ELECTION_KEY.into(),
+            create_revision: revision,
+        };
+        // The address first, so that the node answers on it when it says it is active.
+        if let Some(v) = &cfg.virtual_ip
+            && let Err(e) = vip::take(v).await
+        {
+            tracing::error!("taking the management virtual IP: {e}");
+        }
+        let now = monotonic_ns();
+        shared.status.send_modify(|s| {
+            s.role = Role::Active;
+            s.active = Some(me.name.clone());
+            s.active_address = Some(me.address);
+            s.fence = Some(fence.clone());
+            s.active_until_ns = Some(deadline_ns);
+            s.active_since_ns = Some(now);
+        });
+        tracing::warn!(
+            "{}: now the active node (election revision {revision})",
+            me.name
+        );
+        move_etcd_leadership_away(client).await;
+        return Ok(Some(fence));
+    }
+    let holder = resp.op_responses().into_iter().find_map(|r| match r {
+        etcd_client::TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
+        _ => None,
+    });
+    let holder: Option<serde_json::Value> = holder.and_then(|v| serde_json::from_slice(&v).ok());
+    shared.status.send_modify(|s| {
+        s.role = Role::Standby;
+        s.active = holder
+            .as_ref()
+            .and_then(|h| h["name"].as_str())
+            .map(String::from);
+        s.active_address = holder
+            .as_ref()
+            .and_then(|h| h["address"].as_str())
+            .and_then(|a| a.parse().ok());
+    });
+    Ok(None)
+}
+
+/// If this node's etcd leads the cluster, hands the leadership to another member: a new
+/// etcd leader extends every lease, which would delay a takeover if this node then failed.
+async fn move_etcd_leadership_away(client: &mut Client) {
+    let Ok(status) = timed(client.status()).await else {
+        return;
+    };
+    let me = status.header().map_or(0, |h| h.member_id());
+    if status.leader() != me {
+        return;
+    }
+    let Ok(members) = timed(client.member_list()).await else {
+        return;
+    };
+    if let Some(other) = members.members().iter().find(|m| m.id() != me) {
+        match timed(client.move_leader(other.id())).await {
+            Ok(_) => tracing::info!("moved etcd leadership to {}", other.name()),
+            Err(e) => tracing::info!("could not move etcd leadership: {e}"),
+        }
+    }
+}
+
+/// Publishes this node under its lease.
+async fn heartbeat(shared: &Shared, client: &mut Client, lease: i64) -> Result<(), NodeError> {
+    let me = shared.cfg.this();
+    let hb = Heartbeat {
+        name: me.name.clone(),
+        address: me.address,
+        version: env!("CARGO_PKG_VERSION").into(),
+        role: shared.status.borrow().role,
+        time: time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+    };
+    let value = serde_json::to_vec(&hb).unwrap_or_default();
+    timed(client.put(
+        format!("{NODES_PREFIX}{}", me.name),
+        value,
+        Some(PutOptions::new().with_lease(lease)),
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Every second: which members answer, which nodes have a heartbeat, and the alerts that
+/// follow.
+async fn health_loop(shared: Arc<Shared>) {
+    let cfg = &shared.cfg;
+    loop {
+        let mut reachable = Vec::new();
+        for m in &cfg.members {
+            let ok = match connect(&cfg.endpoint_of(m)).await {
+                Ok(mut c) => timed(c.status()).await.is_ok(),
+                Err(_) => false,
+            };
+            reachable.push((m.clone(), ok));
+        }
+        let heartbeats = read_heartbeats(&cfg.local_endpoint()).await;
+        let status = shared.status.borrow().clone();
+        let mut nodes = Vec::new();
+        let mut conditions = Vec::new();
+        let mut down = 0;
+        for (m, ok) in &reachable {
+            let hb = heartbeats
+                .as_ref()
+                .ok()
+                .and_then(|h| h.iter().find(|h| h.name == m.name));
+            let (role, health) = match m.role {
+                MemberRole::Witness => {
+                    if *ok {
+                        ("Online", "OK")
+                    } else {
+                        conditions.push(Condition::WitnessUnreachable(m.name.clone()));
+                        down += 1;
+                        ("Unavailable", "Critical")
+                    }
+                }
+                MemberRole::Node => {
+                    let alive = hb.is_some() || (m.name == cfg.me && status.role != Role::Starting);
+                    if !alive {
+                        if heartbeats.is_ok() {
+                            conditions.push(Condition::NodeUnavailable(m.name.clone()));
+                        }
+                        down += 1;
+                        ("Unavailable", "Critical")
+                    } else if status.active.as_deref() == Some(m.name.as_str()) {
+                        ("Active", if *ok { "OK" } else { "Warning" })
+                    } else {
+                        ("Standby", if *ok { "OK" } else { "Warning" })
+                    }
+                }
+            };
+            if !ok && m.role == MemberRole::Node {
+                conditions.push(Condition::StoreDegraded(format!(
+                    "the etcd member of {} does not answer",
+                    m.name
+                )));
+            }
+            nodes.push(NodeInfo {
+                name: m.name.clone(),
+                kind: match m.role {
+                    MemberRole::Node => "node".into(),
+                    MemberRole::Witness => "witness".into(),
+                },
+                address: m.address,
+                role: role.into(),
+                health: health.into(),
+                version: hb.map(|h| h.version.clone()),
+                last_heartbeat: hb.map(|h| h.time.clone()),
+                store_reachable: *ok,
+            });
+        }
+        if let Err(e) = &heartbeats {
+            conditions.push(Condition::StoreDegraded(format!(
+                "this node cannot read the cluster store ({e})"
+            )));
+        }
+        if down > 0 || heartbeats.is_err() {
+            conditions.push(Condition::NotHighlyAvailable);
+        }
+        shared.alerts.lock().update(&conditions);
+        *shared.nodes.lock() = nodes;
+        tokio::time::sleep(HEALTH_EVERY).await;
+    }
+}
+
+async fn read_heartbeats(endpoint: &str) -> Result<Vec<Heartbeat>, NodeError> {
+    let mut c = connect(endpoint).await?;
+    let resp = timed(c.get(NODES_PREFIX, Some(GetOptions::new().with_prefix()))).await?;
+    Ok(resp
+        .kvs()
+        .iter()
+        .filter_map(|kv| serde_json::from_slice(kv.value()).ok())
+        .collect())
+}
