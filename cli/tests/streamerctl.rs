@@ -33,6 +33,7 @@ fn start() -> Server {
         power_control_pid: None,
         max_concurrent_runs: Config::DEFAULT_CONCURRENT_RUNS,
         run_limits: Default::default(),
+        clusterd_socket: None,
     })
     .unwrap();
     let tls = TlsFiles::in_state_dir(&dir.path().join("deployd"));

@@ -72,6 +72,10 @@ struct Args {
     /// Close sessions idle for this many minutes.
     #[arg(long, default_value_t = 60)]
     session_idle_minutes: u64,
+    /// clusterd's control socket: on a paired appliance the metadata store is the pair's
+    /// etcd, and only the active node takes changes. Without it: a single appliance.
+    #[arg(long)]
+    clusterd: Option<PathBuf>,
 }
 
 /// `deployd` with these arguments (the first is the program name), to its exit status.
@@ -121,6 +125,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             processes: args.plan_run_processes,
             cpu_millis: args.plan_run_cpu_percent * 10,
         },
+        clusterd_socket: args.clusterd.clone(),
     };
     // Plan-script runs interrupted by a crash left mounts, loop devices and scratch file
     // systems behind: remove them before anything new runs.

@@ -49,13 +49,28 @@ pub async fn serve(
         })?;
     let handle = axum_server::Handle::new();
     tokio::spawn(signals(handle.clone(), config.clone(), tls));
-    match crate::domain::deploy::recovery::clean_interrupted(&state.services).await {
-        Ok(r) if r != Default::default() => {
-            tracing::warn!("cleaned up after interrupted work: {r:?}")
-        }
-        Ok(_) => {}
-        Err(e) => tracing::error!("cleaning up after interrupted deploys failed: {e}"),
+    if state.services.cluster.refusal().is_none() {
+        recover(&state).await;
     }
+    // On a pair: follow the role; a node that becomes active recovers the work the old
+    // active left (its deploys and captures end as Error with nothing half-made left).
+    let cluster = Arc::clone(&state.services.cluster);
+    let st = Arc::clone(&state);
+    let runtime = tokio::runtime::Handle::current();
+    tokio::spawn(cluster.watch(move || {
+        let st = Arc::clone(&st);
+        runtime.spawn(async move {
+            if let Err(e) = crate::state::first_start_writes(st.services.meta.as_ref()) {
+                tracing::error!("first writes of the new active node: {e}");
+            }
+            match st.services.tasks.fail_interrupted() {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!("{n} task(s) of the old active node were marked failed"),
+                Err(e) => tracing::error!("failing the old active node's tasks: {e}"),
+            }
+            recover(&st).await;
+        });
+    }));
     let listener = match listen.into() {
         Listen::Bound(l) => l,
         Listen::Address(addr) => std::net::TcpListener::bind(addr)
@@ -68,6 +83,17 @@ pub async fn serve(
         .handle(handle)
         .serve(app.into_make_service_with_connect_info::<SocketAddr>())
         .await
+}
+
+/// Cleans up after work interrupted by a stop (or by the loss of the old active node).
+async fn recover(state: &AppState) {
+    match crate::domain::deploy::recovery::clean_interrupted(&state.services).await {
+        Ok(r) if r != Default::default() => {
+            tracing::warn!("cleaned up after interrupted work: {r:?}")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!("cleaning up after interrupted deploys failed: {e}"),
+    }
 }
 
 async fn signals(handle: axum_server::Handle, config: RustlsConfig, tls: TlsFiles) {

@@ -9,8 +9,9 @@ use std::time::Duration;
 use crate::auth::{AccountsReady, LoginLimiter, PendingAdministrator, Sessions, Users};
 use crate::domain::secrets::{self, Secrets};
 use crate::domain::{deployment_groups, records};
-use crate::meta::{MetaStore, RedbStore, SealedStore, SecretKey};
+use crate::meta::{EtcdStore, MetaStore, RedbStore, SealedStore, SecretKey, etcd_store};
 use crate::services::audit::AuditLog;
+use crate::services::cluster::{self, Cluster};
 use crate::services::files::StateFiles;
 use crate::services::plan_runs::{NbdRunner, PlanRuns, RunLimits};
 use crate::services::storage::Storage;
@@ -44,6 +45,9 @@ pub struct Config {
     pub max_concurrent_runs: usize,
     /// What one plan run may use (wall clock, memory, processes, CPU).
     pub run_limits: RunLimits,
+    /// clusterd's control socket: when clusterd says this appliance is paired, the metadata
+    /// store is the pair's etcd and only the active node takes changes.
+    pub clusterd_socket: Option<PathBuf>,
 }
 
 impl Config {
@@ -68,6 +72,8 @@ pub enum StateError {
     Users(String),
     #[error("recovering interrupted tasks: {0}")]
     Tasks(String),
+    #[error("this appliance is paired but {0}")]
+    Cluster(String),
 }
 
 pub use appliance_layout::INITIAL_PASSWORD_FILE;
@@ -118,9 +124,7 @@ impl AppState {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let files = StateFiles::new(dir);
         files.prepare().map_err(io(dir))?;
-        let meta_path = dir.join("meta.redb");
-        let raw: Arc<dyn MetaStore> = Arc::new(RedbStore::open(&meta_path)?);
-        files.make_private(&meta_path).map_err(io(&meta_path))?;
+        let (raw, cluster) = open_store(&config, &files)?;
         // Secrets are sealed with a key kept in a file of its own (0600), never in the store.
         let key_path = dir.join(SECRET_KEY_FILE);
         let key = SecretKey::load_or_create(&key_path).map_err(io(&key_path))?;
@@ -136,25 +140,23 @@ impl AppState {
             sealed.apply(unsealed)?;
         }
         let meta: Arc<dyn MetaStore> = Arc::new(sealed);
-        // A first start (and the first start after an upgrade) writes once: the default
-        // deployment group and the index of names and references, in one transaction.
-        let mut first_start = records::index_building(meta.as_ref())?;
-        if !first_start.is_empty() {
-            tracing::info!("building the name and reference indexes of the metadata store");
-        }
-        first_start.extend(deployment_groups::default_group(meta.as_ref())?);
-        if !first_start.is_empty() {
-            meta.apply(first_start)?;
+        // On a pair, the active node does this when it takes the role (`on_becoming_active`).
+        if cluster.refusal().is_none() {
+            first_start_writes(meta.as_ref())?;
         }
         let users = Users::new(Arc::clone(&meta));
         let pending = PendingAdministrator::prepare(&users, config.admin_password.clone())
             .map_err(|e| StateError::Users(e.to_string()))?;
         let tasks = Tasks::new(Arc::clone(&meta));
-        let interrupted = tasks
-            .fail_interrupted()
-            .map_err(|e| StateError::Tasks(e.to_string()))?;
-        if interrupted > 0 {
-            tracing::warn!("{interrupted} task(s) interrupted by the last stop were marked failed");
+        if cluster.refusal().is_none() {
+            let interrupted = tasks
+                .fail_interrupted()
+                .map_err(|e| StateError::Tasks(e.to_string()))?;
+            if interrupted > 0 {
+                tracing::warn!(
+                    "{interrupted} task(s) interrupted by the last stop were marked failed"
+                );
+            }
         }
         let audit_path = dir.join("audit.log");
         let audit = AuditLog::open(&audit_path).map_err(io(&audit_path))?;
@@ -169,6 +171,7 @@ impl AppState {
                 boot_nbd_addr: config.boot_nbd_addr.unwrap_or(config.nbd_addr),
                 max_image_bytes: config.max_image_bytes,
             },
+            cluster: Arc::new(cluster),
         };
         let state = Self {
             services: Arc::new(services),
@@ -181,4 +184,52 @@ impl AppState {
         };
         Ok((state, pending))
     }
+}
+
+/// The metadata store: redb on a single appliance; the pair's etcd when clusterd says this
+/// appliance is paired.
+fn open_store(
+    config: &Config,
+    files: &StateFiles,
+) -> Result<(Arc<dyn MetaStore>, Cluster), StateError> {
+    let status = match &config.clusterd_socket {
+        Some(socket) => Some((
+            socket,
+            cluster::ask_once(socket)
+                .map_err(|e| StateError::Cluster(format!("clusterd does not answer: {e}")))?,
+        )),
+        None => None,
+    };
+    match status {
+        Some((socket, st)) if st.role != clusterd::status::Role::Single => {
+            let endpoint = st.store_endpoint.clone().ok_or_else(|| {
+                StateError::Cluster("clusterd names no cluster store endpoint".into())
+            })?;
+            tracing::info!("paired: the metadata store is the pair's etcd at {endpoint}");
+            let store = Arc::new(EtcdStore::connect(vec![endpoint], None, etcd_store::ROOT)?);
+            let cluster = Cluster::pair(socket, Arc::clone(&store), st);
+            Ok((store, cluster))
+        }
+        _ => {
+            let meta_path = config.state_dir.join("meta.redb");
+            let store: Arc<dyn MetaStore> = Arc::new(RedbStore::open(&meta_path)?);
+            let io = |e| StateError::Io(meta_path.display().to_string(), e);
+            files.make_private(&meta_path).map_err(io)?;
+            Ok((store, Cluster::single()))
+        }
+    }
+}
+
+/// A first start (and the first start after an upgrade) writes once: the default deployment
+/// group and the index of names and references, in one transaction.
+pub fn first_start_writes(meta: &dyn MetaStore) -> Result<(), crate::meta::MetaError> {
+    let mut ops = records::index_building(meta)?;
+    if !ops.is_empty() {
+        tracing::info!("building the name and reference indexes of the metadata store");
+    }
+    ops.extend(deployment_groups::default_group(meta)?);
+    if !ops.is_empty() {
+        meta.apply(ops)?;
+    }
+    Ok(())
 }

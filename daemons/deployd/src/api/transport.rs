@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use super::error::ApiError;
 use super::version::{self, ApiVersion};
 use crate::auth::{Role, Session};
+use crate::domain::DomainError;
 use crate::state::AppState;
 
 /// What every handler knows about the caller.
@@ -118,6 +119,14 @@ pub async fn transport(
         Some(session)
     };
     let user = session.as_ref().map(|s| s.user.clone());
+    // On a pair, changes go to the active node only (logins and logouts are not changes).
+    if !matches!(method, Method::GET | Method::HEAD)
+        && path != "/rest/login-sessions"
+        && let Some(why) = st.services.cluster.refusal()
+    {
+        drain(req.into_body()).await;
+        return ApiError::Domain(DomainError::NotActive(why)).into_response();
+    }
     if let Some(len) = oversized_json(&req) {
         let resp = ApiError::PayloadTooLarge(format!(
             "The request body has {len} bytes; JSON bodies are limited to {} bytes.",

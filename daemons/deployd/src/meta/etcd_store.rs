@@ -14,11 +14,13 @@
 //! every compared key, so the error names the first precondition that did not hold, as redb's
 //! does.
 //!
-//! **Fencing.** When deployd holds the pair's management role, [`EtcdStore::set_fence`]
-//! names the election key and the create-revision it had when this node won. Every write then
-//! also compares that key's create-revision, so a node that lost the role (its lease expired
-//! while it was stopped or cut off) cannot land a late write: the transaction fails as a
-//! whole with [`MetaError::NotActive`].
+//! **Fencing.** Writes pass a [`WriteGate`]. On a pair node it is closed until clusterd says
+//! this node holds the management role; then it names the election key, the create-revision
+//! it had when this node won, and the instant (`CLOCK_MONOTONIC`) at which clusterd stops
+//! acting as active unless its lease is renewed. A write after that instant is refused here;
+//! a write before it also compares the election key's create-revision in etcd, so a node that
+//! lost the role (its lease expired while it was stopped or cut off) cannot land a late write:
+//! the transaction fails as a whole with [`MetaError::NotActive`].
 //!
 //! The trait is synchronous (redb's calls are) and callers run inside tokio: the client
 //! lives on a thread of its own with its own runtime, and a call waits on a channel, never on
@@ -53,6 +55,25 @@ pub struct Fence {
     pub key: String,
     /// That key's create-revision: changes if anyone else wins in between.
     pub create_revision: i64,
+    /// `CLOCK_MONOTONIC` nanoseconds after which this node no longer acts as active.
+    pub until_ns: Option<u64>,
+}
+
+/// Which writes this store sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteGate {
+    /// Every write (tests; a store no role applies to).
+    Open,
+    /// Writes while this node holds the role described.
+    Fenced(Fence),
+    /// No writes: why (the answer names the active node).
+    Closed(String),
+}
+
+/// `CLOCK_MONOTONIC` now, in nanoseconds (the clock clusterd's deadlines are on).
+pub fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 type Job = Box<dyn FnOnce(KvClient) -> futures_util::future::BoxFuture<'static, ()> + Send>;
@@ -61,7 +82,7 @@ type Job = Box<dyn FnOnce(KvClient) -> futures_util::future::BoxFuture<'static, 
 pub struct EtcdStore {
     jobs: tokio::sync::mpsc::UnboundedSender<Job>,
     root: String,
-    fence: RwLock<Option<Fence>>,
+    gate: RwLock<WriteGate>,
     endpoints: Vec<String>,
 }
 
@@ -144,19 +165,30 @@ impl EtcdStore {
         Ok(Self {
             jobs,
             root: root.to_string(),
-            fence: RwLock::new(None),
+            gate: RwLock::new(WriteGate::Open),
             endpoints,
         })
     }
 
-    /// Writes from now on succeed only while `fence` holds (this node is the active one);
-    /// `None` lifts the condition (a single node, or a test).
-    pub fn set_fence(&self, fence: Option<Fence>) {
-        *self.fence.write().unwrap_or_else(|e| e.into_inner()) = fence;
+    /// Which writes go out from now on.
+    pub fn set_gate(&self, gate: WriteGate) {
+        *self.gate.write().unwrap_or_else(|e| e.into_inner()) = gate;
     }
 
-    fn current_fence(&self) -> Option<Fence> {
-        self.fence.read().unwrap_or_else(|e| e.into_inner()).clone()
+    /// The fence a write must carry, or why it may not go out at all.
+    fn fence_for_write(&self) -> Result<Option<Fence>, MetaError> {
+        match &*self.gate.read().unwrap_or_else(|e| e.into_inner()) {
+            WriteGate::Open => Ok(None),
+            WriteGate::Closed(why) => Err(MetaError::NotActive(why.clone())),
+            WriteGate::Fenced(f) => match f.until_ns {
+                Some(until) if monotonic_ns() >= until => Err(MetaError::NotActive(
+                    "this node's hold on the management role lapsed (its lease was not \
+                     renewed in time)"
+                        .into(),
+                )),
+                _ => Ok(Some(f.clone())),
+            },
+        }
     }
 
     /// Runs `f` on the client's thread and waits for its answer.
@@ -321,7 +353,7 @@ impl MetaStore for EtcdStore {
     }
 
     fn apply(&self, ops: Vec<Op>) -> Result<Revision, MetaError> {
-        let fence = self.current_fence();
+        let fence = self.fence_for_write()?;
         let mut compared: Vec<Compared> = Vec::new();
         let mut touched: HashMap<String, Touched> = HashMap::new();
         // Only the last change of a key is sent (etcd refuses two in one transaction).
@@ -556,9 +588,10 @@ mod tests {
             })
             .unwrap();
         let rev = won.header().unwrap().revision();
-        store.set_fence(Some(Fence {
+        store.set_gate(WriteGate::Fenced(Fence {
             key: election.clone(),
             create_revision: rev,
+            until_ns: None,
         }));
         super::super::suite::put_one(&*store, "before").unwrap();
         // Lose: the key goes (lease expiry) and the other node creates it again.
@@ -576,7 +609,18 @@ mod tests {
         assert!(matches!(err, MetaError::NotActive(_)), "{err:?}");
         assert_eq!(store.revision().unwrap(), before, "nothing was written");
         assert!(store.get(Kind::PlanScript, "after").unwrap().is_none());
-        store.set_fence(None);
+        // A lapsed hold is refused without asking etcd; a closed gate too.
+        store.set_gate(WriteGate::Fenced(Fence {
+            key: election.clone(),
+            create_revision: rev,
+            until_ns: Some(monotonic_ns()),
+        }));
+        let err = super::super::suite::put_one(&*store, "after").unwrap_err();
+        assert!(err.to_string().contains("lapsed"), "{err}");
+        store.set_gate(WriteGate::Closed("node-b is the active node".into()));
+        let err = super::super::suite::put_one(&*store, "after").unwrap_err();
+        assert!(matches!(err, MetaError::NotActive(_)), "{err:?}");
+        store.set_gate(WriteGate::Open);
         super::super::suite::put_one(&*store, "after").unwrap();
     }
 

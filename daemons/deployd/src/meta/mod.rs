@@ -17,7 +17,7 @@ pub mod sealed;
 #[cfg(test)]
 pub(crate) mod suite;
 
-pub use etcd_store::{EtcdStore, Fence};
+pub use etcd_store::{EtcdStore, Fence, WriteGate};
 pub use redb_store::RedbStore;
 pub use sealed::{SealedStore, SecretFields, SecretKey};
 

@@ -6,6 +6,7 @@
 pub mod appliance;
 pub mod artifact_bundles;
 pub mod build_plans;
+pub mod cluster;
 pub mod crud;
 pub mod deployment_groups;
 pub mod deployment_plans;
@@ -47,6 +48,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/rest/tasks/{id}/log", get(tasks::task_log))
         .route("/rest/openapi.json", get(openapi::get_openapi))
         .route("/rest/appliance/shutdown", post(appliance::shutdown))
+        .route("/rest/appliance/nodes", get(cluster::list_nodes))
+        .route("/rest/alerts", get(cluster::list_alerts))
+        .route("/rest/alerts/{id}", get(cluster::get_alert))
         .merge(users::routes())
         .merge(plan_scripts::routes())
         .merge(build_plans::routes())

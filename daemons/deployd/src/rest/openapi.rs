@@ -22,6 +22,9 @@ use crate::domain::plan_scripts::{PlanScriptInput, PlanScripts};
     paths(
         super::version::get_version,
         super::appliance::shutdown,
+        super::cluster::list_nodes,
+        super::cluster::list_alerts,
+        super::cluster::get_alert,
         super::login_sessions::login,
         super::login_sessions::renew,
         super::login_sessions::logout,

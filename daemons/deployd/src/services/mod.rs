@@ -1,9 +1,10 @@
 //! What the domain works with: storaged (volume content), plan runs, compute modules'
-//! Redfish endpoints, tasks, the state directory's files, the audit log, the clock, and the
-//! metadata store underneath. Services know nothing of HTTP or of the domain's rules.
+//! Redfish endpoints, tasks, the state directory's files, the audit log, the clock, the pair
+//! (clusterd), and the metadata store underneath. Services know nothing of HTTP or of the domain's rules.
 
 pub mod audit;
 pub mod clock;
+pub mod cluster;
 pub mod files;
 pub mod plan_runs;
 pub mod redfish;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 
 use crate::meta::MetaStore;
 
+use cluster::Cluster;
 use files::StateFiles;
 use plan_runs::PlanRuns;
 use storage::Storage;
@@ -38,4 +40,6 @@ pub struct Services {
     pub runs: PlanRuns,
     pub files: StateFiles,
     pub settings: Settings,
+    /// The pair this node belongs to, if any: who takes changes.
+    pub cluster: Arc<Cluster>,
 }

@@ -49,6 +49,14 @@ impl TestServer {
     }
 
     /// Starts on `state_dir` against a storaged that runs on its own (it survives `stop`).
+    /// A storage-backed server in `state_dir`, its configuration changed by `configure`.
+    pub fn start_in_configured(
+        state_dir: tempfile::TempDir,
+        configure: impl FnOnce(&mut Config),
+    ) -> Self {
+        Self::start_inner(state_dir, true, None, configure)
+    }
+
     pub fn start_with_storaged(state_dir: tempfile::TempDir, storaged: &Storaged) -> Self {
         Self::start_inner(state_dir, false, Some(storaged), |_| {})
     }
@@ -80,6 +88,7 @@ impl TestServer {
             power_control_pid: None,
             max_concurrent_runs: Config::DEFAULT_CONCURRENT_RUNS,
             run_limits: Default::default(),
+            clusterd_socket: None,
         };
         configure(&mut config);
         let (state, _) = AppState::open(config).unwrap();

@@ -1,0 +1,200 @@
+//! The pair, as deployd sees it through clusterd's control interface.
+//!
+//! A single appliance (no clusterd, or clusterd not paired) writes freely. On a pair node the
+//! metadata store is etcd, and a watcher asks clusterd for this node's role every 100 ms:
+//! while active, the store's [`WriteGate`] carries the election fence and the instant the
+//! hold lapses (so a node that stopped hearing from clusterd stops writing on time by
+//! itself); otherwise it is closed and names the active node. The transport refuses a change
+//! on a standby before it starts ([`Cluster::refusal`]), with 503 `NOT_ACTIVE`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clusterd::alerts::Alert;
+use clusterd::control::ClusterClient;
+use clusterd::status::{NodeInfo, Role, Status};
+use parking_lot::RwLock;
+
+use crate::meta::{EtcdStore, Fence, WriteGate};
+
+/// How often the role is asked for.
+const POLL: Duration = Duration::from_millis(100);
+/// How long one question to clusterd may take.
+const ASK: Duration = Duration::from_secs(2);
+
+/// The pair link, or none (a single appliance).
+#[derive(Debug)]
+pub struct Cluster {
+    link: Option<Link>,
+}
+
+#[derive(Debug)]
+struct Link {
+    socket: PathBuf,
+    store: Arc<EtcdStore>,
+    status: RwLock<Status>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("clusterd: {0}")]
+    Unreachable(String),
+}
+
+/// Asks clusterd at `socket` for this node's status, once (at start, before a runtime runs).
+pub fn ask_once(socket: &Path) -> Result<Status, ClusterError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ClusterError::Unreachable(e.to_string()))?;
+    rt.block_on(async {
+        let c = tokio::time::timeout(ASK, ClusterClient::connect(socket))
+            .await
+            .map_err(|_| ClusterError::Unreachable(format!("{} did not answer", socket.display())))?
+            .map_err(|e| ClusterError::Unreachable(e.to_string()))?;
+        tokio::time::timeout(ASK, c.status())
+            .await
+            .map_err(|_| ClusterError::Unreachable(format!("{} did not answer", socket.display())))?
+            .map_err(|e| ClusterError::Unreachable(e.to_string()))
+    })
+}
+
+/// The gate the store gets for `status`.
+pub fn gate_for(status: &Status) -> WriteGate {
+    match (status.role, &status.fence) {
+        (Role::Single, _) => WriteGate::Open,
+        (Role::Active, Some(f)) => WriteGate::Fenced(Fence {
+            key: f.key.clone(),
+            create_revision: f.create_revision,
+            until_ns: Some(status.active_until_ns.unwrap_or(0)),
+        }),
+        _ => WriteGate::Closed(not_active_message(status)),
+    }
+}
+
+fn not_active_message(status: &Status) -> String {
+    match (&status.active, status.active_address) {
+        (Some(name), Some(addr)) => format!(
+            "This appliance ({}) is the standby node of the pair; {name} ({addr}) is the active \
+             node and takes changes.",
+            status.me
+        ),
+        (Some(name), None) => format!(
+            "This appliance ({}) is the standby node of the pair; {name} is the active node \
+             and takes changes.",
+            status.me
+        ),
+        _ => format!(
+            "This appliance ({}) is not the active node of the pair, and no node is active at \
+             the moment (a takeover is in progress, or the pair's store has no quorum).",
+            status.me
+        ),
+    }
+}
+
+impl Cluster {
+    pub fn single() -> Self {
+        Self { link: None }
+    }
+
+    /// A pair node: `store` is the pair's etcd, gated by `status` until the watcher runs.
+    pub fn pair(socket: &Path, store: Arc<EtcdStore>, status: Status) -> Self {
+        store.set_gate(gate_for(&status));
+        Self {
+            link: Some(Link {
+                socket: socket.to_path_buf(),
+                store,
+                status: RwLock::new(status),
+            }),
+        }
+    }
+
+    pub fn is_pair(&self) -> bool {
+        self.link.is_some()
+    }
+
+    /// This node's status as last heard.
+    pub fn status(&self) -> Option<Status> {
+        self.link.as_ref().map(|l| l.status.read().clone())
+    }
+
+    /// Why this node must not take a change now, if so.
+    pub fn refusal(&self) -> Option<String> {
+        let link = self.link.as_ref()?;
+        let st = link.status.read();
+        if st.is_active_at(crate::meta::etcd_store::monotonic_ns()) {
+            None
+        } else {
+            Some(not_active_message(&st))
+        }
+    }
+
+    /// Follows clusterd's view of the role for ever; calls `became_active` each time this node
+    /// becomes the active one (the new active's recovery of interrupted work).
+    pub async fn watch(self: Arc<Self>, became_active: impl Fn() + Send + Sync + 'static) {
+        let Some(link) = &self.link else { return };
+        let mut client: Option<ClusterClient> = None;
+        let mut was_active = link.status.read().role == Role::Active;
+        loop {
+            if client.is_none() {
+                client = tokio::time::timeout(ASK, ClusterClient::connect(&link.socket))
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+            }
+            if let Some(c) = &client {
+                match tokio::time::timeout(ASK, c.status()).await {
+                    Ok(Ok(st)) => {
+                        let active = st.role == Role::Active;
+                        link.store.set_gate(gate_for(&st));
+                        *link.status.write() = st;
+                        if active && !was_active {
+                            tracing::warn!("this node is now the active node of the pair");
+                            became_active();
+                        }
+                        was_active = active;
+                    }
+                    // The gate's deadline stops writes on time without clusterd's word.
+                    _ => client = None,
+                }
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn client(&self) -> Result<ClusterClient, ClusterError> {
+        let socket = match &self.link {
+            Some(l) => l.socket.clone(),
+            None => return Err(ClusterError::Unreachable("not paired".into())),
+        };
+        tokio::time::timeout(ASK, ClusterClient::connect(&socket))
+            .await
+            .map_err(|_| ClusterError::Unreachable("clusterd did not answer".into()))?
+            .map_err(|e| ClusterError::Unreachable(e.to_string()))
+    }
+
+    /// The pair's members; empty on a single appliance.
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, ClusterError> {
+        if self.link.is_none() {
+            return Ok(Vec::new());
+        }
+        self.client()
+            .await?
+            .nodes()
+            .await
+            .map_err(|e| ClusterError::Unreachable(e.to_string()))
+    }
+
+    /// The pair's alerts; none on a single appliance.
+    pub async fn alerts(&self) -> Result<Vec<Alert>, ClusterError> {
+        if self.link.is_none() {
+            return Ok(Vec::new());
+        }
+        self.client()
+            .await?
+            .alerts()
+            .await
+            .map_err(|e| ClusterError::Unreachable(e.to_string()))
+    }
+}
