@@ -174,9 +174,13 @@ impl AppState {
             cluster: Arc::new(cluster),
         };
         let state = Self {
-            services: Arc::new(services),
-            sessions: Sessions::new(config.session_idle_timeout),
+            sessions: if services.cluster.is_pair() {
+                Sessions::shared(config.session_idle_timeout, Arc::clone(&services.meta))
+            } else {
+                Sessions::new(config.session_idle_timeout)
+            },
             limiter: LoginLimiter::default(),
+            services: Arc::new(services),
             config,
             users,
             accounts: AccountsReady::pending(),

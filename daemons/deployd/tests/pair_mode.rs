@@ -213,6 +213,27 @@ fn only_the_active_node_takes_changes_and_a_deposed_one_cannot_land_any() {
     let r = api_a.post("/rest/plan-scripts", &plan_script("on-old-active"));
     assert_eq!(r.status(), 503);
 
+    // The session opened on the old active is valid on the new one; a logout there ends it
+    // on both.
+    let a_on_b = common::Api {
+        http: api_b.http.clone(),
+        base: node_b.base.clone(),
+        token: api_a.token.clone(),
+        version: 1000,
+    };
+    assert_eq!(a_on_b.get("/rest/plan-scripts").status(), 200);
+    let r = a_on_b.post("/rest/plan-scripts", &plan_script("by-a-session-on-b"));
+    assert!(r.status().is_success(), "{}", r.text().unwrap());
+    assert_eq!(a_on_b.delete("/rest/login-sessions").status(), 204);
+    assert_eq!(a_on_b.get("/rest/plan-scripts").status(), 401);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(
+        api_a.get("/rest/plan-scripts").status(),
+        401,
+        "logged out on the other node"
+    );
+    let api_a = node_a.login(1000);
+
     // A node that still believes it is active (it was frozen, and resumed before it heard
     // otherwise) sends its write with the old fence: etcd refuses it, nothing lands.
     make_active(&mut a.status.lock(), first);

@@ -32,7 +32,8 @@ pub fn unique_name(kind: Kind, doc: &Value) -> Option<&str> {
         | Kind::User
         | Kind::Name
         | Kind::Reference
-        | Kind::Schema => None,
+        | Kind::Schema
+        | Kind::Session => None,
     }
 }
 

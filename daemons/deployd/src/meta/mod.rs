@@ -44,6 +44,8 @@ pub enum Kind {
     Reference,
     /// Markers of the store's own format (which migrations ran).
     Schema,
+    /// A login session shared by the pair's nodes (id: the token's SHA-256).
+    Session,
 }
 
 impl Kind {
@@ -64,6 +66,7 @@ impl Kind {
             Self::Name => "names",
             Self::Reference => "references",
             Self::Schema => "schema",
+            Self::Session => "sessions",
         }
     }
 }
