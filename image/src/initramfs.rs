@@ -45,7 +45,7 @@ pub struct InitramfsSpec {
     pub binaries: Vec<PathBuf>,
     /// Multi-call binaries: each becomes /usr/bin/<file name> with a symlink beside it for
     /// every program name `BINARY --list` prints (the appliance's `streamer`: storaged,
-    /// deployd, streamerctl).
+    /// clusterd, deployd, streamerctl).
     pub multicall: Vec<PathBuf>,
     /// Becomes /bin/busybox, with a symlink for every applet it lists.
     pub busybox: PathBuf,

@@ -34,7 +34,7 @@ struct Args {
     #[arg(long = "bin")]
     binaries: Vec<PathBuf>,
     /// Multi-call binaries for /usr/bin, each with a symlink for every program name it
-    /// prints with `--list` (the appliance's `streamer`: storaged, deployd, streamerctl).
+    /// prints with `--list` (the appliance's `streamer`: storaged, clusterd, deployd, streamerctl).
     #[arg(long)]
     multicall: Vec<PathBuf>,
     #[arg(long, default_value = "/bin/busybox")]

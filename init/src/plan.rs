@@ -284,7 +284,11 @@ impl Plan {
             Some(Mgmt::Static { address, .. }) => Some(*address),
             _ => None,
         };
-        let mut services = appliance_services(bin_dir, deploy_ip, config.plan_run_minutes);
+        // The data partition is mounted by now: the pair's description is on it.
+        let paired = Path::new(appliance_layout::CLUSTERD_DATA)
+            .join("cluster.json")
+            .exists();
+        let mut services = appliance_services(bin_dir, deploy_ip, config.plan_run_minutes, paired);
         if let (Mgmt::Dhcp, Some(interface)) = (&config.mgmt, mgmt_if) {
             services.insert(0, dhcp_service(interface, crate::net::UDHCPC_SCRIPT));
         }

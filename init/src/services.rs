@@ -96,13 +96,16 @@ fn args(v: &[&str]) -> Vec<String> {
 }
 
 /// The appliance's services, in start order. `bin_dir` holds the daemons; clusterd is
-/// included only when its binary is there (it is a later component). `deploy_ip` is the
-/// appliance's address on the deployment network, given to compute modules as the address
-/// of their boot volumes; `plan_run_minutes` the wall-clock limit of a plan run, if set.
+/// included only when its binary is there, and etcd (`clusterd etcd`) only on a `paired`
+/// appliance (its data partition holds the pair's description), so a single appliance boots
+/// as fast as before. `deploy_ip` is the appliance's address on the deployment network, given
+/// to compute modules as the address of their boot volumes; `plan_run_minutes` the
+/// wall-clock limit of a plan run, if set.
 pub fn appliance_services(
     bin_dir: &Path,
     deploy_ip: Option<std::net::IpAddr>,
     plan_run_minutes: Option<u32>,
+    paired: bool,
 ) -> Vec<ServiceSpec> {
     let bin = |name: &str| bin_dir.join(name).to_string_lossy().into_owned();
     let clusterd_present = Path::new(&bin("clusterd")).exists();
@@ -130,6 +133,20 @@ pub fn appliance_services(
     // deployd opens its state, loads its certificate and starts its runtime while storaged
     // starts; it waits for storaged's control socket itself before it listens.
     let mut deployd_after = vec![];
+    if clusterd_present && paired {
+        // The pair's etcd member, its data on the data partition.
+        services.push(ServiceSpec {
+            name: "etcd".into(),
+            argv: [bin("clusterd")]
+                .into_iter()
+                .chain(args(&["etcd", "--state-dir", CLUSTERD_DATA]))
+                .collect(),
+            after: vec![],
+            after_started: vec![],
+            readiness: Readiness::Started,
+            output: Output::log("etcd"),
+        });
+    }
     if clusterd_present {
         services.push(ServiceSpec {
             name: "clusterd".into(),
@@ -163,6 +180,10 @@ pub fn appliance_services(
         "--power-control-pid",
         "1",
     ]);
+    if clusterd_present {
+        deployd_args.push("--clusterd".into());
+        deployd_args.push(CLUSTERD_SOCKET.into());
+    }
     if let Some(ip) = deploy_ip {
         deployd_args.push("--boot-nbd".into());
         deployd_args.push(SocketAddr::new(ip, NBD_PORT).to_string());
@@ -294,7 +315,13 @@ mod tests {
     #[test]
     fn storaged_before_deployd_with_the_documented_command_lines() {
         let dir = tempfile::tempdir().unwrap();
-        let services = start_order(&appliance_services(Path::new("/usr/bin"), None, None)).unwrap();
+        let services = start_order(&appliance_services(
+            Path::new("/usr/bin"),
+            None,
+            None,
+            false,
+        ))
+        .unwrap();
         assert_eq!(names(&services), ["storaged", "deployd"]);
         assert_eq!(
             services[0].command_line(),
@@ -321,7 +348,7 @@ mod tests {
         );
         // No clusterd binary in an empty directory either.
         assert_eq!(
-            names(&appliance_services(dir.path(), None, None)),
+            names(&appliance_services(dir.path(), None, None, false)),
             ["storaged", "deployd"]
         );
     }
@@ -330,21 +357,33 @@ mod tests {
     fn clusterd_sits_between_when_present() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("clusterd"), "").unwrap();
-        let services = appliance_services(dir.path(), Some("10.77.0.2".parse().unwrap()), None);
+        let services =
+            appliance_services(dir.path(), Some("10.77.0.2".parse().unwrap()), None, false);
         let order = start_order(&services).unwrap();
         assert_eq!(names(&order), ["storaged", "clusterd", "deployd"]);
         assert_eq!(order[2].after, ["clusterd"]);
         assert_eq!(order[2].after_started, ["storaged"]);
-        // Compute modules are told the deployment-network address of the NBD service.
+        // Compute modules are told the deployment-network address of the NBD service, and
+        // deployd where clusterd answers.
         assert!(
-            order[2]
-                .command_line()
-                .ends_with("--power-control-pid 1 --boot-nbd 10.77.0.2:10809"),
+            order[2].command_line().ends_with(
+                "--power-control-pid 1 --clusterd /run/streamer/clusterd.sock --boot-nbd \
+                 10.77.0.2:10809"
+            ),
             "{}",
             order[2].command_line()
         );
+        // A paired appliance also runs its etcd member; a single one does not.
+        let paired = appliance_services(dir.path(), None, None, true);
+        let etcd = paired.iter().find(|s| s.name == "etcd").unwrap();
+        assert!(
+            etcd.command_line()
+                .ends_with("clusterd etcd --state-dir /data/clusterd"),
+            "{}",
+            etcd.command_line()
+        );
         // The appliance's plan-run limit reaches deployd.
-        let services = appliance_services(dir.path(), None, Some(45));
+        let services = appliance_services(dir.path(), None, Some(45), false);
         let deployd = services.iter().find(|s| s.name == "deployd").unwrap();
         assert!(
             deployd.command_line().ends_with("--plan-run-minutes 45"),

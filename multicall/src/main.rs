@@ -1,9 +1,10 @@
-//! `streamer`: storaged, deployd and streamerctl in one binary, for the appliance image.
+//! `streamer`: storaged, clusterd, deployd and streamerctl in one binary, for the appliance
+//! image.
 //!
 //! The three programs share most of their code (deployd links storaged's library, streamerctl
 //! deployd's), so one binary is 12 MB smaller than three, and the kernel copies every byte
 //! of the initramfs before init runs (about 7 ms per MB under TCG). The image has
-//! `/usr/bin/streamer` and symlinks `storaged`, `deployd` and `streamerctl` to it; the
+//! `/usr/bin/streamer` and symlinks `storaged`, `clusterd`, `deployd` and `streamerctl` to it; the
 //! program is chosen by the name it is run as, as busybox does, or by its first argument
 //! (`streamer deployd --state-dir ...`). `streamer --list` prints the names (the image
 //! builder makes a link for each).
@@ -17,10 +18,11 @@ use std::process::ExitCode;
 type Program = fn(Vec<OsString>) -> ExitCode;
 
 /// Every program in the binary, by the name it is run as.
-const PROGRAMS: [(&str, Program); 3] = [
+const PROGRAMS: [(&str, Program); 4] = [
     ("storaged", storaged::cli::main),
     ("deployd", deployd::daemon::main),
     ("streamerctl", streamerctl::main),
+    ("clusterd", clusterd::cli::main),
 ];
 
 /// What a command line asks for.

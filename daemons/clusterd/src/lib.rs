@@ -8,8 +8,10 @@
 //! * [`alerts`]: OneView-shaped alerts, raised and cleared by themselves.
 //! * [`status`]: what the control interface reports; the election key deployd fences on.
 //! * [`control`]: the D-Bus (zbus, peer to peer) interface and its client.
+//! * [`cli`]: the command line (the node daemon, `etcd`, `witness`).
 
 pub mod alerts;
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod node;

@@ -63,7 +63,7 @@ impl Node {
             .arg("--state-dir")
             .arg(&self.state)
             .args(args)
-            .env("RUST_LOG", "info")
+            .env("CLUSTERD_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

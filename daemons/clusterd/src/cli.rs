@@ -1,0 +1,99 @@
+//! clusterd's command line: the node daemon (init starts it between storaged and deployd),
+//! and the etcd member of a node or of the witness. `src/main.rs` and the appliance's
+//! multi-call binary both call [`main`].
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+use crate::config::ClusterConfig;
+use crate::{Single, control, node};
+
+#[derive(Debug, Parser)]
+#[command(name = "clusterd", version, about = "Streamer's cluster daemon")]
+struct Args {
+    /// clusterd's state: the pair's description (cluster.json), etcd's data.
+    #[arg(long, default_value = appliance_layout::CLUSTERD_DATA, global = true)]
+    state_dir: PathBuf,
+    /// The control socket (D-Bus, peer to peer).
+    #[arg(long, default_value = appliance_layout::CLUSTERD_SOCKET)]
+    control: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs this member's etcd (a pair node's, or the witness's) as the pair's description
+    /// says; replaces this process with etcd.
+    Etcd,
+    /// Runs the witness: the third etcd member, on any host of the enclosure network
+    /// (the same as `etcd` on a member whose role is witness).
+    Witness,
+}
+
+/// `clusterd` with these arguments (the first is the program name), to its exit status.
+pub fn main<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CLUSTERD_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Args::parse_from(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("clusterd: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let cfg = ClusterConfig::load(&args.state_dir)?;
+    match args.command {
+        Some(Command::Etcd) | Some(Command::Witness) => {
+            let Some(cfg) = cfg else {
+                bail!(
+                    "{} has no cluster.json: this appliance is not paired, so it runs no etcd",
+                    args.state_dir.display()
+                );
+            };
+            let member = cfg.etcd_member(&args.state_dir.join("etcd"));
+            let err = member.command(&etcd_member::etcd_binary()).exec();
+            Err(err).context("starting etcd")
+        }
+        None => {
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async move {
+                match cfg {
+                    None => {
+                        let me = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                            .map(|h| h.trim().to_string())
+                            .unwrap_or_else(|_| "streamer".into());
+                        tracing::info!("not paired: a single appliance");
+                        control::serve(&args.control, Arc::new(Single { me })).await?;
+                    }
+                    Some(cfg) => {
+                        tracing::info!("pair member {} of cluster {}", cfg.me, cfg.cluster_id);
+                        let shared = node::Shared::new(cfg);
+                        tokio::spawn(node::run(Arc::clone(&shared)));
+                        control::serve(&args.control, crate::view(&shared)).await?;
+                    }
+                }
+                Ok(())
+            })
+        }
+    }
+}
