@@ -59,6 +59,8 @@ pub struct Shared {
     pub status: watch::Sender<Status>,
     pub alerts: Mutex<Alerts>,
     pub nodes: Mutex<Vec<NodeInfo>>,
+    /// Announces the virtual IP while this node holds it.
+    announcer: Mutex<Option<vip::Announcer>>,
 }
 
 impl Shared {
@@ -78,6 +80,7 @@ impl Shared {
             status: watch::channel(status).0,
             alerts: Mutex::new(Alerts::default()),
             nodes: Mutex::new(Vec::new()),
+            announcer: Mutex::new(None),
         })
     }
 }
@@ -104,6 +107,12 @@ pub async fn connect(endpoint: &str) -> Result<Client, NodeError> {
 /// Runs the node for ever: a session per lease, standby between sessions.
 pub async fn run(shared: Arc<Shared>) {
     let ttl = Duration::from_secs(u64::from(shared.cfg.lease_ttl_seconds));
+    // A clusterd that starts is not active: an address left by a crashed predecessor goes.
+    if let Some(v) = &shared.cfg.virtual_ip
+        && let Err(e) = vip::release(v).await
+    {
+        tracing::error!("removing a leftover management virtual IP: {e}");
+    }
     tokio::spawn(health_loop(Arc::clone(&shared)));
     loop {
         let r = session(&shared, ttl).await;
@@ -119,6 +128,7 @@ pub async fn run(shared: Arc<Shared>) {
 async fn step_down(shared: &Shared, role: Role) {
     let was_active = shared.status.borrow().role == Role::Active;
     if was_active {
+        shared.announcer.lock().take();
         if let Some(v) = &shared.cfg.virtual_ip
             && let Err(e) = vip::release(v).await
         {
@@ -143,17 +153,19 @@ async fn session(shared: &Shared, ttl: Duration) -> Result<(), NodeError> {
     let cfg = &shared.cfg;
     let mut client = connect(&cfg.local_endpoint()).await?;
     let granted_at = (Instant::now(), monotonic_ns());
-    let lease = timed(client.lease_grant(ttl.as_secs() as i64, None))
-        .await?
-        .id();
+    let grant = timed(client.lease_grant(ttl.as_secs() as i64, None)).await?;
+    let lease = grant.id();
+    let granted = Duration::from_secs(grant.ttl().max(0) as u64).min(ttl);
     let (mut keeper, mut renewals) = timed(client.lease_keep_alive(lease)).await?;
-    let mut deadline = granted_at.0 + ttl - FENCE_MARGIN;
-    let mut deadline_ns = granted_at.1 + (ttl - FENCE_MARGIN).as_nanos() as u64;
+    // Measured from the grant's request: the lease cannot end before that plus its TTL.
+    let mut deadline = granted_at.0 + granted.saturating_sub(FENCE_MARGIN);
+    let mut deadline_ns = granted_at.1 + granted.saturating_sub(FENCE_MARGIN).as_nanos() as u64;
     // Send times of renewals not yet answered, oldest first: an answer is matched to its
     // own request, never to a later one (which would stretch the deadline).
     let mut pending: std::collections::VecDeque<(Instant, u64)> = Default::default();
     let renew_every = ttl / 4;
-    let mut next_renewal = Instant::now() + renew_every;
+    // The first renewal at once: the grant itself may have taken a while.
+    let mut next_renewal = Instant::now();
     let mut next_heartbeat = Instant::now();
     shared.status.send_modify(|s| s.role = Role::Standby);
     let mut changes = timed(client.watch(ELECTION_KEY, Some(WatchOptions::new()))).await?;
@@ -237,10 +249,11 @@ async fn campaign(
             create_revision: revision,
         };
         // The address first, so that the node answers on it when it says it is active.
-        if let Some(v) = &cfg.virtual_ip
-            && let Err(e) = vip::take(v).await
-        {
-            tracing::error!("taking the management virtual IP: {e}");
+        if let Some(v) = &cfg.virtual_ip {
+            match vip::take(v).await {
+                Ok(a) => *shared.announcer.lock() = Some(a),
+                Err(e) => tracing::error!("taking the management virtual IP: {e}"),
+            }
         }
         let now = monotonic_ns();
         shared.status.send_modify(|s| {
@@ -255,7 +268,7 @@ async fn campaign(
             "{}: now the active node (election revision {revision})",
             me.name
         );
-        move_etcd_leadership_away(client).await;
+        move_etcd_leadership_away(shared, client).await;
         return Ok(Some(fence));
     }
     let holder = resp.op_responses().into_iter().find_map(|r| match r {
@@ -277,9 +290,14 @@ async fn campaign(
     Ok(None)
 }
 
-/// If this node's etcd leads the cluster, hands the leadership to another member: a new
-/// etcd leader extends every lease, which would delay a takeover if this node then failed.
-async fn move_etcd_leadership_away(client: &mut Client) {
+/// If this node's etcd leads the cluster, hands the leadership to the witness: a new etcd
+/// leader extends every lease, which would delay a takeover if this node then failed. Only
+/// to the witness (it never holds the role), and only when it answers and has caught up; a
+/// node that has just come back is never made the leader.
+async fn move_etcd_leadership_away(shared: &Shared, client: &mut Client) {
+    let Some(witness) = shared.cfg.witness() else {
+        return;
+    };
     let Ok(status) = timed(client.status()).await else {
         return;
     };
@@ -287,14 +305,22 @@ async fn move_etcd_leadership_away(client: &mut Client) {
     if status.leader() != me {
         return;
     }
-    let Ok(members) = timed(client.member_list()).await else {
+    let Ok(mut w) = connect(&shared.cfg.endpoint_of(witness)).await else {
         return;
     };
-    if let Some(other) = members.members().iter().find(|m| m.id() != me) {
-        match timed(client.move_leader(other.id())).await {
-            Ok(_) => tracing::info!("moved etcd leadership to {}", other.name()),
-            Err(e) => tracing::info!("could not move etcd leadership: {e}"),
-        }
+    let Ok(ws) = timed(w.status()).await else {
+        return;
+    };
+    let Some(target) = ws.header().map(|h| h.member_id()) else {
+        return;
+    };
+    // Caught up: applied everything the leader had applied a moment ago.
+    if ws.raft_applied_index() + 100 < status.raft_applied_index() {
+        return;
+    }
+    match timed(client.move_leader(target)).await {
+        Ok(_) => tracing::info!("moved etcd leadership to the witness {}", witness.name),
+        Err(e) => tracing::info!("could not move etcd leadership to the witness: {e}"),
     }
 }
 

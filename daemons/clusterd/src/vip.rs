@@ -5,7 +5,10 @@
 //! the old node's MAC until their entry expires. The new holder announces the address with
 //! ARP *requests* for itself (sender and target = the virtual IP), broadcast from a packet
 //! socket: Linux updates an existing entry from such a request, but ignores updates within
-//! its `locktime` (1 s) of the last one, so three announcements go out 1.1 s apart.
+//! its `locktime` (1 s) of the last one, so announcements go out 1.1 s apart, ten times, and
+//! then every 10 s while the node holds the address: a node that was frozen (its kernel still
+//! answers ARP for the address until its clusterd runs again and removes it) may have won a
+//! neighbour back in between.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -17,9 +20,22 @@ use rtnetlink::packet_route::link::LinkAttribute;
 
 use crate::config::VirtualIp;
 
-/// How many announcements, and how far apart.
-pub const ANNOUNCEMENTS: usize = 3;
+/// How many announcements at first, and how far apart; then how often.
+pub const ANNOUNCEMENTS: usize = 10;
 pub const ANNOUNCE_EVERY: Duration = Duration::from_millis(1100);
+pub const ANNOUNCE_LATER: Duration = Duration::from_secs(10);
+
+/// The announcements of a held address; they stop when this is dropped.
+#[derive(Debug)]
+pub struct Announcer(Option<tokio::task::AbortHandle>);
+
+impl Drop for Announcer {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            h.abort();
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum VipError {
@@ -87,8 +103,9 @@ pub async fn present(vip: &VirtualIp) -> Result<bool, VipError> {
     }))
 }
 
-/// Adds the address (nothing if it is there) and announces it.
-pub async fn take(vip: &VirtualIp) -> Result<(), VipError> {
+/// Adds the address (nothing if it is there) and announces it until the [`Announcer`] is
+/// dropped.
+pub async fn take(vip: &VirtualIp) -> Result<Announcer, VipError> {
     let h = handle().await?;
     let (index, mac) = link(&h, &vip.interface).await?;
     match h
@@ -101,26 +118,32 @@ pub async fn take(vip: &VirtualIp) -> Result<(), VipError> {
         Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {}
         Err(e) => return Err(nl(e)),
     }
-    if let IpAddr::V4(ip) = vip.address {
-        let interface = vip.interface.clone();
-        tokio::spawn(async move {
-            for i in 0..ANNOUNCEMENTS {
-                if i > 0 {
-                    tokio::time::sleep(ANNOUNCE_EVERY).await;
-                }
-                if let Err(e) = announce(index, mac, ip) {
-                    tracing::warn!(
-                        "{}",
-                        VipError::Arp {
-                            interface: interface.clone(),
-                            source: e
-                        }
-                    );
-                }
+    let IpAddr::V4(ip) = vip.address else {
+        return Ok(Announcer(None));
+    };
+    let interface = vip.interface.clone();
+    let task = tokio::spawn(async move {
+        for i in 0.. {
+            if i > 0 {
+                let wait = if i < ANNOUNCEMENTS {
+                    ANNOUNCE_EVERY
+                } else {
+                    ANNOUNCE_LATER
+                };
+                tokio::time::sleep(wait).await;
             }
-        });
-    }
-    Ok(())
+            if let Err(e) = announce(index, mac, ip) {
+                tracing::warn!(
+                    "{}",
+                    VipError::Arp {
+                        interface: interface.clone(),
+                        source: e
+                    }
+                );
+            }
+        }
+    });
+    Ok(Announcer(Some(task.abort_handle())))
 }
 
 /// Removes the address (nothing if it is not there).

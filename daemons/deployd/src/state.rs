@@ -190,6 +190,9 @@ impl AppState {
     }
 }
 
+/// How long a starting deployd waits for the pair's etcd.
+const STORE_WAIT: Duration = Duration::from_secs(60);
+
 /// The metadata store: redb on a single appliance; the pair's etcd when clusterd says this
 /// appliance is paired.
 fn open_store(
@@ -210,7 +213,17 @@ fn open_store(
                 StateError::Cluster("clusterd names no cluster store endpoint".into())
             })?;
             tracing::info!("paired: the metadata store is the pair's etcd at {endpoint}");
-            let store = Arc::new(EtcdStore::connect(vec![endpoint], None, etcd_store::ROOT)?);
+            // etcd starts beside us (init starts both): wait for it a while.
+            let end = std::time::Instant::now() + STORE_WAIT;
+            let store = loop {
+                let answered = EtcdStore::connect(vec![endpoint.clone()], None, etcd_store::ROOT)
+                    .and_then(|s| s.revision().map(|_| s));
+                match answered {
+                    Ok(s) => break Arc::new(s),
+                    Err(e) if std::time::Instant::now() >= end => return Err(e.into()),
+                    Err(_) => std::thread::sleep(Duration::from_millis(250)),
+                }
+            };
             let cluster = Cluster::pair(socket, Arc::clone(&store), st);
             Ok((store, cluster))
         }

@@ -1,0 +1,641 @@
+//! The HA pair on one host, as an enclosure network would hold it: network namespaces for
+//! node A, node B and the witness W on a bridge (10.77.0.0/24; the management virtual IP is
+//! 10.77.0.100), Debian's etcd in all three, and in A and B the real storaged, clusterd and
+//! deployd (one `pair-node` binary, as the appliance's multi-call binary). Clients run in a
+//! thread that joined W's namespace, as an operator's host on the enclosure network.
+//!
+//! Used by `tests/takeover.rs` and by `pair-bench` (`make bench`). Needs root, `ip` and etcd.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::IpAddr;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clusterd::config::{ClusterConfig, Member, MemberRole, VirtualIp};
+use clusterd::control::ClusterClient;
+use clusterd::status::{Role, Status};
+
+/// The management virtual IP.
+pub const VIP: &str = "10.77.0.100";
+/// The API's port on every node.
+pub const API_PORT: u16 = 8443;
+/// The Administrator's password in the harness.
+pub const PASSWORD: &str = "pair-admin-password";
+
+/// Why the harness cannot run here, if so.
+pub fn unusable() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("needs root (network namespaces)".into());
+    }
+    if Command::new("ip").arg("-V").output().is_err() {
+        return Some("needs ip (iproute2)".into());
+    }
+    if !etcd_member::etcd_binary().is_file() {
+        return Some("needs etcd (Debian's etcd-server)".into());
+    }
+    None
+}
+
+fn sh(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .with_context(|| format!("{args:?}"))?;
+    if !out.status.success() {
+        bail!("{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs `f` in a thread inside network namespace `ns` (threads it starts inherit it).
+pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let fd = std::fs::File::open(&path).expect("opening the namespace");
+        nix::sched::setns(fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+            .expect("joining the namespace");
+        f()
+    })
+    .join()
+    .expect("the thread in the namespace panicked")
+}
+
+/// One appliance (or the witness) of the enclosure.
+#[derive(Debug)]
+pub struct Node {
+    pub name: &'static str,
+    pub ns: String,
+    pub address: IpAddr,
+    pub dir: PathBuf,
+    procs: Vec<(&'static str, Child)>,
+}
+
+impl Node {
+    pub fn clusterd_dir(&self) -> PathBuf {
+        self.dir.join("clusterd")
+    }
+
+    pub fn control(&self) -> PathBuf {
+        self.dir.join("clusterd.sock")
+    }
+
+    fn spawn(&mut self, bin: &Path, what: &'static str, args: &[&str], env: &[(&str, &str)]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{what}.log")))
+            .unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .arg(bin)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.procs.push((what, child));
+    }
+
+    fn start_etcd(&mut self, bin: &Path) {
+        let dir = self.clusterd_dir();
+        let sub = if self.name == "witness" {
+            "witness"
+        } else {
+            "etcd"
+        };
+        self.spawn(
+            bin,
+            "etcd",
+            &["clusterd", "--state-dir", dir.to_str().unwrap(), sub],
+            &[],
+        );
+    }
+
+    fn start_clusterd(&mut self, bin: &Path) {
+        let (dir, sock) = (self.clusterd_dir(), self.control());
+        let _ = std::fs::remove_file(&sock);
+        self.spawn(
+            bin,
+            "clusterd",
+            &[
+                "clusterd",
+                "--state-dir",
+                dir.to_str().unwrap(),
+                "--control",
+                sock.to_str().unwrap(),
+            ],
+            &[],
+        );
+    }
+
+    fn start_storaged(&mut self, bin: &Path) {
+        let (data, sock) = (self.dir.join("storaged"), self.dir.join("storaged.sock"));
+        let _ = std::fs::remove_file(&sock);
+        self.spawn(
+            bin,
+            "storaged",
+            &[
+                "storaged",
+                "serve",
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--nbd-listen",
+                "127.0.0.1:10809",
+                "--control",
+                sock.to_str().unwrap(),
+            ],
+            &[],
+        );
+    }
+
+    fn start_deployd(&mut self, bin: &Path) {
+        let state = self.dir.join("deployd");
+        let (storaged, clusterd) = (self.dir.join("storaged.sock"), self.control());
+        let listen = format!("0.0.0.0:{API_PORT}");
+        self.spawn(
+            bin,
+            "deployd",
+            &[
+                "deployd",
+                "--state-dir",
+                state.to_str().unwrap(),
+                "--listen",
+                &listen,
+                "--storaged",
+                storaged.to_str().unwrap(),
+                "--nbd",
+                "127.0.0.1:10809",
+                "--clusterd",
+                clusterd.to_str().unwrap(),
+            ],
+            &[("STREAMER_ADMIN_PASSWORD", PASSWORD)],
+        );
+    }
+
+    /// Sends `sig` to every process of the node.
+    pub fn signal_all(&self, sig: nix::sys::signal::Signal) {
+        for (_, c) in &self.procs {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), sig);
+        }
+    }
+
+    /// SIGKILLs every process of the node and reaps them.
+    pub fn kill_all(&mut self) {
+        for (_, mut c) in self.procs.drain(..) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Brings the node's link to the enclosure network up or down.
+    pub fn link(&self, up: bool) {
+        sh(&[
+            "ip",
+            "-n",
+            &self.ns,
+            "link",
+            "set",
+            "eth0",
+            if up { "up" } else { "down" },
+        ])
+        .unwrap();
+    }
+
+    pub fn has_vip(&self) -> bool {
+        sh(&["ip", "-n", &self.ns, "-4", "addr", "show", "dev", "eth0"])
+            .unwrap()
+            .contains(&format!("{VIP}/"))
+    }
+
+    /// clusterd's view of this node, if it answers within 300 ms.
+    pub fn status(&self) -> Option<Status> {
+        let sock = self.control();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        rt.block_on(async {
+            let c = tokio::time::timeout(Duration::from_millis(300), ClusterClient::connect(&sock))
+                .await
+                .ok()?
+                .ok()?;
+            tokio::time::timeout(Duration::from_millis(300), c.status())
+                .await
+                .ok()?
+                .ok()
+        })
+    }
+}
+
+/// The enclosure: nodes A and B (indexes 0 and 1) and the witness (2).
+#[derive(Debug)]
+pub struct Enclosure {
+    pub nodes: Vec<Node>,
+    pub bin: PathBuf,
+    hub: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Enclosure {
+    fn drop(&mut self) {
+        // A failed test keeps the daemons' logs for reading.
+        if std::thread::panicking() {
+            let keep = std::env::temp_dir().join(format!("pair-logs-{}", std::process::id()));
+            for n in &self.nodes {
+                let to = keep.join(n.name);
+                let _ = std::fs::create_dir_all(&to);
+                for log in ["etcd", "clusterd", "storaged", "deployd"] {
+                    let _ = std::fs::copy(
+                        n.dir.join(format!("{log}.log")),
+                        to.join(format!("{log}.log")),
+                    );
+                }
+            }
+            eprintln!("the daemons' logs are in {}", keep.display());
+        }
+        for n in &mut self.nodes {
+            n.signal_all(nix::sys::signal::Signal::SIGCONT);
+            n.kill_all();
+            let _ = Command::new("ip").args(["netns", "del", &n.ns]).status();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.hub])
+            .status();
+    }
+}
+
+impl Enclosure {
+    /// Makes the network and starts everything: etcd on the three, clusterd and storaged on
+    /// both nodes, deployd on the active node first (it makes the Administrator), then on the
+    /// standby with the pair's secrets key. Returns when both APIs answer.
+    pub fn start(bin: &Path) -> anyhow::Result<Enclosure> {
+        let id = std::process::id() % 100_000;
+        let dir = tempfile::tempdir()?;
+        let hub = format!("ph{id}");
+        sh(&["ip", "netns", "add", &hub])?;
+        sh(&["ip", "-n", &hub, "link", "add", "br0", "type", "bridge"])?;
+        sh(&["ip", "-n", &hub, "link", "set", "br0", "up"])?;
+        let names = [("node-a", 1u8), ("node-b", 2), ("witness", 3)];
+        let members: Vec<Member> = names
+            .iter()
+            .map(|(name, last)| Member {
+                name: (*name).into(),
+                role: if *name == "witness" {
+                    MemberRole::Witness
+                } else {
+                    MemberRole::Node
+                },
+                address: IpAddr::from([10, 77, 0, *last]),
+                etcd_client_port: 2379,
+                etcd_peer_port: 2380,
+            })
+            .collect();
+        let mut enc = Enclosure {
+            nodes: Vec::new(),
+            bin: bin.to_path_buf(),
+            hub: hub.clone(),
+            _dir: dir,
+        };
+        for (name, last) in names {
+            let tag = &name[name.len() - 1..];
+            let ns = format!("p{tag}{id}");
+            sh(&["ip", "netns", "add", &ns])?;
+            let outer = format!("w{tag}{id}");
+            sh(&[
+                "ip", "link", "add", &outer, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+            ])?;
+            sh(&["ip", "link", "set", &outer, "netns", &hub])?;
+            sh(&[
+                "ip", "-n", &hub, "link", "set", &outer, "master", "br0", "up",
+            ])?;
+            sh(&[
+                "ip",
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("10.77.0.{last}/24"),
+                "dev",
+                "eth0",
+            ])?;
+            sh(&["ip", "-n", &ns, "link", "set", "eth0", "up"])?;
+            sh(&["ip", "-n", &ns, "link", "set", "lo", "up"])?;
+            let node_dir = enc._dir.path().join(name);
+            let cfg = ClusterConfig {
+                cluster_id: format!("pair-{id}"),
+                me: name.into(),
+                members: members.clone(),
+                virtual_ip: (name != "witness").then(|| VirtualIp {
+                    address: VIP.parse().unwrap(),
+                    prefix_len: 24,
+                    interface: "eth0".into(),
+                }),
+                lease_ttl_seconds: 2,
+                tls: None,
+                join_existing: false,
+            };
+            cfg.save(&node_dir.join("clusterd"))?;
+            enc.nodes.push(Node {
+                name,
+                ns,
+                address: IpAddr::from([10, 77, 0, last]),
+                dir: node_dir,
+                procs: Vec::new(),
+            });
+        }
+        let bin = enc.bin.clone();
+        for n in &mut enc.nodes {
+            n.start_etcd(&bin);
+        }
+        for n in &mut enc.nodes[..2] {
+            n.start_clusterd(&bin);
+            n.start_storaged(&bin);
+        }
+        let first = enc.wait_for_active(None, Duration::from_secs(60))?;
+        enc.nodes[first].start_deployd(&bin);
+        enc.wait_api(first, Duration::from_secs(90))?;
+        let key = "deployd/secrets.key";
+        std::fs::create_dir_all(enc.nodes[1 - first].dir.join("deployd"))?;
+        std::fs::copy(
+            enc.nodes[first].dir.join(key),
+            enc.nodes[1 - first].dir.join(key),
+        )?;
+        enc.nodes[1 - first].start_deployd(&bin);
+        enc.wait_api(1 - first, Duration::from_secs(90))?;
+        enc.wait_for_active(None, Duration::from_secs(60))?;
+        Ok(enc)
+    }
+
+    /// The namespace clients run in (the witness's host).
+    pub fn client_ns(&self) -> String {
+        self.nodes[2].ns.clone()
+    }
+
+    /// Which node clusterd says is active, waiting until one is (and is not `not`).
+    pub fn wait_for_active(&self, not: Option<usize>, limit: Duration) -> anyhow::Result<usize> {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            for i in 0..2 {
+                if Some(i) != not
+                    && self.nodes[i]
+                        .status()
+                        .is_some_and(|s| s.role == Role::Active)
+                {
+                    return Ok(i);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("no active node within {limit:?}")
+    }
+
+    /// Waits until node `i`'s API answers /rest/version (from the client namespace).
+    pub fn wait_api(&self, i: usize, limit: Duration) -> anyhow::Result<()> {
+        let url = format!("https://{}:{API_PORT}/rest/version", self.nodes[i].address);
+        let ns = self.client_ns();
+        let ok = in_ns(&ns, move || {
+            let c = client();
+            let end = Instant::now() + limit;
+            while Instant::now() < end {
+                if c.get(&url).send().is_ok_and(|r| r.status().is_success()) {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            false
+        });
+        if !ok {
+            bail!(
+                "{}'s API did not answer within {limit:?}",
+                self.nodes[i].name
+            );
+        }
+        Ok(())
+    }
+
+    /// Node `i` dies as a pulled power cord does: its link goes first (no FIN or RST reaches
+    /// anyone), then every process is SIGKILLed.
+    pub fn pull_the_plug(&mut self, i: usize) {
+        self.nodes[i].link(false);
+        self.nodes[i].kill_all();
+    }
+
+    /// Node `i` boots again: link up, etcd (its data kept: it rejoins), clusterd, storaged,
+    /// deployd.
+    pub fn power_on(&mut self, i: usize) {
+        let bin = self.bin.clone();
+        let n = &mut self.nodes[i];
+        n.link(true);
+        n.start_etcd(&bin);
+        n.start_clusterd(&bin);
+        n.start_storaged(&bin);
+        n.start_deployd(&bin);
+    }
+
+    /// Makes the etcd member of node `i` the etcd leader.
+    pub fn make_etcd_leader(&self, i: usize) -> anyhow::Result<()> {
+        let endpoints: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("http://{}:2379", n.address))
+            .collect();
+        let target = self.nodes[i].name.to_string();
+        in_ns(&self.client_ns(), move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let mut any = etcd_client::Client::connect(endpoints.clone(), None).await?;
+                let members = any.member_list().await?;
+                let target_id = members
+                    .members()
+                    .iter()
+                    .find(|m| m.name() == target)
+                    .map(|m| m.id())
+                    .context("no such etcd member")?;
+                let leader = any.status().await?.leader();
+                if leader == target_id {
+                    return Ok(());
+                }
+                let leader_url = members
+                    .members()
+                    .iter()
+                    .find(|m| m.id() == leader)
+                    .and_then(|m| m.client_urls().first().cloned())
+                    .context("the leader has no client URL")?;
+                let mut c = etcd_client::Client::connect([leader_url], None).await?;
+                c.move_leader(target_id).await?;
+                Ok(())
+            })
+        })
+    }
+
+    /// Whether node `i`'s etcd member leads the etcd cluster.
+    pub fn is_etcd_leader(&self, i: usize) -> bool {
+        let url = format!("http://{}:2379", self.nodes[i].address);
+        in_ns(&self.client_ns(), move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let Ok(mut c) = etcd_client::Client::connect([url], None).await else {
+                    return false;
+                };
+                match c.status().await {
+                    Ok(s) => s.header().is_some_and(|h| h.member_id() == s.leader()),
+                    Err(_) => false,
+                }
+            })
+        })
+    }
+}
+
+/// An HTTPS client for the appliance's self-signed certificate.
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .connect_timeout(Duration::from_millis(300))
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap()
+}
+
+/// Logs in at `base` and returns the session token (retrying for 30 s while nothing
+/// answers there).
+pub fn login(c: &reqwest::blocking::Client, base: &str) -> anyhow::Result<String> {
+    let end = Instant::now() + Duration::from_secs(30);
+    let r = loop {
+        match c
+            .post(format!("{base}/rest/login-sessions"))
+            .header("X-API-Version", "1000")
+            .json(&serde_json::json!({"userName": "Administrator", "password": PASSWORD}))
+            .send()
+        {
+            Ok(r) => break r,
+            Err(e) if Instant::now() >= end => return Err(e.into()),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    if !r.status().is_success() {
+        bail!("login at {base}: {}", r.status());
+    }
+    let v: serde_json::Value = r.json()?;
+    Ok(v["sessionID"].as_str().context("no sessionID")?.to_string())
+}
+
+/// One write the writer loop made.
+#[derive(Debug, Clone)]
+pub struct Write {
+    pub name: String,
+    /// When the request went out, and when its answer (or failure) came.
+    pub sent: Instant,
+    pub at: Instant,
+    /// The HTTP status, or none (no answer).
+    pub status: Option<u16>,
+    /// The eTag of an acknowledged write.
+    pub etag: Option<String>,
+}
+
+/// What the writer loop recorded so far, shared with the test.
+pub type Writes = std::sync::Arc<std::sync::Mutex<Vec<Write>>>;
+
+/// Writes plan scripts through the virtual IP every `every` until `stop` says so; every
+/// answer is recorded in the returned list as it comes. Runs in the client namespace.
+pub fn writer_loop(
+    ns: &str,
+    token: String,
+    every: Duration,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (Writes, std::thread::JoinHandle<()>) {
+    let path = format!("/var/run/netns/{ns}");
+    let writes: Writes = Default::default();
+    let out = std::sync::Arc::clone(&writes);
+    let thread = std::thread::spawn(move || {
+        let fd = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let c = client();
+        let base = format!("https://{VIP}:{API_PORT}");
+        let mut n = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            n += 1;
+            let name = format!("w-{n:06}");
+            let sent = Instant::now();
+            let r = c
+                .post(format!("{base}/rest/plan-scripts"))
+                .header("X-API-Version", "1000")
+                .header("auth", &token)
+                .json(&serde_json::json!({
+                    "name": name, "type": "PlanScript", "planType": "deploy",
+                    "content": "echo hi\n", "description": ""
+                }))
+                .send();
+            let at = Instant::now();
+            let (status, etag) = match r {
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    let etag = r
+                        .json::<serde_json::Value>()
+                        .ok()
+                        .and_then(|v| v["eTag"].as_str().map(String::from));
+                    (Some(status), etag)
+                }
+                Err(_) => (None, None),
+            };
+            out.lock().unwrap().push(Write {
+                name,
+                sent,
+                at,
+                status,
+                etag,
+            });
+            std::thread::sleep(every);
+        }
+    });
+    (writes, thread)
+}
+
+/// Waits until the writer has an acknowledged write sent after `cut`.
+pub fn wait_acked_after(writes: &Writes, cut: Instant, limit: Duration) -> anyhow::Result<()> {
+    let end = Instant::now() + limit;
+    loop {
+        if writes
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|w| w.sent > cut && w.status.is_some_and(|s| (200..300).contains(&s)))
+        {
+            return Ok(());
+        }
+        if Instant::now() > end {
+            bail!("no acknowledged write through the virtual IP within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The takeover seen by the writer around `cut`: from the last acknowledgement of a write
+/// sent before it (the old active's) to the first acknowledgement of a write sent after it
+/// (the new active's).
+pub fn takeover(writes: &[Write], cut: Instant) -> Option<Duration> {
+    let ok = |w: &&Write| w.status.is_some_and(|s| (200..300).contains(&s));
+    let last = writes
+        .iter()
+        .filter(ok)
+        .filter(|w| w.sent <= cut)
+        .map(|w| w.at)
+        .max()?;
+    let first = writes
+        .iter()
+        .filter(ok)
+        .filter(|w| w.sent > cut)
+        .map(|w| w.at)
+        .min()?;
+    Some(first.saturating_duration_since(last))
+}
