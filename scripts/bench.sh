@@ -12,8 +12,10 @@ fi
 "$REPO/scripts/bench-planscript.sh"
 if [ "$(id -u)" = 0 ]; then
     "$REPO/scripts/bench-deploy.sh"
+    # The HA pair in network namespaces: takeover vs keepalived, redb vs etcd writes.
+    "$REPO/target/release/pair-bench" --kills 10 >"$REPO/target/bench/pair.md"
 else
-    echo "bench: skipping bench-deploy.sh (needs root)" >&2
+    echo "bench: skipping bench-deploy.sh and pair-bench (need root)" >&2
 fi
 # The appliance image in QEMU: boot time, image size, idle memory (needs `make image`).
 "$REPO/target/release/streamer-vm" bench-boot --runs 5 --dir "$REPO/target/bench/boot-vms" \
@@ -25,7 +27,7 @@ fi
     echo "Every figure is measured by \`make bench\` on this project's machine (2 cores, 24 GiB); each"
     echo "section says when, at which commit, and under what load. Peers named by the issues are"
     echo "measured side by side in the same run."
-    for s in storaged deployd planscript deploy boot scenarios; do
+    for s in storaged deployd planscript deploy pair boot scenarios; do
         f=$REPO/target/bench/$s.md
         if [ -f "$f" ]; then
             echo

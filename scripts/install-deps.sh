@@ -31,6 +31,7 @@ packages=(
     etcd-server     # etcd: the pair's metadata store, leases and election (clusterd, tests)
     etcd-client     # etcdctl: looks into the test clusters
     protobuf-compiler # protoc: etcd-client's gRPC code is generated at build time
+    keepalived      # make bench: the named peer of the pair's takeover (VRRP)
 )
 
 find_missing() {

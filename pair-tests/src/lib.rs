@@ -10,6 +10,7 @@
 
 use std::net::IpAddr;
 use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -83,15 +84,25 @@ impl Node {
         self.dir.join("clusterd.sock")
     }
 
-    fn spawn(&mut self, bin: &Path, what: &'static str, args: &[&str], env: &[(&str, &str)]) {
+    /// Runs `program ARGS` in the node's namespace, its output in `DIR/<what>.log`; killed
+    /// with the node.
+    pub fn spawn(
+        &mut self,
+        program: &Path,
+        what: &'static str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join(format!("{what}.log")))
             .unwrap();
+        // A process group of its own: a daemon that forks (keepalived) dies whole.
         let child = Command::new("ip")
+            .process_group(0)
             .args(["netns", "exec", &self.ns])
-            .arg(bin)
+            .arg(program)
             .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -178,15 +189,16 @@ impl Node {
         );
     }
 
-    /// Sends `sig` to every process of the node.
+    /// Sends `sig` to every process of the node (each started one's whole group).
     pub fn signal_all(&self, sig: nix::sys::signal::Signal) {
         for (_, c) in &self.procs {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), sig);
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(c.id() as i32), sig);
         }
     }
 
     /// SIGKILLs every process of the node and reaps them.
     pub fn kill_all(&mut self) {
+        self.signal_all(nix::sys::signal::Signal::SIGKILL);
         for (_, mut c) in self.procs.drain(..) {
             let _ = c.kill();
             let _ = c.wait();
@@ -244,13 +256,21 @@ pub struct Enclosure {
 
 impl Drop for Enclosure {
     fn drop(&mut self) {
-        // A failed test keeps the daemons' logs for reading.
-        if std::thread::panicking() {
-            let keep = std::env::temp_dir().join(format!("pair-logs-{}", std::process::id()));
+        // A failed test keeps the daemons' logs for reading (PAIR_LOGS=1: always).
+        if std::thread::panicking() || std::env::var_os("PAIR_LOGS").is_some() {
+            let keep =
+                std::env::temp_dir().join(format!("pair-logs-{}-{}", std::process::id(), self.hub));
             for n in &self.nodes {
                 let to = keep.join(n.name);
                 let _ = std::fs::create_dir_all(&to);
-                for log in ["etcd", "clusterd", "storaged", "deployd"] {
+                for log in [
+                    "etcd",
+                    "clusterd",
+                    "storaged",
+                    "deployd",
+                    "keepalived",
+                    "http",
+                ] {
                     let _ = std::fs::copy(
                         n.dir.join(format!("{log}.log")),
                         to.join(format!("{log}.log")),
@@ -275,7 +295,36 @@ impl Enclosure {
     /// both nodes, deployd on the active node first (it makes the Administrator), then on the
     /// standby with the pair's secrets key. Returns when both APIs answer.
     pub fn start(bin: &Path) -> anyhow::Result<Enclosure> {
-        let id = std::process::id() % 100_000;
+        let mut enc = Enclosure::network(bin)?;
+        let bin = enc.bin.clone();
+        for n in &mut enc.nodes {
+            n.start_etcd(&bin);
+        }
+        for n in &mut enc.nodes[..2] {
+            n.start_clusterd(&bin);
+            n.start_storaged(&bin);
+        }
+        let first = enc.wait_for_active(None, Duration::from_secs(60))?;
+        enc.nodes[first].start_deployd(&bin);
+        enc.wait_api(first, Duration::from_secs(90))?;
+        let key = "deployd/secrets.key";
+        std::fs::create_dir_all(enc.nodes[1 - first].dir.join("deployd"))?;
+        std::fs::copy(
+            enc.nodes[first].dir.join(key),
+            enc.nodes[1 - first].dir.join(key),
+        )?;
+        enc.nodes[1 - first].start_deployd(&bin);
+        enc.wait_api(1 - first, Duration::from_secs(90))?;
+        enc.wait_for_active(None, Duration::from_secs(60))?;
+        Ok(enc)
+    }
+
+    /// The network and the pair's description on each member, nothing running.
+    pub fn network(bin: &Path) -> anyhow::Result<Enclosure> {
+        // Unique per process and per enclosure (a benchmark makes several, one after another).
+        static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let made = MADE.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 10;
+        let id = (std::process::id() % 10_000) * 10 + made;
         let dir = tempfile::tempdir()?;
         let hub = format!("ph{id}");
         sh(&["ip", "netns", "add", &hub])?;
@@ -349,26 +398,6 @@ impl Enclosure {
                 procs: Vec::new(),
             });
         }
-        let bin = enc.bin.clone();
-        for n in &mut enc.nodes {
-            n.start_etcd(&bin);
-        }
-        for n in &mut enc.nodes[..2] {
-            n.start_clusterd(&bin);
-            n.start_storaged(&bin);
-        }
-        let first = enc.wait_for_active(None, Duration::from_secs(60))?;
-        enc.nodes[first].start_deployd(&bin);
-        enc.wait_api(first, Duration::from_secs(90))?;
-        let key = "deployd/secrets.key";
-        std::fs::create_dir_all(enc.nodes[1 - first].dir.join("deployd"))?;
-        std::fs::copy(
-            enc.nodes[first].dir.join(key),
-            enc.nodes[1 - first].dir.join(key),
-        )?;
-        enc.nodes[1 - first].start_deployd(&bin);
-        enc.wait_api(1 - first, Duration::from_secs(90))?;
-        enc.wait_for_active(None, Duration::from_secs(60))?;
         Ok(enc)
     }
 
@@ -435,6 +464,11 @@ impl Enclosure {
         n.start_etcd(&bin);
         n.start_clusterd(&bin);
         n.start_storaged(&bin);
+        // As init does: deployd once clusterd's socket is there.
+        let end = Instant::now() + Duration::from_secs(10);
+        while !n.control().exists() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         n.start_deployd(&bin);
     }
 
@@ -528,6 +562,37 @@ pub fn login(c: &reqwest::blocking::Client, base: &str) -> anyhow::Result<String
     }
     let v: serde_json::Value = r.json()?;
     Ok(v["sessionID"].as_str().context("no sessionID")?.to_string())
+}
+
+/// Asks `url` (GET) every `every` until `stop` says so, recording each answer as a
+/// [`Write`]: the peer benchmark's client (an address that moves, no store behind it).
+pub fn prober_loop(
+    ns: &str,
+    url: String,
+    every: Duration,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (Writes, std::thread::JoinHandle<()>) {
+    let path = format!("/var/run/netns/{ns}");
+    let writes: Writes = Default::default();
+    let out = std::sync::Arc::clone(&writes);
+    let thread = std::thread::spawn(move || {
+        let fd = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let c = client();
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let sent = Instant::now();
+            let status = c.get(&url).send().ok().map(|r| r.status().as_u16());
+            out.lock().unwrap().push(Write {
+                name: String::new(),
+                sent,
+                at: Instant::now(),
+                status,
+                etag: None,
+            });
+            std::thread::sleep(every);
+        }
+    });
+    (writes, thread)
 }
 
 /// One write the writer loop made.

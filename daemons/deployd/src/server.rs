@@ -60,6 +60,9 @@ pub async fn serve(
     tokio::spawn(cluster.watch(move || {
         let st = Arc::clone(&st);
         runtime.spawn(async move {
+            if let Err(e) = st.services.cluster.bring_single_appliance_records() {
+                tracing::error!("bringing this appliance's records into the pair's store: {e}");
+            }
             if let Err(e) = crate::state::first_start_writes(st.services.meta.as_ref()) {
                 tracing::error!("first writes of the new active node: {e}");
             }

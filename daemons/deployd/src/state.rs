@@ -190,6 +190,8 @@ impl AppState {
     }
 }
 
+/// How long a starting deployd waits for clusterd's answer.
+const CLUSTERD_WAIT: Duration = Duration::from_secs(30);
 /// How long a starting deployd waits for the pair's etcd.
 const STORE_WAIT: Duration = Duration::from_secs(60);
 
@@ -200,11 +202,23 @@ fn open_store(
     files: &StateFiles,
 ) -> Result<(Arc<dyn MetaStore>, Cluster), StateError> {
     let status = match &config.clusterd_socket {
-        Some(socket) => Some((
-            socket,
-            cluster::ask_once(socket)
-                .map_err(|e| StateError::Cluster(format!("clusterd does not answer: {e}")))?,
-        )),
+        // clusterd starts just before us (init waits for its socket); a restarted one may
+        // take a moment.
+        Some(socket) => {
+            let end = std::time::Instant::now() + CLUSTERD_WAIT;
+            let status = loop {
+                match cluster::ask_once(socket) {
+                    Ok(st) => break st,
+                    Err(e) if std::time::Instant::now() >= end => {
+                        return Err(StateError::Cluster(format!(
+                            "clusterd does not answer: {e}"
+                        )));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            };
+            Some((socket, status))
+        }
         None => None,
     };
     match status {
@@ -224,7 +238,13 @@ fn open_store(
                     Err(_) => std::thread::sleep(Duration::from_millis(250)),
                 }
             };
-            let cluster = Cluster::pair(socket, Arc::clone(&store), st);
+            let single = config.state_dir.join("meta.redb");
+            let cluster = Cluster::pair(socket, Arc::clone(&store), st, Some(single));
+            // The active node of a new pair brings its artifacts along (the standby, when it
+            // becomes active).
+            if cluster.refusal().is_none() {
+                cluster.bring_single_appliance_records()?;
+            }
             Ok((store, cluster))
         }
         _ => {

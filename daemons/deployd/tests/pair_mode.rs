@@ -164,9 +164,15 @@ fn only_the_active_node_takes_changes_and_a_deposed_one_cannot_land_any() {
     make_active(&mut a.status.lock(), first);
     make_standby(&mut b.status.lock(), "node-a");
 
-    let node_a = TestServer::start_in_configured(tempfile::tempdir().unwrap(), |c| {
-        c.clusterd_socket = Some(a_sock.clone())
-    });
+    // node-a was a single appliance with an artifact before it was paired.
+    let single = TestServer::start_with_storage();
+    let r = single
+        .login(1000)
+        .post("/rest/plan-scripts", &plan_script("from-single"));
+    assert!(r.status().is_success(), "{}", r.text().unwrap());
+    let a_dir = single.stop();
+    let node_a =
+        TestServer::start_in_configured(a_dir, |c| c.clusterd_socket = Some(a_sock.clone()));
     // The pair shares the key that seals secrets (pairing copies it).
     let b_dir = tempfile::tempdir().unwrap();
     std::fs::copy(
@@ -178,6 +184,10 @@ fn only_the_active_node_takes_changes_and_a_deposed_one_cannot_land_any() {
         TestServer::start_in_configured(b_dir, |c| c.clusterd_socket = Some(b_sock.clone()));
     let api_a = node_a.login(1000);
     let api_b = node_b.login(1000);
+
+    // The active brought its records from before the pairing; both nodes see them.
+    let brought = api_b.get_json("/rest/plan-scripts?filter=name='from-single'");
+    assert_eq!(brought["count"], 1, "{brought}");
 
     // The active takes a change; the standby reads it and refuses its own.
     let r = api_a.post("/rest/plan-scripts", &plan_script("first"));

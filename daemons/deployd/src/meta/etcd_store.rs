@@ -625,6 +625,16 @@ mod tests {
     }
 
     #[test]
+    fn a_single_appliances_records_are_copied_once() {
+        let Some((_etcd, store)) = scratch() else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let redb = crate::meta::RedbStore::open(&dir.path().join("m.redb")).unwrap();
+        super::super::suite::copies_every_record_once(&redb, &*store);
+    }
+
+    #[test]
     fn an_unreachable_store_answers_unavailable() {
         let Some((etcd, store)) = scratch() else {
             return;

@@ -49,6 +49,25 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind.
+    pub const ALL: [Kind; 15] = [
+        Kind::PlanScript,
+        Kind::BuildPlan,
+        Kind::DeploymentPlan,
+        Kind::GoldenImage,
+        Kind::OsVolume,
+        Kind::ArtifactBundle,
+        Kind::DeploymentGroup,
+        Kind::Task,
+        Kind::User,
+        Kind::ServerHardware,
+        Kind::ServerProfile,
+        Kind::Name,
+        Kind::Reference,
+        Kind::Schema,
+        Kind::Session,
+    ];
+
     /// The key prefix (and REST collection name).
     pub fn prefix(self) -> &'static str {
         match self {
@@ -143,6 +162,46 @@ pub enum MetaError {
     NotActive(String),
     #[error("metadata store: {0}")]
     Backend(String),
+}
+
+/// Operations per transaction when copying a whole store.
+const COPY_CHUNK: usize = 4096;
+
+/// Copies every record of `from` into `to` once: nothing if `to` has the `Schema` record
+/// `marker`; else every record (as it is: sealed secrets stay sealed), in transactions of
+/// [`COPY_CHUNK`] operations, then the marker last, so an interrupted copy is done again
+/// whole. Returns how many records were copied.
+pub fn copy_all(
+    from: &dyn MetaStore,
+    to: &dyn MetaStore,
+    marker: &str,
+) -> Result<usize, MetaError> {
+    if to.get(Kind::Schema, marker)?.is_some() {
+        return Ok(0);
+    }
+    let mut ops = Vec::new();
+    for kind in Kind::ALL {
+        for r in from.list(kind)? {
+            ops.push(Op::Put {
+                kind,
+                id: r.id,
+                value: r.value,
+                expect: Expect::Any,
+            });
+        }
+    }
+    let copied = ops.len();
+    while !ops.is_empty() {
+        let rest = ops.split_off(ops.len().min(COPY_CHUNK));
+        to.apply(std::mem::replace(&mut ops, rest))?;
+    }
+    to.apply(vec![Op::Put {
+        kind: Kind::Schema,
+        id: marker.into(),
+        value: serde_json::json!({"records": copied}),
+        expect: Expect::Absent,
+    }])?;
+    Ok(copied)
 }
 
 /// Whether `expect` holds for a record whose revision is `current` (`None`: absent).

@@ -278,6 +278,27 @@ fn listing_many_records_reads_them_all_in_order(s: &dyn MetaStore) {
     assert!(s.list(Kind::Task).unwrap().is_empty());
 }
 
+/// `copy_all` from this store into `to` (empty): every record, once.
+pub fn copies_every_record_once(from: &dyn MetaStore, to: &dyn MetaStore) {
+    let ops = (0..5000)
+        .map(|i| Op::Put {
+            kind: if i % 2 == 0 { Kind::Task } else { Kind::Name },
+            id: format!("r{i:05}"),
+            value: json!({"i": i}),
+            expect: Expect::Absent,
+        })
+        .collect();
+    from.apply(ops).unwrap();
+    assert_eq!(super::copy_all(from, to, "copied").unwrap(), 5000);
+    assert_eq!(to.list(Kind::Task).unwrap().len(), 2500);
+    assert_eq!(
+        to.get(Kind::Name, "r00001").unwrap().unwrap().value,
+        json!({"i": 1})
+    );
+    // Once only.
+    assert_eq!(super::copy_all(from, to, "copied").unwrap(), 0);
+}
+
 /// A transaction of `n` operations (a bundle of hundreds of artifacts with their index
 /// records) commits whole, and fails whole.
 pub fn large_transactions(s: &dyn MetaStore, n: usize) {

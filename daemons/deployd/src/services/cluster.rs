@@ -16,7 +16,7 @@ use clusterd::control::ClusterClient;
 use clusterd::status::{NodeInfo, Role, Status};
 use parking_lot::RwLock;
 
-use crate::meta::{EtcdStore, Fence, WriteGate};
+use crate::meta::{EtcdStore, Fence, MetaStore, WriteGate};
 
 /// How often the role is asked for.
 const POLL: Duration = Duration::from_millis(100);
@@ -34,7 +34,12 @@ struct Link {
     socket: PathBuf,
     store: Arc<EtcdStore>,
     status: RwLock<Status>,
+    /// This appliance's store from before it was paired, if it has one.
+    single_store: Option<PathBuf>,
 }
+
+/// The marker of the single appliance's records brought into the pair's store.
+const BROUGHT: &str = "single-appliance-records";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -98,16 +103,56 @@ impl Cluster {
         Self { link: None }
     }
 
-    /// A pair node: `store` is the pair's etcd, gated by `status` until the watcher runs.
-    pub fn pair(socket: &Path, store: Arc<EtcdStore>, status: Status) -> Self {
+    /// A pair node: `store` is the pair's etcd, gated by `status` until the watcher runs;
+    /// `single_store` the appliance's redb from before it was paired, if any.
+    pub fn pair(
+        socket: &Path,
+        store: Arc<EtcdStore>,
+        status: Status,
+        single_store: Option<PathBuf>,
+    ) -> Self {
         store.set_gate(gate_for(&status));
         Self {
             link: Some(Link {
                 socket: socket.to_path_buf(),
                 store,
                 status: RwLock::new(status),
+                single_store,
             }),
         }
+    }
+
+    /// On the active node of a new pair: brings this appliance's records from before the
+    /// pairing (its artifacts, users, volumes, tasks; secrets still sealed with the pair's key)
+    /// into the pair's store, once. The first node to become active brings its own; a node
+    /// whose records were not brought says so in its log (its redb stays as it was).
+    pub fn bring_single_appliance_records(&self) -> Result<usize, crate::meta::MetaError> {
+        let Some(link) = &self.link else { return Ok(0) };
+        let Some(path) = link.single_store.as_ref().filter(|p| p.exists()) else {
+            return Ok(0);
+        };
+        let already = link
+            .store
+            .get(crate::meta::Kind::Schema, BROUGHT)?
+            .is_some();
+        let local = crate::meta::RedbStore::open(path)?;
+        if already {
+            let mine: usize = crate::meta::Kind::ALL
+                .iter()
+                .map(|k| local.list(*k).map_or(0, |l| l.len()))
+                .sum();
+            if mine > 0 {
+                tracing::warn!(
+                    "{mine} records of this appliance from before it was paired ({}) were not \
+                     brought into the pair's store: it already holds the other node's",
+                    path.display()
+                );
+            }
+            return Ok(0);
+        }
+        let n = crate::meta::copy_all(&local, link.store.as_ref(), BROUGHT)?;
+        tracing::warn!("brought {n} records of this appliance into the pair's store");
+        Ok(n)
     }
 
     pub fn is_pair(&self) -> bool {
