@@ -451,3 +451,18 @@ def test_read_only_collections_list_through_the_sdk(i3s, api):
     status, body = api("POST", "/rest/os-volumes", {"name": "nope"})
     assert status in (400, 405), (status, body)
     assert_hpe_error(status, body, status)
+
+
+def test_alerts_and_nodes_read_through_the_sdk(i3s, api):
+    """OneView's Alerts resource of the SDK reads /rest/alerts (a single appliance has no pair
+    alerts: an empty collection in OneView's shape); the nodes collection answers too."""
+    from hpOneView.resources.activity.alerts import Alerts
+
+    alerts = Alerts(i3s.connection)
+    assert alerts.get_all() == []
+    assert alerts.get_all(filter="alertState='Active'") == []
+    status, body = api("GET", "/rest/appliance/nodes")
+    assert status == 200, body
+    assert body["members"] == [] and body["total"] == 0
+    status, body = api("GET", "/rest/alerts/none-such")
+    assert_hpe_error(status, body, 404)

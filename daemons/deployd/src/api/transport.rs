@@ -137,7 +137,17 @@ pub async fn transport(
         return resp;
     }
     req.extensions_mut().insert(Ctx { version, session });
-    let resp = next.run(req).await;
+    let mut resp = next.run(req).await;
+    // On a pair whose store does not answer, reads come from what this node last saw.
+    if matches!(method, Method::GET | Method::HEAD) && st.services.cluster.reads_stale() {
+        resp.headers_mut().insert(
+            axum::http::header::WARNING,
+            axum::http::HeaderValue::from_static(
+                "110 - \"Response is Stale: the cluster store of the pair does not answer; \
+                 this is what this appliance last saw\"",
+            ),
+        );
+    }
     if !matches!(method, Method::GET | Method::HEAD) && path != "/rest/login-sessions" {
         st.audit.record(
             user.as_deref().unwrap_or("anonymous"),

@@ -22,13 +22,19 @@
 //! lost the role (its lease expired while it was stopped or cut off) cannot land a late write:
 //! the transaction fails as a whole with [`MetaError::NotActive`].
 //!
+//! **Reads while etcd cannot be reached** answer from what this node last saw ([`LastSeen`]:
+//! every record it read or wrote, and which prefixes it read whole), and say so
+//! ([`EtcdStore::serving_stale`], which the API turns into a `Warning: 110` header). Writes
+//! answer [`MetaError::Unavailable`]: a write is never taken without the store.
+//!
 //! The trait is synchronous (redb's calls are) and callers run inside tokio: the client
 //! lives on a thread of its own with its own runtime, and a call waits on a channel, never on
 //! the caller's runtime.
 
-use std::collections::HashMap;
-use std::sync::RwLock;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 use etcd_client::{
@@ -76,6 +82,61 @@ pub fn monotonic_ns() -> u64 {
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
+/// What this node last saw of the store: the fallback of reads while etcd cannot be reached.
+#[derive(Debug, Default)]
+struct LastSeen {
+    /// Every record read or written, by key.
+    records: BTreeMap<String, Record>,
+    /// Key prefixes read whole: a key under one of them that is not in `records` is absent.
+    listed: HashSet<String>,
+    /// Keys read (or deleted) and found absent.
+    absent: HashSet<String>,
+}
+
+impl LastSeen {
+    /// Whether this node knows `key` is absent (read so, or under a prefix read whole).
+    fn covered(&self, key: &str) -> bool {
+        self.absent.contains(key) || self.listed.iter().any(|p| key.starts_with(p.as_str()))
+    }
+
+    fn saw(&mut self, key: String, record: Option<Record>) {
+        match record {
+            Some(r) => {
+                self.absent.remove(&key);
+                self.records.insert(key, r);
+            }
+            None => {
+                self.records.remove(&key);
+                self.absent.insert(key);
+            }
+        }
+    }
+
+    fn under(&self, start: &str) -> Vec<Record> {
+        self.records
+            .range(start.to_string()..)
+            .take_while(|(k, _)| k.starts_with(start))
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+
+    fn replace_under(&mut self, start: &str, records: &[(String, Record)]) {
+        let gone: Vec<String> = self
+            .records
+            .range(start.to_string()..)
+            .take_while(|(k, _)| k.starts_with(start))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in gone {
+            self.records.remove(&k);
+        }
+        for (k, r) in records {
+            self.records.insert(k.clone(), r.clone());
+        }
+        self.listed.insert(start.to_string());
+    }
+}
+
 type Job = Box<dyn FnOnce(KvClient) -> futures_util::future::BoxFuture<'static, ()> + Send>;
 
 /// etcd-backed [`MetaStore`].
@@ -84,6 +145,9 @@ pub struct EtcdStore {
     root: String,
     gate: RwLock<WriteGate>,
     endpoints: Vec<String>,
+    last_seen: Mutex<LastSeen>,
+    /// Whether the last read was answered from `last_seen` (etcd did not answer).
+    stale: AtomicBool,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -167,7 +231,19 @@ impl EtcdStore {
             root: root.to_string(),
             gate: RwLock::new(WriteGate::Open),
             endpoints,
+            last_seen: Mutex::new(LastSeen::default()),
+            stale: AtomicBool::new(false),
         })
+    }
+
+    /// Whether reads are being answered from what this node last saw, because etcd does not
+    /// answer.
+    pub fn serving_stale(&self) -> bool {
+        self.stale.load(Ordering::SeqCst)
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, LastSeen> {
+        self.last_seen.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Which writes go out from now on.
@@ -303,12 +379,30 @@ fn compare(key: &str, expect: Expect) -> Option<Compare> {
 impl MetaStore for EtcdStore {
     fn get(&self, kind: Kind, id: &str) -> Result<Option<Record>, MetaError> {
         let key = self.key(kind, id);
-        let resp =
-            self.call(move |mut kv| async move { kv.get(key, None).await.map_err(unavailable) })?;
-        resp.kvs()
+        let asked = key.clone();
+        let resp = match self
+            .call(move |mut kv| async move { kv.get(asked, None).await.map_err(unavailable) })
+        {
+            Ok(resp) => resp,
+            Err(e @ MetaError::Unavailable(_)) => {
+                let seen = self.seen();
+                let known = seen.records.get(&key).cloned();
+                if known.is_none() && !seen.covered(&key) {
+                    return Err(e);
+                }
+                self.stale.store(true, Ordering::SeqCst);
+                return Ok(known);
+            }
+            Err(e) => return Err(e),
+        };
+        self.stale.store(false, Ordering::SeqCst);
+        let record = resp
+            .kvs()
             .first()
             .map(|kv| self.decode(kind, kv))
-            .transpose()
+            .transpose()?;
+        self.seen().saw(key, record.clone());
+        Ok(record)
     }
 
     fn list(&self, kind: Kind) -> Result<Vec<Record>, MetaError> {
@@ -316,9 +410,10 @@ impl MetaStore for EtcdStore {
     }
 
     fn list_prefix(&self, kind: Kind, prefix: &str) -> Result<Vec<Record>, MetaError> {
-        let start = self.key(kind, prefix).into_bytes();
+        let start_key = self.key(kind, prefix);
+        let start = start_key.clone().into_bytes();
         let end = prefix_end(&start);
-        let kvs = self.call(move |mut kv| async move {
+        let answered = self.call(move |mut kv| async move {
             let mut out = Vec::new();
             let mut from = start;
             let mut at = 0i64;
@@ -348,8 +443,29 @@ impl MetaStore for EtcdStore {
                 }
             }
             Ok(out)
-        })?;
-        kvs.iter().map(|kv| self.decode(kind, kv)).collect()
+        });
+        let kvs = match answered {
+            Ok(kvs) => kvs,
+            Err(e @ MetaError::Unavailable(_)) => {
+                let seen = self.seen();
+                if !seen.covered(&start_key) {
+                    return Err(e);
+                }
+                self.stale.store(true, Ordering::SeqCst);
+                return Ok(seen.under(&start_key));
+            }
+            Err(e) => return Err(e),
+        };
+        self.stale.store(false, Ordering::SeqCst);
+        let records: Vec<(String, Record)> = kvs
+            .iter()
+            .map(|kv| {
+                let r = self.decode(kind, kv)?;
+                Ok((String::from_utf8_lossy(kv.key()).into_owned(), r))
+            })
+            .collect::<Result<_, MetaError>>()?;
+        self.seen().replace_under(&start_key, &records);
+        Ok(records.into_iter().map(|(_, r)| r).collect())
     }
 
     fn apply(&self, ops: Vec<Op>) -> Result<Revision, MetaError> {
@@ -358,6 +474,8 @@ impl MetaStore for EtcdStore {
         let mut touched: HashMap<String, Touched> = HashMap::new();
         // Only the last change of a key is sent (etcd refuses two in one transaction).
         let mut writes: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+        // What this node will have seen once the transaction commits.
+        let mut written: Vec<(String, Kind, String, Option<Value>)> = Vec::new();
         for op in ops {
             match op {
                 Op::Put {
@@ -375,6 +493,8 @@ impl MetaStore for EtcdStore {
                         .map_err(|e| MetaError::Backend(e.to_string()))?;
                     touched.insert(key.clone(), Touched::Written);
                     writes.retain(|(k, _)| *k != key);
+                    written.retain(|(k, ..)| *k != key);
+                    written.push((key.clone(), kind, id.clone(), Some(value)));
                     writes.push((key, Some(bytes)));
                 }
                 Op::Delete { kind, id, expect } => {
@@ -385,6 +505,8 @@ impl MetaStore for EtcdStore {
                     }
                     touched.insert(key.clone(), Touched::Deleted);
                     writes.retain(|(k, _)| *k != key);
+                    written.retain(|(k, ..)| *k != key);
+                    written.push((key.clone(), kind, id.clone(), None));
                     writes.push((key, None));
                 }
                 Op::Check { kind, id, expect } => {
@@ -475,6 +597,23 @@ impl MetaStore for EtcdStore {
             self.call(move |mut kv| async move { kv.txn(txn).await.map_err(unavailable) })?;
         let revision = resp.header().map_or(0, |h| h.revision()) as Revision;
         if resp.succeeded() {
+            let mut seen = self.seen();
+            for (key, kind, id, value) in written {
+                match value {
+                    Some(value) => {
+                        let created = seen.records.get(&key).map_or(revision, |r| r.created);
+                        let record = Record {
+                            kind,
+                            id,
+                            created,
+                            revision,
+                            value,
+                        };
+                        seen.saw(key, Some(record));
+                    }
+                    None => seen.saw(key, None),
+                }
+            }
             return Ok(revision);
         }
         // Name the first precondition that failed, from what the failure branch read.
@@ -635,12 +774,39 @@ mod tests {
     }
 
     #[test]
-    fn an_unreachable_store_answers_unavailable() {
+    fn an_unreachable_store_answers_reads_from_what_was_seen_and_refuses_writes() {
         let Some((etcd, store)) = scratch() else {
             return;
         };
+        super::super::suite::put_one(&*store, "a").unwrap();
+        super::super::suite::put_one(&*store, "b").unwrap();
+        assert_eq!(store.list(Kind::PlanScript).unwrap().len(), 2);
+        assert!(store.get(Kind::BuildPlan, "seen-absent").unwrap().is_none());
+        super::super::suite::put_one(&*store, "c").unwrap();
+        assert!(!store.serving_stale());
         drop(etcd);
-        let err = store.get(Kind::PlanScript, "x").unwrap_err();
+        // Reads answer what this node last saw, and say so.
+        let listed: Vec<String> = store
+            .list(Kind::PlanScript)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(listed, ["a", "b", "c"]);
+        assert!(store.serving_stale());
+        assert_eq!(
+            store.get(Kind::PlanScript, "c").unwrap().unwrap().value,
+            serde_json::json!({"name": "c"})
+        );
+        assert!(
+            store.get(Kind::PlanScript, "never").unwrap().is_none(),
+            "listed whole"
+        );
+        assert!(store.get(Kind::BuildPlan, "seen-absent").unwrap().is_none());
+        // What was never seen, and every write, answer unavailable.
+        let err = store.get(Kind::User, "x").unwrap_err();
+        assert!(matches!(err, MetaError::Unavailable(_)), "{err:?}");
+        let err = store.list(Kind::Task).unwrap_err();
         assert!(matches!(err, MetaError::Unavailable(_)), "{err:?}");
         let err = super::super::suite::put_one(&*store, "x").unwrap_err();
         assert!(matches!(err, MetaError::Unavailable(_)), "{err:?}");

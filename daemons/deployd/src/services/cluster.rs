@@ -159,6 +159,12 @@ impl Cluster {
         self.link.is_some()
     }
 
+    /// Whether reads are answered from what this node last saw (the pair's etcd does not
+    /// answer).
+    pub fn reads_stale(&self) -> bool {
+        self.link.as_ref().is_some_and(|l| l.store.serving_stale())
+    }
+
     /// This node's status as last heard.
     pub fn status(&self) -> Option<Status> {
         self.link.as_ref().map(|l| l.status.read().clone())
