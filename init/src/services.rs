@@ -97,8 +97,8 @@ fn args(v: &[&str]) -> Vec<String> {
 
 /// The appliance's services, in start order. `bin_dir` holds the daemons; clusterd is
 /// included only when its binary is there, and etcd (`clusterd etcd`) only on a `paired`
-/// appliance (its data partition holds the pair's description), so a single appliance boots
-/// as fast as before. `deploy_ip` is the appliance's address on the deployment network, given
+/// appliance (its data partition holds the pair's description), where deployd also waits for
+/// clusterd; a single appliance's deployd starts beside storaged, as fast as before. `deploy_ip` is the appliance's address on the deployment network, given
 /// to compute modules as the address of their boot volumes; `plan_run_minutes` the
 /// wall-clock limit of a plan run, if set.
 pub fn appliance_services(
@@ -159,12 +159,16 @@ pub fn appliance_services(
                     CLUSTERD_SOCKET,
                 ]))
                 .collect(),
-            after: vec!["storaged".into()],
+            after: vec![],
             after_started: vec![],
             readiness: Readiness::Socket(PathBuf::from(CLUSTERD_SOCKET)),
             output: Output::log("clusterd"),
         });
-        deployd_after.push("clusterd".into());
+        // Only a pair member's deployd depends on clusterd (its store, its role): a single
+        // appliance's starts beside storaged, as before there was a clusterd.
+        if paired {
+            deployd_after.push("clusterd".into());
+        }
     }
     let mut deployd_args = args(&[
         "--state-dir",
@@ -180,7 +184,7 @@ pub fn appliance_services(
         "--power-control-pid",
         "1",
     ]);
-    if clusterd_present {
+    if clusterd_present && paired {
         deployd_args.push("--clusterd".into());
         deployd_args.push(CLUSTERD_SOCKET.into());
     }
@@ -354,27 +358,43 @@ mod tests {
     }
 
     #[test]
-    fn clusterd_sits_between_when_present() {
+    fn clusterd_runs_and_only_a_pair_members_deployd_waits_for_it() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("clusterd"), "").unwrap();
         let services =
             appliance_services(dir.path(), Some("10.77.0.2".parse().unwrap()), None, false);
         let order = start_order(&services).unwrap();
-        assert_eq!(names(&order), ["storaged", "clusterd", "deployd"]);
-        assert_eq!(order[2].after, ["clusterd"]);
-        assert_eq!(order[2].after_started, ["storaged"]);
-        // Compute modules are told the deployment-network address of the NBD service, and
-        // deployd where clusterd answers.
+        let deployd = order.iter().find(|s| s.name == "deployd").unwrap();
+        // A single appliance's deployd does not wait for clusterd (the boot stays as fast).
+        assert!(deployd.after.is_empty(), "{:?}", deployd.after);
+        assert_eq!(deployd.after_started, ["storaged"]);
+        // Compute modules are told the deployment-network address of the NBD service.
         assert!(
-            order[2].command_line().ends_with(
-                "--power-control-pid 1 --clusterd /run/streamer/clusterd.sock --boot-nbd \
-                 10.77.0.2:10809"
-            ),
+            deployd
+                .command_line()
+                .ends_with("--power-control-pid 1 --boot-nbd 10.77.0.2:10809"),
             "{}",
-            order[2].command_line()
+            deployd.command_line()
         );
-        // A paired appliance also runs its etcd member; a single one does not.
+        // A paired appliance runs its etcd member, and its deployd starts once clusterd
+        // answers and asks it for the pair's store and its role.
         let paired = appliance_services(dir.path(), None, None, true);
+        let order = start_order(&paired).unwrap();
+        assert_eq!(
+            names(&order).last().copied(),
+            Some("deployd"),
+            "{:?}",
+            names(&order)
+        );
+        let deployd = order.iter().find(|s| s.name == "deployd").unwrap();
+        assert_eq!(deployd.after, ["clusterd"]);
+        assert!(
+            deployd
+                .command_line()
+                .ends_with("--power-control-pid 1 --clusterd /run/streamer/clusterd.sock"),
+            "{}",
+            deployd.command_line()
+        );
         let etcd = paired.iter().find(|s| s.name == "etcd").unwrap();
         assert!(
             etcd.command_line()
