@@ -9,7 +9,8 @@ pub use appliance_layout::{
     ADMIN_PASSWORD_RESET, DEPLOYD_STATE, MIN_PASSWORD_LEN, RUN_DIR, STORAGED_SOCKET,
 };
 use appliance_layout::{
-    API_PORT, CLUSTERD_DATA, CLUSTERD_SOCKET, LOCAL_NBD_ADDRESS, NBD_PORT, STORAGED_DATA,
+    API_PORT, CLUSTER_SUMMARY, CLUSTERD_DATA, CLUSTERD_SOCKET, LOCAL_NBD_ADDRESS, NBD_PORT,
+    STORAGED_DATA,
 };
 
 /// How init learns that a started service is ready for its dependents.
@@ -157,6 +158,8 @@ pub fn appliance_services(
                     CLUSTERD_DATA,
                     "--control",
                     CLUSTERD_SOCKET,
+                    "--summary",
+                    CLUSTER_SUMMARY,
                 ]))
                 .collect(),
             after: vec![],

@@ -89,6 +89,9 @@ pub const RUN_DIR: &str = "/run/streamer";
 pub const STORAGED_SOCKET: &str = "/run/streamer/storaged.sock";
 /// clusterd's control socket.
 pub const CLUSTERD_SOCKET: &str = "/run/streamer/clusterd.sock";
+/// clusterd's summary for the serial console: this node's role, then one line per active
+/// alert of the pair.
+pub const CLUSTER_SUMMARY: &str = "/run/streamer/cluster.txt";
 /// The console writes a new Administrator password here and restarts deployd, which applies
 /// and deletes it.
 pub const ADMIN_PASSWORD_RESET: &str = "/run/streamer/admin-password-reset";

@@ -23,6 +23,9 @@ struct Args {
     /// The control socket (D-Bus, peer to peer).
     #[arg(long, default_value = appliance_layout::CLUSTERD_SOCKET)]
     control: PathBuf,
+    /// Where the serial console reads this node's role and the pair's active alerts.
+    #[arg(long)]
+    summary: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -83,11 +86,14 @@ fn run(args: Args) -> anyhow::Result<()> {
                             .map(|h| h.trim().to_string())
                             .unwrap_or_else(|_| "streamer".into());
                         tracing::info!("not paired: a single appliance");
+                        if let Some(path) = &args.summary {
+                            crate::node::write_summary(path, "single appliance (not paired)", &[]);
+                        }
                         control::serve(&args.control, Arc::new(Single { me })).await?;
                     }
                     Some(cfg) => {
                         tracing::info!("pair member {} of cluster {}", cfg.me, cfg.cluster_id);
-                        let shared = node::Shared::new(cfg);
+                        let shared = node::Shared::new(cfg, args.summary.clone());
                         tokio::spawn(node::run(Arc::clone(&shared)));
                         control::serve(&args.control, crate::view(&shared)).await?;
                     }

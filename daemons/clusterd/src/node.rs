@@ -61,10 +61,12 @@ pub struct Shared {
     pub nodes: Mutex<Vec<NodeInfo>>,
     /// Announces the virtual IP while this node holds it.
     announcer: Mutex<Option<vip::Announcer>>,
+    /// Where the serial console reads the role and the active alerts, if anywhere.
+    summary: Option<std::path::PathBuf>,
 }
 
 impl Shared {
-    pub fn new(cfg: ClusterConfig) -> Arc<Shared> {
+    pub fn new(cfg: ClusterConfig, summary: Option<std::path::PathBuf>) -> Arc<Shared> {
         let status = Status {
             me: cfg.me.clone(),
             role: Role::Starting,
@@ -81,6 +83,7 @@ impl Shared {
             alerts: Mutex::new(Alerts::default()),
             nodes: Mutex::new(Vec::new()),
             announcer: Mutex::new(None),
+            summary,
         })
     }
 }
@@ -424,6 +427,25 @@ async fn health_loop(shared: Arc<Shared>) {
         }
         shared.alerts.lock().update(&conditions);
         *shared.nodes.lock() = nodes;
+        if let Some(path) = &shared.summary {
+            let st = shared.status.borrow().clone();
+            let role = match (st.role, &st.active) {
+                (Role::Active, _) => format!("{}: active node of the pair", st.me),
+                (Role::Standby, Some(a)) => format!("{}: standby node; {a} is active", st.me),
+                (Role::Standby, None) => format!("{}: standby node; no node is active", st.me),
+                (Role::Starting, _) => format!("{}: pair member, joining the cluster", st.me),
+                (Role::Single, _) => "single appliance".into(),
+            };
+            let active: Vec<String> = shared
+                .alerts
+                .lock()
+                .list()
+                .into_iter()
+                .filter(|a| a.alert_state == "Active")
+                .map(|a| format!("{}: {}", a.severity, a.description))
+                .collect();
+            write_summary(path, &role, &active);
+        }
         tokio::time::sleep(HEALTH_EVERY).await;
     }
 }
@@ -436,4 +458,18 @@ async fn read_heartbeats(endpoint: &str) -> Result<Vec<Heartbeat>, NodeError> {
         .iter()
         .filter_map(|kv| serde_json::from_slice(kv.value()).ok())
         .collect())
+}
+
+/// Writes the serial console's summary atomically: the role, then one line per active alert.
+pub fn write_summary(path: &std::path::Path, role: &str, alerts: &[String]) {
+    let mut text = format!("{role}\n");
+    for a in alerts {
+        text.push_str(a);
+        text.push('\n');
+    }
+    let tmp = path.with_extension("tmp");
+    let written = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        tracing::warn!("writing {}: {e}", path.display());
+    }
 }

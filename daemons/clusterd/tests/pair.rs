@@ -83,7 +83,16 @@ impl Node {
     fn start_clusterd(&mut self) {
         let sock = self.socket();
         let _ = std::fs::remove_file(&sock);
-        self.clusterd = Some(self.spawn(&["--control", sock.to_str().unwrap()], "clusterd.log"));
+        let summary = self.state.join("summary.txt");
+        self.clusterd = Some(self.spawn(
+            &[
+                "--control",
+                sock.to_str().unwrap(),
+                "--summary",
+                summary.to_str().unwrap(),
+            ],
+            "clusterd.log",
+        ));
     }
 
     fn signal(child: &Option<Child>, sig: nix::sys::signal::Signal) {
@@ -429,6 +438,18 @@ fn the_pair_elects_one_active_and_hands_over_on_stop_partition_and_kill() {
             assert!(
                 a.iter().any(|x| x.alert_state == "Active"
                     && x.alert_type_id == "Cluster.NotHighlyAvailable")
+            );
+            // The serial console's summary says the same (written every second).
+            std::thread::sleep(Duration::from_millis(1500));
+            let summary =
+                std::fs::read_to_string(pair.nodes[standby].state.join("summary.txt")).unwrap();
+            assert!(
+                summary.starts_with(&format!("{}: active node", pair.nodes[standby].name)),
+                "{summary}"
+            );
+            assert!(
+                summary.contains(&format!("Critical: Appliance node {dead} is unavailable")),
+                "{summary}"
             );
             break;
         }

@@ -206,21 +206,25 @@ impl Actions for Appliance {
                 p.trim()
             );
         }
-        let role = if Path::new("/usr/bin/clusterd").exists() {
-            "cluster member (see clusterd)"
-        } else {
-            "standalone (this image has no cluster daemon)"
-        };
+        // clusterd's summary: this node's role, then the pair's active alerts.
+        let summary = read(appliance_layout::CLUSTER_SUMMARY);
+        let mut lines = summary.lines();
+        let role = lines.next().unwrap_or("single appliance").to_owned();
         let _ = writeln!(s, "Role       {role}");
+        let pair_alerts: Vec<String> = lines
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect();
         let _ = writeln!(s, "Data       {} {}", storage::DATA_DIR, data_usage());
         let _ = writeln!(s, "Services:\n{}", read(STATUS_FILE));
-        let alerts: Vec<String> = std::fs::read_dir(ALERT_DIR)
+        let mut alerts: Vec<String> = std::fs::read_dir(ALERT_DIR)
             .map(|d| {
                 d.flatten()
                     .map(|e| read(&e.path().to_string_lossy()).trim().to_owned())
                     .collect()
             })
             .unwrap_or_default();
+        alerts.extend(pair_alerts);
         if alerts.is_empty() {
             let _ = writeln!(s, "Alerts     none");
         } else {
