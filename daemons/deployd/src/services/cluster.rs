@@ -249,3 +249,60 @@ impl Cluster {
             .map_err(|e| ClusterError::Unreachable(e.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(role: Role) -> Status {
+        Status {
+            me: "node-b".into(),
+            role,
+            active: Some("node-a".into()),
+            active_address: Some("10.0.0.1".parse().unwrap()),
+            fence: None,
+            active_until_ns: None,
+            active_since_ns: None,
+            store_endpoint: None,
+        }
+    }
+
+    #[test]
+    fn the_gate_follows_the_role() {
+        assert_eq!(gate_for(&status(Role::Single)), WriteGate::Open);
+        let WriteGate::Closed(why) = gate_for(&status(Role::Standby)) else {
+            panic!("a standby writes nothing");
+        };
+        assert!(
+            why.contains("node-a (10.0.0.1) is the active node"),
+            "{why}"
+        );
+        // Active without a fence (never reported so) closes too.
+        assert!(matches!(
+            gate_for(&status(Role::Active)),
+            WriteGate::Closed(_)
+        ));
+        let mut active = status(Role::Active);
+        active.fence = Some(clusterd::status::Fence {
+            key: "/k".into(),
+            create_revision: 7,
+        });
+        active.active_until_ns = Some(42);
+        assert_eq!(
+            gate_for(&active),
+            WriteGate::Fenced(Fence {
+                key: "/k".into(),
+                create_revision: 7,
+                until_ns: Some(42),
+            })
+        );
+        // Nobody active: the message says so.
+        let mut nobody = status(Role::Starting);
+        nobody.active = None;
+        nobody.active_address = None;
+        let WriteGate::Closed(why) = gate_for(&nobody) else {
+            panic!()
+        };
+        assert!(why.contains("no node is active"), "{why}");
+    }
+}
