@@ -215,8 +215,14 @@ async fn session(shared: &Shared, ttl: Duration) -> Result<(), NodeError> {
                     return Err(NodeError::LeaseLost("the election watch closed".into()));
                 };
                 for e in ev.events() {
-                    if e.event_type() == EventType::Delete && fence.is_some() {
-                        // Our key went while we held it (revoked by an operator, unpaired).
+                    // Our key went while we held it (revoked by an operator, unpaired). A
+                    // delete from before we created it (the previous holder's, still queued
+                    // in the watch when we won) is not ours: stepping down on it would leave
+                    // our own key in place and nobody able to win.
+                    let ours_went = fence.as_ref().is_some_and(|f| {
+                        e.kv().is_some_and(|kv| kv.mod_revision() > f.create_revision)
+                    });
+                    if e.event_type() == EventType::Delete && ours_went {
                         step_down(shared, Role::Standby).await;
                         fence = None;
                     }
@@ -245,8 +251,20 @@ async fn campaign(
         )])
         .or_else([TxnOp::get(ELECTION_KEY, None)]);
     let resp = timed(client.txn(txn)).await?;
-    if resp.succeeded() {
-        let revision = resp.header().map_or(0, |h| h.revision());
+    let existing = resp.op_responses().into_iter().find_map(|r| match r {
+        etcd_client::TxnOpResponse::Get(g) => g.kvs().first().cloned(),
+        _ => None,
+    });
+    // Won now, or already holding it under this lease (a step-down that should not have been).
+    let won = if resp.succeeded() {
+        Some(resp.header().map_or(0, |h| h.revision()))
+    } else {
+        existing
+            .as_ref()
+            .filter(|kv| kv.lease() == lease)
+            .map(|kv| kv.create_revision())
+    };
+    if let Some(revision) = won {
         let fence = Fence {
             key: ELECTION_KEY.into(),
             create_revision: revision,
@@ -274,11 +292,8 @@ async fn campaign(
         move_etcd_leadership_away(shared, client).await;
         return Ok(Some(fence));
     }
-    let holder = resp.op_responses().into_iter().find_map(|r| match r {
-        etcd_client::TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
-        _ => None,
-    });
-    let holder: Option<serde_json::Value> = holder.and_then(|v| serde_json::from_slice(&v).ok());
+    let holder: Option<serde_json::Value> =
+        existing.and_then(|kv| serde_json::from_slice(kv.value()).ok());
     shared.status.send_modify(|s| {
         s.role = Role::Standby;
         s.active = holder
