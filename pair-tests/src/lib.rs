@@ -41,7 +41,8 @@ pub fn unusable() -> Option<String> {
     None
 }
 
-fn sh(args: &[&str]) -> anyhow::Result<String> {
+/// Runs a command, its standard output as text; fails with its standard error.
+pub fn sh(args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new(args[0])
         .args(&args[1..])
         .output()
@@ -113,7 +114,8 @@ impl Node {
         self.procs.push((what, child));
     }
 
-    fn start_etcd(&mut self, bin: &Path) {
+    /// Starts this member's etcd (`clusterd etcd`, the witness's `clusterd witness`).
+    pub fn start_etcd(&mut self, bin: &Path) {
         let dir = self.clusterd_dir();
         let sub = if self.name == "witness" {
             "witness"
@@ -128,8 +130,10 @@ impl Node {
         );
     }
 
-    fn start_clusterd(&mut self, bin: &Path) {
+    /// Starts clusterd, its console summary in `DIR/summary.txt`.
+    pub fn start_clusterd(&mut self, bin: &Path) {
         let (dir, sock) = (self.clusterd_dir(), self.control());
+        let summary = self.dir.join("summary.txt");
         let _ = std::fs::remove_file(&sock);
         self.spawn(
             bin,
@@ -140,6 +144,8 @@ impl Node {
                 dir.to_str().unwrap(),
                 "--control",
                 sock.to_str().unwrap(),
+                "--summary",
+                summary.to_str().unwrap(),
             ],
             &[],
         );
@@ -194,6 +200,25 @@ impl Node {
         for (_, c) in &self.procs {
             let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(c.id() as i32), sig);
         }
+    }
+
+    /// Sends `sig` to the node's `what` process (its whole group).
+    pub fn signal(&self, what: &str, sig: nix::sys::signal::Signal) {
+        for (w, c) in &self.procs {
+            if *w == what {
+                let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(c.id() as i32), sig);
+            }
+        }
+    }
+
+    /// The hardware address of the node's link.
+    pub fn mac(&self) -> String {
+        let out = sh(&["ip", "-n", &self.ns, "link", "show", "eth0"]).unwrap();
+        out.split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// SIGKILLs every process of the node and reaps them.
@@ -316,6 +341,20 @@ impl Enclosure {
         enc.nodes[1 - first].start_deployd(&bin);
         enc.wait_api(1 - first, Duration::from_secs(90))?;
         enc.wait_for_active(None, Duration::from_secs(60))?;
+        Ok(enc)
+    }
+
+    /// The election alone: etcd on the three members, clusterd on both nodes (no storaged,
+    /// no deployd).
+    pub fn start_elections(bin: &Path) -> anyhow::Result<Enclosure> {
+        let mut enc = Enclosure::network(bin)?;
+        let bin = enc.bin.clone();
+        for n in &mut enc.nodes {
+            n.start_etcd(&bin);
+        }
+        for n in &mut enc.nodes[..2] {
+            n.start_clusterd(&bin);
+        }
         Ok(enc)
     }
 
@@ -703,4 +742,130 @@ pub fn takeover(writes: &[Write], cut: Instant) -> Option<Duration> {
         .map(|w| w.at)
         .min()?;
     Some(first.saturating_duration_since(last))
+}
+
+/// What the observer saw of both nodes.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// Samples where both nodes said they were active at that instant.
+    pub both_active: Vec<String>,
+    /// Per node: the terms of office (active since, active until) it reported, in
+    /// `CLOCK_MONOTONIC` ns.
+    pub terms: [Vec<(u64, u64)>; 2],
+    /// Per node: the last status it answered with.
+    pub last: [Option<Status>; 2],
+}
+
+impl Seen {
+    pub fn role(&self, i: usize) -> Option<Role> {
+        self.last[i].as_ref().map(|s| s.role)
+    }
+
+    pub fn active(&self) -> Option<usize> {
+        (0..2).find(|&i| self.role(i) == Some(Role::Active))
+    }
+}
+
+/// Polls both nodes' clusterd every 100 ms for as long as it lives, recording what it sees.
+#[derive(Debug)]
+pub struct Observer {
+    seen: std::sync::Arc<std::sync::Mutex<Seen>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Observer {
+    pub fn start(enc: &Enclosure) -> Observer {
+        let nodes: Vec<Node> = enc.nodes[..2]
+            .iter()
+            .map(|n| Node {
+                name: n.name,
+                ns: n.ns.clone(),
+                address: n.address,
+                dir: n.dir.clone(),
+                procs: Vec::new(),
+            })
+            .collect();
+        let seen: std::sync::Arc<std::sync::Mutex<Seen>> = Default::default();
+        let stop: std::sync::Arc<std::sync::atomic::AtomicBool> = Default::default();
+        let (s, st) = (std::sync::Arc::clone(&seen), std::sync::Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            while !st.load(std::sync::atomic::Ordering::SeqCst) {
+                let now: Vec<Option<Status>> = nodes.iter().map(Node::status).collect();
+                let at = clusterd::status::monotonic_ns();
+                let mut seen = s.lock().unwrap();
+                if now
+                    .iter()
+                    .all(|x| x.as_ref().is_some_and(|x| x.is_active_at(at)))
+                {
+                    seen.both_active.push(format!("{now:?}"));
+                }
+                for (i, x) in now.into_iter().enumerate() {
+                    if let Some(x) = &x
+                        && let (Role::Active, Some(since), Some(until)) =
+                            (x.role, x.active_since_ns, x.active_until_ns)
+                    {
+                        match seen.terms[i].last_mut() {
+                            Some(t) if t.0 == since => t.1 = t.1.max(until),
+                            _ => seen.terms[i].push((since, until)),
+                        }
+                    }
+                    if x.is_some() {
+                        seen.last[i] = x;
+                    }
+                }
+                drop(seen);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        Observer {
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Waits until `pred` holds for what was seen; panics naming `what` after `limit`.
+    pub fn wait_for(&self, what: &str, limit: Duration, pred: impl Fn(&Seen) -> bool) {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if pred(&self.seen.lock().unwrap()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "{what} did not happen within {limit:?}; last seen: {:?}",
+            self.seen.lock().unwrap().last
+        );
+    }
+
+    /// The node seen active last, if any.
+    pub fn active(&self) -> Option<usize> {
+        self.seen.lock().unwrap().active()
+    }
+
+    /// Stops observing and checks that two nodes were never active at once and that no
+    /// term of one node overlapped a term of the other; returns how many terms were seen.
+    pub fn never_two_actives(mut self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        let s = self.seen.lock().unwrap();
+        assert!(
+            s.both_active.is_empty(),
+            "two active nodes seen: {:?}",
+            s.both_active
+        );
+        for a in &s.terms[0] {
+            for b in &s.terms[1] {
+                assert!(
+                    a.1 <= b.0 || b.1 <= a.0,
+                    "terms overlap: node-a {a:?}, node-b {b:?}"
+                );
+            }
+        }
+        s.terms[0].len() + s.terms[1].len()
+    }
 }
