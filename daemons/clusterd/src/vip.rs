@@ -84,25 +84,6 @@ async fn link(h: &Handle, name: &str) -> Result<(u32, [u8; 6]), VipError> {
     Ok((msg.header.index, mac))
 }
 
-/// Whether the address is on the interface now.
-pub async fn present(vip: &VirtualIp) -> Result<bool, VipError> {
-    let h = handle().await?;
-    let (index, _) = link(&h, &vip.interface).await?;
-    let addrs: Vec<_> = h
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(nl)?;
-    Ok(addrs.iter().any(|a| {
-        a.attributes
-            .iter()
-            .any(|attr| matches!(attr, AddressAttribute::Local(ip) | AddressAttribute::Address(ip) if *ip == vip.address))
-    }))
-}
-
 /// Adds the address (nothing if it is there) and announces it until the [`Announcer`] is
 /// dropped.
 pub async fn take(vip: &VirtualIp) -> Result<Announcer, VipError> {
