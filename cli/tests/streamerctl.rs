@@ -34,6 +34,8 @@ fn start() -> Server {
         max_concurrent_runs: Config::DEFAULT_CONCURRENT_RUNS,
         run_limits: Default::default(),
         clusterd_socket: None,
+        cluster_state_dir: dir.path().join("clusterd"),
+        api_port: 0,
     })
     .unwrap();
     let tls = TlsFiles::in_state_dir(&dir.path().join("deployd"));

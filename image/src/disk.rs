@@ -36,6 +36,8 @@ pub struct DiskSpec {
     pub seed: String,
     /// Partition sizes in MiB, in [`PARTITIONS`] order.
     pub sizes_mib: [u64; 3],
+    /// More files on the ESP (path, content): etcd for pair members.
+    pub esp_files: Vec<(String, Vec<u8>)>,
 }
 
 /// Where each partition landed.
@@ -235,7 +237,12 @@ pub fn build(spec: &DiskSpec, out: &Path) -> Result<DiskInfo, DiskError> {
     for (p, &(_, start, len, _)) in PARTITIONS.iter().zip(&info.partitions) {
         let files: Vec<(&str, &[u8])> = match p.name {
             appliance_layout::ESP_PARTITION => {
-                vec![(layout::SLOT_A_PATH, &uki_a), (layout::SLOT_B_PATH, &uki_b)]
+                let mut files = vec![
+                    (layout::SLOT_A_PATH, &uki_a[..]),
+                    (layout::SLOT_B_PATH, &uki_b[..]),
+                ];
+                files.extend(spec.esp_files.iter().map(|(p, b)| (p.as_str(), &b[..])));
+                files
             }
             appliance_layout::CONFIG_PARTITION => {
                 vec![(layout::CONFIG_FILE, spec.config.as_bytes())]

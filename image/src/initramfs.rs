@@ -175,7 +175,7 @@ fn multicall_programs(binary: &Path) -> Result<Vec<String>, InitramfsError> {
 }
 
 /// The files `ldd` says `program` loads: libraries and the dynamic loader, by absolute path.
-fn shared_libraries(program: &Path) -> Result<Vec<PathBuf>, InitramfsError> {
+pub fn shared_libraries(program: &Path) -> Result<Vec<PathBuf>, InitramfsError> {
     let out = Command::new("ldd")
         .arg(program)
         .output()

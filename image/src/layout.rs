@@ -3,8 +3,8 @@
 //! Changing a partition row is an on-disk format change: init finds partitions by these names.
 
 pub use appliance_layout::{
-    ALIGN_MIB, CONFIG_FILE, ESP_TYPE, LINUX_DATA_TYPE, PARTITIONS, PartitionSpec, SLOT_A_PATH,
-    SLOT_B_PATH,
+    ALIGN_MIB, CONFIG_FILE, ESP_ETCD_PATH, ESP_TYPE, LINUX_DATA_TYPE, PARTITIONS, PartitionSpec,
+    SLOT_A_PATH, SLOT_B_PATH,
 };
 
 /// Host programs the image carries with their shared libraries: init makes and grows the

@@ -26,6 +26,8 @@ pub enum BuildError {
     Disk(#[from] disk::DiskError),
     #[error("{0}")]
     Io(PathBuf, #[source] std::io::Error),
+    #[error("etcd: {0}")]
+    Etcd(String),
 }
 
 /// Everything the builder takes.
@@ -49,6 +51,10 @@ pub struct BuildOptions {
     pub source_date_epoch: u32,
     pub sizes_mib: [u64; 3],
     pub version: String,
+    /// etcd, for pair members: gzip-compressed onto the ESP (not in the initramfs: a single
+    /// appliance's boot does not unpack it). Its shared libraries must be among the host
+    /// programs' (the initramfs has those).
+    pub etcd: Option<PathBuf>,
 }
 
 /// What the builder made.
@@ -114,6 +120,32 @@ fn write(p: &Path, data: &[u8]) -> Result<(), BuildError> {
 }
 
 /// Runs every step; `step(i)` is called as step `i` of [`STEPS`] starts.
+/// etcd gzip-compressed (fixed header: the same input gives the same bytes), after checking
+/// that it needs no shared library the initramfs lacks.
+fn etcd_blob(etcd: &Path, host_programs: &[PathBuf]) -> Result<Vec<u8>, BuildError> {
+    let mut present = std::collections::BTreeSet::new();
+    for p in host_programs {
+        present.extend(initramfs::shared_libraries(p)?);
+    }
+    for lib in initramfs::shared_libraries(etcd)? {
+        if !present.contains(&lib) {
+            return Err(BuildError::Etcd(format!(
+                "{} needs {}, which the image does not carry",
+                etcd.display(),
+                lib.display()
+            )));
+        }
+    }
+    let bytes = std::fs::read(etcd).map_err(|e| BuildError::Io(etcd.to_path_buf(), e))?;
+    let mut gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &bytes)
+        .map_err(|e| BuildError::Io(etcd.to_path_buf(), e))?;
+    gz.finish()
+        .map_err(|e| BuildError::Io(etcd.to_path_buf(), e))
+}
+
 pub fn build(opts: &BuildOptions, step: &dyn Fn(usize)) -> Result<BuildOutput, BuildError> {
     std::fs::create_dir_all(&opts.out).map_err(|e| BuildError::Io(opts.out.clone(), e))?;
     step(0);
@@ -155,6 +187,13 @@ pub fn build(opts: &BuildOptions, step: &dyn Fn(usize)) -> Result<BuildOutput, B
     )?;
     step(3);
     let image = opts.out.join("streamer.img");
+    let mut esp_files = Vec::new();
+    if let Some(etcd) = &opts.etcd {
+        esp_files.push((
+            appliance_layout::ESP_ETCD_PATH.to_string(),
+            etcd_blob(etcd, &opts.host_programs)?,
+        ));
+    }
     let disk = disk::build(
         &disk::DiskSpec {
             uki_a: uki.clone(),
@@ -162,6 +201,7 @@ pub fn build(opts: &BuildOptions, step: &dyn Fn(usize)) -> Result<BuildOutput, B
             config: DEFAULT_CONFIG.into(),
             seed: opts.seed.clone(),
             sizes_mib: opts.sizes_mib,
+            esp_files,
         },
         &image,
     )?;

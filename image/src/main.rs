@@ -71,6 +71,12 @@ struct Args {
     config_mib: u64,
     #[arg(long, default_value_t = layout::PARTITIONS[2].size_mib)]
     data_mib: u64,
+    /// etcd for pair members (Debian's etcd-server), put on the ESP.
+    #[arg(long, default_value = "/usr/bin/etcd")]
+    etcd: PathBuf,
+    /// Build without etcd: the image cannot be paired.
+    #[arg(long)]
+    no_etcd: bool,
 }
 
 fn main() -> ExitCode {
@@ -121,6 +127,7 @@ fn build(a: Args) -> Result<(), streamer_image::BuildError> {
         source_date_epoch: a.source_date_epoch,
         sizes_mib: [a.esp_mib, a.config_mib, a.data_mib],
         version: env!("CARGO_PKG_VERSION").into(),
+        etcd: (!a.no_etcd).then_some(a.etcd),
     };
     let bar = indicatif::ProgressBar::new(STEPS.len() as u64);
     bar.set_style(

@@ -64,6 +64,9 @@ fn builds_the_same_image_twice_and_other_tools_read_it() {
         source_date_epoch: 1_700_000_000,
         sizes_mib: [64, 16, 8],
         version: "0.0.0-test".into(),
+        etcd: Path::new("/usr/bin/etcd")
+            .exists()
+            .then(|| "/usr/bin/etcd".into()),
     };
     let a = streamer_image::build(&opts("a"), &|_| {}).unwrap();
     let b = streamer_image::build(&opts("b"), &|_| {}).unwrap();
@@ -140,6 +143,27 @@ fn builds_the_same_image_twice_and_other_tools_read_it() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(out.stdout == uki, "{path} differs from the UKI");
+    }
+    // etcd, gzip-compressed, for pair members.
+    if let Some(etcd) = &opts("c").etcd {
+        let out = Command::new("mtype")
+            .arg("-i")
+            .arg(format!("{}@@{esp}", a.image.display()))
+            .arg(format!("::/{}", layout::ESP_ETCD_PATH))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut unpacked = Vec::new();
+        std::io::Read::read_to_end(
+            &mut flate2::read::GzDecoder::new(&out.stdout[..]),
+            &mut unpacked,
+        )
+        .unwrap();
+        assert!(unpacked == std::fs::read(etcd).unwrap(), "etcd differs");
     }
     let conf = a.disk.partitions[1].1;
     let out = tool(

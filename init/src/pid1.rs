@@ -460,6 +460,14 @@ fn boot() -> Result<Infallible, Pid1Error> {
     if net.dhcp {
         write_udhcpc_script();
     }
+    // A pair member runs etcd, which the image carries on the ESP.
+    if crate::plan::paired() {
+        match storage::install_etcd() {
+            Ok(true) => say("etcd unpacked from the ESP"),
+            Ok(false) => {}
+            Err(e) => say(&format!("cannot install etcd: {e}")),
+        }
+    }
     let plan = Plan::new(
         config,
         (*modules).clone(),

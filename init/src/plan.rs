@@ -271,6 +271,14 @@ pub struct Plan {
     pub services: Vec<ServiceSpec>,
 }
 
+/// Whether this appliance is a pair member (clusterd's description is on the data partition,
+/// mounted by now).
+pub fn paired() -> bool {
+    Path::new(appliance_layout::CLUSTERD_DATA)
+        .join("cluster.json")
+        .exists()
+}
+
 impl Plan {
     /// `mgmt_if` is the management interface found at boot; with DHCP configured a
     /// `dhcp` service runs on it.
@@ -285,9 +293,7 @@ impl Plan {
             _ => None,
         };
         // The data partition is mounted by now: the pair's description is on it.
-        let paired = Path::new(appliance_layout::CLUSTERD_DATA)
-            .join("cluster.json")
-            .exists();
+        let paired = paired();
         let mut services = appliance_services(bin_dir, deploy_ip, config.plan_run_minutes, paired);
         if let (Mgmt::Dhcp, Some(interface)) = (&config.mgmt, mgmt_if) {
             services.insert(0, dhcp_service(interface, crate::net::UDHCPC_SCRIPT));

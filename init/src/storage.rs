@@ -23,6 +23,8 @@ const ALIGN_SECTORS: u64 = 2048;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
+    #[error("no partition named {0}")]
+    Missing(&'static str),
     #[error("{}: {what}", path.display())]
     Io {
         path: PathBuf,
@@ -380,6 +382,77 @@ pub fn with_config_writable<T>(write: impl FnOnce() -> std::io::Result<T>) -> st
     Ok(value)
 }
 
+/// Where init mounts the ESP (read-only) for a moment, to read etcd.
+const ESP_MOUNT: &str = "/run/streamer/esp";
+
+/// On a pair member: makes sure [`appliance_layout::ETCD_BINARY`] is the etcd of this image,
+/// unpacking it from the ESP (gzip) when it is missing or another image's. A gzip file ends
+/// with the CRC-32 and length of its content: those eight bytes identify it, so an
+/// unchanged etcd is not unpacked again. Returns whether it was unpacked.
+pub fn install_etcd() -> Result<bool, StorageError> {
+    let Some(esp) = find_partition(
+        Path::new("/sys/class/block"),
+        appliance_layout::ESP_PARTITION,
+    ) else {
+        return Err(StorageError::Missing(appliance_layout::ESP_PARTITION));
+    };
+    std::fs::create_dir_all(ESP_MOUNT).map_err(io(Path::new(ESP_MOUNT), "cannot create"))?;
+    crate::sys::mount(
+        &esp.dev.to_string_lossy(),
+        ESP_MOUNT,
+        "vfat",
+        libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        None,
+    )
+    .map_err(io(&esp.dev, "cannot mount the ESP"))?;
+    let result = unpack_etcd(
+        &Path::new(ESP_MOUNT).join(appliance_layout::ESP_ETCD_PATH),
+        Path::new(appliance_layout::ETCD_BINARY),
+    );
+    let _ = crate::sys::umount(ESP_MOUNT);
+    result
+}
+
+/// Unpacks the gzip file `blob` to `to` (0755, synced, renamed into place) unless `to.id`
+/// says it already holds that content.
+pub fn unpack_etcd(blob: &Path, to: &Path) -> Result<bool, StorageError> {
+    let mut f = File::open(blob).map_err(io(blob, "cannot open"))?;
+    let len = f.metadata().map_err(io(blob, "cannot read"))?.len();
+    let mut id = [0u8; 8];
+    f.seek(SeekFrom::Start(len.saturating_sub(8)))
+        .and_then(|_| f.read_exact(&mut id))
+        .map_err(io(blob, "cannot read"))?;
+    let id = format!("{:016x}", u64::from_le_bytes(id));
+    let id_file = to.with_extension("id");
+    if to.exists() && std::fs::read_to_string(&id_file).is_ok_and(|s| s.trim() == id) {
+        return Ok(false);
+    }
+    let dir = to.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir).map_err(io(dir, "cannot create"))?;
+    f.seek(SeekFrom::Start(0))
+        .map_err(io(blob, "cannot read"))?;
+    let tmp = to.with_extension("tmp");
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut out = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o755)
+            .open(&tmp)
+            .map_err(io(&tmp, "cannot create"))?;
+        std::io::copy(
+            &mut flate2::read::GzDecoder::new(std::io::BufReader::new(f)),
+            &mut out,
+        )
+        .map_err(io(blob, "cannot unpack"))?;
+        out.sync_all().map_err(io(&tmp, "cannot sync"))?;
+    }
+    std::fs::rename(&tmp, to).map_err(io(to, "cannot rename into place"))?;
+    std::fs::write(&id_file, format!("{id}\n")).map_err(io(&id_file, "cannot write"))?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -449,5 +522,31 @@ mod tests {
         assert_eq!(info(&mut disk).map(|i| i.clean), Some(false));
         erase_superblock(&mut disk).unwrap();
         assert_eq!(info(&mut disk), None);
+    }
+
+    #[test]
+    fn etcd_is_unpacked_once_per_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let blob = dir.path().join("etcd.gz");
+        let gz = |content: &[u8]| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            std::io::Write::write_all(&mut e, content).unwrap();
+            e.finish().unwrap()
+        };
+        std::fs::write(&blob, gz(b"etcd one")).unwrap();
+        let to = dir.path().join("bin/etcd");
+        assert!(unpack_etcd(&blob, &to).unwrap());
+        assert_eq!(std::fs::read(&to).unwrap(), b"etcd one");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&to).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
+        assert!(!unpack_etcd(&blob, &to).unwrap(), "the same content again");
+        std::fs::write(&blob, gz(b"etcd two, another image")).unwrap();
+        assert!(unpack_etcd(&blob, &to).unwrap());
+        assert_eq!(std::fs::read(&to).unwrap(), b"etcd two, another image");
+        let e = unpack_etcd(&dir.path().join("none.gz"), &to).unwrap_err();
+        assert!(e.to_string().contains("none.gz"), "{e}");
     }
 }

@@ -171,28 +171,102 @@ impl Node {
         );
     }
 
-    fn start_deployd(&mut self, bin: &Path) {
+    /// Starts deployd: a pair member's (its store the pair's etcd, through clusterd) or a
+    /// single appliance's.
+    pub fn start_deployd_as(&mut self, bin: &Path, paired: bool) {
         let state = self.dir.join("deployd");
         let (storaged, clusterd) = (self.dir.join("storaged.sock"), self.control());
+        let cluster_state = self.clusterd_dir();
         let listen = format!("0.0.0.0:{API_PORT}");
+        let mut args = vec![
+            "deployd",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--listen",
+            &listen,
+            "--storaged",
+            storaged.to_str().unwrap(),
+            "--nbd",
+            "127.0.0.1:10809",
+            "--cluster-state",
+            cluster_state.to_str().unwrap(),
+        ];
+        if paired {
+            args.extend(["--clusterd", clusterd.to_str().unwrap()]);
+        }
         self.spawn(
             bin,
             "deployd",
-            &[
-                "deployd",
-                "--state-dir",
-                state.to_str().unwrap(),
-                "--listen",
-                &listen,
-                "--storaged",
-                storaged.to_str().unwrap(),
-                "--nbd",
-                "127.0.0.1:10809",
-                "--clusterd",
-                clusterd.to_str().unwrap(),
-            ],
+            &args,
             &[("STREAMER_ADMIN_PASSWORD", PASSWORD)],
         );
+    }
+
+    fn start_deployd(&mut self, bin: &Path) {
+        self.start_deployd_as(bin, true);
+    }
+
+    /// Starts a single appliance: storaged and deployd, no etcd, no clusterd.
+    pub fn start_single(&mut self, bin: &Path) {
+        self.start_storaged(bin);
+        self.start_deployd_as(bin, false);
+    }
+
+    /// Starts a pair member's services, as init does on a paired appliance: etcd, clusterd,
+    /// then deployd once clusterd's socket is there (storaged if it is not running).
+    pub fn start_member(&mut self, bin: &Path) {
+        self.start_etcd(bin);
+        self.start_clusterd(bin);
+        if !self.running("storaged") {
+            self.start_storaged(bin);
+        }
+        let end = Instant::now() + Duration::from_secs(10);
+        while !self.control().exists() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.start_deployd(bin);
+    }
+
+    /// Whether the last `what` started is still running.
+    pub fn running(&mut self, what: &str) -> bool {
+        self.procs
+            .iter_mut()
+            .rev()
+            .find(|(w, _)| *w == what)
+            .is_some_and(|(_, c)| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Waits until the last `what` started has exited; its exit status.
+    pub fn wait_exit(&mut self, what: &str, limit: Duration) -> Option<i32> {
+        let end = Instant::now() + limit;
+        loop {
+            let status = self
+                .procs
+                .iter_mut()
+                .rev()
+                .find(|(w, _)| *w == what)
+                .and_then(|(_, c)| c.try_wait().ok().flatten());
+            if let Some(st) = status {
+                return st.code();
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops (SIGKILL) every running `what`.
+    pub fn stop(&mut self, what: &str) {
+        for (w, c) in &mut self.procs {
+            if *w == what {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(c.id() as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                let _ = c.wait();
+            }
+        }
     }
 
     /// Sends `sig` to every process of the node (each started one's whole group).
@@ -360,6 +434,16 @@ impl Enclosure {
 
     /// The network and the pair's description on each member, nothing running.
     pub fn network(bin: &Path) -> anyhow::Result<Enclosure> {
+        Enclosure::make(bin, true)
+    }
+
+    /// The network with two single appliances and a witness host, nothing running and
+    /// nobody paired yet.
+    pub fn unpaired(bin: &Path) -> anyhow::Result<Enclosure> {
+        Enclosure::make(bin, false)
+    }
+
+    fn make(bin: &Path, described: bool) -> anyhow::Result<Enclosure> {
         // Unique per process and per enclosure (a benchmark makes several, one after another).
         static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let made = MADE.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 10;
@@ -427,8 +511,12 @@ impl Enclosure {
                 lease_ttl_seconds: 2,
                 tls: None,
                 join_existing: false,
+                seed: None,
             };
-            cfg.save(&node_dir.join("clusterd"))?;
+            std::fs::create_dir_all(&node_dir)?;
+            if described {
+                cfg.save(&node_dir.join("clusterd"))?;
+            }
             enc.nodes.push(Node {
                 name,
                 ns,

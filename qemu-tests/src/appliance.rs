@@ -111,6 +111,12 @@ pub struct ApplianceSpec {
     /// The disk on the machine's SATA (AHCI) controller and an Intel e1000e management NIC,
     /// as on a server, instead of virtio ones.
     pub server_hardware: bool,
+    /// A tap on the enclosure network for the management NIC instead of user-mode
+    /// networking (a pair's virtual IP needs a real L2 segment); the API is then reached on
+    /// the enclosure network, not through `api_port`.
+    pub mgmt_tap: Option<std::os::fd::OwnedFd>,
+    /// The management NIC's MAC address (VMs on one bridge need distinct ones).
+    pub mgmt_mac: Option<String>,
 }
 
 impl ApplianceSpec {
@@ -127,6 +133,8 @@ impl ApplianceSpec {
             memory_mib: 2048,
             deploy_tap: None,
             server_hardware: false,
+            mgmt_tap: None,
+            mgmt_mac: None,
         })
     }
 
@@ -147,23 +155,30 @@ impl ApplianceSpec {
             } else {
                 "virtio-blk-pci,drive=disk0,bootindex=1"
             })
-            .arg("-netdev")
-            .arg(format!(
-                "user,id=mgmt,hostfwd=tcp:127.0.0.1:{}-:443",
-                self.api_port
-            ))
-            .arg("-device")
-            .arg(if self.server_hardware {
-                "e1000e,netdev=mgmt"
-            } else {
-                "virtio-net-pci,netdev=mgmt"
-            })
             .arg("-device")
             .arg("virtio-rng-pci")
             .arg("-device")
             .arg("i6300esb")
             .arg("-action")
             .arg("watchdog=reset");
+        let netdev = match self.mgmt_tap.take() {
+            Some(tap) => format!("tap,id=mgmt,fd={}", spec.pass_fd(tap)),
+            None => format!("user,id=mgmt,hostfwd=tcp:127.0.0.1:{}-:443", self.api_port),
+        };
+        let nic = if self.server_hardware {
+            "e1000e"
+        } else {
+            "virtio-net-pci"
+        };
+        let mac = self
+            .mgmt_mac
+            .as_ref()
+            .map(|m| format!(",mac={m}"))
+            .unwrap_or_default();
+        spec.arg("-netdev")
+            .arg(netdev)
+            .arg("-device")
+            .arg(format!("{nic},netdev=mgmt{mac}"));
         // The deployment NIC after the management one: the appliance takes its first
         // Ethernet device for management, the second for deployment.
         if let Some(tap) = self.deploy_tap.take() {

@@ -113,6 +113,22 @@ impl Enclosure {
         Ok(ns)
     }
 
+    /// Runs `f` on a thread inside the enclosure namespace (clients of addresses that only
+    /// exist on the enclosure network, such as a pair's virtual IP).
+    pub fn run_in<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+        let ns = File::open(format!("/run/netns/{}", self.netns))
+            .with_context(|| format!("namespace {}", self.netns))?;
+        std::thread::spawn(move || {
+            // SAFETY: a valid namespace fd; setns changes only this thread's namespace.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                bail!("setns: {}", std::io::Error::last_os_error());
+            }
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the thread in the enclosure namespace panicked"))?
+    }
+
     /// Pings `address` from the enclosure namespace; true when it answers within `secs`.
     pub fn ping(&self, address: &str, secs: u32) -> bool {
         Command::new("ip")

@@ -82,6 +82,11 @@ pub const STORAGED_DATA: &str = "/data/storaged";
 pub const DEPLOYD_STATE: &str = "/data/deployd";
 /// clusterd's state.
 pub const CLUSTERD_DATA: &str = "/data/clusterd";
+/// etcd (Debian's, gzip-compressed) on the ESP: a pair member's init unpacks it to
+/// [`ETCD_BINARY`]; a single appliance never reads it, so its boot does not pay for it.
+pub const ESP_ETCD_PATH: &str = "EFI/streamer/etcd.gz";
+/// Where a pair member's etcd runs from (on the data partition, unpacked once per image).
+pub const ETCD_BINARY: &str = "/data/clusterd/bin/etcd";
 
 /// Where the daemons keep their sockets and init its run-time files.
 pub const RUN_DIR: &str = "/run/streamer";

@@ -144,9 +144,16 @@ impl Member {
     }
 }
 
-/// The etcd binary: `$STREAMER_ETCD`, else Debian's.
+/// The etcd binary: `$STREAMER_ETCD`, else Debian's, else the appliance's.
 pub fn etcd_binary() -> PathBuf {
-    std::env::var_os("STREAMER_ETCD").map_or_else(|| PathBuf::from(DEFAULT_ETCD), PathBuf::from)
+    if let Some(p) = std::env::var_os("STREAMER_ETCD") {
+        return PathBuf::from(p);
+    }
+    if Path::new(DEFAULT_ETCD).exists() {
+        return PathBuf::from(DEFAULT_ETCD);
+    }
+    // Where init unpacks the etcd the image carries, on a pair member.
+    PathBuf::from(appliance_layout::ETCD_BINARY)
 }
 
 /// A free TCP port on 127.0.0.1 (bound, then released: good enough for tests).

@@ -36,8 +36,73 @@ enum Command {
     /// says; replaces this process with etcd.
     Etcd,
     /// Runs the witness: the third etcd member, on any host of the enclosure network
-    /// (the same as `etcd` on a member whose role is witness).
-    Witness,
+    /// (the same as `etcd` on a member whose role is witness). `witness join` first makes
+    /// this host the witness of a pair.
+    Witness {
+        #[command(subcommand)]
+        action: Option<WitnessAction>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum WitnessAction {
+    /// Joins the pair being made on the appliance at --api with the witness token it showed;
+    /// retries while the other appliance has not joined yet, until the token expires.
+    Join {
+        /// The first appliance's API, e.g. https://10.0.0.1 or https://10.0.0.1:8443.
+        #[arg(long)]
+        api: String,
+        /// The witness token (`witnessToken` of POST /rest/appliance/pair).
+        #[arg(long)]
+        token: String,
+        /// This host's address on the enclosure network (the one the pair was planned with).
+        #[arg(long)]
+        address: std::net::IpAddr,
+    },
+}
+
+/// Makes this host the witness of the pair being made at `api`.
+async fn witness_join(
+    state_dir: &std::path::Path,
+    api: &str,
+    token: &str,
+    address: std::net::IpAddr,
+) -> anyhow::Result<()> {
+    use crate::pairing::{self, JoinRequest, PairError};
+    let creds = pairing::credentials(pairing::WITNESS_NAME)?;
+    let req = JoinRequest {
+        token: token.trim().into(),
+        version: pairing::VERSION.into(),
+        name: pairing::WITNESS_NAME.into(),
+        address,
+        role: crate::config::MemberRole::Witness,
+        csr: creds.csr_pem.clone(),
+    };
+    let api = if api.starts_with("https://") {
+        api.to_string()
+    } else {
+        format!("https://{api}")
+    };
+    let end = std::time::Instant::now() + pairing::TOKEN_LIFETIME;
+    let answer = loop {
+        match pairing::request_join(&api, &req).await {
+            Ok(a) => break a,
+            Err(PairError::Refused { code, .. })
+                if code == "PAIR_NOT_FORMED" && std::time::Instant::now() < end =>
+            {
+                eprintln!("clusterd: the other appliance has not joined yet; retrying in 5 s");
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            }
+            Err(e) => bail!("{e} ({})", e.recommended_action()),
+        }
+    };
+    pairing::install(state_dir, &answer, &creds.key_pem)?;
+    println!(
+        "this host is the witness of pair {}; start it with: clusterd --state-dir {} witness",
+        answer.config.cluster_id,
+        state_dir.display()
+    );
+    Ok(())
 }
 
 /// `clusterd` with these arguments (the first is the program name), to its exit status.
@@ -66,7 +131,20 @@ where
 fn run(args: Args) -> anyhow::Result<()> {
     let cfg = ClusterConfig::load(&args.state_dir)?;
     match args.command {
-        Some(Command::Etcd) | Some(Command::Witness) => {
+        Some(Command::Witness {
+            action:
+                Some(WitnessAction::Join {
+                    api,
+                    token,
+                    address,
+                }),
+        }) => tokio::runtime::Runtime::new()?.block_on(witness_join(
+            &args.state_dir,
+            &api,
+            &token,
+            address,
+        )),
+        Some(Command::Etcd) | Some(Command::Witness { action: None }) => {
             let Some(cfg) = cfg else {
                 bail!(
                     "{} has no cluster.json: this appliance is not paired, so it runs no etcd",

@@ -94,6 +94,11 @@ pub struct ClusterConfig {
     /// data was lost) rather than forming the first one.
     #[serde(default)]
     pub join_existing: bool,
+    /// The node whose records the pair started with (the appliance the pairing was made
+    /// on). Until it has brought them into the pair's store, the other node does not take
+    /// the management role. None: a pair described by hand, either node may start it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<String>,
 }
 
 fn lease_ttl() -> u32 {
@@ -265,6 +270,7 @@ mod tests {
             lease_ttl_seconds: 2,
             tls: None,
             join_existing: false,
+            seed: None,
         }
     }
 

@@ -5,6 +5,7 @@
 //! * [`config`]: the pair's description (`STATE/cluster.json`), written by pairing.
 //! * [`node`]: a node's lease, heartbeat, election, self-fencing and health.
 //! * [`vip`]: the management virtual IP (rtnetlink, gratuitous ARP).
+//! * [`pairing`]: join tokens, the pair's CA, joining and leaving.
 //! * [`alerts`]: OneView-shaped alerts, raised and cleared by themselves.
 //! * [`status`]: what the control interface reports; the election key deployd fences on.
 //! * [`control`]: the D-Bus (zbus, peer to peer) interface and its client.
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod node;
+pub mod pairing;
 pub mod status;
 pub mod vip;
 

@@ -31,7 +31,8 @@ use tokio::time::Instant;
 use crate::alerts::{Alerts, Condition};
 use crate::config::{ClusterConfig, MemberRole};
 use crate::status::{
-    ELECTION_KEY, Fence, Heartbeat, NODES_PREFIX, NodeInfo, Role, Status, monotonic_ns,
+    ELECTION_KEY, Fence, Heartbeat, NODES_PREFIX, NodeInfo, PAIR_FORMED_KEY, Role, Status,
+    monotonic_ns,
 };
 use crate::vip;
 
@@ -50,6 +51,8 @@ pub enum NodeError {
     LeaseLost(String),
     #[error("cluster store: no answer within {0:?}")]
     Timeout(Duration),
+    #[error("the pair's certificates: {0}")]
+    Certificates(String),
 }
 
 /// What the node shares with its control interface.
@@ -76,6 +79,7 @@ impl Shared {
             active_until_ns: None,
             active_since_ns: None,
             store_endpoint: Some(cfg.local_endpoint()),
+            store_tls: cfg.tls.clone(),
         };
         Arc::new(Shared {
             cfg,
@@ -97,13 +101,19 @@ async fn timed<T>(
     }
 }
 
-/// Connects to one etcd endpoint, failing fast when it has no leader.
-pub async fn connect(endpoint: &str) -> Result<Client, NodeError> {
-    let opts = ConnectOptions::new()
+/// Connects to one etcd endpoint of the pair described by `cfg` (with this member's
+/// certificate when the pair has them), failing fast when it has no leader.
+pub async fn connect(cfg: &ClusterConfig, endpoint: &str) -> Result<Client, NodeError> {
+    let mut opts = ConnectOptions::new()
         .with_connect_timeout(CALL_TIMEOUT)
         .with_timeout(CALL_TIMEOUT)
         .with_require_leader(true)
         .with_keep_alive(Duration::from_millis(500), Duration::from_millis(1000));
+    if let Some(tls) = &cfg.tls {
+        let tls = crate::pairing::connect_options(tls)
+            .map_err(|e| NodeError::Certificates(e.to_string()))?;
+        opts = opts.with_tls(tls);
+    }
     timed(Client::connect([endpoint], Some(opts))).await
 }
 
@@ -154,7 +164,7 @@ async fn step_down(shared: &Shared, role: Role) {
 /// One lease's life: renew it, hold or wait for the role, until the lease is lost.
 async fn session(shared: &Shared, ttl: Duration) -> Result<(), NodeError> {
     let cfg = &shared.cfg;
-    let mut client = connect(&cfg.local_endpoint()).await?;
+    let mut client = connect(cfg, &cfg.local_endpoint()).await?;
     let granted_at = (Instant::now(), monotonic_ns());
     let grant = timed(client.lease_grant(ttl.as_secs() as i64, None)).await?;
     let lease = grant.id();
@@ -242,8 +252,13 @@ async fn campaign(
     let cfg = &shared.cfg;
     let me = cfg.this();
     let value = serde_json::json!({"name": me.name, "address": me.address}).to_string();
+    let mut conditions = vec![Compare::version(ELECTION_KEY, CompareOp::Equal, 0)];
+    // A new pair starts on its seed: the other node waits until the seed's records are in.
+    if cfg.seed.as_ref().is_some_and(|seed| *seed != me.name) {
+        conditions.push(Compare::version(PAIR_FORMED_KEY, CompareOp::Greater, 0));
+    }
     let txn = Txn::new()
-        .when([Compare::version(ELECTION_KEY, CompareOp::Equal, 0)])
+        .when(conditions)
         .and_then([TxnOp::put(
             ELECTION_KEY,
             value,
@@ -323,7 +338,7 @@ async fn move_etcd_leadership_away(shared: &Shared, client: &mut Client) {
     if status.leader() != me {
         return;
     }
-    let Ok(mut w) = connect(&shared.cfg.endpoint_of(witness)).await else {
+    let Ok(mut w) = connect(&shared.cfg, &shared.cfg.endpoint_of(witness)).await else {
         return;
     };
     let Ok(ws) = timed(w.status()).await else {
@@ -371,13 +386,13 @@ async fn health_loop(shared: Arc<Shared>) {
     loop {
         let mut reachable = Vec::new();
         for m in &cfg.members {
-            let ok = match connect(&cfg.endpoint_of(m)).await {
+            let ok = match connect(cfg, &cfg.endpoint_of(m)).await {
                 Ok(mut c) => timed(c.status()).await.is_ok(),
                 Err(_) => false,
             };
             reachable.push((m.clone(), ok));
         }
-        let heartbeats = read_heartbeats(&cfg.local_endpoint()).await;
+        let heartbeats = read_heartbeats(cfg).await;
         let status = shared.status.borrow().clone();
         let mut nodes = Vec::new();
         let mut conditions = Vec::new();
@@ -465,8 +480,8 @@ async fn health_loop(shared: Arc<Shared>) {
     }
 }
 
-async fn read_heartbeats(endpoint: &str) -> Result<Vec<Heartbeat>, NodeError> {
-    let mut c = connect(endpoint).await?;
+async fn read_heartbeats(cfg: &ClusterConfig) -> Result<Vec<Heartbeat>, NodeError> {
+    let mut c = connect(cfg, &cfg.local_endpoint()).await?;
     let resp = timed(c.get(NODES_PREFIX, Some(GetOptions::new().with_prefix()))).await?;
     Ok(resp
         .kvs()

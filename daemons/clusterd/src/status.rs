@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 
 /// Where the election key lives in etcd; deployd's writes compare its create-revision.
 pub const ELECTION_KEY: &str = "/streamer/election/management";
+/// Written by the seed's deployd once it has brought its records into the pair's store (its
+/// marker record, see deployd's `services::cluster`): until then, the other node of a new
+/// pair does not campaign.
+pub const PAIR_FORMED_KEY: &str = "/streamer/meta/schema/single-appliance-records";
 /// Where each node publishes itself (bound to its lease: gone when the node is).
 pub const NODES_PREFIX: &str = "/streamer/nodes/";
 
@@ -55,6 +59,10 @@ pub struct Status {
     pub active_since_ns: Option<u64>,
     /// This node's own etcd endpoint (for deployd's store); none on a single appliance.
     pub store_endpoint: Option<String>,
+    /// The certificate files deployd connects to the store with (mutual TLS), if the pair
+    /// has them.
+    #[serde(default)]
+    pub store_tls: Option<crate::config::TlsFiles>,
 }
 
 impl Status {
@@ -68,6 +76,7 @@ impl Status {
             active_until_ns: None,
             active_since_ns: None,
             store_endpoint: None,
+            store_tls: None,
         }
     }
 

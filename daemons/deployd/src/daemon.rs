@@ -76,6 +76,10 @@ struct Args {
     /// etcd, and only the active node takes changes. Without it: a single appliance.
     #[arg(long)]
     clusterd: Option<PathBuf>,
+    /// clusterd's state directory: pairing writes the pair's description and certificates
+    /// there.
+    #[arg(long, default_value = appliance_layout::CLUSTERD_DATA)]
+    cluster_state: PathBuf,
 }
 
 /// `deployd` with these arguments (the first is the program name), to its exit status.
@@ -126,6 +130,8 @@ fn run(args: Args) -> anyhow::Result<()> {
             cpu_millis: args.plan_run_cpu_percent * 10,
         },
         clusterd_socket: args.clusterd.clone(),
+        cluster_state_dir: args.cluster_state.clone(),
+        api_port: args.listen.port(),
     };
     // Plan-script runs interrupted by a crash left mounts, loop devices and scratch file
     // systems behind: remove them before anything new runs.

@@ -66,6 +66,7 @@ pub async fn serve(
             if let Err(e) = crate::state::first_start_writes(st.services.meta.as_ref()) {
                 tracing::error!("first writes of the new active node: {e}");
             }
+            ensure_administrator(&st);
             match st.services.tasks.fail_interrupted() {
                 Ok(0) => {}
                 Ok(n) => tracing::warn!("{n} task(s) of the old active node were marked failed"),
@@ -123,4 +124,38 @@ async fn signals(handle: axum_server::Handle, config: RustlsConfig, tls: TlsFile
     }
     tracing::info!("shutting down");
     handle.graceful_shutdown(Some(Duration::from_secs(10)));
+}
+
+/// On a node that has just become active: a pair whose store has no Administrator yet (its
+/// standby started first) gets one, as a single appliance's first start makes it.
+fn ensure_administrator(st: &AppState) {
+    let made =
+        crate::auth::PendingAdministrator::prepare(&st.users, st.config.admin_password.clone())
+            .and_then(|pending| match pending {
+                None => Ok(None),
+                Some(p) => {
+                    let generated = p.generated_password().map(str::to_owned);
+                    p.create(&st.users).map(|()| Some(generated))
+                }
+            });
+    match made {
+        Ok(None) => {}
+        Ok(Some(generated)) => {
+            tracing::warn!("made the pair's Administrator user");
+            if let Some(password) = generated {
+                let initial = st
+                    .config
+                    .state_dir
+                    .join(crate::state::INITIAL_PASSWORD_FILE);
+                if let Err(e) = crate::services::files::write_private(
+                    &initial,
+                    format!("{password}\n").as_bytes(),
+                ) {
+                    tracing::error!("cannot write {}: {e}", initial.display());
+                }
+            }
+        }
+        Err(e) => tracing::error!("making the pair's Administrator user: {e}"),
+    }
+    st.accounts.set_ready();
 }

@@ -48,6 +48,23 @@ pub struct Config {
     /// clusterd's control socket: when clusterd says this appliance is paired, the metadata
     /// store is the pair's etcd and only the active node takes changes.
     pub clusterd_socket: Option<PathBuf>,
+    /// clusterd's state directory: where pairing writes the pair's description and
+    /// certificates.
+    pub cluster_state_dir: PathBuf,
+    /// The port the API listens on (what a joining member connects to).
+    pub api_port: u16,
+}
+
+impl Config {
+    /// What pairing works on.
+    pub fn appliance(&self) -> crate::services::pairing::Appliance {
+        crate::services::pairing::Appliance {
+            state_dir: self.state_dir.clone(),
+            cluster_state_dir: self.cluster_state_dir.clone(),
+            power_control_pid: self.power_control_pid,
+            api_certificate: crate::tls::TlsFiles::in_state_dir(&self.state_dir).cert,
+        }
+    }
 }
 
 impl Config {
@@ -78,8 +95,7 @@ pub enum StateError {
 
 pub use appliance_layout::INITIAL_PASSWORD_FILE;
 
-/// The key that seals secrets in the metadata store, in the state directory (0600).
-pub const SECRET_KEY_FILE: &str = "secrets.key";
+pub use crate::meta::sealed::KEY_FILE as SECRET_KEY_FILE;
 
 /// Shared state of the API.
 #[derive(Debug)]
@@ -145,8 +161,14 @@ impl AppState {
             first_start_writes(meta.as_ref())?;
         }
         let users = Users::new(Arc::clone(&meta));
-        let pending = PendingAdministrator::prepare(&users, config.admin_password.clone())
-            .map_err(|e| StateError::Users(e.to_string()))?;
+        // A standby takes no changes: the active node makes the Administrator if the pair
+        // has none (when it takes the role, `server`).
+        let pending = if cluster.refusal().is_none() {
+            PendingAdministrator::prepare(&users, config.admin_password.clone())
+                .map_err(|e| StateError::Users(e.to_string()))?
+        } else {
+            None
+        };
         let tasks = Tasks::new(Arc::clone(&meta));
         if cluster.refusal().is_none() {
             let interrupted = tasks
@@ -227,11 +249,22 @@ fn open_store(
                 StateError::Cluster("clusterd names no cluster store endpoint".into())
             })?;
             tracing::info!("paired: the metadata store is the pair's etcd at {endpoint}");
+            // Mutual TLS with the pair's certificates, when it has them.
+            let options = match &st.store_tls {
+                Some(tls) => Some(
+                    etcd_client::ConnectOptions::new().with_tls(
+                        clusterd::pairing::connect_options(tls)
+                            .map_err(|e| StateError::Cluster(e.to_string()))?,
+                    ),
+                ),
+                None => None,
+            };
             // etcd starts beside us (init starts both): wait for it a while.
             let end = std::time::Instant::now() + STORE_WAIT;
             let store = loop {
-                let answered = EtcdStore::connect(vec![endpoint.clone()], None, etcd_store::ROOT)
-                    .and_then(|s| s.revision().map(|_| s));
+                let answered =
+                    EtcdStore::connect(vec![endpoint.clone()], options.clone(), etcd_store::ROOT)
+                        .and_then(|s| s.revision().map(|_| s));
                 match answered {
                     Ok(s) => break Arc::new(s),
                     Err(e) if std::time::Instant::now() >= end => return Err(e.into()),

@@ -59,6 +59,7 @@ fn status(me: &str, endpoint: &str) -> Status {
         active_until_ns: None,
         active_since_ns: None,
         store_endpoint: Some(endpoint.into()),
+        store_tls: None,
     }
 }
 

@@ -52,6 +52,26 @@ pub enum ApiError {
     /// The server failed to handle the request itself.
     #[error("{0}")]
     Internal(String),
+    /// A pairing step failed (a join token refused, versions that differ, the other
+    /// appliance unreachable): its status, code and action are the pairing's.
+    #[error("{message}")]
+    Pairing {
+        status: u16,
+        code: String,
+        message: String,
+        action: &'static str,
+    },
+}
+
+impl From<clusterd::pairing::PairError> for ApiError {
+    fn from(e: clusterd::pairing::PairError) -> Self {
+        Self::Pairing {
+            status: e.status(),
+            code: e.code().to_string(),
+            message: e.to_string(),
+            action: e.recommended_action(),
+        }
+    }
 }
 
 impl ApiError {
@@ -89,11 +109,14 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Pairing { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }
         }
     }
 
     /// HPE's `errorCode`: a stable identifier of the failure.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> &str {
         match self {
             Self::Domain(e) => e.code(),
             Self::BadRequest { code, .. } => code,
@@ -106,6 +129,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
             Self::TooManyRequests(_) => "TOO_MANY_REQUESTS",
             Self::Internal(_) => "INTERNAL_ERROR",
+            Self::Pairing { code, .. } => code,
         }
     }
 
@@ -133,6 +157,7 @@ impl ApiError {
             }
             Self::TooManyRequests(_) => "Wait a minute before trying again.".into(),
             Self::Internal(_) => "Retry; if it persists, collect a support dump.".into(),
+            Self::Pairing { action, .. } => (*action).into(),
         }
     }
 

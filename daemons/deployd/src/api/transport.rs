@@ -53,6 +53,16 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
 fn is_public(method: &Method, path: &str) -> bool {
     (path == "/rest/version" && method == Method::GET)
         || (path == "/rest/login-sessions" && method == Method::POST)
+        // A member joining a pair: its join token is its credential.
+        || (path == clusterd::pairing::JOIN_PATH && method == Method::POST)
+}
+
+/// Changes to this appliance alone, not to the pair's store: a standby takes them too
+/// (logins and logouts, its own power, joining and leaving the pair).
+fn is_local(path: &str) -> bool {
+    path == "/rest/login-sessions"
+        || path == "/rest/appliance/shutdown"
+        || path.starts_with("/rest/appliance/pair")
 }
 
 fn may(role: Role, method: &Method, path: &str) -> bool {
@@ -121,7 +131,7 @@ pub async fn transport(
     let user = session.as_ref().map(|s| s.user.clone());
     // On a pair, changes go to the active node only (logins and logouts are not changes).
     if !matches!(method, Method::GET | Method::HEAD)
-        && path != "/rest/login-sessions"
+        && !is_local(&path)
         && let Some(why) = st.services.cluster.refusal()
     {
         drain(req.into_body()).await;

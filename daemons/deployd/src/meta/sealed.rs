@@ -41,6 +41,9 @@ impl std::fmt::Debug for SecretKey {
     }
 }
 
+/// The key's file in the state directory (0600).
+pub const KEY_FILE: &str = "secrets.key";
+
 impl SecretKey {
     /// Reads the key at `path`, or makes one there (32 random bytes, 0600) if there is none.
     pub fn load_or_create(path: &Path) -> std::io::Result<SecretKey> {

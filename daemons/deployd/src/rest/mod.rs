@@ -14,6 +14,7 @@ pub mod golden_images;
 pub mod login_sessions;
 pub mod openapi;
 pub mod os_volumes;
+pub mod pairing;
 pub mod plan_scripts;
 pub mod server_hardware;
 pub mod server_profiles;
@@ -49,6 +50,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/rest/openapi.json", get(openapi::get_openapi))
         .route("/rest/appliance/shutdown", post(appliance::shutdown))
         .route("/rest/appliance/nodes", get(cluster::list_nodes))
+        .route(
+            "/rest/appliance/pair",
+            get(pairing::get_pair)
+                .post(pairing::start_pairing)
+                .delete(pairing::unpair),
+        )
+        .route("/rest/appliance/pair/join", post(pairing::join))
+        .route(
+            "/rest/appliance/pair/join-requests",
+            post(pairing::join_request),
+        )
         .route("/rest/alerts", get(cluster::list_alerts))
         .route("/rest/alerts/{id}", get(cluster::get_alert))
         .merge(users::routes())

@@ -25,6 +25,11 @@ use crate::domain::plan_scripts::{PlanScriptInput, PlanScripts};
         super::cluster::list_nodes,
         super::cluster::list_alerts,
         super::cluster::get_alert,
+        super::pairing::get_pair,
+        super::pairing::start_pairing,
+        super::pairing::join,
+        super::pairing::join_request,
+        super::pairing::unpair,
         super::login_sessions::login,
         super::login_sessions::renew,
         super::login_sessions::logout,
@@ -82,6 +87,8 @@ use crate::domain::plan_scripts::{PlanScriptInput, PlanScripts};
         super::build_plans::BuildPlanDoc,
         DeploymentPlanInput,
         super::deployment_plans::DeploymentPlanDoc,
+        super::pairing::PairInput,
+        super::pairing::JoinInput,
     ))
 )]
 pub struct ApiDoc;

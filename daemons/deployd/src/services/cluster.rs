@@ -128,29 +128,45 @@ impl Cluster {
     /// whose records were not brought says so in its log (its redb stays as it was).
     pub fn bring_single_appliance_records(&self) -> Result<usize, crate::meta::MetaError> {
         let Some(link) = &self.link else { return Ok(0) };
-        let Some(path) = link.single_store.as_ref().filter(|p| p.exists()) else {
-            return Ok(0);
-        };
-        let already = link
+        if link
             .store
             .get(crate::meta::Kind::Schema, BROUGHT)?
-            .is_some();
-        let local = crate::meta::RedbStore::open(path)?;
-        if already {
-            let mine: usize = crate::meta::Kind::ALL
-                .iter()
-                .map(|k| local.list(*k).map_or(0, |l| l.len()))
-                .sum();
-            if mine > 0 {
-                tracing::warn!(
-                    "{mine} records of this appliance from before it was paired ({}) were not \
-                     brought into the pair's store: it already holds the other node's",
-                    path.display()
-                );
+            .is_some()
+        {
+            if let Some(path) = link.single_store.as_ref().filter(|p| p.exists()) {
+                let local = crate::meta::RedbStore::open(path)?;
+                let mine: usize = crate::meta::Kind::ALL
+                    .iter()
+                    .map(|k| local.list(*k).map_or(0, |l| l.len()))
+                    .sum();
+                if mine > 0 {
+                    tracing::warn!(
+                        "{mine} records of this appliance from before it was paired ({}) \
+                         were not brought into the pair's store: it already holds the other \
+                         node's",
+                        path.display()
+                    );
+                }
             }
             return Ok(0);
         }
-        let n = crate::meta::copy_all(&local, link.store.as_ref(), BROUGHT)?;
+        // The marker is written even with nothing to bring: it is what lets the other node
+        // of a new pair take the management role (clusterd's PAIR_FORMED_KEY).
+        let n = match link.single_store.as_ref().filter(|p| p.exists()) {
+            Some(path) => {
+                let local = crate::meta::RedbStore::open(path)?;
+                crate::meta::copy_all(&local, link.store.as_ref(), BROUGHT)?
+            }
+            None => {
+                link.store.apply(vec![crate::meta::Op::Put {
+                    kind: crate::meta::Kind::Schema,
+                    id: BROUGHT.into(),
+                    value: serde_json::json!({"records": 0}),
+                    expect: crate::meta::Expect::Absent,
+                }])?;
+                0
+            }
+        };
         tracing::warn!("brought {n} records of this appliance into the pair's store");
         Ok(n)
     }
@@ -264,7 +280,20 @@ mod tests {
             active_until_ns: None,
             active_since_ns: None,
             store_endpoint: None,
+            store_tls: None,
         }
+    }
+
+    #[test]
+    fn the_marker_is_the_key_clusterds_other_node_waits_for() {
+        assert_eq!(
+            format!(
+                "{}{}/{BROUGHT}",
+                crate::meta::etcd_store::ROOT,
+                crate::meta::Kind::Schema.prefix()
+            ),
+            clusterd::status::PAIR_FORMED_KEY
+        );
     }
 
     #[test]

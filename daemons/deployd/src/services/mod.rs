@@ -6,6 +6,7 @@ pub mod audit;
 pub mod clock;
 pub mod cluster;
 pub mod files;
+pub mod pairing;
 pub mod plan_runs;
 pub mod redfish;
 pub mod storage;

@@ -89,6 +89,8 @@ impl TestServer {
             max_concurrent_runs: Config::DEFAULT_CONCURRENT_RUNS,
             run_limits: Default::default(),
             clusterd_socket: None,
+            cluster_state_dir: state_dir.path().join("clusterd"),
+            api_port: 0,
         };
         configure(&mut config);
         let (state, _) = AppState::open(config).unwrap();
