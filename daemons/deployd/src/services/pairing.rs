@@ -126,7 +126,7 @@ pub fn offer(config: &Appliance, plan: Plan) -> Result<Offer, PairError> {
         ));
     }
     let cert_path = &config.api_certificate;
-    let api_certificate_pem = std::fs::read_to_string(&cert_path).map_err(|e| PairError::Io {
+    let api_certificate_pem = std::fs::read_to_string(cert_path).map_err(|e| PairError::Io {
         path: cert_path.display().to_string(),
         source: e,
     })?;
