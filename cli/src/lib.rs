@@ -84,6 +84,59 @@ enum Command {
     /// Tasks (and cancel, log).
     #[command(subcommand)]
     Task(TaskCmd),
+    /// The appliance: pairing two appliances into an HA pair, its nodes, alerts, audit log.
+    #[command(subcommand)]
+    Appliance(ApplianceCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum ApplianceCmd {
+    /// This appliance's pairing state (single, pairing, paired) and members.
+    Pairing,
+    /// Start a pairing here (the appliance whose artifacts the pair keeps): prints the
+    /// one-time join tokens for the other appliance and the witness (valid 10 minutes).
+    Pair {
+        /// This appliance's address on the enclosure network.
+        #[arg(long)]
+        address: String,
+        /// The management virtual IP with its prefix length, e.g. 10.0.0.100/24.
+        #[arg(long)]
+        virtual_ip: String,
+        /// The witness host's address.
+        #[arg(long)]
+        witness: String,
+        /// This appliance's name in the pair (default: its host name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Join the pair being made on another appliance, with its join token.
+    Join {
+        /// The first appliance's API address (host, host:port or https://host:port).
+        #[arg(long)]
+        pair_with: String,
+        #[arg(long)]
+        token: String,
+        /// This appliance's address on the enclosure network.
+        #[arg(long)]
+        address: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Take this appliance out of its pair (it keeps every artifact and restarts).
+    Unpair {
+        /// Confirm: the appliance restarts as a single appliance.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// The pair's members: role, health, address, version, last heartbeat.
+    Nodes,
+    /// The pair's alerts.
+    Alerts,
+    /// The newest audit-log entries (the pair's, on a pair).
+    AuditLog {
+        #[arg(long, default_value_t = 50)]
+        count: u32,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -284,6 +337,7 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             }
             Ok(EXIT_OK)
         }
+        Command::Appliance(cmd) => appliance(cmd, json),
         Command::Task(TaskCmd::Log { id }) => {
             let api = Api::new(session::load()?)?;
             print!(
@@ -526,9 +580,74 @@ fn show_one(v: &Value, json: bool) {
     }
 }
 
+/// A collection without a table of its own: each member's details.
+fn show_list(v: &Value, json: bool) {
+    if json {
+        return print_json(v);
+    }
+    for m in v["members"].as_array().into_iter().flatten() {
+        println!("{}\n", resources::details(m));
+    }
+}
+
 fn print_json(v: &Value) {
     println!(
         "{}",
         serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
     );
+}
+
+fn appliance(cmd: ApplianceCmd, json: bool) -> Result<u8, CliError> {
+    let api = Api::new(session::load()?)?;
+    let (method, path, body) = match cmd {
+        ApplianceCmd::Pairing => (Method::GET, "/rest/appliance/pair".to_string(), None),
+        ApplianceCmd::Pair {
+            address,
+            virtual_ip,
+            witness,
+            name,
+        } => (
+            Method::POST,
+            "/rest/appliance/pair".into(),
+            Some(json!({"address": address, "virtualIp": virtual_ip,
+                        "witnessAddress": witness, "name": name})),
+        ),
+        ApplianceCmd::Join {
+            pair_with,
+            token,
+            address,
+            name,
+        } => (
+            Method::POST,
+            "/rest/appliance/pair/join".into(),
+            Some(
+                json!({"pairWith": pair_with, "token": token, "address": address,
+                        "name": name}),
+            ),
+        ),
+        ApplianceCmd::Unpair { yes } => {
+            if !yes {
+                return Err(CliError::Usage(
+                    "unpairing restarts the appliance: confirm with --yes".into(),
+                ));
+            }
+            (
+                Method::DELETE,
+                "/rest/appliance/pair?confirm=true".into(),
+                None,
+            )
+        }
+        ApplianceCmd::Nodes => (Method::GET, "/rest/appliance/nodes".into(), None),
+        ApplianceCmd::Alerts => (Method::GET, "/rest/alerts".into(), None),
+        ApplianceCmd::AuditLog { count } => {
+            (Method::GET, format!("/rest/audit-logs?count={count}"), None)
+        }
+    };
+    let v = api.call(method, &path, body.as_ref())?.body;
+    if v.get("members").is_some() {
+        show_list(&v, json);
+    } else {
+        show_one(&v, json);
+    }
+    Ok(EXIT_OK)
 }

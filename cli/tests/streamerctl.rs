@@ -408,3 +408,36 @@ fn users_are_managed_by_name() {
     assert!(s.ok(&["server-hardware", "list"]).contains("NAME"));
     assert!(s.ok(&["server-profile", "list"]).contains("NAME"));
 }
+
+#[test]
+fn appliance_pairing_state_audit_log_and_a_refused_join() {
+    let s = start();
+    s.login();
+    let state = s.ok(&["--json", "appliance", "pairing"]);
+    assert!(state.contains("\"Single\""), "{state}");
+    let log = s.ok(&["appliance", "audit-log", "--count", "5"]);
+    assert!(log.contains("LOGIN"), "{log}");
+    // Unpairing asks for confirmation; a malformed token is refused by the appliance with
+    // its error code.
+    let o = s.ctl(&["appliance", "unpair"], "");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    let o = s.ctl(
+        &[
+            "appliance",
+            "join",
+            "--pair-with",
+            "127.0.0.1:1",
+            "--token",
+            "not-a-token",
+            "--address",
+            "127.0.0.1",
+        ],
+        "",
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("JOIN_TOKEN_INVALID"),
+        "{}",
+        text(&o.stderr)
+    );
+}

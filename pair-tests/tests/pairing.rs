@@ -323,6 +323,31 @@ fn two_appliances_pair_by_token_and_unpair_keeping_every_artifact() {
     );
     assert_eq!(view["state"], "Paired", "{view}");
 
+    // The audit log is the pair's: a login on the standby (B) shows on the active (A).
+    let tb = login(&enc, b);
+    let end = Instant::now() + LIMIT;
+    loop {
+        let (st, log) = call(
+            &enc,
+            "GET",
+            api(VIP, "/rest/audit-logs"),
+            Some(tv.clone()),
+            None,
+        );
+        assert_eq!(st, 200, "{log}");
+        let nodes: std::collections::BTreeSet<&str> = log["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["node"].as_str())
+            .collect();
+        if nodes.contains("node-a") && nodes.contains("node-b") {
+            break;
+        }
+        assert!(Instant::now() < end, "not both nodes' entries: {log}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     // etcd speaks mutual TLS with the pair's CA only.
     let files = pairing::tls_files(&wdir);
     assert!(etcd_answers(
@@ -350,8 +375,6 @@ fn two_appliances_pair_by_token_and_unpair_keeping_every_artifact() {
     }
 
     // Unpairing B: confirmed only; then B is a single appliance with the pair's artifacts.
-    enc.wait_api(1, LIMIT).unwrap();
-    let tb = login(&enc, b);
     let (st, e) = call(
         &enc,
         "DELETE",

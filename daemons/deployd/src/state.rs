@@ -181,7 +181,8 @@ impl AppState {
             }
         }
         let audit_path = dir.join("audit.log");
-        let audit = AuditLog::open(&audit_path).map_err(io(&audit_path))?;
+        let audit =
+            AuditLog::open_on(&audit_path, cluster.pair_store()).map_err(io(&audit_path))?;
         let runner = Arc::new(NbdRunner::new(files.runs_dir(), config.run_limits));
         let services = Services {
             meta,

@@ -220,6 +220,14 @@ fn read_only_users_can_read_but_not_change() {
                 && l.contains("\"status\":201"))
     );
     assert!(!audit.contains("viewer-pass"));
+    // The API serves it too, newest first, filtered as any collection.
+    let listed = viewer.get_json("/rest/audit-logs?filter=user='viewer'");
+    let members = listed["members"].as_array().unwrap();
+    assert!(!members.is_empty(), "{listed}");
+    assert!(members.iter().all(|m| m["user"] == "viewer"), "{listed}");
+    assert!(members.iter().any(|m| m["status"] == 403), "{listed}");
+    let all = admin.get_json("/rest/audit-logs?count=2");
+    assert_eq!(all["members"].as_array().unwrap().len(), 2, "{all}");
 }
 
 #[test]

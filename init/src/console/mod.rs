@@ -34,6 +34,9 @@ pub trait Actions {
     fn power_off(&mut self) -> Result<(), String>;
     /// Runs a root shell until it exits.
     fn shell(&mut self) -> Result<(), String>;
+    /// Runs `streamerctl ARGS` against this appliance's API, logged in as Administrator
+    /// with `password`; its output.
+    fn streamerctl(&mut self, password: &str, args: &[String]) -> Result<String, String>;
 }
 
 /// What the operator types to confirm a factory reset.
@@ -50,6 +53,7 @@ Streamer maintenance
   7) Reboot
   8) Power off
   9) Root shell
+  p) High availability: pair with another appliance, or unpair
   0) Leave the menu
 ";
 
@@ -114,10 +118,14 @@ fn menu(
                 writeln!(out, "Root shell: `exit` returns to the menu.")?;
                 actions.shell()
             }
+            "p" | "P" => pairing(input, out, actions)?,
             "0" | "q" => return Ok(true),
             "" => Ok(()),
             other => {
-                writeln!(out, "no such choice: {other:?} (type a number from 0 to 9)")?;
+                writeln!(
+                    out,
+                    "no such choice: {other:?} (type a number from 0 to 9, or p)"
+                )?;
                 Ok(())
             }
         };
@@ -257,6 +265,86 @@ fn password(
         .map(|m| writeln!(out, "{m}").unwrap_or(())))
 }
 
+const PAIRING_MENU: &str = "\
+  1) Show this appliance's pair state, nodes and alerts
+  2) Start a pairing here (this appliance's artifacts are kept): make join tokens
+  3) Join the pair being made on another appliance, with its join token
+  4) Unpair this appliance (it keeps every artifact and restarts)
+";
+
+/// The pairing menu: each choice is an API call made with `streamerctl` as Administrator.
+fn pairing(
+    input: &mut dyn BufRead,
+    out: &mut dyn Write,
+    actions: &mut dyn Actions,
+) -> io::Result<Result<(), String>> {
+    write!(out, "{PAIRING_MENU}")?;
+    let choice = ask(input, out, "choice (empty: back)> ")?;
+    let args: Vec<String> = match choice.as_str() {
+        "" => return Ok(Ok(())),
+        "1" => vec!["appliance".into(), "pairing".into()],
+        "2" => {
+            let address = ask(
+                input,
+                out,
+                "this appliance's address on the enclosure network: ",
+            )?;
+            let vip = ask(
+                input,
+                out,
+                "management virtual IP with prefix (e.g. 10.0.0.100/24): ",
+            )?;
+            let witness = ask(input, out, "witness host's address: ")?;
+            [
+                "appliance",
+                "pair",
+                "--address",
+                &address,
+                "--virtual-ip",
+                &vip,
+            ]
+            .into_iter()
+            .map(String::from)
+            .chain(["--witness".to_string(), witness])
+            .collect()
+        }
+        "3" => {
+            let with = ask(input, out, "first appliance's address: ")?;
+            let token = ask(input, out, "join token: ")?;
+            let address = ask(
+                input,
+                out,
+                "this appliance's address on the enclosure network: ",
+            )?;
+            ["appliance", "join", "--pair-with", &with, "--token", &token]
+                .into_iter()
+                .map(String::from)
+                .chain(["--address".to_string(), address])
+                .collect()
+        }
+        "4" => {
+            if !confirmed(input, out, "Unpair this appliance and restart it?")? {
+                return Ok(Ok(()));
+            }
+            vec!["appliance".into(), "unpair".into(), "--yes".into()]
+        }
+        other => return Ok(Err(format!("no such choice: {other:?}"))),
+    };
+    actions.echo(false);
+    let password = ask(input, out, "Administrator password: ");
+    writeln!(out)?;
+    actions.echo(true);
+    let password = password?;
+    let mut result = actions.streamerctl(&password, &args);
+    if choice == "1" {
+        for more in [["appliance", "nodes"], ["appliance", "alerts"]] {
+            let more: Vec<String> = more.into_iter().map(String::from).collect();
+            result = result.and_then(|a| actions.streamerctl(&password, &more).map(|b| a + &b));
+        }
+    }
+    Ok(result.map(|text| write!(out, "{text}").unwrap_or(())))
+}
+
 fn factory_reset(
     input: &mut dyn BufRead,
     out: &mut dyn Write,
@@ -335,6 +423,11 @@ mod tests {
             self.calls.push("power off".into());
             Ok(())
         }
+        fn streamerctl(&mut self, password: &str, args: &[String]) -> Result<String, String> {
+            self.calls
+                .push(format!("streamerctl[{password}] {}", args.join(" ")));
+            Ok("ok\n".into())
+        }
         fn shell(&mut self) -> Result<(), String> {
             self.calls.push("shell".into());
             Ok(())
@@ -360,6 +453,29 @@ mod tests {
         assert!(out.contains("support dump written to /data/support/x.tar.gz"));
         // Leaving the menu returns to the Enter prompt.
         assert_eq!(out.matches("Press Enter").count(), 2);
+    }
+
+    #[test]
+    fn pairing_choices_run_streamerctl_as_administrator() {
+        let mut f = Fake::default();
+        let out = session(
+            "\np\n2\n10.0.0.1\n10.0.0.100/24\n10.0.0.3\nsecret-pw\np\n4\nn\np\n1\npw\n",
+            &mut f,
+        );
+        let runs: Vec<&String> = f.calls.iter().filter(|c| !c.starts_with("echo")).collect();
+        assert_eq!(
+            runs,
+            [
+                "streamerctl[secret-pw] appliance pair --address 10.0.0.1 --virtual-ip \
+                 10.0.0.100/24 --witness 10.0.0.3",
+                "streamerctl[pw] appliance pairing",
+                "streamerctl[pw] appliance nodes",
+                "streamerctl[pw] appliance alerts",
+            ]
+        );
+        // The password is asked with the terminal's echo off.
+        assert_eq!(f.calls.iter().filter(|c| *c == "echo false").count(), 2);
+        assert!(!out.contains("secret-pw"), "{out}");
     }
 
     #[test]

@@ -16,6 +16,8 @@ use crate::{config, storage, sys};
 /// Support dumps go to the data partition.
 pub const SUPPORT_DIR: &str = "/data/support";
 const BUSYBOX: &str = "/bin/busybox";
+/// The API's command-line client (a name of the multi-call binary).
+const STREAMERCTL: &str = "/usr/bin/streamerctl";
 /// How long a password reset waits for deployd to apply it.
 const RESET_WAIT: Duration = Duration::from_secs(60);
 
@@ -419,6 +421,47 @@ impl Actions for Appliance {
 
     fn power_off(&mut self) -> Result<(), String> {
         sys::kill(1, libc::SIGUSR2).map_err(|e| format!("cannot signal init: {e}"))
+    }
+
+    fn streamerctl(&mut self, password: &str, args: &[String]) -> Result<String, String> {
+        use std::io::Write;
+        // A session of its own, in a private file, ended when done.
+        let session = "/run/streamer/console-session.json";
+        let ctl = |args: &[&str], stdin: &str| -> Result<String, String> {
+            let mut child = Command::new(STREAMERCTL)
+                .args(args)
+                .env("STREAMERCTL_SESSION", session)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("cannot run {STREAMERCTL}: {e}"))?;
+            if let Some(mut i) = child.stdin.take() {
+                let _ = i.write_all(stdin.as_bytes());
+            }
+            let o = child
+                .wait_with_output()
+                .map_err(|e| format!("{STREAMERCTL}: {e}"))?;
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            if o.status.success() {
+                Ok(text)
+            } else {
+                Err(format!(
+                    "{text}{}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ))
+            }
+        };
+        let url = format!("https://127.0.0.1:{}", appliance_layout::API_PORT);
+        ctl(
+            &["login", "--url", &url, "--insecure", "--password-stdin"],
+            &format!("{password}\n"),
+        )?;
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let result = ctl(&args, "");
+        let _ = ctl(&["logout"], "");
+        let _ = std::fs::remove_file(session);
+        result
     }
 
     fn shell(&mut self) -> Result<(), String> {

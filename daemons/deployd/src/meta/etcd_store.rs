@@ -291,6 +291,43 @@ impl EtcdStore {
             .map_err(|_| MetaError::Backend("the etcd client thread ended".into()))?
     }
 
+    /// Appends an entry to a log kept in etcd beside the records (the pair's audit log):
+    /// `key` sorts by time under its log's prefix. Any node appends, active or not: an entry
+    /// changes no record, so no fence applies.
+    pub fn append_log(&self, key: String, value: Vec<u8>) -> Result<(), MetaError> {
+        self.call(move |mut kv| async move {
+            kv.put(key, value, None).await.map_err(unavailable)?;
+            Ok(())
+        })
+    }
+
+    /// The newest `limit` entries of the log under `prefix`, newest first.
+    pub fn read_log(&self, prefix: &str, limit: usize) -> Result<Vec<Vec<u8>>, MetaError> {
+        let prefix = prefix.to_string();
+        self.call(move |mut kv| async move {
+            let opts = GetOptions::new()
+                .with_prefix()
+                .with_sort(SortTarget::Key, SortOrder::Descend)
+                .with_limit(limit as i64);
+            let resp = kv.get(prefix, Some(opts)).await.map_err(unavailable)?;
+            Ok(resp.kvs().iter().map(|kv| kv.value().to_vec()).collect())
+        })
+    }
+
+    /// Deletes the log's entries whose keys sort before `below`.
+    pub fn trim_log(&self, prefix: &str, below: &str) -> Result<(), MetaError> {
+        let (start, end) = (prefix.to_string(), below.to_string());
+        self.call(move |mut kv| async move {
+            kv.delete(
+                start,
+                Some(etcd_client::DeleteOptions::new().with_range(end)),
+            )
+            .await
+            .map_err(unavailable)?;
+            Ok(())
+        })
+    }
+
     fn key(&self, kind: Kind, id: &str) -> String {
         format!("{}{}/{id}", self.root, kind.prefix())
     }

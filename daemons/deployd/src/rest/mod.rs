@@ -5,6 +5,7 @@
 
 pub mod appliance;
 pub mod artifact_bundles;
+pub mod audit_logs;
 pub mod build_plans;
 pub mod cluster;
 pub mod crud;
@@ -62,6 +63,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(pairing::join_request),
         )
         .route("/rest/alerts", get(cluster::list_alerts))
+        .route("/rest/audit-logs", get(audit_logs::list))
         .route("/rest/alerts/{id}", get(cluster::get_alert))
         .merge(users::routes())
         .merge(plan_scripts::routes())

@@ -25,6 +25,7 @@ use crate::domain::plan_scripts::{PlanScriptInput, PlanScripts};
         super::cluster::list_nodes,
         super::cluster::list_alerts,
         super::cluster::get_alert,
+        super::audit_logs::list,
         super::pairing::get_pair,
         super::pairing::start_pairing,
         super::pairing::join,

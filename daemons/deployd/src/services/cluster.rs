@@ -171,6 +171,13 @@ impl Cluster {
         Ok(n)
     }
 
+    /// On a pair node: its name and the pair's store (for the cluster-wide audit log).
+    pub fn pair_store(&self) -> Option<(String, Arc<EtcdStore>)> {
+        self.link
+            .as_ref()
+            .map(|l| (l.status.read().me.clone(), Arc::clone(&l.store)))
+    }
+
     pub fn is_pair(&self) -> bool {
         self.link.is_some()
     }
