@@ -468,6 +468,8 @@ impl Enclosure {
                 etcd_peer_port: 2380,
             })
             .collect();
+        // The pair's CA, as pairing makes it: every member's etcd speaks mutual TLS.
+        let ca = clusterd::pairing::Ca::new(&format!("pair-{id}"))?;
         let mut enc = Enclosure {
             nodes: Vec::new(),
             bin: bin.to_path_buf(),
@@ -509,7 +511,9 @@ impl Enclosure {
                     interface: "eth0".into(),
                 }),
                 lease_ttl_seconds: 2,
-                tls: None,
+                tls: described
+                    .then(|| member_certificate(&ca, name, last, &node_dir.join("clusterd")))
+                    .transpose()?,
                 join_existing: false,
                 seed: None,
             };
@@ -604,15 +608,16 @@ impl Enclosure {
         let endpoints: Vec<String> = self
             .nodes
             .iter()
-            .map(|n| format!("http://{}:2379", n.address))
+            .map(|n| format!("https://{}:2379", n.address))
             .collect();
         let target = self.nodes[i].name.to_string();
+        let certs = self.nodes[2].clusterd_dir();
         in_ns(&self.client_ns(), move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             rt.block_on(async {
-                let mut any = etcd_client::Client::connect(endpoints.clone(), None).await?;
+                let mut any = etcd_at(&certs, endpoints.clone()).await?;
                 let members = any.member_list().await?;
                 let target_id = members
                     .members()
@@ -630,7 +635,7 @@ impl Enclosure {
                     .find(|m| m.id() == leader)
                     .and_then(|m| m.client_urls().first().cloned())
                     .context("the leader has no client URL")?;
-                let mut c = etcd_client::Client::connect([leader_url], None).await?;
+                let mut c = etcd_at(&certs, vec![leader_url]).await?;
                 c.move_leader(target_id).await?;
                 Ok(())
             })
@@ -639,14 +644,15 @@ impl Enclosure {
 
     /// Whether node `i`'s etcd member leads the etcd cluster.
     pub fn is_etcd_leader(&self, i: usize) -> bool {
-        let url = format!("http://{}:2379", self.nodes[i].address);
+        let url = format!("https://{}:2379", self.nodes[i].address);
+        let certs = self.nodes[2].clusterd_dir();
         in_ns(&self.client_ns(), move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
             rt.block_on(async {
-                let Ok(mut c) = etcd_client::Client::connect([url], None).await else {
+                let Ok(mut c) = etcd_at(&certs, vec![url]).await else {
                     return false;
                 };
                 match c.status().await {
@@ -656,6 +662,34 @@ impl Enclosure {
             })
         })
     }
+}
+
+/// Issues member `name`'s certificate (address 10.77.0.`last`) and writes it with its key
+/// and the CA into `dir`'s `tls/`.
+fn member_certificate(
+    ca: &clusterd::pairing::Ca,
+    name: &str,
+    last: u8,
+    dir: &Path,
+) -> anyhow::Result<clusterd::config::TlsFiles> {
+    let creds = clusterd::pairing::credentials(name)?;
+    let cert = ca.issue(&creds.csr_pem, name, IpAddr::from([10, 77, 0, last]))?;
+    let files = clusterd::pairing::tls_files(dir);
+    std::fs::create_dir_all(files.ca.parent().context("no tls dir")?)?;
+    std::fs::write(&files.ca, &ca.cert_pem)?;
+    std::fs::write(&files.cert, cert)?;
+    std::fs::write(&files.key, creds.key_pem)?;
+    Ok(files)
+}
+
+/// An etcd client of the pair (the witness's certificate) at `endpoints`.
+async fn etcd_at(enc: &Path, endpoints: Vec<String>) -> anyhow::Result<etcd_client::Client> {
+    let tls = clusterd::pairing::connect_options(&clusterd::pairing::tls_files(enc))?;
+    let opts = etcd_client::ConnectOptions::new()
+        .with_tls(tls)
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(2));
+    Ok(etcd_client::Client::connect(endpoints, Some(opts)).await?)
 }
 
 /// An HTTPS client for the appliance's self-signed certificate.
