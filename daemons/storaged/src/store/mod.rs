@@ -405,6 +405,40 @@ impl Store {
         self.commit_new(&mut st, r)
     }
 
+    /// Creates an empty volume whose id the caller chose (the pair's replicated catalog: the
+    /// owner and the replica hold one volume under one id). Idempotent: if a volume with
+    /// this id and size exists, it is returned; with another size, refused.
+    pub fn create_as(
+        &self,
+        id: &str,
+        name: Option<&str>,
+        size: u64,
+    ) -> Result<VolumeInfo, StoreError> {
+        validate_size(size)?;
+        let mut st = self.state.lock();
+        if let Some(r) = st.volumes.get(id).cloned() {
+            if r.size == size {
+                return Ok(self.info_of(&st, &r));
+            }
+            return Err(StoreError::Invalid(format!(
+                "volume {id} exists with {} bytes, not {size}",
+                r.size
+            )));
+        }
+        if let Some(n) = name {
+            st.check_name_free(n)?;
+        }
+        let mut r = Self::new_record(name, size, None, VolumeState::Writable);
+        r.id = id.to_string();
+        if name.is_none() {
+            r.name = id.to_string();
+        }
+        Layer::create(&self.paths(&r.layer), size, r.block_size, false).map_err(StoreError::io(
+            format!("creating the layer of volume {}", r.id),
+        ))?;
+        self.commit_new(&mut st, r)
+    }
+
     /// Makes a writable copy-on-write volume over the frozen volume `parent`, in O(1).
     pub fn clone_volume(&self, parent: &str, name: Option<&str>) -> Result<VolumeInfo, StoreError> {
         let mut st = self.state.lock();

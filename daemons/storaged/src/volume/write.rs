@@ -75,6 +75,45 @@ impl Volume {
         self.replica.flush(&self.id)
     }
 
+    /// Applies a change the volume's owner sent to this node, which holds its replica: as
+    /// [`Volume::write`] and [`Volume::zero`] do, without mirroring it back; `sync` makes it
+    /// durable (a FUA write, or a flush when `op` is `None`).
+    pub fn apply_replicated(
+        &self,
+        offset: u64,
+        op: Option<WriteOp<'_>>,
+        sync: bool,
+    ) -> io::Result<()> {
+        if let Some(op) = op {
+            self.check_writable()?;
+            let chain = self.chain.read();
+            let len = match op {
+                WriteOp::Data(buf) => {
+                    apply(&chain, offset, buf.len() as u64, |top| {
+                        top.write_data(buf, offset)
+                    })?;
+                    buf.len() as u64
+                }
+                WriteOp::Zeroes { len, may_trim } => {
+                    apply(&chain, offset, len, |top| {
+                        if may_trim {
+                            top.punch(offset, len)
+                        } else {
+                            top.zero_allocated(offset, len)
+                        }
+                    })?;
+                    len
+                }
+            };
+            self.changes.mark(offset, len);
+        }
+        if sync && !self.frozen {
+            let top = Arc::clone(&self.chain.read()[0]);
+            top.sync()?;
+        }
+        Ok(())
+    }
+
     fn record(&self, offset: u64, op: WriteOp<'_>, fua: bool) -> io::Result<()> {
         let len = match op {
             WriteOp::Data(b) => b.len() as u64,

@@ -1,0 +1,232 @@
+//! Synchronous replication between two stores on loopback: the owner's writes (through its
+//! NBD server, by qemu-io with FUA and flushes, and through the volume API) land byte for
+//! byte on the replica before they are acknowledged; a replica that goes away makes writes
+//! stall, never fail, until it is back or marked outdated; a deposed owner (an older epoch),
+//! a peer of another pair and a damaged frame are refused and change nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use storaged::block::BlockDevice;
+use storaged::replication::wire::{self, Frame, Kind};
+use storaged::replication::{Hello, PeerReplica, ReplicaServer};
+use storaged::store::Store;
+
+const MIB: u64 = 1 << 20;
+const VOL: &str = "0b7c7e0e-0000-4000-8000-000000000001";
+
+fn hello(node: &str) -> Hello {
+    Hello {
+        cluster_id: "pair-test".into(),
+        node: node.into(),
+    }
+}
+
+struct Pair {
+    owner: Arc<Store>,
+    replica: Arc<Store>,
+    link: Arc<PeerReplica>,
+    replica_addr: SocketAddr,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+fn pair() -> Pair {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let replica = Arc::new(Store::open(db.path()).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let replica_addr = listener.local_addr().unwrap();
+    let server = ReplicaServer::new(Arc::clone(&replica), hello("node-b"));
+    std::thread::spawn(move || server.serve(listener));
+    let link = Arc::new(PeerReplica::new(replica_addr, hello("node-a")));
+    let owner = Arc::new(Store::open_with_replica(da.path(), link.clone()).unwrap());
+    for s in [&owner, &replica] {
+        s.create_as(VOL, Some("os1"), 64 * MIB).unwrap();
+    }
+    Pair {
+        owner,
+        replica,
+        link,
+        replica_addr,
+        _dirs: (da, db),
+    }
+}
+
+fn contents(s: &Store) -> Vec<u8> {
+    let lease = s.lease(VOL).unwrap();
+    let mut buf = vec![0u8; 64 * MIB as usize];
+    lease.volume().read_at(&mut buf, 0).unwrap();
+    buf
+}
+
+#[test]
+fn acknowledged_writes_are_on_the_replica_byte_for_byte() {
+    let p = pair();
+    let v = p.owner.lease(VOL).unwrap();
+    let vol = v.volume();
+    vol.write(&[0xab; 4096], 0, false).unwrap();
+    vol.write(&[0xcd; 100_000], 5 * MIB + 17, true).unwrap();
+    vol.zero(5 * MIB + 1000, 3000, false, false).unwrap();
+    vol.zero(10 * MIB, 2 * MIB, true, false).unwrap();
+    vol.sync().unwrap();
+    assert!(
+        contents(&p.owner) == contents(&p.replica),
+        "the replica differs"
+    );
+    // The regions written are marked for a later resync, on both sides.
+    assert!(contents(&p.replica)[5 * MIB as usize + 17] == 0xcd);
+}
+
+#[test]
+fn qemu_io_fua_writes_through_the_owners_nbd_server_reach_the_replica() {
+    if Command::new("qemu-io").arg("--version").output().is_err() {
+        eprintln!("skipping: qemu-io missing (apt-get install qemu-utils)");
+        return;
+    }
+    let p = pair();
+    p.owner.export_add(VOL, Vec::new(), false).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let catalog: Arc<dyn storaged::export::ExportCatalog> = p.owner.clone();
+    rt.spawn(storaged::nbd::serve(listener, catalog));
+    let out = Command::new("qemu-io")
+        .args(["-f", "raw"])
+        .args(["-c", "write -P 0x5a -F 0 1M"]) // FUA
+        .args(["-c", "write -P 0x3c 3M 512k"])
+        .args(["-c", "write -z -u 8M 1M"])
+        .args(["-c", "flush"])
+        .arg(format!("nbd://127.0.0.1:{port}/{VOL}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replica = contents(&p.replica);
+    assert!(replica[..MIB as usize].iter().all(|b| *b == 0x5a));
+    assert!(
+        replica[3 * MIB as usize..3 * MIB as usize + 512 * 1024]
+            .iter()
+            .all(|b| *b == 0x3c)
+    );
+    assert!(
+        contents(&p.owner) == replica,
+        "the replica differs from the owner"
+    );
+}
+
+#[test]
+fn without_the_replica_writes_stall_until_it_is_marked_outdated() {
+    let (da, _db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // Nothing listens there.
+    let gone: SocketAddr = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let link = Arc::new(PeerReplica::new(gone, hello("node-a")));
+    let owner = Arc::new(Store::open_with_replica(da.path(), link.clone()).unwrap());
+    owner.create_as(VOL, None, 64 * MIB).unwrap();
+    let lease = owner.lease(VOL).unwrap();
+    let vol = Arc::clone(lease.volume());
+    let writer = std::thread::spawn(move || {
+        let t = Instant::now();
+        vol.write(&[1; 4096], 0, true).map(|()| t.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !writer.is_finished(),
+        "a write without its replica must wait, not fail"
+    );
+    link.set_peer_outdated(true);
+    let waited = writer.join().unwrap().unwrap();
+    assert!(waited >= Duration::from_millis(1500));
+    let mut b = [0u8; 4096];
+    lease.volume().read_at(&mut b, 0).unwrap();
+    assert_eq!(b, [1; 4096]);
+}
+
+#[test]
+fn a_deposed_owner_another_pair_and_damaged_frames_are_refused() {
+    let p = pair();
+    let vol = p.owner.lease(VOL).unwrap();
+    // The pair moved the volume to epoch 5 (a failover), so epoch 4 is a deposed owner's.
+    p.link.set_epoch(VOL, 5);
+    vol.volume().write(&[7; 512], 0, false).unwrap();
+    p.link.set_epoch(VOL, 4);
+    let e = vol.volume().write(&[9; 512], 0, false).unwrap_err();
+    assert!(e.to_string().contains("no longer owns it"), "{e}");
+    let mut b = [0u8; 512];
+    p.replica
+        .lease(VOL)
+        .unwrap()
+        .volume()
+        .read_at(&mut b, 0)
+        .unwrap();
+    assert_eq!(b, [7; 512], "the deposed owner's write must not land");
+
+    // Another pair's node.
+    let stranger = PeerReplica::new(
+        p.replica_addr,
+        Hello {
+            cluster_id: "another-pair".into(),
+            node: "x".into(),
+        },
+    );
+    let e = storaged::volume::Replica::flush(&stranger, VOL).unwrap_err();
+    assert!(e.to_string().contains("is not a member"), "{e}");
+
+    // A damaged frame: refused, the connection closed, nothing applied.
+    let mut s = TcpStream::connect(p.replica_addr).unwrap();
+    let mut h = Frame::new(Kind::Hello, 0);
+    h.payload = serde_json::to_vec(&hello("node-a")).unwrap();
+    wire::write_frame(&mut s, &h).unwrap();
+    let answer = wire::read_frame(&mut s).unwrap();
+    assert_eq!(answer.kind, Kind::Hello);
+    let mut w = Frame::new(Kind::Write, 1);
+    w.volume = VOL.into();
+    w.epoch = 5;
+    w.offset = 0;
+    w.len = 512;
+    w.payload = vec![0xee; 512];
+    let mut bytes = Vec::new();
+    wire::write_frame(&mut bytes, &w).unwrap();
+    let n = bytes.len();
+    bytes[n - 10] ^= 0xff;
+    s.write_all(&bytes).unwrap();
+    assert!(
+        matches!(wire::read_frame(&mut s), Err(wire::WireError::Closed)),
+        "a damaged frame must close the connection"
+    );
+    p.replica
+        .lease(VOL)
+        .unwrap()
+        .volume()
+        .read_at(&mut b, 0)
+        .unwrap();
+    assert_eq!(b, [7; 512]);
+
+    // A peer speaking another protocol version is told so.
+    let mut s = TcpStream::connect(p.replica_addr).unwrap();
+    let mut bytes = Vec::new();
+    wire::write_frame(&mut bytes, &h).unwrap();
+    bytes[4] = 2;
+    s.write_all(&bytes).unwrap();
+    let refusal = wire::read_frame(&mut s).unwrap();
+    assert_eq!(refusal.kind, Kind::Refuse);
+    assert!(
+        String::from_utf8_lossy(&refusal.payload).contains("protocol version 2"),
+        "{refusal:?}"
+    );
+}
