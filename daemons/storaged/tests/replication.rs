@@ -102,7 +102,7 @@ fn qemu_io_fua_writes_through_the_owners_nbd_server_reach_the_replica() {
     rt.spawn(storaged::nbd::serve(listener, catalog));
     let out = Command::new("qemu-io")
         .args(["-f", "raw"])
-        .args(["-c", "write -P 0x5a -F 0 1M"]) // FUA
+        .args(["-c", "write -f -P 0x5a 0 1M"]) // FUA
         .args(["-c", "write -P 0x3c 3M 512k"])
         .args(["-c", "write -z -u 8M 1M"])
         .args(["-c", "flush"])

@@ -92,7 +92,10 @@ impl std::fmt::Debug for ConnBox {
 
 /// The error a write gets when the replica says this node no longer owns the volume.
 fn deposed(why: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::PermissionDenied, format!("replication refused: {why}"))
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!("replication refused: {why}"),
+    )
 }
 
 impl PeerReplica {
@@ -129,7 +132,9 @@ impl PeerReplica {
     fn connect(&self) -> Result<Conn, ReplicationError> {
         let stream = TcpStream::connect_timeout(&self.peer, CONNECT).map_err(WireError::Io)?;
         stream.set_nodelay(true).map_err(WireError::Io)?;
-        stream.set_read_timeout(Some(ANSWER)).map_err(WireError::Io)?;
+        stream
+            .set_read_timeout(Some(ANSWER))
+            .map_err(WireError::Io)?;
         let mut conn = Conn {
             reader: BufReader::new(stream.try_clone().map_err(WireError::Io)?),
             writer: BufWriter::new(stream),
