@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use storaged::block::BlockDevice;
+use storaged::replication::tls::{self, TlsFiles};
 use storaged::replication::wire::{self, Frame, Kind};
 use storaged::replication::{Hello, PeerReplica, ReplicaServer};
 use storaged::store::Store;
@@ -229,4 +230,106 @@ fn a_deposed_owner_another_pair_and_damaged_frames_are_refused() {
         String::from_utf8_lossy(&refusal.payload).contains("protocol version 2"),
         "{refusal:?}"
     );
+}
+
+/// A CA and a member certificate for 127.0.0.1, written as clusterd's `tls/` holds them.
+fn member_files(ca: &(rcgen::Certificate, rcgen::KeyPair), dir: &std::path::Path) -> TlsFiles {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    p.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let cert = p.signed_by(&key, &ca.0, &ca.1).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.0.pem()).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    TlsFiles::in_dir(dir)
+}
+
+fn new_ca() -> (rcgen::Certificate, rcgen::KeyPair) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    (p.self_signed(&key).unwrap(), key)
+}
+
+#[test]
+fn with_the_pairs_certificates_replication_is_mutual_tls_and_strangers_are_refused() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = new_ca();
+    let (a_files, b_files) = (
+        member_files(&ca, &certs.path().join("a")),
+        member_files(&ca, &certs.path().join("b")),
+    );
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let replica = Arc::new(Store::open(db.path()).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = ReplicaServer::with_tls(
+        Arc::clone(&replica),
+        hello("node-b"),
+        Some(tls::server_config(&b_files).unwrap()),
+    );
+    std::thread::spawn(move || server.serve(listener));
+    let link = Arc::new(PeerReplica::with_tls(
+        addr,
+        hello("node-a"),
+        Some(tls::client_config(&a_files).unwrap()),
+    ));
+    let owner = Store::open_with_replica(da.path(), link).unwrap();
+    for s in [&owner, &*replica] {
+        s.create_as(VOL, None, 64 * MIB).unwrap();
+    }
+    owner
+        .lease(VOL)
+        .unwrap()
+        .volume()
+        .write(&[0x42; 8192], MIB, true)
+        .unwrap();
+    assert!(contents(&owner) == contents(&replica));
+
+    // Plain TCP, or a certificate of another CA: the handshake fails, nothing is applied.
+    let mut plain = TcpStream::connect(addr).unwrap();
+    let mut h = Frame::new(Kind::Hello, 0);
+    h.payload = serde_json::to_vec(&hello("node-a")).unwrap();
+    wire::write_frame(&mut plain, &h).unwrap();
+    assert!(wire::read_frame(&mut plain).is_err());
+    let stranger = member_files(&new_ca(), &certs.path().join("x"));
+    // It trusts the pair's CA for the server, but shows its own CA's certificate.
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(ca.0.der().to_vec()))
+        .unwrap();
+    let cfg = {
+        use rustls::pki_types::pem::PemObject;
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![rustls::pki_types::CertificateDer::from_pem_file(&stranger.cert).unwrap()],
+            rustls::pki_types::PrivateKeyDer::from_pem_file(&stranger.key).unwrap(),
+        )
+        .unwrap()
+    };
+    let conn = rustls::ClientConnection::new(
+        Arc::new(cfg),
+        rustls::pki_types::ServerName::IpAddress(addr.ip().into()),
+    )
+    .unwrap();
+    let mut s = rustls::StreamOwned::new(conn, TcpStream::connect(addr).unwrap());
+    let sent = wire::write_frame(&mut s, &h).and_then(|()| wire::read_frame(&mut s));
+    assert!(sent.is_err(), "a certificate of another CA must be refused");
+    let mut b = [0u8; 8192];
+    replica
+        .lease(VOL)
+        .unwrap()
+        .volume()
+        .read_at(&mut b, MIB)
+        .unwrap();
+    assert_eq!(b, [0x42; 8192]);
 }

@@ -23,10 +23,11 @@
 //! catalog operation on both nodes), is tested on the host, and shares the NBD server's
 //! request flow.
 
+pub mod tls;
 pub mod wire;
 
 use std::collections::HashMap;
-use std::io::{self, BufReader, BufWriter};
+use std::io::{self, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -66,9 +67,24 @@ pub enum ReplicationError {
     Unexpected { seq: u64, got: Kind },
 }
 
-struct Conn {
-    reader: BufReader<TcpStream>,
-    writer: BufWriter<TcpStream>,
+/// A connection to the peer: plain TCP (tests), or mutual TLS with the pair's CA.
+trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
+struct Conn(Box<dyn Stream>);
+
+impl Conn {
+    fn send(&mut self, f: &Frame) -> Result<(), WireError> {
+        // One TLS record (or TCP segment) per frame, not one per part.
+        let mut w = BufWriter::with_capacity(64 << 10, &mut self.0);
+        write_frame(&mut w, f)?;
+        w.flush()?;
+        Ok(())
+    }
+
+    fn receive(&mut self) -> Result<Frame, WireError> {
+        read_frame(&mut self.0)
+    }
 }
 
 /// The owner's side of replication: the write path's [`Replica`].
@@ -76,7 +92,10 @@ struct Conn {
 pub struct PeerReplica {
     peer: SocketAddr,
     me: Hello,
-    conn: Mutex<Option<ConnBox>>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    /// Connections not in use: each request takes one (or opens one), so as many requests
+    /// are in flight as the NBD clients send, and gives it back after its answer.
+    idle: Mutex<Vec<ConnBox>>,
     seq: AtomicU64,
     outdated: AtomicBool,
     /// The epoch of each volume this node owns (1 until the pair bumps it).
@@ -99,11 +118,23 @@ fn deposed(why: &str) -> io::Error {
 }
 
 impl PeerReplica {
+    /// Replicates to `peer` over plain TCP (tests on one host).
     pub fn new(peer: SocketAddr, me: Hello) -> PeerReplica {
+        Self::with_tls(peer, me, None)
+    }
+
+    /// Replicates to `peer` with mutual TLS (`tls`: the pair's CA and this node's
+    /// certificate, [`tls::client_config`]).
+    pub fn with_tls(
+        peer: SocketAddr,
+        me: Hello,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> PeerReplica {
         PeerReplica {
             peer,
             me,
-            conn: Mutex::new(None),
+            tls,
+            idle: Mutex::new(Vec::new()),
             seq: AtomicU64::new(1),
             outdated: AtomicBool::new(false),
             epochs: Mutex::new(HashMap::new()),
@@ -135,14 +166,19 @@ impl PeerReplica {
         stream
             .set_read_timeout(Some(ANSWER))
             .map_err(WireError::Io)?;
-        let mut conn = Conn {
-            reader: BufReader::new(stream.try_clone().map_err(WireError::Io)?),
-            writer: BufWriter::new(stream),
+        let mut conn = match &self.tls {
+            None => Conn(Box::new(stream)),
+            Some(config) => {
+                let name = rustls::pki_types::ServerName::IpAddress(self.peer.ip().into());
+                let tls = rustls::ClientConnection::new(Arc::clone(config), name)
+                    .map_err(|e| WireError::Io(io::Error::other(e)))?;
+                Conn(Box::new(rustls::StreamOwned::new(tls, stream)))
+            }
         };
         let mut hello = Frame::new(Kind::Hello, 0);
         hello.payload = serde_json::to_vec(&self.me).unwrap_or_default();
-        write_frame(&mut conn.writer, &hello)?;
-        let answer = read_frame(&mut conn.reader)?;
+        conn.send(&hello)?;
+        let answer = conn.receive()?;
         match answer.kind {
             Kind::Hello => Ok(conn),
             Kind::Refuse => Err(ReplicationError::Refused(
@@ -152,31 +188,29 @@ impl PeerReplica {
         }
     }
 
-    /// Sends `frame` and waits for its ack, on the current connection or a new one.
+    /// Sends `frame` and waits for its ack, on an idle connection or a new one.
     fn exchange(&self, mut frame: Frame) -> Result<(), ReplicationError> {
-        let mut slot = self.conn.lock();
-        if slot.is_none() {
-            *slot = Some(ConnBox(self.connect()?));
-        }
-        let conn = &mut slot.as_mut().map(|c| &mut c.0).ok_or(WireError::Closed)?;
+        let taken = self.idle.lock().pop();
+        let mut conn = match taken {
+            Some(c) => c.0,
+            None => self.connect()?,
+        };
         frame.seq = self.seq.fetch_add(1, Ordering::SeqCst);
-        let result = write_frame(&mut conn.writer, &frame)
-            .and_then(|()| read_frame(&mut conn.reader))
-            .map_err(ReplicationError::from)
-            .and_then(|answer| match answer.kind {
-                Kind::Ack if answer.seq == frame.seq => Ok(()),
-                Kind::Refuse => Err(ReplicationError::Refused(
-                    String::from_utf8_lossy(&answer.payload).into_owned(),
-                )),
-                got => Err(ReplicationError::Unexpected {
-                    seq: frame.seq,
-                    got,
-                }),
-            });
-        if result.is_err() {
-            *slot = None;
+        conn.send(&frame)?;
+        let answer = conn.receive()?;
+        match answer.kind {
+            Kind::Ack if answer.seq == frame.seq => {
+                self.idle.lock().push(ConnBox(conn));
+                Ok(())
+            }
+            Kind::Refuse => Err(ReplicationError::Refused(
+                String::from_utf8_lossy(&answer.payload).into_owned(),
+            )),
+            got => Err(ReplicationError::Unexpected {
+                seq: frame.seq,
+                got,
+            }),
         }
-        result
     }
 
     /// Sends `frame` until the peer takes it: a refusal fails the write (this node was
@@ -242,15 +276,28 @@ impl Replica for PeerReplica {
 pub struct ReplicaServer {
     store: Arc<Store>,
     me: Hello,
+    tls: Option<Arc<rustls::ServerConfig>>,
     /// The newest epoch seen for each volume: an older one is a deposed owner's.
     epochs: Mutex<HashMap<String, u64>>,
 }
 
 impl ReplicaServer {
+    /// Takes plain TCP connections (tests on one host).
     pub fn new(store: Arc<Store>, me: Hello) -> Arc<ReplicaServer> {
+        Self::with_tls(store, me, None)
+    }
+
+    /// Takes connections with mutual TLS only: the peer must show a certificate of the
+    /// pair's CA ([`tls::server_config`]).
+    pub fn with_tls(
+        store: Arc<Store>,
+        me: Hello,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Arc<ReplicaServer> {
         Arc::new(ReplicaServer {
             store,
             me,
+            tls,
             epochs: Mutex::new(HashMap::new()),
         })
     }
@@ -269,21 +316,27 @@ impl ReplicaServer {
         }
     }
 
-    fn refuse(w: &mut impl io::Write, seq: u64, why: &str) -> Result<(), WireError> {
+    fn refuse(conn: &mut Conn, seq: u64, why: &str) -> Result<(), WireError> {
         let mut f = Frame::new(Kind::Refuse, seq);
         f.payload = why.as_bytes().to_vec();
-        write_frame(w, &f)
+        conn.send(&f)
     }
 
     /// One owner's connection: its hello, then frames until it ends or one is refused.
     pub fn connection(&self, stream: TcpStream) -> Result<(), ReplicationError> {
         stream.set_nodelay(true).map_err(WireError::Io)?;
-        let mut reader = BufReader::new(stream.try_clone().map_err(WireError::Io)?);
-        let mut writer = BufWriter::new(stream);
-        let hello = match read_frame(&mut reader) {
+        let mut conn = match &self.tls {
+            None => Conn(Box::new(stream)),
+            Some(config) => {
+                let tls = rustls::ServerConnection::new(Arc::clone(config))
+                    .map_err(|e| WireError::Io(io::Error::other(e)))?;
+                Conn(Box::new(rustls::StreamOwned::new(tls, stream)))
+            }
+        };
+        let hello = match conn.receive() {
             Ok(f) => f,
             Err(e @ WireError::Version { .. }) => {
-                let _ = Self::refuse(&mut writer, 0, &e.to_string());
+                let _ = Self::refuse(&mut conn, 0, &e.to_string());
                 return Err(e.into());
             }
             Err(e) => return Err(e.into()),
@@ -296,23 +349,23 @@ impl ReplicaServer {
                     "this is {} of pair {}; {other:?} is not a member",
                     self.me.node, self.me.cluster_id
                 );
-                Self::refuse(&mut writer, 0, &why)?;
+                Self::refuse(&mut conn, 0, &why)?;
                 return Err(ReplicationError::Refused(why));
             }
         }
         let mut answer = Frame::new(Kind::Hello, 0);
         answer.payload = serde_json::to_vec(&self.me).unwrap_or_default();
-        write_frame(&mut writer, &answer)?;
+        conn.send(&answer)?;
         loop {
-            let f = match read_frame(&mut reader) {
+            let f = match conn.receive() {
                 Ok(f) => f,
                 Err(WireError::Closed) => return Ok(()),
                 Err(e) => return Err(e.into()),
             };
             match self.apply(&f) {
-                Ok(()) => write_frame(&mut writer, &Frame::new(Kind::Ack, f.seq))?,
+                Ok(()) => conn.send(&Frame::new(Kind::Ack, f.seq))?,
                 Err(why) => {
-                    Self::refuse(&mut writer, f.seq, &why)?;
+                    Self::refuse(&mut conn, f.seq, &why)?;
                     return Err(ReplicationError::Refused(why));
                 }
             }

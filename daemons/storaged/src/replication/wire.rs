@@ -112,29 +112,31 @@ pub enum WireError {
     Volume,
 }
 
-/// Writes `f` as one frame.
+/// Writes `f` as one frame (the payload is not copied: header, volume id, payload and
+/// checksum go to `w` in turn).
 pub fn write_frame(w: &mut impl Write, f: &Frame) -> Result<(), WireError> {
     let body_len = f.volume.len() + f.payload.len();
     if body_len > MAX_BODY as usize {
         return Err(WireError::TooLong(body_len as u32));
     }
-    let mut buf = Vec::with_capacity(HEADER + body_len + 4);
-    buf.extend_from_slice(&MAGIC);
-    buf.extend_from_slice(&VERSION.to_le_bytes());
-    buf.extend_from_slice(&(f.kind as u16).to_le_bytes());
+    let mut head = Vec::with_capacity(HEADER);
+    head.extend_from_slice(&MAGIC);
+    head.extend_from_slice(&VERSION.to_le_bytes());
+    head.extend_from_slice(&(f.kind as u16).to_le_bytes());
     for v in [f.seq, f.epoch, f.offset, f.len] {
-        buf.extend_from_slice(&v.to_le_bytes());
+        head.extend_from_slice(&v.to_le_bytes());
     }
-    buf.extend_from_slice(&f.flags.to_le_bytes());
-    buf.extend_from_slice(&(f.volume.len() as u16).to_le_bytes());
-    buf.extend_from_slice(&0u16.to_le_bytes());
-    buf.extend_from_slice(&(body_len as u32).to_le_bytes());
-    buf.extend_from_slice(&0u32.to_le_bytes());
-    buf.extend_from_slice(f.volume.as_bytes());
-    buf.extend_from_slice(&f.payload);
-    let crc = crc32fast::hash(&buf);
-    buf.extend_from_slice(&crc.to_le_bytes());
-    w.write_all(&buf)?;
+    head.extend_from_slice(&f.flags.to_le_bytes());
+    head.extend_from_slice(&(f.volume.len() as u16).to_le_bytes());
+    head.extend_from_slice(&0u16.to_le_bytes());
+    head.extend_from_slice(&(body_len as u32).to_le_bytes());
+    head.extend_from_slice(&0u32.to_le_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    for part in [&head[..], f.volume.as_bytes(), &f.payload] {
+        crc.update(part);
+        w.write_all(part)?;
+    }
+    w.write_all(&crc.finalize().to_le_bytes())?;
     w.flush()?;
     Ok(())
 }

@@ -22,6 +22,10 @@ pub enum WriteOp<'a> {
 pub trait Replica: Send + Sync + Debug {
     fn write(&self, volume: &str, offset: u64, op: WriteOp<'_>) -> io::Result<()>;
     fn flush(&self, volume: &str) -> io::Result<()>;
+    /// Whether writes go anywhere else (false: a single appliance, nothing to wait for).
+    fn mirrors(&self) -> bool {
+        true
+    }
 }
 
 /// A single appliance: nothing to mirror to.
@@ -34,6 +38,9 @@ impl Replica for LocalOnly {
     }
     fn flush(&self, _volume: &str) -> io::Result<()> {
         Ok(())
+    }
+    fn mirrors(&self) -> bool {
+        false
     }
 }
 
