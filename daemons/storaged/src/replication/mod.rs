@@ -37,7 +37,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::store::Store;
-use crate::volume::{Replica, WriteOp};
+use crate::volume::{CatalogOp, Replica, WriteOp};
 use wire::{FLAG_FUA, FLAG_TRIM, Frame, Kind, WireError, read_frame, write_frame};
 
 /// How long a connection attempt to the peer waits.
@@ -269,6 +269,12 @@ impl Replica for PeerReplica {
         f.epoch = self.epoch(volume);
         self.replicate(f)
     }
+
+    fn catalog(&self, op: &CatalogOp) -> io::Result<()> {
+        let mut f = Frame::new(Kind::Catalog, 0);
+        f.payload = serde_json::to_vec(op).map_err(io::Error::other)?;
+        self.replicate(f)
+    }
 }
 
 /// The replica's side: applies what the owner of each volume sends.
@@ -373,6 +379,9 @@ impl ReplicaServer {
     }
 
     fn apply(&self, f: &Frame) -> Result<(), String> {
+        if f.kind == Kind::Catalog {
+            return self.apply_catalog(f);
+        }
         {
             let mut epochs = self.epochs.lock();
             let known = epochs.entry(f.volume.clone()).or_insert(f.epoch);
@@ -411,5 +420,29 @@ impl ReplicaServer {
             other => return Err(format!("a {other:?} frame where a change was expected")),
         };
         r.map_err(|e| format!("volume {}: {e}", f.volume))
+    }
+
+    fn apply_catalog(&self, f: &Frame) -> Result<(), String> {
+        let op: CatalogOp =
+            serde_json::from_slice(&f.payload).map_err(|e| format!("not a catalog change: {e}"))?;
+        let s = &self.store;
+        let done = match &op {
+            CatalogOp::Create { id, name, size } => {
+                s.create_as(id, name.as_deref(), *size).map(drop)
+            }
+            CatalogOp::Clone { id, parent, name } => {
+                s.clone_as(id, parent, name.as_deref()).map(drop)
+            }
+            CatalogOp::Snapshot {
+                volume,
+                snapshot_id,
+                name,
+            } => s
+                .snapshot_as(volume, snapshot_id, name.as_deref())
+                .map(drop),
+            CatalogOp::Freeze { id, checksum } => s.freeze_as(id, checksum).map(drop),
+            CatalogOp::Delete { id } => s.delete_as(id),
+        };
+        done.map_err(|e| format!("{op:?}: {e}"))
     }
 }

@@ -42,6 +42,8 @@ pub enum Kind {
     Ack = 5,
     /// `seq` was refused (payload: why); the sender stops using this connection.
     Refuse = 6,
+    /// A catalog change (JSON payload: a `CatalogOp`), applied before the owner commits it.
+    Catalog = 7,
 }
 
 impl Kind {
@@ -53,6 +55,7 @@ impl Kind {
             4 => Kind::Flush,
             5 => Kind::Ack,
             6 => Kind::Refuse,
+            7 => Kind::Catalog,
             _ => return None,
         })
     }

@@ -38,7 +38,7 @@ pub use self::record::{
 pub use self::transfer::Progress;
 use crate::volume::layer::{Layer, LayerPaths};
 use crate::volume::presence::MapError;
-use crate::volume::{LocalOnly, Replica, Volume};
+use crate::volume::{CatalogOp, LocalOnly, Replica, Volume};
 
 /// Copy-on-write granularity of new layers. 64 KiB, like qcow2's default cluster: small enough
 /// that a first write copies little, large enough that a 64 GiB volume's presence map is
@@ -233,6 +233,44 @@ impl Store {
         Ok(store)
     }
 
+    /// Applies `op` on the replica first: a change the replica did not take is not made.
+    fn replicate(&self, op: &CatalogOp) -> Result<(), StoreError> {
+        self.replica
+            .catalog(op)
+            .map_err(StoreError::io(format!("replicating {op:?}")))
+    }
+
+    /// The replica's side of an imported golden image: the writable volume `id`, whose
+    /// content was sent, is made immutable once its SHA-256 is `checksum`.
+    pub fn freeze_as(&self, id: &str, checksum: &str) -> Result<VolumeInfo, StoreError> {
+        {
+            let st = self.state.lock();
+            let r = st.resolve(id)?;
+            if r.state == VolumeState::Frozen {
+                if r.checksum.as_deref() == Some(checksum) {
+                    return Ok(self.info_of(&st, r));
+                }
+                return Err(StoreError::Frozen(r.name.clone()));
+            }
+        }
+        self.sync_all()?;
+        let got = self.content_checksum(id)?;
+        if got != checksum {
+            return Err(StoreError::Invalid(format!(
+                "volume {id} holds {got}, not the {checksum} its owner sent"
+            )));
+        }
+        let mut st = self.state.lock();
+        let mut r = st.resolve(id)?.clone();
+        r.state = VolumeState::Frozen;
+        r.checksum = Some(checksum.to_string());
+        self.catalog.commit(&[Change::PutVolume(r.clone())])?;
+        st.volumes.insert(r.id.clone(), r.clone());
+        // An open handle still says writable: the next user reopens it frozen.
+        self.open.lock().remove(&r.id);
+        Ok(self.info_of(&st, &r))
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -394,15 +432,37 @@ impl Store {
     /// Creates an empty, writable, thin volume of `size` bytes.
     pub fn create(&self, name: Option<&str>, size: u64) -> Result<VolumeInfo, StoreError> {
         validate_size(size)?;
-        let mut st = self.state.lock();
         if let Some(n) = name {
-            st.check_name_free(n)?;
+            self.state.lock().check_name_free(n)?;
         }
         let r = Self::new_record(name, size, None, VolumeState::Writable);
-        Layer::create(&self.paths(&r.layer), size, r.block_size, false).map_err(StoreError::io(
-            format!("creating the layer of volume {}", r.id),
-        ))?;
-        self.commit_new(&mut st, r)
+        // Not under the state lock: the peer may be replicating to this store meanwhile.
+        self.replicate(&CatalogOp::Create {
+            id: r.id.clone(),
+            name: name.map(str::to_string),
+            size,
+        })?;
+        let made = (|| {
+            let mut st = self.state.lock();
+            if let Some(n) = name {
+                st.check_name_free(n)?;
+            }
+            Layer::create(&self.paths(&r.layer), size, r.block_size, false).map_err(
+                StoreError::io(format!("creating the layer of volume {}", r.id)),
+            )?;
+            self.commit_new(&mut st, r.clone())
+        })();
+        if made.is_err() {
+            self.unreplicate(&r.id);
+        }
+        made
+    }
+
+    /// Takes back a catalog change the replica made when this node could not make it.
+    fn unreplicate(&self, id: &str) {
+        if let Err(e) = self.replicate(&CatalogOp::Delete { id: id.to_string() }) {
+            tracing::error!("volume {id} stays on the replica only: {e}");
+        }
     }
 
     /// Creates an empty volume whose id the caller chose (the pair's replicated catalog: the
@@ -441,15 +501,74 @@ impl Store {
 
     /// Makes a writable copy-on-write volume over the frozen volume `parent`, in O(1).
     pub fn clone_volume(&self, parent: &str, name: Option<&str>) -> Result<VolumeInfo, StoreError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.clone_with(&id, parent, name, true)
+    }
+
+    /// The replica's side of a clone: the owner's id; a second time changes nothing.
+    pub fn clone_as(
+        &self,
+        id: &str,
+        parent: &str,
+        name: Option<&str>,
+    ) -> Result<VolumeInfo, StoreError> {
+        if let Some(r) = self.state.lock().volumes.get(id).cloned() {
+            if r.parent.as_deref() == Some(parent) {
+                return self.info(id);
+            }
+            return Err(StoreError::Invalid(format!(
+                "volume {id} exists, and is not a clone of {parent}"
+            )));
+        }
+        self.clone_with(id, parent, name, false)
+    }
+
+    fn clone_with(
+        &self,
+        id: &str,
+        parent: &str,
+        name: Option<&str>,
+        replicate: bool,
+    ) -> Result<VolumeInfo, StoreError> {
+        let check = |st: &State| -> Result<VolumeRecord, StoreError> {
+            let p = st.resolve(parent)?.clone();
+            if p.state != VolumeState::Frozen {
+                return Err(StoreError::NotFrozen(p.name));
+            }
+            if let Some(n) = name {
+                st.check_name_free(n)?;
+            }
+            Ok(p)
+        };
+        let p = check(&self.state.lock())?;
+        if replicate {
+            // Not under the state lock: the peer may be replicating to this store meanwhile.
+            self.replicate(&CatalogOp::Clone {
+                id: id.to_string(),
+                parent: p.id.clone(),
+                name: name.map(str::to_string),
+            })?;
+        }
+        let made = self.clone_commit(id, name, &check);
+        if made.is_err() && replicate {
+            self.unreplicate(id);
+        }
+        made
+    }
+
+    fn clone_commit(
+        &self,
+        id: &str,
+        name: Option<&str>,
+        check: &dyn Fn(&State) -> Result<VolumeRecord, StoreError>,
+    ) -> Result<VolumeInfo, StoreError> {
         let mut st = self.state.lock();
-        let p = st.resolve(parent)?.clone();
-        if p.state != VolumeState::Frozen {
-            return Err(StoreError::NotFrozen(p.name));
+        let p = check(&st)?;
+        let mut r = Self::new_record(name, p.size, Some(p.id.clone()), VolumeState::Writable);
+        r.id = id.to_string();
+        if name.is_none() {
+            r.name = id.to_string();
         }
-        if let Some(n) = name {
-            st.check_name_free(n)?;
-        }
-        let r = Self::new_record(name, p.size, Some(p.id.clone()), VolumeState::Writable);
         Layer::create(&self.paths(&r.layer), r.size, r.block_size, true).map_err(
             StoreError::io(format!("creating the layer of volume {}", r.id)),
         )?;
@@ -460,14 +579,52 @@ impl Store {
     /// O(1): the volume's layer becomes the snapshot's, and the volume continues on a new
     /// empty layer over it. Open connections keep running; the volume's id does not change.
     pub fn snapshot(&self, key: &str, name: Option<&str>) -> Result<VolumeInfo, StoreError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.snapshot_with(key, &id, name, true)
+    }
+
+    /// The replica's side of a snapshot: the owner's snapshot id; a second time changes
+    /// nothing.
+    pub fn snapshot_as(
+        &self,
+        key: &str,
+        snapshot_id: &str,
+        name: Option<&str>,
+    ) -> Result<VolumeInfo, StoreError> {
+        if self.state.lock().volumes.contains_key(snapshot_id) {
+            return self.info(snapshot_id);
+        }
+        self.snapshot_with(key, snapshot_id, name, false)
+    }
+
+    fn snapshot_with(
+        &self,
+        key: &str,
+        snapshot_id: &str,
+        name: Option<&str>,
+        replicate: bool,
+    ) -> Result<VolumeInfo, StoreError> {
+        let check = |st: &State| -> Result<VolumeRecord, StoreError> {
+            let v = st.resolve(key)?.clone();
+            if v.state == VolumeState::Frozen {
+                return Err(StoreError::Frozen(v.name));
+            }
+            if let Some(n) = name {
+                st.check_name_free(n)?;
+            }
+            Ok(v)
+        };
+        if replicate {
+            let v = check(&self.state.lock())?;
+            // Not under the state lock: the peer may be replicating to this store meanwhile.
+            self.replicate(&CatalogOp::Snapshot {
+                volume: v.id.clone(),
+                snapshot_id: snapshot_id.to_string(),
+                name: name.map(str::to_string),
+            })?;
+        }
         let mut st = self.state.lock();
-        let v = st.resolve(key)?.clone();
-        if v.state == VolumeState::Frozen {
-            return Err(StoreError::Frozen(v.name));
-        }
-        if let Some(n) = name {
-            st.check_name_free(n)?;
-        }
+        let v = check(&st)?;
         let volume = self.open_volume(&st, &v)?;
         // Writers wait here until the volume continues on its new layer.
         let mut chain = volume.chain.write();
@@ -475,6 +632,10 @@ impl Store {
             .sync()
             .map_err(StoreError::io(format!("flushing volume {}", v.id)))?;
         let mut snap = Self::new_record(name, v.size, v.parent.clone(), VolumeState::Frozen);
+        snap.id = snapshot_id.to_string();
+        if name.is_none() {
+            snap.name = snapshot_id.to_string();
+        }
         snap.layer = v.layer.clone();
         snap.block_size = v.block_size;
         snap.origin = Some(format!("snapshot of {}", v.id));
@@ -544,6 +705,29 @@ impl Store {
 
     /// Deletes volume `key` and its export. Refused while it has children or users.
     pub fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.delete_with(key, true)
+    }
+
+    /// The replica's side of a delete: a volume already gone is fine.
+    pub fn delete_as(&self, id: &str) -> Result<(), StoreError> {
+        match self.delete_with(id, false) {
+            Err(StoreError::NotFound(_)) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Deletes here first, then on the replica (outside the state lock: the peer may be
+    /// replicating to this store meanwhile); a replica that could not delete keeps a volume
+    /// nothing uses, which a later delete or the resync removes.
+    fn delete_with(&self, key: &str, replicate: bool) -> Result<(), StoreError> {
+        let id = self.delete_here(key)?;
+        if replicate {
+            self.replicate(&CatalogOp::Delete { id })?;
+        }
+        Ok(())
+    }
+
+    fn delete_here(&self, key: &str) -> Result<String, StoreError> {
         let mut st = self.state.lock();
         let r = st.resolve(key)?.clone();
         let children: Vec<String> = st
@@ -572,7 +756,7 @@ impl Store {
         st.exports.remove(&r.id);
         self.open.lock().remove(&r.id);
         self.remove_layer_files(&r.layer);
-        Ok(())
+        Ok(r.id)
     }
 }
 

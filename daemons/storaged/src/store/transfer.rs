@@ -9,10 +9,11 @@ use std::fs::File;
 
 use sha2::{Digest, Sha256};
 
-use super::{Store, StoreError, VolumeInfo, VolumeState, validate_size};
+use super::{Store, StoreError, VolumeInfo, VolumeRecord, VolumeState, validate_size};
 use crate::imagefile::{self, ImageFormat};
 use crate::volume::layer::Layer;
 use crate::volume::write::is_zero;
+use crate::volume::{CatalogOp, WriteOp};
 
 /// Progress callback: bytes done, bytes in all.
 pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
@@ -72,12 +73,65 @@ impl Store {
             }
         };
         r.checksum = Some(checksum);
-        let mut st = self.state.lock();
-        if let Some(Err(e)) = name.map(|n| st.check_name_free(n)) {
-            self.remove_layer_files(&r.layer);
+        let info = {
+            let mut st = self.state.lock();
+            if let Some(Err(e)) = name.map(|n| st.check_name_free(n)) {
+                self.remove_layer_files(&r.layer);
+                return Err(e);
+            }
+            self.commit_new(&mut st, r)?
+        };
+        // On a pair the image is ready only once the replica holds it too, checked.
+        if let Err(e) = self.send_to_replica(&info.record, name) {
+            let id = info.record.id.clone();
+            if let Err(d) = self.delete_with(&id, false) {
+                tracing::error!("removing volume {id}, which the replica did not take: {d}");
+            }
             return Err(e);
         }
-        self.commit_new(&mut st, r)
+        Ok(info)
+    }
+
+    /// Sends an imported volume to the replica: created there under its id, its non-zero
+    /// chunks written, then (a golden image) frozen once the replica's SHA-256 matches.
+    fn send_to_replica(&self, r: &VolumeRecord, name: Option<&str>) -> Result<(), StoreError> {
+        if !self.replica.mirrors() {
+            return Ok(());
+        }
+        self.replicate(&CatalogOp::Create {
+            id: r.id.clone(),
+            name: name.map(str::to_string),
+            size: r.size,
+        })?;
+        let lease = self.lease(&r.id)?;
+        let volume = lease.volume();
+        let mut buf = vec![0u8; CHUNK];
+        let mut pos = 0;
+        while pos < r.size {
+            let n = (r.size - pos).min(CHUNK as u64) as usize;
+            crate::block::BlockDevice::read_at(&**volume, &mut buf[..n], pos)
+                .map_err(StoreError::io(format!("reading volume {} at {pos}", r.id)))?;
+            if buf[..n].iter().any(|b| *b != 0) {
+                self.replica
+                    .write(&r.id, pos, WriteOp::Data(&buf[..n]))
+                    .map_err(StoreError::io(format!(
+                        "sending volume {} to the replica",
+                        r.id
+                    )))?;
+            }
+            pos += n as u64;
+        }
+        self.replica.flush(&r.id).map_err(StoreError::io(format!(
+            "sending volume {} to the replica",
+            r.id
+        )))?;
+        if r.state == VolumeState::Frozen {
+            self.replicate(&CatalogOp::Freeze {
+                id: r.id.clone(),
+                checksum: r.checksum.clone().unwrap_or_default(),
+            })?;
+        }
+        Ok(())
     }
 
     /// Writes the content of volume `key` to `out` as `format`.

@@ -17,6 +17,40 @@ pub enum WriteOp<'a> {
     Zeroes { len: u64, may_trim: bool },
 }
 
+/// A change of the volume catalog, as sent to a replica: the ids are the owner's, so both
+/// nodes hold each volume under one id. Applying one twice changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
+pub enum CatalogOp {
+    /// An empty writable volume.
+    Create {
+        id: String,
+        name: Option<String>,
+        size: u64,
+    },
+    /// A writable copy-on-write volume over frozen `parent`.
+    Clone {
+        id: String,
+        parent: String,
+        name: Option<String>,
+    },
+    /// `volume`'s content frozen as `snapshot_id`; `volume` goes on over it.
+    Snapshot {
+        volume: String,
+        snapshot_id: String,
+        name: Option<String>,
+    },
+    /// A writable volume whose content (its SHA-256, `sha256:<hex>`) was sent made
+    /// immutable: an imported golden image.
+    Freeze {
+        id: String,
+        checksum: String,
+    },
+    Delete {
+        id: String,
+    },
+}
+
 /// Where acknowledged writes are mirrored. A write is acknowledged to the client only after
 /// the replica accepted it, and a flush only after the replica flushed.
 pub trait Replica: Send + Sync + Debug {
@@ -26,6 +60,8 @@ pub trait Replica: Send + Sync + Debug {
     fn mirrors(&self) -> bool {
         true
     }
+    /// Applies a catalog change on the replica before the owner commits it.
+    fn catalog(&self, op: &CatalogOp) -> io::Result<()>;
 }
 
 /// A single appliance: nothing to mirror to.
@@ -41,6 +77,9 @@ impl Replica for LocalOnly {
     }
     fn mirrors(&self) -> bool {
         false
+    }
+    fn catalog(&self, _op: &CatalogOp) -> io::Result<()> {
+        Ok(())
     }
 }
 

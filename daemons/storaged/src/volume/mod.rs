@@ -12,4 +12,4 @@ pub mod presence;
 pub mod write;
 
 pub use chain::Volume;
-pub use changes::{ChangeMap, LocalOnly, Replica, WriteOp};
+pub use changes::{CatalogOp, ChangeMap, LocalOnly, Replica, WriteOp};
