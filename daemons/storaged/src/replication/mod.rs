@@ -270,6 +270,10 @@ impl Replica for PeerReplica {
         self.replicate(f)
     }
 
+    fn in_sync(&self) -> bool {
+        !self.peer_outdated()
+    }
+
     fn catalog(&self, op: &CatalogOp) -> io::Result<()> {
         let mut f = Frame::new(Kind::Catalog, 0);
         f.payload = serde_json::to_vec(op).map_err(io::Error::other)?;

@@ -38,7 +38,7 @@ pub use self::record::{
 pub use self::transfer::Progress;
 use crate::volume::layer::{Layer, LayerPaths};
 use crate::volume::presence::MapError;
-use crate::volume::{CatalogOp, LocalOnly, Replica, Volume};
+use crate::volume::{ActivityLog, CatalogOp, LocalOnly, Replica, Volume, WriteOp};
 
 /// Copy-on-write granularity of new layers. 64 KiB, like qcow2's default cluster: small enough
 /// that a first write copies little, large enough that a 64 GiB volume's presence map is
@@ -330,13 +330,28 @@ impl Store {
                 None => None,
             };
         }
-        let v = Arc::new(Volume::new(
-            r.id.clone(),
-            r.size,
-            r.state == VolumeState::Frozen,
-            chain,
-            Arc::clone(&self.replica),
-        ));
+        // A pair's writable volume keeps its activity log beside the layers.
+        let activity = if self.replica.mirrors() && r.state != VolumeState::Frozen {
+            let dir = self.root.join("activity");
+            std::fs::create_dir_all(&dir)
+                .map_err(StoreError::io(format!("creating {}", dir.display())))?;
+            let path = dir.join(format!("{}.al", r.id));
+            Some(Arc::new(ActivityLog::open(&path, r.size).map_err(
+                StoreError::io(format!("opening the activity log {}", path.display())),
+            )?))
+        } else {
+            None
+        };
+        let v = Arc::new(
+            Volume::new(
+                r.id.clone(),
+                r.size,
+                r.state == VolumeState::Frozen,
+                chain,
+                Arc::clone(&self.replica),
+            )
+            .with_activity(activity),
+        );
         self.open.lock().insert(r.id.clone(), Arc::downgrade(&v));
         Ok(v)
     }
@@ -757,6 +772,65 @@ impl Store {
         self.open.lock().remove(&r.id);
         self.remove_layer_files(&r.layer);
         Ok(r.id)
+    }
+}
+
+/// What a resync copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResyncReport {
+    pub regions: u64,
+    pub bytes: u64,
+}
+
+impl Store {
+    /// Brings the peer's copy of volume `key` up to date: every region of its activity log
+    /// (written while the peer was away, or possibly not acknowledged by it before a crash)
+    /// is sent whole, one locked region at a time (writes to it wait meanwhile; writes
+    /// elsewhere go on to both nodes), then flushed on both and cleared. `progress` gets
+    /// (regions sent, regions to send).
+    pub fn resync(
+        &self,
+        key: &str,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<ResyncReport, StoreError> {
+        let lease = self.lease(key)?;
+        let volume = lease.volume();
+        let Some(log) = volume.activity().cloned() else {
+            return Ok(ResyncReport::default());
+        };
+        let id = volume.id().to_string();
+        let dirty = log.dirty();
+        let total = dirty.len() as u64;
+        let mut report = ResyncReport::default();
+        let region = crate::volume::changes::REGION_BYTES;
+        let mut buf = vec![0u8; region as usize];
+        for (n, r) in dirty.into_iter().enumerate() {
+            let held = log.lock_region(r);
+            let offset = r * region;
+            let len = region.min(volume.size - offset) as usize;
+            crate::block::BlockDevice::read_at(&**volume, &mut buf[..len], offset)
+                .map_err(StoreError::io(format!("reading volume {id} at {offset}")))?;
+            let op = if buf[..len].iter().all(|b| *b == 0) {
+                WriteOp::Zeroes {
+                    len: len as u64,
+                    may_trim: true,
+                }
+            } else {
+                WriteOp::Data(&buf[..len])
+            };
+            self.replica
+                .write(&id, offset, op)
+                .map_err(StoreError::io(format!("resyncing volume {id} at {offset}")))?;
+            drop(held);
+            report.regions += 1;
+            report.bytes += len as u64;
+            progress(n as u64 + 1, total);
+        }
+        volume.sync().map_err(StoreError::io(format!(
+            "flushing volume {id} after its resync"
+        )))?;
+        Ok(report)
     }
 }
 

@@ -20,6 +20,8 @@ pub struct Volume {
     pub(crate) chain: RwLock<Vec<Arc<Layer>>>,
     pub(crate) changes: ChangeMap,
     pub(crate) replica: Arc<dyn Replica>,
+    /// On a pair: the regions that may differ from the peer's copy, on disk.
+    pub(crate) activity: Option<Arc<super::ActivityLog>>,
     /// Open connections (export leases) using this volume.
     pub(crate) users: AtomicUsize,
 }
@@ -39,6 +41,7 @@ impl Volume {
             chain: RwLock::new(chain),
             changes: ChangeMap::new(size),
             replica,
+            activity: None,
             users: AtomicUsize::new(0),
         }
     }
@@ -54,6 +57,16 @@ impl Volume {
     /// Number of open connections using the volume.
     pub fn users(&self) -> usize {
         self.users.load(Ordering::Acquire)
+    }
+
+    /// Keeps the regions that may differ from the peer's copy in `log` (a pair's volume).
+    pub(crate) fn with_activity(mut self, log: Option<Arc<super::ActivityLog>>) -> Self {
+        self.activity = log;
+        self
+    }
+
+    pub fn activity(&self) -> Option<&Arc<super::ActivityLog>> {
+        self.activity.as_ref()
     }
 
     /// The regions written since the last call, for resynchronising a peer.

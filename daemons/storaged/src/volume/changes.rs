@@ -62,6 +62,11 @@ pub trait Replica: Send + Sync + Debug {
     }
     /// Applies a catalog change on the replica before the owner commits it.
     fn catalog(&self, op: &CatalogOp) -> io::Result<()>;
+    /// Whether writes reach the peer now (false while it is marked outdated): only then
+    /// may a completed flush clear regions of the activity log.
+    fn in_sync(&self) -> bool {
+        self.mirrors()
+    }
 }
 
 /// A single appliance: nothing to mirror to.

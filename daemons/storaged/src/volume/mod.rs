@@ -5,11 +5,13 @@
 //! per run of blocks; every write, zero and trim goes through [`write`], the single place where
 //! replication to the peer appliance and change tracking hook in.
 
+pub mod activity;
 pub mod chain;
 pub mod changes;
 pub mod layer;
 pub mod presence;
 pub mod write;
 
+pub use activity::ActivityLog;
 pub use chain::Volume;
 pub use changes::{CatalogOp, ChangeMap, LocalOnly, Replica, WriteOp};

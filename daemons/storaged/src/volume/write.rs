@@ -26,6 +26,7 @@ impl Volume {
     /// Writes `buf` at `offset`.
     pub fn write(&self, buf: &[u8], offset: u64, fua: bool) -> io::Result<()> {
         self.check_writable()?;
+        let _in_flight = self.begin(offset, buf.len() as u64)?;
         {
             let chain = self.chain.read();
             apply(&chain, offset, buf.len() as u64, |top| {
@@ -38,6 +39,7 @@ impl Volume {
     /// Makes `[offset, offset + len)` read as zeroes.
     pub fn zero(&self, offset: u64, len: u64, may_trim: bool, fua: bool) -> io::Result<()> {
         self.check_writable()?;
+        let _in_flight = self.begin(offset, len)?;
         {
             let chain = self.chain.read();
             apply(&chain, offset, len, |top| {
@@ -74,6 +76,8 @@ impl Volume {
         if !self.replica.mirrors() {
             return top.sync();
         }
+        let since = self.activity.as_ref().map(|a| a.generation());
+        let peer_had_all = self.replica.in_sync();
         // The replica syncs while this node does: a flush costs the slower of the two, not
         // their sum.
         std::thread::scope(|s| {
@@ -83,7 +87,23 @@ impl Volume {
                 .join()
                 .unwrap_or_else(|_| Err(io::Error::other("the replica's flush panicked")));
             local.and(remote)
-        })
+        })?;
+        // Both nodes hold everything begun before the flush: those regions are in sync.
+        if let (Some(log), Some(since)) = (&self.activity, since)
+            && peer_had_all
+            && self.replica.in_sync()
+        {
+            log.clear_clean(since);
+        }
+        Ok(())
+    }
+
+    /// Marks the regions of a write in the activity log (on disk) before it is applied.
+    fn begin(&self, offset: u64, len: u64) -> io::Result<Option<super::activity::InFlight<'_>>> {
+        match &self.activity {
+            Some(log) => log.begin(offset, len),
+            None => Ok(None),
+        }
     }
 
     /// Applies a change the volume's owner sent to this node, which holds its replica: as
