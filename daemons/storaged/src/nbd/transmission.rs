@@ -34,7 +34,8 @@ pub enum TransmissionError {
     WriterTask(#[source] tokio::task::JoinError),
 }
 
-/// A finished reply, holding its in-flight slot until it has been written.
+/// A finished reply, holding its in-flight slot until it has been written. An empty one
+/// closes the connection instead (see [`Conn::device_error`]).
 struct Reply {
     bytes: Vec<u8>,
     _slot: OwnedSemaphorePermit,
@@ -81,7 +82,19 @@ impl Conn {
     }
 
     /// Replies to a device failure, logging it: the client only sees an errno.
+    /// The reply to a request the device failed. A device that says this node must not
+    /// serve the volume any more (`ConnectionAborted`: on a pair, its ownership moved to the
+    /// other node) gets no error reply — an error would reach the client's guest as an I/O
+    /// error — but an empty reply, which closes the connection: a client that reconnects
+    /// (QEMU's `reconnect-delay`) resends the request to the node that now owns the volume.
     fn device_error(&self, req: &Request, err: &io::Error) -> Vec<u8> {
+        if err.kind() == io::ErrorKind::ConnectionAborted {
+            tracing::warn!(
+                client = %self.client, export = %self.export, error = %err,
+                "closing the connection: this node no longer serves the volume"
+            );
+            return Vec::new();
+        }
         tracing::warn!(
             client = %self.client, export = %self.export, command = req.kind, offset = req.offset, len = req.len,
             error = %err, "NBD device operation failed"
@@ -505,11 +518,22 @@ async fn write_replies<W: AsyncWrite + Unpin>(
     pool: Arc<BufferPool>,
 ) -> io::Result<()> {
     // Deliberately not given the `Conn`: its reply sender would keep the channel open forever.
+    let closing = || io::Error::new(io::ErrorKind::ConnectionAborted, "closed: volume moved");
     while let Some(reply) = rx.recv().await {
+        if reply.bytes.is_empty() {
+            w.flush().await?;
+            w.shutdown().await?;
+            return Err(closing());
+        }
         w.write_all(&reply.bytes).await?;
         pool.put(reply.bytes);
         // Batch whatever else is already finished into the same flush.
         while let Ok(more) = rx.try_recv() {
+            if more.bytes.is_empty() {
+                w.flush().await?;
+                w.shutdown().await?;
+                return Err(closing());
+            }
             w.write_all(&more.bytes).await?;
             pool.put(more.bytes);
         }
@@ -724,6 +748,16 @@ mod connection_tests {
         dev.fail_with(None);
         c.request(CMD_READ, 0, 4, 0, 3, &[]).await;
         assert_eq!(c.simple(3).await, (0, 4, vec![0, 0, 0]));
+    }
+
+    #[tokio::test]
+    async fn a_volume_that_moved_closes_the_connection_without_an_error_reply() {
+        let (cat, dev) = setup();
+        let mut c = open(&cat, "vol", false, false).await;
+        dev.fail_with(Some(libc::ECONNABORTED));
+        c.request(CMD_WRITE, 0, 1, 0, 3, b"abc").await;
+        assert!(c.closed().await, "no reply, the connection closed");
+        dev.fail_with(None);
     }
 
     #[tokio::test]
