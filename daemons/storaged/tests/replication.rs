@@ -535,3 +535,28 @@ fn a_resync_copies_only_what_the_peer_missed_even_across_a_restart_and_under_wri
     );
     assert!(report.bytes <= 25 * MIB, "{report:?}");
 }
+
+#[test]
+fn a_replica_that_cannot_apply_degrades_the_volume_without_failing_the_client() {
+    let p = pair();
+    let lease = p.owner.lease(VOL).unwrap();
+    let v = lease.volume();
+    v.write(&[1; 4096], 0, true).unwrap();
+    // The replica loses the volume (as a full disk would refuse its writes).
+    p.replica.delete_as(VOL).unwrap();
+    v.write(&[2; 4096], 3 * MIB, true).unwrap();
+    v.write(&[3; 4096], 9 * MIB, false).unwrap();
+    v.sync().unwrap();
+    assert_eq!(p.link.degraded(), [VOL]);
+    let dirty = v.activity().unwrap().dirty();
+    assert!(dirty.contains(&3) && dirty.contains(&9), "{dirty:?}");
+    // The replica's copy is new (empty): a full resync rebuilds it.
+    p.replica.create_as(VOL, Some("os1"), 64 * MIB).unwrap();
+    let report = p.owner.resync_full(VOL, &mut |_, _| {}).unwrap();
+    assert_eq!(report.regions, 64);
+    assert!(p.link.degraded().is_empty());
+    assert_eq!(
+        p.owner.content_checksum(VOL).unwrap(),
+        p.replica.content_checksum(VOL).unwrap()
+    );
+}

@@ -38,13 +38,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::Store;
 use crate::volume::{CatalogOp, Replica, WriteOp};
-use wire::{FLAG_FUA, FLAG_TRIM, Frame, Kind, WireError, read_frame, write_frame};
+use wire::{
+    FLAG_FUA, FLAG_TRIM, Frame, Kind, REFUSED_CANNOT_APPLY, REFUSED_DEPOSED, WireError, read_frame,
+    write_frame,
+};
 
 /// How long a connection attempt to the peer waits.
 const CONNECT: Duration = Duration::from_secs(1);
 /// How long an answer from a connected peer may take before the connection is dropped and
 /// the request sent again on a new one.
 const ANSWER: Duration = Duration::from_secs(5);
+/// Requests in flight to the peer at most (one connection each).
+const MAX_CONNECTIONS: u64 = 16;
 /// Between attempts while the peer cannot be reached.
 const RETRY: Duration = Duration::from_millis(200);
 
@@ -61,8 +66,8 @@ pub struct Hello {
 pub enum ReplicationError {
     #[error("{0}")]
     Wire(#[from] WireError),
-    #[error("the peer refused: {0}")]
-    Refused(String),
+    #[error("the peer refused: {why}")]
+    Refused { code: u32, why: String },
     #[error("the peer answered {got:?} to request {seq}")]
     Unexpected { seq: u64, got: Kind },
 }
@@ -96,8 +101,13 @@ pub struct PeerReplica {
     /// Connections not in use: each request takes one (or opens one), so as many requests
     /// are in flight as the NBD clients send, and gives it back after its answer.
     idle: Mutex<Vec<ConnBox>>,
+    /// Connections open (idle or in use), at most [`MAX_CONNECTIONS`].
+    open: AtomicU64,
+    available: parking_lot::Condvar,
     seq: AtomicU64,
     outdated: AtomicBool,
+    /// Volumes whose changes the replica could not apply: written here alone until resynced.
+    degraded: Mutex<std::collections::HashSet<String>>,
     /// The epoch of each volume this node owns (1 until the pair bumps it).
     epochs: Mutex<HashMap<String, u64>>,
 }
@@ -135,8 +145,11 @@ impl PeerReplica {
             me,
             tls,
             idle: Mutex::new(Vec::new()),
+            open: AtomicU64::new(0),
+            available: parking_lot::Condvar::new(),
             seq: AtomicU64::new(1),
             outdated: AtomicBool::new(false),
+            degraded: Mutex::new(Default::default()),
             epochs: Mutex::new(HashMap::new()),
         }
     }
@@ -149,6 +162,13 @@ impl PeerReplica {
 
     pub fn peer_outdated(&self) -> bool {
         self.outdated.load(Ordering::SeqCst)
+    }
+
+    /// Volumes the replica could not keep up (degraded until their resync).
+    pub fn degraded(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.degraded.lock().iter().cloned().collect();
+        v.sort();
+        v
     }
 
     /// Sets the epoch this node writes `volume` with (the pair bumps it at a failover).
@@ -181,36 +201,72 @@ impl PeerReplica {
         let answer = conn.receive()?;
         match answer.kind {
             Kind::Hello => Ok(conn),
-            Kind::Refuse => Err(ReplicationError::Refused(
-                String::from_utf8_lossy(&answer.payload).into_owned(),
-            )),
+            Kind::Refuse => Err(ReplicationError::Refused {
+                code: REFUSED_DEPOSED,
+                why: String::from_utf8_lossy(&answer.payload).into_owned(),
+            }),
             got => Err(ReplicationError::Unexpected { seq: 0, got }),
         }
     }
 
     /// Sends `frame` and waits for its ack, on an idle connection or a new one.
     fn exchange(&self, mut frame: Frame) -> Result<(), ReplicationError> {
-        let taken = self.idle.lock().pop();
-        let mut conn = match taken {
-            Some(c) => c.0,
-            None => self.connect()?,
-        };
+        let mut conn = self.take()?;
         frame.seq = self.seq.fetch_add(1, Ordering::SeqCst);
-        conn.send(&frame)?;
-        let answer = conn.receive()?;
-        match answer.kind {
-            Kind::Ack if answer.seq == frame.seq => {
-                self.idle.lock().push(ConnBox(conn));
-                Ok(())
+        let answer = conn.send(&frame).and_then(|()| conn.receive());
+        let answer = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                self.lost();
+                return Err(e.into());
             }
-            Kind::Refuse => Err(ReplicationError::Refused(
-                String::from_utf8_lossy(&answer.payload).into_owned(),
-            )),
+        };
+        if answer.kind == Kind::Ack && answer.seq == frame.seq {
+            self.idle.lock().push(ConnBox(conn));
+            self.available.notify_one();
+            return Ok(());
+        }
+        self.lost();
+        match answer.kind {
+            Kind::Ack => Err(ReplicationError::Unexpected {
+                seq: frame.seq,
+                got: Kind::Ack,
+            }),
+            Kind::Refuse => Err(ReplicationError::Refused {
+                code: answer.flags,
+                why: String::from_utf8_lossy(&answer.payload).into_owned(),
+            }),
             got => Err(ReplicationError::Unexpected {
                 seq: frame.seq,
                 got,
             }),
         }
+    }
+
+    /// An idle connection, or a new one while fewer than [`MAX_CONNECTIONS`] are open;
+    /// otherwise waits for one: a slow peer holds writers back, it never piles up memory.
+    fn take(&self) -> Result<Conn, ReplicationError> {
+        {
+            let mut idle = self.idle.lock();
+            loop {
+                if let Some(c) = idle.pop() {
+                    return Ok(c.0);
+                }
+                if self.open.load(Ordering::SeqCst) < MAX_CONNECTIONS {
+                    self.open.fetch_add(1, Ordering::SeqCst);
+                    break;
+                }
+                self.available.wait(&mut idle);
+            }
+        }
+        self.connect().inspect_err(|_| self.lost())
+    }
+
+    /// A connection was dropped (failed or refused).
+    fn lost(&self) {
+        let _idle = self.idle.lock();
+        self.open.fetch_sub(1, Ordering::SeqCst);
+        self.available.notify_one();
     }
 
     /// Sends `frame` until the peer takes it: a refusal fails the write (this node was
@@ -219,12 +275,24 @@ impl PeerReplica {
     fn replicate(&self, frame: Frame) -> io::Result<()> {
         let mut warned = false;
         loop {
-            if self.peer_outdated() {
+            if self.peer_outdated() || self.degraded.lock().contains(&frame.volume) {
                 return Ok(());
             }
             match self.exchange(frame.clone()) {
                 Ok(()) => return Ok(()),
-                Err(ReplicationError::Refused(why)) => return Err(deposed(&why)),
+                // The replica cannot take this volume's changes (its disk is full...): the
+                // volume goes on here alone, its regions kept for the resync.
+                Err(ReplicationError::Refused { code, why })
+                    if code == REFUSED_CANNOT_APPLY && frame.kind != Kind::Catalog =>
+                {
+                    tracing::error!(
+                        "volume {} is degraded: the replica cannot apply its writes ({why})",
+                        frame.volume
+                    );
+                    self.degraded.lock().insert(frame.volume.clone());
+                    return Ok(());
+                }
+                Err(ReplicationError::Refused { why, .. }) => return Err(deposed(&why)),
                 Err(e) => {
                     if !warned {
                         tracing::warn!(
@@ -270,8 +338,12 @@ impl Replica for PeerReplica {
         self.replicate(f)
     }
 
-    fn in_sync(&self) -> bool {
-        !self.peer_outdated()
+    fn in_sync(&self, volume: &str) -> bool {
+        !self.peer_outdated() && !self.degraded.lock().contains(volume)
+    }
+
+    fn resume(&self, volume: &str) {
+        self.degraded.lock().remove(volume);
     }
 
     fn catalog(&self, op: &CatalogOp) -> io::Result<()> {
@@ -326,8 +398,9 @@ impl ReplicaServer {
         }
     }
 
-    fn refuse(conn: &mut Conn, seq: u64, why: &str) -> Result<(), WireError> {
+    fn refuse(conn: &mut Conn, seq: u64, code: u32, why: &str) -> Result<(), WireError> {
         let mut f = Frame::new(Kind::Refuse, seq);
+        f.flags = code;
         f.payload = why.as_bytes().to_vec();
         conn.send(&f)
     }
@@ -346,7 +419,7 @@ impl ReplicaServer {
         let hello = match conn.receive() {
             Ok(f) => f,
             Err(e @ WireError::Version { .. }) => {
-                let _ = Self::refuse(&mut conn, 0, &e.to_string());
+                let _ = Self::refuse(&mut conn, 0, REFUSED_DEPOSED, &e.to_string());
                 return Err(e.into());
             }
             Err(e) => return Err(e.into()),
@@ -359,8 +432,11 @@ impl ReplicaServer {
                     "this is {} of pair {}; {other:?} is not a member",
                     self.me.node, self.me.cluster_id
                 );
-                Self::refuse(&mut conn, 0, &why)?;
-                return Err(ReplicationError::Refused(why));
+                Self::refuse(&mut conn, 0, REFUSED_DEPOSED, &why)?;
+                return Err(ReplicationError::Refused {
+                    code: REFUSED_DEPOSED,
+                    why,
+                });
             }
         }
         let mut answer = Frame::new(Kind::Hello, 0);
@@ -374,41 +450,50 @@ impl ReplicaServer {
             };
             match self.apply(&f) {
                 Ok(()) => conn.send(&Frame::new(Kind::Ack, f.seq))?,
-                Err(why) => {
-                    Self::refuse(&mut conn, f.seq, &why)?;
-                    return Err(ReplicationError::Refused(why));
+                Err((code, why)) => {
+                    Self::refuse(&mut conn, f.seq, code, &why)?;
+                    return Err(ReplicationError::Refused { code, why });
                 }
             }
         }
     }
 
-    fn apply(&self, f: &Frame) -> Result<(), String> {
+    fn apply(&self, f: &Frame) -> Result<(), (u32, String)> {
         if f.kind == Kind::Catalog {
-            return self.apply_catalog(f);
+            return self
+                .apply_catalog(f)
+                .map_err(|why| (REFUSED_CANNOT_APPLY, why));
         }
         {
             let mut epochs = self.epochs.lock();
             let known = epochs.entry(f.volume.clone()).or_insert(f.epoch);
             if f.epoch < *known {
-                return Err(format!(
-                    "volume {} is at epoch {known}; a write of epoch {} comes from a node that \
-                     no longer owns it",
-                    f.volume, f.epoch
+                return Err((
+                    REFUSED_DEPOSED,
+                    format!(
+                        "volume {} is at epoch {known}; a write of epoch {} comes from a node \
+                         that no longer owns it",
+                        f.volume, f.epoch
+                    ),
                 ));
             }
             *known = f.epoch;
         }
-        let lease = self.store.lease(&f.volume).map_err(|e| e.to_string())?;
+        let cannot = |why: String| (REFUSED_CANNOT_APPLY, why);
+        let lease = self
+            .store
+            .lease(&f.volume)
+            .map_err(|e| cannot(e.to_string()))?;
         let v = lease.volume();
         let sync = f.flags & FLAG_FUA != 0;
         let r = match f.kind {
             Kind::Write => {
                 if f.payload.len() as u64 != f.len {
-                    return Err(format!(
+                    return Err(cannot(format!(
                         "a write of {} bytes carries {}",
                         f.len,
                         f.payload.len()
-                    ));
+                    )));
                 }
                 v.apply_replicated(f.offset, Some(WriteOp::Data(&f.payload)), sync)
             }
@@ -421,9 +506,13 @@ impl ReplicaServer {
                 sync,
             ),
             Kind::Flush => v.apply_replicated(0, None, true),
-            other => return Err(format!("a {other:?} frame where a change was expected")),
+            other => {
+                return Err(cannot(format!(
+                    "a {other:?} frame where a change was expected"
+                )));
+            }
         };
-        r.map_err(|e| format!("volume {}: {e}", f.volume))
+        r.map_err(|e| cannot(format!("volume {}: {e}", f.volume)))
     }
 
     fn apply_catalog(&self, f: &Frame) -> Result<(), String> {

@@ -65,6 +65,12 @@ impl Kind {
 pub const FLAG_FUA: u32 = 1;
 /// A zeroed range may be freed (NBD's TRIM, or WRITE_ZEROES without NO_HOLE).
 pub const FLAG_TRIM: u32 = 2;
+/// On a refusal: the sender may not write this volume (an older epoch, not a member of the
+/// pair, another protocol version).
+pub const REFUSED_DEPOSED: u32 = 1;
+/// On a refusal: the replica could not apply the change itself (its disk is full, the volume
+/// is missing there): the owner goes on without it for that volume, which a resync repairs.
+pub const REFUSED_CANNOT_APPLY: u32 = 2;
 
 /// One message.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -784,6 +784,24 @@ pub struct ResyncReport {
 }
 
 impl Store {
+    /// A full resync: every region of volume `key` is sent (the peer's copy is new or
+    /// cannot be trusted).
+    pub fn resync_full(
+        &self,
+        key: &str,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<ResyncReport, StoreError> {
+        {
+            let lease = self.lease(key)?;
+            if let Some(log) = lease.volume().activity() {
+                log.mark_all().map_err(StoreError::io(format!(
+                    "marking volume {key} for a full resync"
+                )))?;
+            }
+        }
+        self.resync(key, progress)
+    }
+
     /// Brings the peer's copy of volume `key` up to date: every region of its activity log
     /// (written while the peer was away, or possibly not acknowledged by it before a crash)
     /// is sent whole, one locked region at a time (writes to it wait meanwhile; writes
@@ -800,6 +818,8 @@ impl Store {
             return Ok(ResyncReport::default());
         };
         let id = volume.id().to_string();
+        // Its writes go to the peer again from now on (a degraded volume's too).
+        self.replica.resume(&id);
         let dirty = log.dirty();
         let total = dirty.len() as u64;
         let mut report = ResyncReport::default();

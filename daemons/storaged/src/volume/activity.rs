@@ -208,6 +208,17 @@ impl ActivityLog {
         }
     }
 
+    /// Marks every region (synced): the peer's copy is to be rebuilt whole (a full resync).
+    pub fn mark_all(&self) -> io::Result<()> {
+        let mut bits = self.bits.lock();
+        for r in 0..self.regions {
+            bits[(r / 64) as usize] |= 1 << (r % 64);
+        }
+        let raw: Vec<u8> = bits.iter().flat_map(|w| w.to_le_bytes()).collect();
+        self.file.write_all_at(&raw, 0)?;
+        self.file.sync_data()
+    }
+
     /// The regions marked (possibly different on the peer).
     pub fn dirty(&self) -> Vec<u64> {
         let bits = self.bits.lock();

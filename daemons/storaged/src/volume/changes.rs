@@ -62,11 +62,13 @@ pub trait Replica: Send + Sync + Debug {
     }
     /// Applies a catalog change on the replica before the owner commits it.
     fn catalog(&self, op: &CatalogOp) -> io::Result<()>;
-    /// Whether writes reach the peer now (false while it is marked outdated): only then
-    /// may a completed flush clear regions of the activity log.
-    fn in_sync(&self) -> bool {
+    /// Whether `volume`'s writes reach the peer now (false while it is marked outdated, or
+    /// the volume degraded): only then may a completed flush clear its activity log.
+    fn in_sync(&self, _volume: &str) -> bool {
         self.mirrors()
     }
+    /// `volume`'s changes go to the peer again (its resync starts).
+    fn resume(&self, _volume: &str) {}
 }
 
 /// A single appliance: nothing to mirror to.

@@ -77,7 +77,7 @@ impl Volume {
             return top.sync();
         }
         let since = self.activity.as_ref().map(|a| a.generation());
-        let peer_had_all = self.replica.in_sync();
+        let peer_had_all = self.replica.in_sync(&self.id);
         // The replica syncs while this node does: a flush costs the slower of the two, not
         // their sum.
         std::thread::scope(|s| {
@@ -91,7 +91,7 @@ impl Volume {
         // Both nodes hold everything begun before the flush: those regions are in sync.
         if let (Some(log), Some(since)) = (&self.activity, since)
             && peer_had_all
-            && self.replica.in_sync()
+            && self.replica.in_sync(&self.id)
         {
             log.clear_clean(since);
         }
