@@ -1,13 +1,19 @@
 //! Replicated vs unreplicated writes over NBD on loopback: two stores in one process, an NBD
 //! server on each owner, `qemu-img bench -w` against both (sequential 1 MiB writes and 4 KiB
-//! writes with a flush after each, queue depth as given). Prints a Markdown table.
+//! writes with a flush after each, queue depth as given), beside the named peer: QEMU's
+//! synchronous mirror (`qemu-storage-daemon`, `blockdev-mirror copy-mode=write-blocking`
+//! from a raw file to a second raw file served by `qemu-nbd`, the mirror's filter node
+//! exported over NBD). Prints a Markdown table.
 //!
 //! `cargo run --release -p storaged --example replicated_write -- [--count N] [--depth D]`
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a measurement: a failure ends it
 
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::process::Command;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -50,6 +56,119 @@ fn bench(uri: &str, args: &[&str]) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One QMP command and its answer (events skipped).
+fn qmp(w: &mut UnixStream, r: &mut BufReader<UnixStream>, cmd: &str) -> serde_json::Value {
+    w.write_all(cmd.as_bytes()).unwrap();
+    w.write_all(b"\n").unwrap();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v.get("return").is_some() || v.get("error").is_some() {
+            assert!(v.get("error").is_none(), "{cmd}: {v}");
+            return v;
+        }
+    }
+}
+
+/// QEMU's synchronous mirror: a raw file mirrored (write-blocking) to a raw file behind
+/// qemu-nbd; returns the NBD URI of the mirror's filter node and the processes.
+fn qemu_mirror(dir: &Path, size: u64) -> (String, Vec<Killed>) {
+    let (src, tgt) = (dir.join("src.raw"), dir.join("tgt.raw"));
+    for f in [&src, &tgt] {
+        std::fs::File::create(f).unwrap().set_len(size).unwrap();
+    }
+    let tport = free_port();
+    let target = Command::new("qemu-nbd")
+        .args([
+            "-f",
+            "raw",
+            "-t",
+            "-x",
+            "vol",
+            "--cache=writeback",
+            "-b",
+            "127.0.0.1",
+        ])
+        .args(["-p", &tport.to_string()])
+        .arg(&tgt)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("qemu-nbd");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (eport, sock) = (free_port(), dir.join("qmp.sock"));
+    let daemon = Command::new("qemu-storage-daemon")
+        .arg("--blockdev")
+        .arg(format!(
+            "driver=file,filename={},node-name=src-file,cache.direct=off",
+            src.display()
+        ))
+        .args(["--blockdev", "driver=raw,file=src-file,node-name=src"])
+        .arg("--blockdev")
+        .arg(format!(
+            "driver=nbd,server.type=inet,server.host=127.0.0.1,server.port={tport},\
+             export=vol,node-name=tgt"
+        ))
+        .arg("--chardev")
+        .arg(format!(
+            "socket,id=qmp,path={},server=on,wait=off",
+            sock.display()
+        ))
+        .args(["--monitor", "chardev=qmp"])
+        .arg("--nbd-server")
+        .arg(format!(
+            "addr.type=inet,addr.host=127.0.0.1,addr.port={eport}"
+        ))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("qemu-storage-daemon");
+    let procs = vec![Killed(target), Killed(daemon)];
+    let mut w = loop {
+        match UnixStream::connect(&sock) {
+            Ok(s) => break s,
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    };
+    let mut r = BufReader::new(w.try_clone().unwrap());
+    let mut greeting = String::new();
+    r.read_line(&mut greeting).unwrap();
+    qmp(&mut w, &mut r, r#"{"execute":"qmp_capabilities"}"#);
+    qmp(
+        &mut w,
+        &mut r,
+        r#"{"execute":"blockdev-mirror","arguments":{"job-id":"m","device":"src","target":"tgt","sync":"full","copy-mode":"write-blocking","filter-node-name":"mf"}}"#,
+    );
+    loop {
+        let jobs = qmp(&mut w, &mut r, r#"{"execute":"query-jobs"}"#);
+        if jobs["return"][0]["status"] == "ready" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    qmp(
+        &mut w,
+        &mut r,
+        r#"{"execute":"block-export-add","arguments":{"type":"nbd","id":"e","node-name":"mf","writable":true,"name":"vol"}}"#,
+    );
+    (format!("nbd://127.0.0.1:{eport}/vol"), procs)
+}
+
 fn main() {
     let count = arg("--count", 512);
     let depth = arg("--depth", 8).to_string();
@@ -84,20 +203,28 @@ fn main() {
         rt.spawn(storaged::nbd::serve(l, c));
         uris.push(format!("nbd://127.0.0.1:{port}/{VOL}"));
     }
+    let mirror_dir = tempfile::tempdir().unwrap();
+    let (mirror, _procs) = qemu_mirror(mirror_dir.path(), 2048 * MIB);
+    uris.push(mirror);
     let c = count.to_string();
     let c4k = (count * 4).to_string();
-    println!("| writes over NBD | unreplicated | replicated | ratio |");
-    println!("|---|---:|---:|---:|");
+    println!(
+        "| writes over NBD | storaged unreplicated | storaged replicated | QEMU mirror \
+         (write-blocking) | replicated / unreplicated | replicated / mirror |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
     let seq: Vec<f64> = uris
         .iter()
         .map(|u| bench(u, &["-c", &c, "-s", "1M", "-d", &depth]))
         .collect();
     let mb = count as f64;
     println!(
-        "| sequential 1 MiB, depth {depth}, MiB/s | {:.0} | {:.0} | {:.2}× |",
+        "| sequential 1 MiB, depth {depth}, MiB/s | {:.0} | {:.0} | {:.0} | {:.2}× | {:.2}× |",
         mb / seq[0],
         mb / seq[1],
-        seq[0] / seq[1]
+        mb / seq[2],
+        seq[0] / seq[1],
+        seq[2] / seq[1]
     );
     let sync: Vec<f64> = uris
         .iter()
@@ -110,9 +237,11 @@ fn main() {
         .collect();
     let n = (count * 4) as f64;
     println!(
-        "| 4 KiB write + flush, depth 1, µs each | {:.0} | {:.0} | {:.2}× |",
+        "| 4 KiB write + flush, depth 1, µs each | {:.0} | {:.0} | {:.0} | {:.2}× | {:.2}× |",
         sync[0] / n * 1e6,
         sync[1] / n * 1e6,
-        sync[0] / sync[1]
+        sync[2] / n * 1e6,
+        sync[0] / sync[1],
+        sync[2] / sync[1]
     );
 }
