@@ -302,13 +302,27 @@ fn failover_management() {
         "failover-management takeover (TCG, host s)",
         takeover.as_secs_f64(),
     );
+    // The survivor took the write: the nodes list says so too, and never two actives.
     let survivor = 1 - active;
-    let r = roles(&enc, &token);
-    assert!(
-        r.iter()
-            .any(|(n, role)| n == NAMES[survivor] && role == "Active"),
-        "{r:?}"
-    );
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = roles(&enc, &token);
+        assert!(
+            r.iter().filter(|(_, role)| role == "Active").count() <= 1,
+            "{r:?}"
+        );
+        if r.iter()
+            .any(|(n, role)| n == NAMES[survivor] && role == "Active")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "{} is not reported active: {r:?}",
+            NAMES[survivor]
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     // Every acknowledged write is there, with the same session.
     for name in &acked {
         let (st, v) = call(

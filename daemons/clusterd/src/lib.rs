@@ -31,8 +31,21 @@ impl control::View for Shared {
         self.status.borrow().clone()
     }
 
+    /// The members as the health loop last saw them (every second), with who is active as
+    /// of now: right after a takeover the list must not still name the old active node.
     fn nodes(&self) -> Vec<NodeInfo> {
-        self.nodes.lock().clone()
+        let active = self.status.borrow().active.clone();
+        let mut nodes = self.nodes.lock().clone();
+        for n in &mut nodes {
+            if n.role == "Active" || n.role == "Standby" {
+                n.role = if active.as_deref() == Some(n.name.as_str()) {
+                    "Active".into()
+                } else {
+                    "Standby".into()
+                };
+            }
+        }
+        nodes
     }
 
     fn alerts(&self) -> Vec<Alert> {
