@@ -10,6 +10,7 @@ if [ "${SKIP_STORAGED:-}" != 1 ]; then
 fi
 "$REPO/scripts/bench-deployd.sh"
 "$REPO/scripts/bench-planscript.sh"
+"$REPO/scripts/bench-replication.sh"
 if [ "$(id -u)" = 0 ]; then
     "$REPO/scripts/bench-deploy.sh"
     # The HA pair in network namespaces: takeover vs keepalived, redb vs etcd writes.
@@ -27,7 +28,7 @@ fi
     echo "Every figure is measured by \`make bench\` on this project's machine (2 cores, 24 GiB); each"
     echo "section says when, at which commit, and under what load. Peers named by the issues are"
     echo "measured side by side in the same run."
-    for s in storaged deployd planscript deploy pair boot scenarios; do
+    for s in storaged deployd planscript replication deploy pair boot scenarios; do
         f=$REPO/target/bench/$s.md
         if [ -f "$f" ]; then
             echo
