@@ -76,19 +76,23 @@ pub enum ReplicationError {
 trait Stream: Read + Write + Send {}
 impl<T: Read + Write + Send> Stream for T {}
 
-struct Conn(Box<dyn Stream>);
+/// The stream behind a buffer kept for its life: a frame's parts go out as one TLS record
+/// (or TCP segment), and no buffer is allocated per frame.
+struct Conn(BufWriter<Box<dyn Stream>>);
 
 impl Conn {
+    fn new(stream: Box<dyn Stream>) -> Conn {
+        Conn(BufWriter::with_capacity(64 << 10, stream))
+    }
+
     fn send(&mut self, f: &Frame) -> Result<(), WireError> {
-        // One TLS record (or TCP segment) per frame, not one per part.
-        let mut w = BufWriter::with_capacity(64 << 10, &mut self.0);
-        write_frame(&mut w, f)?;
-        w.flush()?;
+        write_frame(&mut self.0, f)?;
+        self.0.flush()?;
         Ok(())
     }
 
     fn receive(&mut self) -> Result<Frame, WireError> {
-        read_frame(&mut self.0)
+        read_frame(self.0.get_mut())
     }
 }
 
@@ -187,12 +191,12 @@ impl PeerReplica {
             .set_read_timeout(Some(ANSWER))
             .map_err(WireError::Io)?;
         let mut conn = match &self.tls {
-            None => Conn(Box::new(stream)),
+            None => Conn::new(Box::new(stream)),
             Some(config) => {
                 let name = rustls::pki_types::ServerName::IpAddress(self.peer.ip().into());
                 let tls = rustls::ClientConnection::new(Arc::clone(config), name)
                     .map_err(|e| WireError::Io(io::Error::other(e)))?;
-                Conn(Box::new(rustls::StreamOwned::new(tls, stream)))
+                Conn::new(Box::new(rustls::StreamOwned::new(tls, stream)))
             }
         };
         let mut hello = Frame::new(Kind::Hello, 0);
@@ -210,34 +214,47 @@ impl PeerReplica {
     }
 
     /// Sends `frame` and waits for its ack, on an idle connection or a new one.
-    fn exchange(&self, mut frame: Frame) -> Result<(), ReplicationError> {
+    fn exchange(&self, frame: Frame) -> Result<(), ReplicationError> {
+        let pending = self.send(frame)?;
+        self.answer(pending)
+    }
+
+    /// Sends `frame` on an idle connection or a new one; [`PeerReplica::answer`] waits for
+    /// its ack (work can be done in between: the local sync of a flush).
+    fn send(&self, mut frame: Frame) -> Result<Pending, ReplicationError> {
         let mut conn = self.take()?;
         frame.seq = self.seq.fetch_add(1, Ordering::SeqCst);
-        let answer = conn.send(&frame).and_then(|()| conn.receive());
-        let answer = match answer {
+        if let Err(e) = conn.send(&frame) {
+            self.lost();
+            return Err(e.into());
+        }
+        Ok(Pending {
+            conn,
+            seq: frame.seq,
+        })
+    }
+
+    fn answer(&self, mut pending: Pending) -> Result<(), ReplicationError> {
+        let answer = match pending.conn.receive() {
             Ok(a) => a,
             Err(e) => {
                 self.lost();
                 return Err(e.into());
             }
         };
-        if answer.kind == Kind::Ack && answer.seq == frame.seq {
-            self.idle.lock().push(ConnBox(conn));
+        if answer.kind == Kind::Ack && answer.seq == pending.seq {
+            self.idle.lock().push(ConnBox(pending.conn));
             self.available.notify_one();
             return Ok(());
         }
         self.lost();
         match answer.kind {
-            Kind::Ack => Err(ReplicationError::Unexpected {
-                seq: frame.seq,
-                got: Kind::Ack,
-            }),
             Kind::Refuse => Err(ReplicationError::Refused {
                 code: answer.flags,
                 why: String::from_utf8_lossy(&answer.payload).into_owned(),
             }),
             got => Err(ReplicationError::Unexpected {
-                seq: frame.seq,
+                seq: pending.seq,
                 got,
             }),
         }
@@ -275,38 +292,63 @@ impl PeerReplica {
     fn replicate(&self, frame: Frame) -> io::Result<()> {
         let mut warned = false;
         loop {
-            if self.peer_outdated() || self.degraded.lock().contains(&frame.volume) {
+            if self.skips(&frame) {
                 return Ok(());
             }
-            match self.exchange(frame.clone()) {
-                Ok(()) => return Ok(()),
-                // The replica cannot take this volume's changes (its disk is full...): the
-                // volume goes on here alone, its regions kept for the resync.
-                Err(ReplicationError::Refused { code, why })
-                    if code == REFUSED_CANNOT_APPLY && frame.kind != Kind::Catalog =>
-                {
-                    tracing::error!(
-                        "volume {} is degraded: the replica cannot apply its writes ({why})",
-                        frame.volume
-                    );
-                    self.degraded.lock().insert(frame.volume.clone());
-                    return Ok(());
-                }
-                Err(ReplicationError::Refused { why, .. }) => return Err(deposed(&why)),
-                Err(e) => {
-                    if !warned {
-                        tracing::warn!(
-                            "replication to {} stalls ({e}); retrying until it answers or is \
-                             marked outdated",
-                            self.peer
-                        );
-                        warned = true;
-                    }
-                    std::thread::sleep(RETRY);
-                }
+            let outcome = self.exchange(frame.clone());
+            match self.settle(&frame, outcome, &mut warned) {
+                Some(done) => return done,
+                None => std::thread::sleep(RETRY),
             }
         }
     }
+
+    /// Whether `frame` is not sent at all: the peer is outdated, or the volume degraded.
+    fn skips(&self, frame: &Frame) -> bool {
+        self.peer_outdated() || self.degraded.lock().contains(&frame.volume)
+    }
+
+    /// What an attempt at `frame` means: done (`Some`), or to be tried again (`None`).
+    fn settle(
+        &self,
+        frame: &Frame,
+        outcome: Result<(), ReplicationError>,
+        warned: &mut bool,
+    ) -> Option<io::Result<()>> {
+        match outcome {
+            Ok(()) => Some(Ok(())),
+            // The replica cannot take this volume's changes (its disk is full...): the
+            // volume goes on here alone, its regions kept for the resync.
+            Err(ReplicationError::Refused { code, why })
+                if code == REFUSED_CANNOT_APPLY && frame.kind != Kind::Catalog =>
+            {
+                tracing::error!(
+                    "volume {} is degraded: the replica cannot apply its writes ({why})",
+                    frame.volume
+                );
+                self.degraded.lock().insert(frame.volume.clone());
+                Some(Ok(()))
+            }
+            Err(ReplicationError::Refused { why, .. }) => Some(Err(deposed(&why))),
+            Err(e) => {
+                if !*warned {
+                    tracing::warn!(
+                        "replication to {} stalls ({e}); retrying until it answers or is \
+                         marked outdated",
+                        self.peer
+                    );
+                    *warned = true;
+                }
+                None
+            }
+        }
+    }
+}
+
+/// A frame sent, its answer not read yet.
+struct Pending {
+    conn: Conn,
+    seq: u64,
 }
 
 impl Replica for PeerReplica {
@@ -332,10 +374,31 @@ impl Replica for PeerReplica {
     }
 
     fn flush(&self, volume: &str) -> io::Result<()> {
+        self.flush_while(volume, &mut || Ok(()))
+    }
+
+    /// Sends the flush, syncs here meanwhile, then waits for the peer's sync.
+    fn flush_while(
+        &self,
+        volume: &str,
+        local: &mut dyn FnMut() -> io::Result<()>,
+    ) -> io::Result<()> {
         let mut f = Frame::new(Kind::Flush, 0);
         f.volume = volume.to_string();
         f.epoch = self.epoch(volume);
-        self.replicate(f)
+        if self.skips(&f) {
+            return local();
+        }
+        let sent = self.send(f.clone());
+        let here = local();
+        let outcome = sent.and_then(|p| self.answer(p));
+        let mut warned = false;
+        let there = match self.settle(&f, outcome, &mut warned) {
+            Some(done) => done,
+            // Not answered: the flush is sent again (it is idempotent) until it is.
+            None => self.replicate(f),
+        };
+        here.and(there)
     }
 
     fn in_sync(&self, volume: &str) -> bool {
@@ -409,11 +472,11 @@ impl ReplicaServer {
     pub fn connection(&self, stream: TcpStream) -> Result<(), ReplicationError> {
         stream.set_nodelay(true).map_err(WireError::Io)?;
         let mut conn = match &self.tls {
-            None => Conn(Box::new(stream)),
+            None => Conn::new(Box::new(stream)),
             Some(config) => {
                 let tls = rustls::ServerConnection::new(Arc::clone(config))
                     .map_err(|e| WireError::Io(io::Error::other(e)))?;
-                Conn(Box::new(rustls::StreamOwned::new(tls, stream)))
+                Conn::new(Box::new(rustls::StreamOwned::new(tls, stream)))
             }
         };
         let hello = match conn.receive() {

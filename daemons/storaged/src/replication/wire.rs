@@ -122,7 +122,7 @@ pub enum WireError {
 }
 
 /// Writes `f` as one frame (the payload is not copied: header, volume id, payload and
-/// checksum go to `w` in turn).
+/// checksum go to `w` in turn; a buffered `w` is the caller's to flush).
 pub fn write_frame(w: &mut impl Write, f: &Frame) -> Result<(), WireError> {
     let body_len = f.volume.len() + f.payload.len();
     if body_len > MAX_BODY as usize {
@@ -146,7 +146,6 @@ pub fn write_frame(w: &mut impl Write, f: &Frame) -> Result<(), WireError> {
         w.write_all(part)?;
     }
     w.write_all(&crc.finalize().to_le_bytes())?;
-    w.flush()?;
     Ok(())
 }
 

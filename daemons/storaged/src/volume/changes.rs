@@ -56,6 +56,15 @@ pub enum CatalogOp {
 pub trait Replica: Send + Sync + Debug {
     fn write(&self, volume: &str, offset: u64, op: WriteOp<'_>) -> io::Result<()>;
     fn flush(&self, volume: &str) -> io::Result<()>;
+    /// Flushes the replica while `local` (this node's sync) runs; both must succeed.
+    fn flush_while(
+        &self,
+        volume: &str,
+        local: &mut dyn FnMut() -> io::Result<()>,
+    ) -> io::Result<()> {
+        let here = local();
+        here.and(self.flush(volume))
+    }
     /// Whether writes go anywhere else (false: a single appliance, nothing to wait for).
     fn mirrors(&self) -> bool {
         true

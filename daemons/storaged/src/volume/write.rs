@@ -80,14 +80,7 @@ impl Volume {
         let peer_had_all = self.replica.in_sync(&self.id);
         // The replica syncs while this node does: a flush costs the slower of the two, not
         // their sum.
-        std::thread::scope(|s| {
-            let remote = s.spawn(|| self.replica.flush(&self.id));
-            let local = top.sync();
-            let remote = remote
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("the replica's flush panicked")));
-            local.and(remote)
-        })?;
+        self.replica.flush_while(&self.id, &mut || top.sync())?;
         // Both nodes hold everything begun before the flush: those regions are in sync.
         if let (Some(log), Some(since)) = (&self.activity, since)
             && peer_had_all
