@@ -24,6 +24,59 @@ pub struct ServeArgs {
     /// Control socket (D-Bus peer to peer).
     #[arg(long, env = "STORAGED_CONTROL", default_value = DEFAULT_SOCKET)]
     control: PathBuf,
+    #[command(flatten)]
+    replication: ReplicationArgs,
+}
+
+/// The pair's replication link (all of `--cluster-id`, `--node` and one of the addresses, or
+/// none: a single appliance).
+#[derive(Debug, Args)]
+struct ReplicationArgs {
+    /// Where the other node's storaged sends its volumes' writes to this one.
+    #[arg(long, requires_all = ["cluster_id", "node"])]
+    replication_listen: Option<std::net::SocketAddr>,
+    /// The other node's replication address: every write to a volume here is acknowledged
+    /// only once it holds it too.
+    #[arg(long, requires_all = ["cluster_id", "node"])]
+    replicate_to: Option<std::net::SocketAddr>,
+    /// The pair's id (both nodes give the same).
+    #[arg(long)]
+    cluster_id: Option<String>,
+    /// This node's name in the pair.
+    #[arg(long)]
+    node: Option<String>,
+    /// The pair's certificates (`ca.pem`, `cert.pem`, `key.pem`: clusterd's `tls/`):
+    /// replication is mutual TLS with them.
+    #[arg(long)]
+    pair_tls: Option<PathBuf>,
+    /// Replicate over plain TCP (tests on one host; never on an enclosure network).
+    #[arg(long, conflicts_with = "pair_tls")]
+    replication_without_tls: bool,
+}
+
+impl ReplicationArgs {
+    fn used(&self) -> bool {
+        self.replication_listen.is_some() || self.replicate_to.is_some()
+    }
+
+    fn hello(&self) -> crate::replication::Hello {
+        crate::replication::Hello {
+            cluster_id: self.cluster_id.clone().unwrap_or_default(),
+            node: self.node.clone().unwrap_or_default(),
+        }
+    }
+
+    fn files(&self) -> Result<Option<crate::replication::tls::TlsFiles>, Failure> {
+        match (&self.pair_tls, self.replication_without_tls) {
+            (Some(dir), _) => Ok(Some(crate::replication::tls::TlsFiles::in_dir(dir))),
+            (None, true) => Ok(None),
+            (None, false) => Err(Failure::Local(
+                "replication needs the pair's certificates (--pair-tls DIR); \
+                 --replication-without-tls is for tests on one host"
+                    .into(),
+            )),
+        }
+    }
 }
 
 pub fn run(args: ServeArgs) -> Result<ExitCode, Failure> {
@@ -34,10 +87,45 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, Failure> {
         )
         .with_writer(std::io::stderr)
         .init();
+    let rep = &args.replication;
+    let files = if rep.used() { rep.files()? } else { None };
+    let tls_err = |e: crate::replication::tls::TlsError| Failure::Local(e.to_string());
+    let replica: Arc<dyn crate::volume::Replica> = match rep.replicate_to {
+        Some(peer) => {
+            let tls = files
+                .as_ref()
+                .map(crate::replication::tls::client_config)
+                .transpose()
+                .map_err(tls_err)?;
+            tracing::info!("replicating every volume's writes to {peer}");
+            Arc::new(crate::replication::PeerReplica::with_tls(
+                peer,
+                rep.hello(),
+                tls,
+            ))
+        }
+        None => Arc::new(crate::volume::LocalOnly),
+    };
     let store = Arc::new(
-        Store::open(&args.data_dir)
+        Store::open_with_replica(&args.data_dir, replica)
             .map_err(|e| Failure::Local(crate::control::error::error_chain(&e)))?,
     );
+    if let Some(addr) = rep.replication_listen {
+        let tls = files
+            .as_ref()
+            .map(crate::replication::tls::server_config)
+            .transpose()
+            .map_err(tls_err)?;
+        let listener = std::net::TcpListener::bind(addr)
+            .map_err(|e| Failure::Local(format!("cannot listen on {addr}: {e}")))?;
+        let server =
+            crate::replication::ReplicaServer::with_tls(Arc::clone(&store), rep.hello(), tls);
+        tracing::info!("taking the other node's replication on {addr}");
+        std::thread::Builder::new()
+            .name("replica-server".into())
+            .spawn(move || server.serve(listener))
+            .map_err(|e| Failure::Local(format!("cannot start the replica server: {e}")))?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

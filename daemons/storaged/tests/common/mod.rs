@@ -195,6 +195,8 @@ pub struct Daemon {
     pub socket: PathBuf,
     pub port: u16,
     pub log: PathBuf,
+    /// More `serve` arguments (the pair's replication).
+    pub extra: Vec<String>,
     child: Option<Child>,
 }
 
@@ -217,7 +219,27 @@ impl Daemon {
             socket: dir.join("storaged.sock"),
             port: free_port(),
             log: dir.join("daemon.log"),
+            extra: Vec::new(),
             child: None,
+        };
+        d.spawn();
+        d
+    }
+
+    /// Starts a daemon in a new temporary directory with more `serve` arguments, on NBD
+    /// port `port`.
+    pub fn start_with(port: u16, extra: Vec<String>) -> Self {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().to_path_buf();
+        let mut d = Self {
+            _tmp: Some(tmp),
+            data_dir: dir.join("data"),
+            socket: dir.join("storaged.sock"),
+            port,
+            log: dir.join("daemon.log"),
+            extra,
+            child: None,
+            dir,
         };
         d.spawn();
         d
@@ -237,6 +259,7 @@ impl Daemon {
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--control")
             .arg(&self.socket)
+            .args(&self.extra)
             .env("STORAGED_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
