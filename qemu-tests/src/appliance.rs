@@ -106,6 +106,9 @@ pub struct ApplianceSpec {
     pub dir: PathBuf,
     pub echo: bool,
     pub memory_mib: u32,
+    /// Virtual CPUs (2 unless a scenario that runs several appliance VMs on the host's two
+    /// cores asks for fewer).
+    pub cpus: u32,
     /// A tap on the enclosure network for the second NIC (the deployment network).
     pub deploy_tap: Option<std::os::fd::OwnedFd>,
     /// The disk on the machine's SATA (AHCI) controller and an Intel e1000e management NIC,
@@ -131,6 +134,7 @@ impl ApplianceSpec {
             dir: dir.to_owned(),
             echo: false,
             memory_mib: 2048,
+            cpus: 2,
             deploy_tap: None,
             server_hardware: false,
             mgmt_tap: None,
@@ -142,6 +146,7 @@ impl ApplianceSpec {
     pub fn start(&mut self, image: &ImageFiles) -> Result<Appliance> {
         let mut spec = VmSpec::new(&self.name, &self.dir);
         spec.memory_mib = self.memory_mib;
+        spec.cpus = self.cpus;
         spec.echo = self.echo;
         spec.arg("-drive")
             .arg(format!(
