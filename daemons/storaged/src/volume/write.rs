@@ -27,12 +27,7 @@ impl Volume {
     pub fn write(&self, buf: &[u8], offset: u64, fua: bool) -> io::Result<()> {
         self.check_writable()?;
         let _in_flight = self.begin(offset, buf.len() as u64)?;
-        {
-            let chain = self.chain.read();
-            apply(&chain, offset, buf.len() as u64, |top| {
-                top.write_data(buf, offset)
-            })?;
-        }
+        self.apply_here(offset, WriteOp::Data(buf))?;
         self.record(offset, WriteOp::Data(buf), fua)
     }
 
@@ -40,16 +35,7 @@ impl Volume {
     pub fn zero(&self, offset: u64, len: u64, may_trim: bool, fua: bool) -> io::Result<()> {
         self.check_writable()?;
         let _in_flight = self.begin(offset, len)?;
-        {
-            let chain = self.chain.read();
-            apply(&chain, offset, len, |top| {
-                if may_trim {
-                    top.punch(offset, len)
-                } else {
-                    top.zero_allocated(offset, len)
-                }
-            })?;
-        }
+        self.apply_here(offset, WriteOp::Zeroes { len, may_trim })?;
         self.record(offset, WriteOp::Zeroes { len, may_trim }, fua)
     }
 
@@ -110,25 +96,7 @@ impl Volume {
     ) -> io::Result<()> {
         if let Some(op) = op {
             self.check_writable()?;
-            let chain = self.chain.read();
-            let len = match op {
-                WriteOp::Data(buf) => {
-                    apply(&chain, offset, buf.len() as u64, |top| {
-                        top.write_data(buf, offset)
-                    })?;
-                    buf.len() as u64
-                }
-                WriteOp::Zeroes { len, may_trim } => {
-                    apply(&chain, offset, len, |top| {
-                        if may_trim {
-                            top.punch(offset, len)
-                        } else {
-                            top.zero_allocated(offset, len)
-                        }
-                    })?;
-                    len
-                }
-            };
+            let len = self.apply_here(offset, op)?;
             self.changes.mark(offset, len);
         }
         if sync && !self.frozen {
@@ -136,6 +104,29 @@ impl Volume {
             top.sync()?;
         }
         Ok(())
+    }
+
+    /// Applies `op` to this node's layers (nothing else); returns the bytes it covers.
+    fn apply_here(&self, offset: u64, op: WriteOp<'_>) -> io::Result<u64> {
+        let chain = self.chain.read();
+        match op {
+            WriteOp::Data(buf) => {
+                apply(&chain, offset, buf.len() as u64, |top| {
+                    top.write_data(buf, offset)
+                })?;
+                Ok(buf.len() as u64)
+            }
+            WriteOp::Zeroes { len, may_trim } => {
+                apply(&chain, offset, len, |top| {
+                    if may_trim {
+                        top.punch(offset, len)
+                    } else {
+                        top.zero_allocated(offset, len)
+                    }
+                })?;
+                Ok(len)
+            }
+        }
     }
 
     fn record(&self, offset: u64, op: WriteOp<'_>, fua: bool) -> io::Result<()> {
