@@ -112,20 +112,23 @@ pub fn appliance_services(
     let clusterd_present = Path::new(&bin("clusterd")).exists();
     let nbd_listen = SocketAddr::from(([0, 0, 0, 0], NBD_PORT)).to_string();
     let api_listen = SocketAddr::from(([0, 0, 0, 0], API_PORT)).to_string();
+    let mut storaged_args = args(&[
+        "serve",
+        "--data-dir",
+        STORAGED_DATA,
+        "--nbd-listen",
+        &nbd_listen,
+        "--control",
+        STORAGED_SOCKET,
+    ]);
+    if clusterd_present && paired {
+        // Every write to an OS volume is replicated to the other node, as the pair's
+        // description (written by pairing beside it) says.
+        storaged_args.extend(args(&["--pair-dir", CLUSTERD_DATA]));
+    }
     let mut services = vec![ServiceSpec {
         name: "storaged".into(),
-        argv: [bin("storaged")]
-            .into_iter()
-            .chain(args(&[
-                "serve",
-                "--data-dir",
-                STORAGED_DATA,
-                "--nbd-listen",
-                &nbd_listen,
-                "--control",
-                STORAGED_SOCKET,
-            ]))
-            .collect(),
+        argv: [bin("storaged")].into_iter().chain(storaged_args).collect(),
         after: vec![],
         after_started: vec![],
         readiness: Readiness::Socket(PathBuf::from(STORAGED_SOCKET)),
@@ -149,19 +152,21 @@ pub fn appliance_services(
         });
     }
     if clusterd_present {
+        let mut clusterd_args = args(&[
+            "--state-dir",
+            CLUSTERD_DATA,
+            "--control",
+            CLUSTERD_SOCKET,
+            "--summary",
+            CLUSTER_SUMMARY,
+        ]);
+        if paired {
+            // clusterd decides which node serves each group of OS volumes; storaged obeys.
+            clusterd_args.extend(args(&["--storaged", STORAGED_SOCKET]));
+        }
         services.push(ServiceSpec {
             name: "clusterd".into(),
-            argv: [bin("clusterd")]
-                .into_iter()
-                .chain(args(&[
-                    "--state-dir",
-                    CLUSTERD_DATA,
-                    "--control",
-                    CLUSTERD_SOCKET,
-                    "--summary",
-                    CLUSTER_SUMMARY,
-                ]))
-                .collect(),
+            argv: [bin("clusterd")].into_iter().chain(clusterd_args).collect(),
             after: vec![],
             after_started: vec![],
             readiness: Readiness::Socket(PathBuf::from(CLUSTERD_SOCKET)),
@@ -397,6 +402,23 @@ mod tests {
                 .ends_with("--power-control-pid 1 --clusterd /run/streamer/clusterd.sock"),
             "{}",
             deployd.command_line()
+        );
+        // Its storaged replicates as the pair's description says, and clusterd drives it.
+        let storaged = paired.iter().find(|s| s.name == "storaged").unwrap();
+        assert!(
+            storaged
+                .command_line()
+                .ends_with("--pair-dir /data/clusterd"),
+            "{}",
+            storaged.command_line()
+        );
+        let clusterd = paired.iter().find(|s| s.name == "clusterd").unwrap();
+        assert!(
+            clusterd
+                .command_line()
+                .ends_with("--storaged /run/streamer/storaged.sock"),
+            "{}",
+            clusterd.command_line()
         );
         let etcd = paired.iter().find(|s| s.name == "etcd").unwrap();
         assert!(

@@ -466,6 +466,8 @@ impl Enclosure {
                 address: IpAddr::from([10, 77, 0, *last]),
                 etcd_client_port: 2379,
                 etcd_peer_port: 2380,
+                storage_ip: None,
+                replication_port: clusterd::config::REPLICATION_PORT,
             })
             .collect();
         // The pair's CA, as pairing makes it: every member's etcd speaks mutual TLS.

@@ -17,6 +17,22 @@ pub enum Condition {
     WitnessUnreachable(String),
     /// A member of the cluster store does not answer, or the store has no quorum here.
     StoreDegraded(String),
+    /// The peer's copies of this node's volumes are outdated: they are not redundant.
+    StorageNotRedundant(String),
+    /// The peer's copies are being brought up to date.
+    Resyncing(String),
+    /// Volumes the peer could not keep up (its disk full...), written on one node only.
+    VolumesDegraded(usize),
+    /// A dead node's group, which this node cannot serve: its copy is outdated.
+    StorageGroupUnavailable(String),
+}
+
+fn storage_resource() -> AssociatedResource {
+    AssociatedResource {
+        resource_name: "OS volume storage".into(),
+        resource_uri: "/rest/appliance/storage".into(),
+        resource_category: "appliance-storage".into(),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,6 +136,53 @@ impl Condition {
                     resource_category: "appliance-nodes".into(),
                 },
             ),
+            Condition::StorageNotRedundant(n) => (
+                "Critical",
+                "Storage.NodeUnavailable",
+                format!(
+                    "Storage node {n} is unavailable: OS volumes are written on this node \
+                     only, without redundancy."
+                ),
+                format!(
+                    "Bring {n} back (power, enclosure network). Its copies are resynced by \
+                     themselves when it returns."
+                ),
+                node_resource(n),
+            ),
+            Condition::Resyncing(n) => (
+                "Warning",
+                "Storage.ResyncInProgress",
+                format!("The OS volumes' copies on {n} are being resynced."),
+                "Nothing to do: the alert clears when the resync ends (progress: \
+                 GET /rest/appliance/storage)."
+                    .into(),
+                storage_resource(),
+            ),
+            Condition::VolumesDegraded(count) => (
+                "Critical",
+                "Storage.VolumesDegraded",
+                format!(
+                    "{count} OS volume(s) are written on one node only: the other node could \
+                     not apply their writes."
+                ),
+                "Free space on the other node's data disk (GET /rest/appliance/storage lists \
+                 the volumes); they are resynced when it takes writes again."
+                    .into(),
+                storage_resource(),
+            ),
+            Condition::StorageGroupUnavailable(n) => (
+                "Critical",
+                "Storage.GroupUnavailable",
+                format!(
+                    "The OS volumes served by {n} are unavailable: {n} is down, and this \
+                     node's copies of them lack writes made while it was away."
+                ),
+                format!(
+                    "Bring {n} back: it serves them again, and this node's copies are \
+                     resynced."
+                ),
+                node_resource(n),
+            ),
         }
     }
 
@@ -130,6 +193,10 @@ impl Condition {
             Condition::NotHighlyAvailable => "not-highly-available".into(),
             Condition::WitnessUnreachable(n) => format!("witness-unreachable-{n}"),
             Condition::StoreDegraded(_) => "store-degraded".into(),
+            Condition::StorageNotRedundant(n) => format!("storage-not-redundant-{n}"),
+            Condition::Resyncing(n) => format!("storage-resyncing-{n}"),
+            Condition::VolumesDegraded(_) => "storage-volumes-degraded".into(),
+            Condition::StorageGroupUnavailable(n) => format!("storage-group-unavailable-{n}"),
         }
     }
 }

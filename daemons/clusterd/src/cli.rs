@@ -26,6 +26,10 @@ struct Args {
     /// Where the serial console reads this node's role and the pair's active alerts.
     #[arg(long)]
     summary: Option<PathBuf>,
+    /// storaged's control socket: on a pair, clusterd decides which node serves each group
+    /// of OS volumes and storaged carries it out. Without it, storage is not managed.
+    #[arg(long)]
+    storaged: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -171,8 +175,22 @@ fn run(args: Args) -> anyhow::Result<()> {
                     }
                     Some(cfg) => {
                         tracing::info!("pair member {} of cluster {}", cfg.me, cfg.cluster_id);
+                        // A pair made before storage was replicated has no storaged settings:
+                        // they take effect at storaged's next start.
+                        if let Some(f) = cfg.replication()
+                            && !args
+                                .state_dir
+                                .join(storaged::replication::PairFile::FILE)
+                                .exists()
+                            && let Err(e) = f.save(&args.state_dir)
+                        {
+                            tracing::error!("writing storaged's replication settings: {e}");
+                        }
                         let shared = node::Shared::new(cfg, args.summary.clone());
                         tokio::spawn(node::run(Arc::clone(&shared)));
+                        if let Some(socket) = args.storaged.clone() {
+                            tokio::spawn(crate::storage::run(Arc::clone(&shared), socket));
+                        }
                         control::serve(&args.control, crate::view(&shared)).await?;
                     }
                 }

@@ -13,6 +13,8 @@ pub const FILE: &str = "cluster.json";
 pub const ETCD_CLIENT_PORT: u16 = 2379;
 /// etcd's peer port on every member.
 pub const ETCD_PEER_PORT: u16 = 2380;
+/// storaged's replication port on every node.
+pub const REPLICATION_PORT: u16 = 10810;
 /// The management lease (seconds). etcd's minimum with a 1 s election timeout is 1.5 s.
 pub const DEFAULT_LEASE_TTL: u32 = 2;
 
@@ -37,6 +39,18 @@ pub struct Member {
     pub etcd_client_port: u16,
     #[serde(default = "peer_port")]
     pub etcd_peer_port: u16,
+    /// A node's **storage address**: the floating address its volumes' compute modules
+    /// boot from (NBD), held by whichever node serves its volumes now. None: the node's
+    /// volumes are not replicated (a pair made before storage was).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_ip: Option<VirtualIp>,
+    /// Where the node's storaged takes the other node's replication.
+    #[serde(default = "replication_port")]
+    pub replication_port: u16,
+}
+
+fn replication_port() -> u16 {
+    REPLICATION_PORT
 }
 
 fn client_port() -> u16 {
@@ -54,6 +68,10 @@ impl Member {
 
     pub fn etcd_peer(&self) -> SocketAddr {
         SocketAddr::new(self.address, self.etcd_peer_port)
+    }
+
+    pub fn replication(&self) -> SocketAddr {
+        SocketAddr::new(self.address, self.replication_port)
     }
 }
 
@@ -155,7 +173,28 @@ impl ClusterConfig {
         std::fs::write(&tmp, text)?;
         std::fs::File::open(&tmp)?.sync_all()?;
         std::fs::rename(&tmp, state_dir.join(FILE))?;
+        if let Some(f) = self.replication() {
+            f.save(state_dir)?;
+        }
         std::fs::File::open(state_dir)?.sync_all()
+    }
+
+    /// How this node's storaged replicates to the other node (None on the witness).
+    pub fn replication(&self) -> Option<storaged::replication::PairFile> {
+        let me = self.this();
+        let peer = self.peer()?;
+        (me.role == MemberRole::Node).then(|| storaged::replication::PairFile {
+            cluster_id: self.cluster_id.clone(),
+            node: me.name.clone(),
+            listen: SocketAddr::new(
+                match me.address {
+                    IpAddr::V4(_) => IpAddr::from([0, 0, 0, 0]),
+                    IpAddr::V6(_) => IpAddr::from([0u16; 8]),
+                },
+                me.replication_port,
+            ),
+            peer: peer.replication(),
+        })
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -257,6 +296,8 @@ mod tests {
             address: IpAddr::from([10, 77, 0, last]),
             etcd_client_port: ETCD_CLIENT_PORT,
             etcd_peer_port: ETCD_PEER_PORT,
+            storage_ip: None,
+            replication_port: REPLICATION_PORT,
         };
         ClusterConfig {
             cluster_id: "c1".into(),

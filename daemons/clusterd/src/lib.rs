@@ -6,6 +6,8 @@
 //! * [`node`]: a node's lease, heartbeat, election, self-fencing and health.
 //! * [`vip`]: the management virtual IP (rtnetlink, gratuitous ARP).
 //! * [`pairing`]: join tokens, the pair's CA, joining and leaving.
+//! * [`storage`]: which node serves each group of OS volumes, takeover, Outdated, resync
+//!   (carried out by storaged).
 //! * [`alerts`]: OneView-shaped alerts, raised and cleared by themselves.
 //! * [`status`]: what the control interface reports; the election key deployd fences on.
 //! * [`control`]: the D-Bus (zbus, peer to peer) interface and its client.
@@ -18,6 +20,7 @@ pub mod control;
 pub mod node;
 pub mod pairing;
 pub mod status;
+pub mod storage;
 pub mod vip;
 
 use std::sync::Arc;

@@ -66,6 +66,8 @@ pub struct Shared {
     announcer: Mutex<Option<vip::Announcer>>,
     /// Where the serial console reads the role and the active alerts, if anywhere.
     summary: Option<std::path::PathBuf>,
+    /// The storage role's conditions (see `storage`), raised with the others.
+    storage_conditions: Mutex<Vec<Condition>>,
 }
 
 impl Shared {
@@ -88,11 +90,17 @@ impl Shared {
             nodes: Mutex::new(Vec::new()),
             announcer: Mutex::new(None),
             summary,
+            storage_conditions: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The storage role's conditions now (the health loop raises and clears their alerts).
+    pub fn set_storage_conditions(&self, conditions: Vec<Condition>) {
+        *self.storage_conditions.lock() = conditions;
     }
 }
 
-async fn timed<T>(
+pub(crate) async fn timed<T>(
     f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
 ) -> Result<T, NodeError> {
     match tokio::time::timeout(CALL_TIMEOUT, f).await {
@@ -455,6 +463,7 @@ async fn health_loop(shared: Arc<Shared>) {
         if down > 0 || heartbeats.is_err() {
             conditions.push(Condition::NotHighlyAvailable);
         }
+        conditions.extend(shared.storage_conditions.lock().iter().cloned());
         shared.alerts.lock().update(&conditions);
         *shared.nodes.lock() = nodes;
         if let Some(path) = &shared.summary {

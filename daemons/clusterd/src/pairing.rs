@@ -416,6 +416,8 @@ fn member(name: &str, role: MemberRole, address: IpAddr) -> Member {
         address,
         etcd_client_port: crate::config::ETCD_CLIENT_PORT,
         etcd_peer_port: crate::config::ETCD_PEER_PORT,
+        storage_ip: None,
+        replication_port: crate::config::REPLICATION_PORT,
     }
 }
 
@@ -866,6 +868,7 @@ pub fn remove_files(state_dir: &Path) -> Result<(), PairError> {
     }
     let p = state_dir.join(PENDING);
     let _ = std::fs::remove_file(p);
+    let _ = std::fs::remove_file(state_dir.join(storaged::replication::PairFile::FILE));
     Ok(())
 }
 

@@ -180,7 +180,7 @@ fn main() {
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     // The replica, and its server.
     let replica = Arc::new(Store::open(dirs[0].path()).unwrap());
-    replica.create_as(VOL, None, 2048 * MIB).unwrap();
+    replica.create_as(VOL, None, 2048 * MIB, Some("a")).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let server = ReplicaServer::new(replica, hello("b"));
@@ -193,7 +193,7 @@ fn main() {
     let single = Arc::new(Store::open(dirs[2].path()).unwrap());
     let mut uris = Vec::new();
     for s in [&single, &replicated] {
-        s.create_as(VOL, None, 2048 * MIB).unwrap();
+        s.create_as(VOL, None, 2048 * MIB, Some("a")).unwrap();
         s.export_add(VOL, Vec::new(), false).unwrap();
         let l = rt
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))

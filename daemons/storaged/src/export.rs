@@ -38,6 +38,9 @@ pub struct OpenExport {
     pub device: Arc<dyn BlockDevice>,
     /// Held for the connection's lifetime.
     pub lease: Box<dyn Send + Sync>,
+    /// Whether this node still serves the volume (on a pair, its group may move to the other
+    /// node: the connection then closes, and the client reconnects to the new owner).
+    pub served: crate::ownership::Served,
 }
 
 impl fmt::Debug for OpenExport {

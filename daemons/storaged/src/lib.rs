@@ -14,6 +14,7 @@ pub mod control;
 pub mod export;
 pub mod imagefile;
 pub mod nbd;
+pub mod ownership;
 pub mod replication;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]

@@ -302,6 +302,7 @@ impl ExportCatalog for MemCatalog {
             description: export.description.clone(),
             device: Arc::clone(&export.device),
             lease: Box::new(Lease(Arc::clone(&self.leases))),
+            served: crate::ownership::Served::always(),
         })
     }
 

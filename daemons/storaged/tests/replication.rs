@@ -46,7 +46,8 @@ fn pair() -> Pair {
     let link = Arc::new(PeerReplica::new(replica_addr, hello("node-a")));
     let owner = Arc::new(Store::open_with_replica(da.path(), link.clone()).unwrap());
     for s in [&owner, &replica] {
-        s.create_as(VOL, Some("os1"), 64 * MIB).unwrap();
+        s.create_as(VOL, Some("os1"), 64 * MIB, Some("node-a"))
+            .unwrap();
     }
     Pair {
         owner,
@@ -138,7 +139,9 @@ fn without_the_replica_writes_stall_until_it_is_marked_outdated() {
     };
     let link = Arc::new(PeerReplica::new(gone, hello("node-a")));
     let owner = Arc::new(Store::open_with_replica(da.path(), link.clone()).unwrap());
-    owner.create_as(VOL, None, 64 * MIB).unwrap();
+    owner
+        .create_as(VOL, None, 64 * MIB, Some("node-a"))
+        .unwrap();
     let lease = owner.lease(VOL).unwrap();
     let vol = Arc::clone(lease.volume());
     let writer = std::thread::spawn(move || {
@@ -162,11 +165,20 @@ fn without_the_replica_writes_stall_until_it_is_marked_outdated() {
 fn a_deposed_owner_another_pair_and_damaged_frames_are_refused() {
     let p = pair();
     let vol = p.owner.lease(VOL).unwrap();
-    // The pair moved the volume to epoch 5 (a failover), so epoch 4 is a deposed owner's.
-    p.link.set_epoch(VOL, 5);
+    // The pair moved the volume's group to epoch 5 (a failover), so a node still writing
+    // with epoch 1 is a deposed owner: its write is refused, and the error closes its NBD
+    // client's connection (`ConnectionAborted`) rather than reaching the guest.
+    p.link.ownership().own("node-a", 5);
     vol.volume().write(&[7; 512], 0, false).unwrap();
-    p.link.set_epoch(VOL, 4);
-    let e = vol.volume().write(&[9; 512], 0, false).unwrap_err();
+    let deposed = PeerReplica::new(p.replica_addr, hello("node-a"));
+    let e = storaged::volume::Replica::write(
+        &deposed,
+        VOL,
+        0,
+        storaged::volume::WriteOp::Data(&[9; 512]),
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionAborted, "{e}");
     assert!(e.to_string().contains("no longer owns it"), "{e}");
     let mut b = [0u8; 512];
     p.replica
@@ -277,10 +289,11 @@ fn with_the_pairs_certificates_replication_is_mutual_tls_and_strangers_are_refus
         addr,
         hello("node-a"),
         Some(tls::client_config(&a_files).unwrap()),
+        Arc::new(storaged::ownership::Ownership::node("node-a", true)),
     ));
     let owner = Store::open_with_replica(da.path(), link).unwrap();
     for s in [&owner, &*replica] {
-        s.create_as(VOL, None, 64 * MIB).unwrap();
+        s.create_as(VOL, None, 64 * MIB, Some("node-a")).unwrap();
     }
     owner
         .lease(VOL)
@@ -479,7 +492,7 @@ fn a_resync_copies_only_what_the_peer_missed_even_across_a_restart_and_under_wri
     };
     let (owner, link) = open_owner();
     for s in [&owner, &replica] {
-        s.create_as(VOL, None, 64 * MIB).unwrap();
+        s.create_as(VOL, None, 64 * MIB, Some("node-a")).unwrap();
     }
     {
         let lease = owner.lease(VOL).unwrap();
@@ -551,7 +564,9 @@ fn a_replica_that_cannot_apply_degrades_the_volume_without_failing_the_client() 
     let dirty = v.activity().unwrap().dirty();
     assert!(dirty.contains(&3) && dirty.contains(&9), "{dirty:?}");
     // The replica's copy is new (empty): a full resync rebuilds it.
-    p.replica.create_as(VOL, Some("os1"), 64 * MIB).unwrap();
+    p.replica
+        .create_as(VOL, Some("os1"), 64 * MIB, Some("node-a"))
+        .unwrap();
     let report = p.owner.resync_full(VOL, &mut |_, _| {}).unwrap();
     assert_eq!(report.regions, 64);
     assert!(p.link.degraded().is_empty());

@@ -189,7 +189,7 @@ mod tests {
         let sock = socket.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            storaged::control::server::serve(&sock, store).await
+            storaged::control::server::serve(&sock, store, None).await
         });
         let t0 = Instant::now();
         storage

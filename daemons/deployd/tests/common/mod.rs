@@ -120,7 +120,7 @@ impl TestServer {
             });
             let sock = socket.clone();
             runtime.spawn(async move {
-                if let Err(e) = storaged::control::server::serve(&sock, store).await {
+                if let Err(e) = storaged::control::server::serve(&sock, store, None).await {
                     eprintln!("storaged stopped: {e}");
                 }
             });
@@ -261,7 +261,7 @@ impl Storaged {
         });
         let (sock, st) = (socket.clone(), Arc::clone(&store));
         runtime.spawn(async move {
-            if let Err(e) = storaged::control::server::serve(&sock, st).await {
+            if let Err(e) = storaged::control::server::serve(&sock, st, None).await {
                 eprintln!("storaged stopped: {e}");
             }
         });

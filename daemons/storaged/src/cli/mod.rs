@@ -2,6 +2,7 @@
 //! appliance's multi-call binary both call [`main`]).
 
 mod output;
+mod pair;
 mod serve;
 mod volume;
 
@@ -34,6 +35,9 @@ enum Command {
     /// Manage which volumes are served over NBD, and to which clients.
     #[command(subcommand)]
     Export(volume::ExportCommand),
+    /// A pair member's replication: groups served, the peer, the resync.
+    #[command(subcommand)]
+    Pair(pair::PairCommand),
 }
 
 /// Options shared by every command that talks to the daemon.
@@ -102,5 +106,6 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Serve(args) => serve::run(args),
         Command::Volume(cmd) => volume::run_volume(cmd),
         Command::Export(cmd) => volume::run_export(cmd),
+        Command::Pair(cmd) => pair::run(cmd),
     }
 }

@@ -32,6 +32,10 @@ pub struct ServeArgs {
 /// none: a single appliance).
 #[derive(Debug, Args)]
 struct ReplicationArgs {
+    /// A pair member: replicate as `DIR/replication.json` says, with the pair's certificates
+    /// in `DIR/tls/` (clusterd's state directory; both written by pairing).
+    #[arg(long, conflicts_with_all = ["replication_listen", "replicate_to", "cluster_id", "node", "pair_tls"])]
+    pair_dir: Option<PathBuf>,
     /// Where the other node's storaged sends its volumes' writes to this one.
     #[arg(long, requires_all = ["cluster_id", "node"])]
     replication_listen: Option<std::net::SocketAddr>,
@@ -52,9 +56,32 @@ struct ReplicationArgs {
     /// Replicate over plain TCP (tests on one host; never on an enclosure network).
     #[arg(long, conflicts_with = "pair_tls")]
     replication_without_tls: bool,
+    /// Serve this node's own volumes from the start (tests without clusterd). Otherwise a
+    /// pair member serves no writable volume until clusterd says which groups it owns.
+    #[arg(long)]
+    serve_own_volumes: bool,
 }
 
 impl ReplicationArgs {
+    /// Fills the options from `--pair-dir`'s files.
+    fn resolve(&mut self) -> Result<(), Failure> {
+        let Some(dir) = &self.pair_dir else {
+            return Ok(());
+        };
+        let f = crate::replication::PairFile::load(dir).map_err(|e| {
+            Failure::Local(format!(
+                "{e}: the pair's replication settings (clusterd writes them when the \
+                 appliance is paired)"
+            ))
+        })?;
+        self.replication_listen = Some(f.listen);
+        self.replicate_to = Some(f.peer);
+        self.cluster_id = Some(f.cluster_id);
+        self.node = Some(f.node);
+        self.pair_tls = Some(dir.join("tls"));
+        Ok(())
+    }
+
     fn used(&self) -> bool {
         self.replication_listen.is_some() || self.replicate_to.is_some()
     }
@@ -79,7 +106,7 @@ impl ReplicationArgs {
     }
 }
 
-pub fn run(args: ServeArgs) -> Result<ExitCode, Failure> {
+pub fn run(mut args: ServeArgs) -> Result<ExitCode, Failure> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("STORAGED_LOG")
@@ -87,10 +114,11 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, Failure> {
         )
         .with_writer(std::io::stderr)
         .init();
+    args.replication.resolve()?;
     let rep = &args.replication;
     let files = if rep.used() { rep.files()? } else { None };
     let tls_err = |e: crate::replication::tls::TlsError| Failure::Local(e.to_string());
-    let replica: Arc<dyn crate::volume::Replica> = match rep.replicate_to {
+    let link = match rep.replicate_to {
         Some(peer) => {
             let tls = files
                 .as_ref()
@@ -98,18 +126,27 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, Failure> {
                 .transpose()
                 .map_err(tls_err)?;
             tracing::info!("replicating every volume's writes to {peer}");
-            Arc::new(crate::replication::PeerReplica::with_tls(
-                peer,
-                rep.hello(),
-                tls,
-            ))
+            let hello = rep.hello();
+            let ownership = Arc::new(crate::ownership::Ownership::node(
+                &hello.node,
+                rep.serve_own_volumes,
+            ));
+            Some(Arc::new(crate::replication::PeerReplica::with_tls(
+                peer, hello, tls, ownership,
+            )))
         }
+        None => None,
+    };
+    let replica: Arc<dyn crate::volume::Replica> = match &link {
+        Some(l) => l.clone(),
         None => Arc::new(crate::volume::LocalOnly),
     };
     let store = Arc::new(
         Store::open_with_replica(&args.data_dir, replica)
             .map_err(|e| Failure::Local(crate::control::error::error_chain(&e)))?,
     );
+    let pair = link
+        .map(|l| crate::replication::pair::PairLink::new(Arc::clone(&store), l, &rep.hello().node));
     if let Some(addr) = rep.replication_listen {
         let tls = files
             .as_ref()
@@ -146,7 +183,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, Failure> {
         let control_path = args.control.clone();
         let control_store = Arc::clone(&store);
         let mut control = tokio::spawn(async move {
-            crate::control::server::serve(&control_path, control_store).await
+            crate::control::server::serve(&control_path, control_store, pair).await
         });
         let mut term = signal(SignalKind::terminate()).map_err(|e| local("signals", e))?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| local("signals", e))?;

@@ -124,14 +124,14 @@ pub enum ExportCommand {
     },
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::Local(format!("cannot start the async runtime: {e}")))
 }
 
-async fn connect(client: &ClientArgs) -> Result<StorageClient, Failure> {
+pub(super) async fn connect(client: &ClientArgs) -> Result<StorageClient, Failure> {
     Ok(StorageClient::connect(&client.control).await?)
 }
 

@@ -42,6 +42,22 @@ pub trait Storage {
     fn progress(&self, token: &str, done: u64, total: u64) -> zbus::Result<()>;
 }
 
+/// Proxy of `org.streamer.StoragePair1` (a pair member's storaged); see
+/// [`super::pair::PairService`].
+#[zbus::proxy(
+    interface = "org.streamer.StoragePair1",
+    default_path = "/org/streamer/Storage1",
+    gen_blocking = false
+)]
+pub trait StoragePair {
+    fn own(&self, home: &str, epoch: u64) -> zbus::Result<()>;
+    fn disown(&self, home: &str, epoch: u64) -> zbus::Result<()>;
+    fn set_peer_outdated(&self, outdated: bool) -> zbus::Result<()>;
+    fn peer_reachable(&self) -> zbus::Result<bool>;
+    fn status(&self) -> zbus::Result<String>;
+    fn resync(&self) -> zbus::Result<String>;
+}
+
 /// Failures talking to the daemon.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -76,6 +92,7 @@ impl From<zbus::Error> for ClientError {
 #[derive(Debug, Clone)]
 pub struct StorageClient {
     proxy: StorageProxy<'static>,
+    pair: StoragePairProxy<'static>,
 }
 
 fn parse<T: DeserializeOwned>(s: &str) -> Result<T, ClientError> {
@@ -98,7 +115,23 @@ impl StorageClient {
             .path(OBJECT_PATH)?
             .build()
             .await?;
-        Ok(Self { proxy })
+        let pair = StoragePairProxy::builder(&conn)
+            .destination(super::PAIR_INTERFACE)?
+            .path(OBJECT_PATH)?
+            .build()
+            .await?;
+        Ok(Self { proxy, pair })
+    }
+
+    /// The pair's interface (a pair member's storaged answers it; a single appliance's
+    /// does not).
+    pub fn pair(&self) -> &StoragePairProxy<'static> {
+        &self.pair
+    }
+
+    /// The replication state of a pair member.
+    pub async fn pair_status(&self) -> Result<crate::replication::pair::PairStatus, ClientError> {
+        parse(&self.pair.status().await?)
     }
 
     pub fn proxy(&self) -> &StorageProxy<'static> {

@@ -7,11 +7,14 @@
 
 pub mod client;
 pub mod error;
+pub mod pair;
 pub mod server;
 
 /// Object path of the storage interface.
 pub const OBJECT_PATH: &str = "/org/streamer/Storage1";
 /// D-Bus interface name.
 pub const INTERFACE: &str = "org.streamer.Storage1";
+/// The pair's interface, on the same object (a pair member's storaged only).
+pub const PAIR_INTERFACE: &str = "org.streamer.StoragePair1";
 /// Where the daemon listens unless told otherwise.
 pub const DEFAULT_SOCKET: &str = appliance_layout::STORAGED_SOCKET;

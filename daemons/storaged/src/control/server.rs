@@ -230,8 +230,13 @@ pub fn parse_client(s: &str) -> Result<IpNet, ControlError> {
         })
 }
 
-/// Serves the control interface on `socket` until the task is dropped.
-pub async fn serve(socket: &Path, store: Arc<Store>) -> std::io::Result<()> {
+/// Serves the control interface on `socket` until the task is dropped; with `pair`, the
+/// pair's interface too.
+pub async fn serve(
+    socket: &Path,
+    store: Arc<Store>,
+    pair: Option<Arc<crate::replication::pair::PairLink>>,
+) -> std::io::Result<()> {
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -246,14 +251,17 @@ pub async fn serve(socket: &Path, store: Arc<Store>) -> std::io::Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
         let service = StorageService::new(Arc::clone(&store));
+        let pair = pair.clone().map(super::pair::PairService::new);
         tokio::spawn(async move {
             let conn = async {
-                zbus::connection::Builder::unix_stream(stream)
+                let mut b = zbus::connection::Builder::unix_stream(stream)
                     .server(zbus::Guid::generate())?
                     .p2p()
-                    .serve_at(OBJECT_PATH, service)?
-                    .build()
-                    .await
+                    .serve_at(OBJECT_PATH, service)?;
+                if let Some(p) = pair {
+                    b = b.serve_at(OBJECT_PATH, p)?;
+                }
+                b.build().await
             };
             match conn.await {
                 // The connection serves requests from its own tasks until the peer hangs up.

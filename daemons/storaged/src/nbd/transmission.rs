@@ -52,6 +52,8 @@ struct Conn {
     max_request: u32,
     pool: Arc<BufferPool>,
     replies: mpsc::UnboundedSender<Reply>,
+    /// Ends when the pair gives the volume to the other node.
+    served: crate::ownership::Served,
 }
 
 impl Conn {
@@ -130,6 +132,7 @@ where
         max_request,
         pool: Arc::clone(&pool),
         replies: tx,
+        served: session.export.served.clone(),
     });
     let writer_task = tokio::spawn(write_replies(writer, rx, pool));
     let slots = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
@@ -170,6 +173,15 @@ async fn read_requests<R: AsyncRead + Unpin>(
             return Err(TransmissionError::BadMagic(req.magic));
         }
         if conn.replies.is_closed() {
+            return Ok(());
+        }
+        // The volume's group moved to the other node: the connection closes unanswered, and
+        // the client (reconnecting to the same address) sends the request to the new owner.
+        if !conn.served.still() {
+            tracing::warn!(
+                client = %conn.client, export = %conn.export,
+                "closing the connection: this node no longer serves the volume"
+            );
             return Ok(());
         }
         // The semaphores are never closed, so acquisition cannot fail.

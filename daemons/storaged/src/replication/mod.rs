@@ -23,10 +23,10 @@
 //! catalog operation on both nodes), is tested on the host, and shares the NBD server's
 //! request flow.
 
+pub mod pair;
 pub mod tls;
 pub mod wire;
 
-use std::collections::HashMap;
 use std::io::{self, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -36,6 +36,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+use crate::ownership::Ownership;
 use crate::store::Store;
 use crate::volume::{CatalogOp, Replica, WriteOp};
 use wire::{
@@ -60,6 +61,44 @@ pub struct Hello {
     /// The pair's cluster id: a peer of another pair is refused.
     pub cluster_id: String,
     pub node: String,
+}
+
+/// How a pair member's storaged replicates: `replication.json` in clusterd's state
+/// directory (clusterd writes it with the pair's description; the certificates are in `tls/`
+/// beside it). `storaged serve --pair-dir DIR` reads it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PairFile {
+    pub cluster_id: String,
+    /// This node's name in the pair.
+    pub node: String,
+    /// Where this node takes the other node's replication.
+    pub listen: SocketAddr,
+    /// The other node's replication address.
+    pub peer: SocketAddr,
+}
+
+impl PairFile {
+    /// The file's name in clusterd's state directory.
+    pub const FILE: &'static str = "replication.json";
+
+    pub fn load(dir: &std::path::Path) -> Result<PairFile, String> {
+        let path = dir.join(Self::FILE);
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Writes it atomically into `dir`.
+    pub fn save(&self, dir: &std::path::Path) -> io::Result<()> {
+        let tmp = dir.join(format!("{}.tmp", Self::FILE));
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(self).map_err(io::Error::other)?,
+        )?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, dir.join(Self::FILE))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,8 +151,10 @@ pub struct PeerReplica {
     outdated: AtomicBool,
     /// Volumes whose changes the replica could not apply: written here alone until resynced.
     degraded: Mutex<std::collections::HashSet<String>>,
-    /// The epoch of each volume this node owns (1 until the pair bumps it).
-    epochs: Mutex<HashMap<String, u64>>,
+    /// Which groups this node serves, at which epoch.
+    ownership: Arc<Ownership>,
+    /// Since when a change waits for a peer that does not answer (None: it answers).
+    stalled_since: Mutex<Option<std::time::Instant>>,
 }
 
 struct ConnBox(Conn);
@@ -123,26 +164,31 @@ impl std::fmt::Debug for ConnBox {
     }
 }
 
-/// The error a write gets when the replica says this node no longer owns the volume.
+/// The error a write gets when this node no longer owns the volume (the replica said so, or
+/// the pair moved its group): `ConnectionAborted`, on which the NBD server closes the
+/// client's connection instead of answering an error its guest would see.
 fn deposed(why: &str) -> io::Error {
     io::Error::new(
-        io::ErrorKind::PermissionDenied,
-        format!("replication refused: {why}"),
+        io::ErrorKind::ConnectionAborted,
+        format!("this node no longer serves the volume: {why}"),
     )
 }
 
 impl PeerReplica {
-    /// Replicates to `peer` over plain TCP (tests on one host).
+    /// Replicates to `peer` over plain TCP (tests on one host), serving this node's own
+    /// group from the start.
     pub fn new(peer: SocketAddr, me: Hello) -> PeerReplica {
-        Self::with_tls(peer, me, None)
+        let ownership = Arc::new(Ownership::node(&me.node, true));
+        Self::with_tls(peer, me, None, ownership)
     }
 
     /// Replicates to `peer` with mutual TLS (`tls`: the pair's CA and this node's
-    /// certificate, [`tls::client_config`]).
+    /// certificate, [`tls::client_config`]), serving the groups `ownership` says.
     pub fn with_tls(
         peer: SocketAddr,
         me: Hello,
         tls: Option<Arc<rustls::ClientConfig>>,
+        ownership: Arc<Ownership>,
     ) -> PeerReplica {
         PeerReplica {
             peer,
@@ -154,7 +200,24 @@ impl PeerReplica {
             seq: AtomicU64::new(1),
             outdated: AtomicBool::new(false),
             degraded: Mutex::new(Default::default()),
-            epochs: Mutex::new(HashMap::new()),
+            ownership,
+            stalled_since: Mutex::new(None),
+        }
+    }
+
+    /// How long changes have waited for a peer that does not answer (None: it answers).
+    pub fn stalled_for(&self) -> Option<Duration> {
+        self.stalled_since.lock().map(|t| t.elapsed())
+    }
+
+    /// Whether the peer answers a hello now (a new connection, closed at once).
+    pub fn probe(&self) -> bool {
+        match self.connect() {
+            Ok(_) => {
+                *self.stalled_since.lock() = None;
+                true
+            }
+            Err(_) => false,
         }
     }
 
@@ -175,13 +238,13 @@ impl PeerReplica {
         v
     }
 
-    /// Sets the epoch this node writes `volume` with (the pair bumps it at a failover).
-    pub fn set_epoch(&self, volume: &str, epoch: u64) {
-        self.epochs.lock().insert(volume.to_string(), epoch);
+    /// Which groups this node serves.
+    pub fn ownership(&self) -> &Arc<Ownership> {
+        &self.ownership
     }
 
     fn epoch(&self, volume: &str) -> u64 {
-        self.epochs.lock().get(volume).copied().unwrap_or(1)
+        self.ownership.epoch_of(volume)
     }
 
     fn connect(&self) -> Result<Conn, ReplicationError> {
@@ -292,6 +355,13 @@ impl PeerReplica {
     fn replicate(&self, frame: Frame) -> io::Result<()> {
         let mut warned = false;
         loop {
+            // A stalled write ends when the pair gives the volume's group to the other node.
+            if frame.kind != Kind::Catalog && !self.ownership.owns(&frame.volume) {
+                return Err(deposed(&format!(
+                    "volume {} is served by the other node now",
+                    frame.volume
+                )));
+            }
             if self.skips(&frame) {
                 return Ok(());
             }
@@ -315,6 +385,9 @@ impl PeerReplica {
         outcome: Result<(), ReplicationError>,
         warned: &mut bool,
     ) -> Option<io::Result<()>> {
+        if outcome.is_ok() {
+            *self.stalled_since.lock() = None;
+        }
         match outcome {
             Ok(()) => Some(Ok(())),
             // The replica cannot take this volume's changes (its disk is full...): the
@@ -331,6 +404,9 @@ impl PeerReplica {
             }
             Err(ReplicationError::Refused { why, .. }) => Some(Err(deposed(&why))),
             Err(e) => {
+                self.stalled_since
+                    .lock()
+                    .get_or_insert_with(std::time::Instant::now);
                 if !*warned {
                     tracing::warn!(
                         "replication to {} stalls ({e}); retrying until it answers or is \
@@ -409,8 +485,16 @@ impl Replica for PeerReplica {
         self.degraded.lock().remove(volume);
     }
 
+    fn ownership(&self) -> Option<Arc<Ownership>> {
+        Some(Arc::clone(&self.ownership))
+    }
+
     fn catalog(&self, op: &CatalogOp) -> io::Result<()> {
         let mut f = Frame::new(Kind::Catalog, 0);
+        f.epoch = match op.home() {
+            Some(home) => self.ownership.group_epoch(home),
+            None => self.ownership.epoch_of(op.volume()),
+        };
         f.payload = serde_json::to_vec(op).map_err(io::Error::other)?;
         self.replicate(f)
     }
@@ -422,8 +506,6 @@ pub struct ReplicaServer {
     store: Arc<Store>,
     me: Hello,
     tls: Option<Arc<rustls::ServerConfig>>,
-    /// The newest epoch seen for each volume: an older one is a deposed owner's.
-    epochs: Mutex<HashMap<String, u64>>,
 }
 
 impl ReplicaServer {
@@ -439,12 +521,7 @@ impl ReplicaServer {
         me: Hello,
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Arc<ReplicaServer> {
-        Arc::new(ReplicaServer {
-            store,
-            me,
-            tls,
-            epochs: Mutex::new(HashMap::new()),
-        })
+        Arc::new(ReplicaServer { store, me, tls })
     }
 
     /// Serves connections from `listener`, each on a thread of its own, for ever.
@@ -488,8 +565,8 @@ impl ReplicaServer {
             Err(e) => return Err(e.into()),
         };
         let theirs: Option<Hello> = serde_json::from_slice(&hello.payload).ok();
-        match theirs {
-            Some(h) if hello.kind == Kind::Hello && h.cluster_id == self.me.cluster_id => {}
+        let sender = match theirs {
+            Some(h) if hello.kind == Kind::Hello && h.cluster_id == self.me.cluster_id => h.node,
             other => {
                 let why = format!(
                     "this is {} of pair {}; {other:?} is not a member",
@@ -501,7 +578,7 @@ impl ReplicaServer {
                     why,
                 });
             }
-        }
+        };
         let mut answer = Frame::new(Kind::Hello, 0);
         answer.payload = serde_json::to_vec(&self.me).unwrap_or_default();
         conn.send(&answer)?;
@@ -511,7 +588,7 @@ impl ReplicaServer {
                 Err(WireError::Closed) => return Ok(()),
                 Err(e) => return Err(e.into()),
             };
-            match self.apply(&f) {
+            match self.apply(&f, &sender) {
                 Ok(()) => conn.send(&Frame::new(Kind::Ack, f.seq))?,
                 Err((code, why)) => {
                     Self::refuse(&mut conn, f.seq, code, &why)?;
@@ -521,27 +598,18 @@ impl ReplicaServer {
         }
     }
 
-    fn apply(&self, f: &Frame) -> Result<(), (u32, String)> {
+    /// Applies one frame of `sender`'s, if its epoch says the sender owns the group.
+    fn apply(&self, f: &Frame, sender: &str) -> Result<(), (u32, String)> {
+        let ownership = self.store.ownership();
         if f.kind == Kind::Catalog {
-            return self
-                .apply_catalog(f)
-                .map_err(|why| (REFUSED_CANNOT_APPLY, why));
+            return self.apply_catalog(f, sender);
         }
-        {
-            let mut epochs = self.epochs.lock();
-            let known = epochs.entry(f.volume.clone()).or_insert(f.epoch);
-            if f.epoch < *known {
-                return Err((
-                    REFUSED_DEPOSED,
-                    format!(
-                        "volume {} is at epoch {known}; a write of epoch {} comes from a node \
-                         that no longer owns it",
-                        f.volume, f.epoch
-                    ),
-                ));
-            }
-            *known = f.epoch;
-        }
+        let home = ownership
+            .home_of(&f.volume)
+            .unwrap_or_else(|| sender.to_string());
+        ownership
+            .admit(&home, f.epoch)
+            .map_err(|e| (REFUSED_DEPOSED, format!("volume {}: {e}", f.volume)))?;
         let cannot = |why: String| (REFUSED_CANNOT_APPLY, why);
         let lease = self
             .store
@@ -578,17 +646,39 @@ impl ReplicaServer {
         r.map_err(|e| cannot(format!("volume {}: {e}", f.volume)))
     }
 
-    fn apply_catalog(&self, f: &Frame) -> Result<(), String> {
-        let op: CatalogOp =
-            serde_json::from_slice(&f.payload).map_err(|e| format!("not a catalog change: {e}"))?;
+    /// Applies a catalog change of `sender`'s: refused (deposed) when it was sent with an
+    /// older epoch of its group than this node knows.
+    fn apply_catalog(&self, f: &Frame, sender: &str) -> Result<(), (u32, String)> {
+        let cannot = |why: String| (REFUSED_CANNOT_APPLY, why);
+        let op: CatalogOp = serde_json::from_slice(&f.payload)
+            .map_err(|e| cannot(format!("not a catalog change: {e}")))?;
         let s = &self.store;
+        // A new volume is in the group the change names (its sender's when none); a change of
+        // an existing one, in that volume's.
+        let home = match &op {
+            CatalogOp::Create { .. } | CatalogOp::Clone { .. } => op.home().map(str::to_string),
+            _ => s.ownership().home_of(op.volume()),
+        }
+        .unwrap_or_else(|| sender.to_string());
+        let known = s.ownership().group_epoch(&home);
+        if f.epoch < known {
+            return Err((
+                REFUSED_DEPOSED,
+                format!(
+                    "group {home} is at epoch {known}; {op:?} of epoch {} comes from a node \
+                     that no longer owns it",
+                    f.epoch
+                ),
+            ));
+        }
+        let home = Some(home.as_str());
         let done = match &op {
-            CatalogOp::Create { id, name, size } => {
-                s.create_as(id, name.as_deref(), *size).map(drop)
+            CatalogOp::Create { id, name, size, .. } => {
+                s.create_as(id, name.as_deref(), *size, home).map(drop)
             }
-            CatalogOp::Clone { id, parent, name } => {
-                s.clone_as(id, parent, name.as_deref()).map(drop)
-            }
+            CatalogOp::Clone {
+                id, parent, name, ..
+            } => s.clone_as(id, parent, name.as_deref(), home).map(drop),
             CatalogOp::Snapshot {
                 volume,
                 snapshot_id,
@@ -598,7 +688,19 @@ impl ReplicaServer {
                 .map(drop),
             CatalogOp::Freeze { id, checksum } => s.freeze_as(id, checksum).map(drop),
             CatalogOp::Delete { id } => s.delete_as(id),
+            CatalogOp::Export {
+                id,
+                allow,
+                read_only,
+            } => s
+                .export_put(crate::store::ExportRecord {
+                    volume: id.clone(),
+                    allow: allow.clone(),
+                    read_only: *read_only,
+                })
+                .map(drop),
+            CatalogOp::Unexport { id } => s.export_drop(id),
         };
-        done.map_err(|e| format!("{op:?}: {e}"))
+        done.map_err(|e| cannot(format!("{op:?}: {e}")))
     }
 }

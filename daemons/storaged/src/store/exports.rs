@@ -10,38 +10,71 @@ use super::catalog::Change;
 use super::{ExportRecord, Store, StoreError, VolumeLease, VolumeState};
 use crate::block::{BlockDevice, Extent};
 use crate::export::{ExportCatalog, ExportError, ExportSummary, OpenExport};
+use crate::ownership::Served;
+use crate::volume::CatalogOp;
 use crate::volume::Volume;
 
 impl Store {
     /// Exports volume `key` to the clients in `allow` (any client when empty). Replaces an
-    /// existing export of the volume.
+    /// existing export of the volume. On a pair the replica records it first (the node that
+    /// takes the volume over serves it to the same clients).
     pub fn export_add(
         &self,
         key: &str,
         allow: Vec<IpNet>,
         read_only: bool,
     ) -> Result<ExportRecord, StoreError> {
-        let mut st = self.state.lock();
-        let id = st.resolve(key)?.id.clone();
-        let rec = ExportRecord {
-            volume: id.clone(),
+        let id = self.state.lock().resolve(key)?.id.clone();
+        // Not under the state lock: the peer may be replicating to this store meanwhile.
+        self.replicate(&CatalogOp::Export {
+            id: id.clone(),
+            allow: allow.clone(),
+            read_only,
+        })?;
+        self.export_put(ExportRecord {
+            volume: id,
             allow,
             read_only,
-        };
-        self.catalog.commit(&[Change::PutExport(rec.clone())])?;
-        st.exports.insert(id, rec.clone());
+        })
+    }
+
+    /// The replica's side of an export (the same a second time changes nothing).
+    pub fn export_put(&self, rec: ExportRecord) -> Result<ExportRecord, StoreError> {
+        let mut st = self.state.lock();
+        st.resolve(&rec.volume)?;
+        if st.exports.get(&rec.volume) != Some(&rec) {
+            self.catalog.commit(&[Change::PutExport(rec.clone())])?;
+            st.exports.insert(rec.volume.clone(), rec.clone());
+        }
         Ok(rec)
     }
 
     /// Stops exporting volume `key`. Connections already open keep running until they close.
     pub fn export_remove(&self, key: &str) -> Result<(), StoreError> {
+        let id = {
+            let st = self.state.lock();
+            let id = st.resolve(key)?.id.clone();
+            if !st.exports.contains_key(&id) {
+                return Err(StoreError::Invalid(format!("volume {key} is not exported")));
+            }
+            id
+        };
+        self.replicate(&CatalogOp::Unexport { id: id.clone() })?;
+        self.export_drop(&id)
+    }
+
+    /// The replica's side of removing an export: one already gone is fine.
+    pub fn export_drop(&self, key: &str) -> Result<(), StoreError> {
         let mut st = self.state.lock();
-        let id = st.resolve(key)?.id.clone();
-        if !st.exports.contains_key(&id) {
-            return Err(StoreError::Invalid(format!("volume {key} is not exported")));
+        let id = match st.resolve(key) {
+            Ok(r) => r.id.clone(),
+            Err(StoreError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if st.exports.contains_key(&id) {
+            self.catalog.commit(&[Change::DeleteExport(id.clone())])?;
+            st.exports.remove(&id);
         }
-        self.catalog.commit(&[Change::DeleteExport(id.clone())])?;
-        st.exports.remove(&id);
         Ok(())
     }
 
@@ -71,6 +104,16 @@ impl ExportCatalog for Store {
                 client,
             });
         }
+        let served = if r.state == VolumeState::Writable {
+            self.ownership.serves(&r.id).ok_or_else(|| {
+                tracing::info!(
+                    "export {name}: not served by this node now (the other node owns its group)"
+                );
+                unknown()
+            })?
+        } else {
+            Served::always()
+        };
         let volume = self.open_volume(&st, r).map_err(|e| {
             tracing::error!("export {name}: cannot open volume {}: {e}", r.id);
             unknown()
@@ -94,6 +137,7 @@ impl ExportCatalog for Store {
             ),
             device,
             lease: Box::new(lease),
+            served,
         })
     }
 
@@ -103,6 +147,7 @@ impl ExportCatalog for Store {
             .values()
             .filter(|e| allowed(e, client))
             .filter_map(|e| st.volumes.get(&e.volume))
+            .filter(|r| r.state == VolumeState::Frozen || self.ownership.owns(&r.id))
             .map(|r| ExportSummary {
                 name: r.name.clone(),
                 description: r.id.clone(),

@@ -36,6 +36,7 @@ pub use self::record::{
     ExportRecord, Problem, VerifyReport, VolumeInfo, VolumeRecord, VolumeState,
 };
 pub use self::transfer::Progress;
+use crate::ownership::Ownership;
 use crate::volume::layer::{Layer, LayerPaths};
 use crate::volume::presence::MapError;
 use crate::volume::{ActivityLog, CatalogOp, LocalOnly, Replica, Volume, WriteOp};
@@ -163,6 +164,8 @@ pub struct Store {
     open: Mutex<HashMap<String, Weak<Volume>>>,
     layers: Mutex<HashMap<String, Weak<Layer>>>,
     replica: Arc<dyn Replica>,
+    /// Which writable volumes this node serves (all of them on a single appliance).
+    ownership: Arc<Ownership>,
     _lock: Flock<File>,
 }
 
@@ -213,7 +216,13 @@ impl Store {
         })?;
         let catalog = Catalog::open(&root.join("catalog.redb"))?;
         let mut state = State::default();
+        let ownership = replica
+            .ownership()
+            .unwrap_or_else(|| Arc::new(Ownership::single()));
         for r in catalog.volumes()? {
+            if r.state == VolumeState::Writable {
+                ownership.register(&r.id, r.home.as_deref());
+            }
             state.volumes.insert(r.id.clone(), r);
         }
         for e in catalog.exports()? {
@@ -227,10 +236,16 @@ impl Store {
             open: Mutex::new(HashMap::new()),
             layers: Mutex::new(HashMap::new()),
             replica,
+            ownership,
             _lock: lock,
         };
         store.remove_leftovers()?;
         Ok(store)
+    }
+
+    /// Which writable volumes this node serves.
+    pub fn ownership(&self) -> &Arc<Ownership> {
+        &self.ownership
     }
 
     /// Applies `op` on the replica first: a change the replica did not take is not made.
@@ -332,10 +347,11 @@ impl Store {
         }
         // A pair's writable volume keeps its activity log beside the layers.
         let activity = if self.replica.mirrors() && r.state != VolumeState::Frozen {
-            let dir = self.root.join("activity");
-            std::fs::create_dir_all(&dir)
-                .map_err(StoreError::io(format!("creating {}", dir.display())))?;
-            let path = dir.join(format!("{}.al", r.id));
+            let path = self.activity_path(&r.id);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(StoreError::io(format!("creating {}", dir.display())))?;
+            }
             Some(Arc::new(ActivityLog::open(&path, r.size).map_err(
                 StoreError::io(format!("opening the activity log {}", path.display())),
             )?))
@@ -354,6 +370,23 @@ impl Store {
         );
         self.open.lock().insert(r.id.clone(), Arc::downgrade(&v));
         Ok(v)
+    }
+
+    fn activity_path(&self, id: &str) -> PathBuf {
+        self.root.join("activity").join(format!("{id}.al"))
+    }
+
+    /// How many regions of volume `id` its activity log marks (the peer may lack them).
+    pub fn dirty_regions(&self, id: &str) -> Result<u64, StoreError> {
+        let open = self.open.lock().get(id).and_then(Weak::upgrade);
+        match open.as_ref().and_then(|v| v.activity()) {
+            Some(log) => Ok(log.dirty().len() as u64),
+            None => {
+                let path = self.activity_path(id);
+                ActivityLog::count_on_disk(&path)
+                    .map_err(StoreError::io(format!("reading {}", path.display())))
+            }
+        }
     }
 
     /// Opens a volume by id or name and counts it as in use until the lease is dropped.
@@ -419,6 +452,9 @@ impl Store {
             self.remove_layer_files(&r.layer);
             return Err(e);
         }
+        if r.state == VolumeState::Writable {
+            self.ownership.register(&r.id, r.home.as_deref());
+        }
         st.volumes.insert(r.id.clone(), r.clone());
         Ok(self.info_of(st, &r))
     }
@@ -440,6 +476,7 @@ impl Store {
             created: now(),
             checksum: None,
             origin: None,
+            home: None,
             id,
         }
     }
@@ -450,12 +487,14 @@ impl Store {
         if let Some(n) = name {
             self.state.lock().check_name_free(n)?;
         }
-        let r = Self::new_record(name, size, None, VolumeState::Writable);
+        let mut r = Self::new_record(name, size, None, VolumeState::Writable);
+        r.home = self.ownership.me().map(str::to_string);
         // Not under the state lock: the peer may be replicating to this store meanwhile.
         self.replicate(&CatalogOp::Create {
             id: r.id.clone(),
             name: name.map(str::to_string),
             size,
+            home: r.home.clone(),
         })?;
         let made = (|| {
             let mut st = self.state.lock();
@@ -481,13 +520,15 @@ impl Store {
     }
 
     /// Creates an empty volume whose id the caller chose (the pair's replicated catalog: the
-    /// owner and the replica hold one volume under one id). Idempotent: if a volume with
-    /// this id and size exists, it is returned; with another size, refused.
+    /// owner and the replica hold one volume under one id), in group `home` (None: this
+    /// node's). Idempotent: if a volume with this id and size exists, it is returned; with
+    /// another size, refused.
     pub fn create_as(
         &self,
         id: &str,
         name: Option<&str>,
         size: u64,
+        home: Option<&str>,
     ) -> Result<VolumeInfo, StoreError> {
         validate_size(size)?;
         let mut st = self.state.lock();
@@ -505,6 +546,7 @@ impl Store {
         }
         let mut r = Self::new_record(name, size, None, VolumeState::Writable);
         r.id = id.to_string();
+        r.home = home.or(self.ownership.me()).map(str::to_string);
         if name.is_none() {
             r.name = id.to_string();
         }
@@ -517,15 +559,18 @@ impl Store {
     /// Makes a writable copy-on-write volume over the frozen volume `parent`, in O(1).
     pub fn clone_volume(&self, parent: &str, name: Option<&str>) -> Result<VolumeInfo, StoreError> {
         let id = uuid::Uuid::new_v4().to_string();
-        self.clone_with(&id, parent, name, true)
+        let home = self.ownership.me().map(str::to_string);
+        self.clone_with(&id, parent, name, home.as_deref(), true)
     }
 
-    /// The replica's side of a clone: the owner's id; a second time changes nothing.
+    /// The replica's side of a clone: the owner's id, in group `home` (None: this node's);
+    /// a second time changes nothing.
     pub fn clone_as(
         &self,
         id: &str,
         parent: &str,
         name: Option<&str>,
+        home: Option<&str>,
     ) -> Result<VolumeInfo, StoreError> {
         if let Some(r) = self.state.lock().volumes.get(id).cloned() {
             if r.parent.as_deref() == Some(parent) {
@@ -535,7 +580,8 @@ impl Store {
                 "volume {id} exists, and is not a clone of {parent}"
             )));
         }
-        self.clone_with(id, parent, name, false)
+        let home = home.or(self.ownership.me()).map(str::to_string);
+        self.clone_with(id, parent, name, home.as_deref(), false)
     }
 
     fn clone_with(
@@ -543,6 +589,7 @@ impl Store {
         id: &str,
         parent: &str,
         name: Option<&str>,
+        home: Option<&str>,
         replicate: bool,
     ) -> Result<VolumeInfo, StoreError> {
         let check = |st: &State| -> Result<VolumeRecord, StoreError> {
@@ -562,9 +609,10 @@ impl Store {
                 id: id.to_string(),
                 parent: p.id.clone(),
                 name: name.map(str::to_string),
+                home: home.map(str::to_string),
             })?;
         }
-        let made = self.clone_commit(id, name, &check);
+        let made = self.clone_commit(id, name, home, &check);
         if made.is_err() && replicate {
             self.unreplicate(id);
         }
@@ -575,12 +623,14 @@ impl Store {
         &self,
         id: &str,
         name: Option<&str>,
+        home: Option<&str>,
         check: &dyn Fn(&State) -> Result<VolumeRecord, StoreError>,
     ) -> Result<VolumeInfo, StoreError> {
         let mut st = self.state.lock();
         let p = check(&st)?;
         let mut r = Self::new_record(name, p.size, Some(p.id.clone()), VolumeState::Writable);
         r.id = id.to_string();
+        r.home = home.map(str::to_string);
         if name.is_none() {
             r.name = id.to_string();
         }
@@ -659,6 +709,7 @@ impl Store {
         moved.name = v.name.clone();
         moved.created = v.created;
         moved.origin = v.origin.clone();
+        moved.home = v.home.clone();
         let new_layer_paths = self.paths(&moved.layer);
         Layer::create(&new_layer_paths, v.size, moved.block_size, true).map_err(StoreError::io(
             format!("creating the new layer of volume {}", v.id),
@@ -769,8 +820,15 @@ impl Store {
         ])?;
         st.volumes.remove(&r.id);
         st.exports.remove(&r.id);
+        self.ownership.forget(&r.id);
         self.open.lock().remove(&r.id);
         self.remove_layer_files(&r.layer);
+        let log = self.activity_path(&r.id);
+        if let Err(e) = std::fs::remove_file(&log)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!("could not remove {}: {e}", log.display());
+        }
         Ok(r.id)
     }
 }

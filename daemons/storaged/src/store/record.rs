@@ -36,6 +36,10 @@ pub struct VolumeRecord {
     pub checksum: Option<String>,
     /// Where the content came from (file name on import).
     pub origin: Option<String>,
+    /// On a pair, a writable volume's group: the node whose storage address serves it
+    /// (`ownership`). None: this node's own (and every volume of a single appliance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home: Option<String>,
 }
 
 /// Who may use a volume over the boot protocols.

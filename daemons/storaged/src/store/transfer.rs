@@ -52,6 +52,7 @@ impl Store {
         };
         let mut r = Self::new_record(name, size, None, state);
         r.origin = origin;
+        r.home = self.ownership.me().map(str::to_string);
         let paths = self.paths(&r.layer);
         Layer::create(&paths, size, r.block_size, false).map_err(StoreError::io(format!(
             "creating the layer of volume {}",
@@ -102,6 +103,7 @@ impl Store {
             id: r.id.clone(),
             name: name.map(str::to_string),
             size: r.size,
+            home: r.home.clone(),
         })?;
         let lease = self.lease(&r.id)?;
         let volume = lease.volume();

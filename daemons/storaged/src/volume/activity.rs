@@ -111,6 +111,16 @@ impl ActivityLog {
         })
     }
 
+    /// The regions marked in the log file at `path` (of a volume not open now).
+    pub fn count_on_disk(path: &Path) -> io::Result<u64> {
+        let raw = match std::fs::read(path) {
+            Ok(raw) => raw,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        Ok(raw.iter().map(|b| u64::from(b.count_ones())).sum())
+    }
+
     fn range(&self, offset: u64, len: u64) -> Option<(u64, u64)> {
         if len == 0 || self.regions == 0 {
             return None;

@@ -27,12 +27,17 @@ pub enum CatalogOp {
         id: String,
         name: Option<String>,
         size: u64,
+        /// The volume's group (its owner's node name).
+        #[serde(default)]
+        home: Option<String>,
     },
     /// A writable copy-on-write volume over frozen `parent`.
     Clone {
         id: String,
         parent: String,
         name: Option<String>,
+        #[serde(default)]
+        home: Option<String>,
     },
     /// `volume`'s content frozen as `snapshot_id`; `volume` goes on over it.
     Snapshot {
@@ -49,6 +54,39 @@ pub enum CatalogOp {
     Delete {
         id: String,
     },
+    /// Volume `id` is served to `allow` (any client when empty), read-only or not.
+    Export {
+        id: String,
+        allow: Vec<ipnet::IpNet>,
+        read_only: bool,
+    },
+    /// Volume `id` is not served any more.
+    Unexport {
+        id: String,
+    },
+}
+
+impl CatalogOp {
+    /// The group a new volume is made in, when the change says.
+    pub fn home(&self) -> Option<&str> {
+        match self {
+            CatalogOp::Create { home, .. } | CatalogOp::Clone { home, .. } => home.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The volume the change is about.
+    pub fn volume(&self) -> &str {
+        match self {
+            CatalogOp::Create { id, .. }
+            | CatalogOp::Clone { id, .. }
+            | CatalogOp::Freeze { id, .. }
+            | CatalogOp::Delete { id }
+            | CatalogOp::Export { id, .. }
+            | CatalogOp::Unexport { id } => id,
+            CatalogOp::Snapshot { volume, .. } => volume,
+        }
+    }
 }
 
 /// Where acknowledged writes are mirrored. A write is acknowledged to the client only after
@@ -78,6 +116,10 @@ pub trait Replica: Send + Sync + Debug {
     }
     /// `volume`'s changes go to the peer again (its resync starts).
     fn resume(&self, _volume: &str) {}
+    /// Which volumes this node serves (a pair's groups); None: all of them.
+    fn ownership(&self) -> Option<std::sync::Arc<crate::ownership::Ownership>> {
+        None
+    }
 }
 
 /// A single appliance: nothing to mirror to.

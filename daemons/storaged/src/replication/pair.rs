@@ -1,0 +1,184 @@
+//! What clusterd drives on a pair member's storaged: which groups it serves and at which
+//! epoch, whether the peer is Outdated, and the resync of a returning peer (with its
+//! progress). The decisions are clusterd's (made in etcd); this only carries them out.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use super::PeerReplica;
+use crate::ownership::Group;
+use crate::store::{ResyncReport, Store, StoreError, VolumeState};
+
+/// A resync as it goes (or as it ended).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ResyncProgress {
+    pub running: bool,
+    /// Volumes resynced so far, and in all.
+    pub volumes_done: u64,
+    pub volumes: u64,
+    /// Regions (1 MiB) of the current volume sent, and to send.
+    pub regions_done: u64,
+    pub regions: u64,
+    /// Bytes sent so far by this resync.
+    pub bytes: u64,
+    /// Why the last resync stopped, if it failed.
+    pub error: Option<String>,
+}
+
+/// The replication state clusterd and the API read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PairStatus {
+    pub node: String,
+    /// The groups this node knows, by home: epoch, served here or not.
+    pub groups: BTreeMap<String, Group>,
+    /// The pair marked the peer Outdated: this node's writes go on without it.
+    pub peer_outdated: bool,
+    /// How long changes have waited for the peer (milliseconds), if they wait.
+    pub stalled_ms: Option<u64>,
+    /// Volumes the peer could not keep up (its disk full...): written here alone.
+    pub degraded: Vec<String>,
+    /// Writable volumes served here whose activity log marks regions the peer may lack.
+    pub out_of_sync: Vec<String>,
+    pub resync: ResyncProgress,
+}
+
+#[derive(Debug)]
+pub struct PairLink {
+    store: Arc<Store>,
+    link: Arc<PeerReplica>,
+    node: String,
+    resync: Mutex<ResyncProgress>,
+    /// One resync at a time.
+    resyncing: Mutex<()>,
+}
+
+impl PairLink {
+    pub fn new(store: Arc<Store>, link: Arc<PeerReplica>, node: &str) -> Arc<PairLink> {
+        Arc::new(PairLink {
+            store,
+            link,
+            node: node.to_string(),
+            resync: Mutex::new(ResyncProgress::default()),
+            resyncing: Mutex::new(()),
+        })
+    }
+
+    /// This node serves group `home` at `epoch` from now on.
+    pub fn own(&self, home: &str, epoch: u64) {
+        let o = self.store.ownership();
+        if !o.groups().get(home).is_some_and(|g| g.owned) {
+            tracing::warn!("serving group {home} at epoch {epoch}");
+        }
+        o.own(home, epoch);
+    }
+
+    /// This node stops serving group `home` (its clients' connections close).
+    pub fn disown(&self, home: &str, epoch: u64) {
+        let o = self.store.ownership();
+        if o.groups().get(home).is_some_and(|g| g.owned) {
+            tracing::warn!("no longer serving group {home} (epoch {epoch})");
+        }
+        o.disown(home, Some(epoch));
+    }
+
+    pub fn set_peer_outdated(&self, outdated: bool) {
+        if self.link.peer_outdated() != outdated {
+            tracing::warn!(
+                "the peer is {}",
+                if outdated {
+                    "marked Outdated: writes go on without it"
+                } else {
+                    "back: writes go to it again"
+                }
+            );
+        }
+        self.link.set_peer_outdated(outdated);
+    }
+
+    /// Whether the peer's replication port answers now.
+    pub fn peer_reachable(&self) -> bool {
+        self.link.probe()
+    }
+
+    pub fn status(&self) -> PairStatus {
+        let ownership = self.store.ownership();
+        let out_of_sync = self
+            .store
+            .list()
+            .into_iter()
+            .filter(|v| v.record.state == VolumeState::Writable)
+            .filter(|v| ownership.owns(&v.record.id))
+            .filter(|v| self.store.dirty_regions(&v.record.id).unwrap_or(0) > 0)
+            .map(|v| v.record.id)
+            .collect();
+        PairStatus {
+            node: self.node.clone(),
+            groups: ownership.groups(),
+            peer_outdated: self.link.peer_outdated(),
+            stalled_ms: self.link.stalled_for().map(|d| d.as_millis() as u64),
+            degraded: self.link.degraded(),
+            out_of_sync,
+            resync: self.resync.lock().clone(),
+        }
+    }
+
+    /// Brings the peer's copies of every volume this node serves up to date: the regions of
+    /// their activity logs, one volume after the other. The peer must not be Outdated (its
+    /// new writes go to it meanwhile).
+    pub fn resync(&self) -> Result<ResyncReport, StoreError> {
+        let _one = self.resyncing.lock();
+        let ownership = self.store.ownership();
+        let volumes: Vec<String> = self
+            .store
+            .list()
+            .into_iter()
+            .filter(|v| v.record.state == VolumeState::Writable)
+            .filter(|v| ownership.owns(&v.record.id))
+            .map(|v| v.record.id)
+            .collect();
+        *self.resync.lock() = ResyncProgress {
+            running: true,
+            volumes: volumes.len() as u64,
+            ..Default::default()
+        };
+        let mut total = ResyncReport::default();
+        for (n, id) in volumes.iter().enumerate() {
+            let r = self.store.resync(id, &mut |done, all| {
+                let mut p = self.resync.lock();
+                p.regions_done = done;
+                p.regions = all;
+            });
+            match r {
+                Ok(r) => {
+                    total.regions += r.regions;
+                    total.bytes += r.bytes;
+                    let mut p = self.resync.lock();
+                    p.volumes_done = n as u64 + 1;
+                    p.bytes = total.bytes;
+                }
+                // Deleted meanwhile: nothing to send.
+                Err(StoreError::NotFound(_)) => {}
+                Err(e) => {
+                    let mut p = self.resync.lock();
+                    p.running = false;
+                    p.error = Some(e.to_string());
+                    return Err(e);
+                }
+            }
+        }
+        self.resync.lock().running = false;
+        if total.regions > 0 {
+            tracing::info!(
+                "resync done: {} regions, {} bytes sent to the peer",
+                total.regions,
+                total.bytes
+            );
+        }
+        Ok(total)
+    }
+}
