@@ -22,6 +22,9 @@ use clusterd::status::{Role, Status};
 
 /// The management virtual IP.
 pub const VIP: &str = "10.77.0.100";
+/// The storage addresses of node A's and node B's volumes (with storage, see
+/// [`Enclosure::start_storage`]).
+pub const STORAGE_IPS: [&str; 2] = ["10.77.0.11", "10.77.0.12"];
 /// The API's port on every node.
 pub const API_PORT: u16 = 8443;
 /// The Administrator's password in the harness.
@@ -74,6 +77,10 @@ pub struct Node {
     pub address: IpAddr,
     pub dir: PathBuf,
     procs: Vec<(&'static str, Child)>,
+    /// Whether its storaged replicates and clusterd drives it (the storage role).
+    storage: bool,
+    /// The multi-call binary (`pair-node`).
+    bin: PathBuf,
 }
 
 impl Node {
@@ -83,6 +90,39 @@ impl Node {
 
     pub fn control(&self) -> PathBuf {
         self.dir.join("clusterd.sock")
+    }
+
+    pub fn storaged_control(&self) -> PathBuf {
+        self.dir.join("storaged.sock")
+    }
+
+    /// `storaged ARGS` against this node's storaged (its output when it succeeds).
+    pub fn storaged(&self, args: &[&str]) -> anyhow::Result<String> {
+        let sock = self.storaged_control();
+        let mut all = vec!["storaged"];
+        all.extend_from_slice(args);
+        all.extend(["--control", sock.to_str().unwrap_or_default()]);
+        let out = Command::new(&self.bin).args(&all).output()?;
+        if !out.status.success() {
+            bail!(
+                "storaged {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// This node's storaged's replication state, if it answers.
+    pub fn pair_status(&self) -> Option<serde_json::Value> {
+        let text = self.storaged(&["pair", "status"]).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Whether the node holds storage address `ip` now.
+    pub fn holds(&self, ip: &str) -> bool {
+        sh(&["ip", "-n", &self.ns, "-4", "addr", "show", "dev", "eth0"])
+            .unwrap_or_default()
+            .contains(&format!("{ip}/"))
     }
 
     /// Runs `program ARGS` in the node's namespace, its output in `DIR/<what>.log`; killed
@@ -134,41 +174,48 @@ impl Node {
     pub fn start_clusterd(&mut self, bin: &Path) {
         let (dir, sock) = (self.clusterd_dir(), self.control());
         let summary = self.dir.join("summary.txt");
+        let storaged = self.storaged_control();
         let _ = std::fs::remove_file(&sock);
-        self.spawn(
-            bin,
+        let mut args = vec![
             "clusterd",
-            &[
-                "clusterd",
-                "--state-dir",
-                dir.to_str().unwrap(),
-                "--control",
-                sock.to_str().unwrap(),
-                "--summary",
-                summary.to_str().unwrap(),
-            ],
-            &[],
-        );
+            "--state-dir",
+            dir.to_str().unwrap(),
+            "--control",
+            sock.to_str().unwrap(),
+            "--summary",
+            summary.to_str().unwrap(),
+        ];
+        if self.storage {
+            args.extend(["--storaged", storaged.to_str().unwrap()]);
+        }
+        self.spawn(bin, "clusterd", &args, &[]);
     }
 
-    fn start_storaged(&mut self, bin: &Path) {
-        let (data, sock) = (self.dir.join("storaged"), self.dir.join("storaged.sock"));
+    /// Starts storaged: with the storage role, replicating as the pair's description says
+    /// (as init starts it on a paired appliance) and serving NBD on every address.
+    pub fn start_storaged(&mut self, bin: &Path) {
+        let (data, sock) = (self.dir.join("storaged"), self.storaged_control());
+        let pair_dir = self.clusterd_dir();
         let _ = std::fs::remove_file(&sock);
-        self.spawn(
-            bin,
+        let mut args = vec![
             "storaged",
-            &[
-                "storaged",
-                "serve",
-                "--data-dir",
-                data.to_str().unwrap(),
+            "serve",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--control",
+            sock.to_str().unwrap(),
+        ];
+        if self.storage {
+            args.extend([
                 "--nbd-listen",
-                "127.0.0.1:10809",
-                "--control",
-                sock.to_str().unwrap(),
-            ],
-            &[],
-        );
+                "0.0.0.0:10809",
+                "--pair-dir",
+                pair_dir.to_str().unwrap(),
+            ]);
+        } else {
+            args.extend(["--nbd-listen", "127.0.0.1:10809"]);
+        }
+        self.spawn(bin, "storaged", &args, &[]);
     }
 
     /// Starts deployd: a pair member's (its store the pair's etcd, through clusterd) or a
@@ -304,6 +351,26 @@ impl Node {
         }
     }
 
+    /// Cuts (or restores) the traffic between this node and `other` alone: routes to the
+    /// other's addresses (its own and its storage address) go to a blackhole.
+    pub fn cut_from(&self, other: &Node, cut: bool) {
+        let mut to = vec![other.address.to_string()];
+        if let Some(i) = ["node-a", "node-b"].iter().position(|n| *n == other.name) {
+            to.push(STORAGE_IPS[i].to_string());
+        }
+        for ip in to {
+            let _ = sh(&[
+                "ip",
+                "-n",
+                &self.ns,
+                "route",
+                if cut { "add" } else { "del" },
+                "blackhole",
+                &format!("{ip}/32"),
+            ]);
+        }
+    }
+
     /// Brings the node's link to the enclosure network up or down.
     pub fn link(&self, up: bool) {
         sh(&[
@@ -434,16 +501,39 @@ impl Enclosure {
 
     /// The network and the pair's description on each member, nothing running.
     pub fn network(bin: &Path) -> anyhow::Result<Enclosure> {
-        Enclosure::make(bin, true)
+        Enclosure::make(bin, true, false)
+    }
+
+    /// The storage role alone: etcd on the three members, storaged (replicating to each
+    /// other) and clusterd (driving it) on both nodes, no deployd. Returns once each node
+    /// serves its own group on its storage address ([`STORAGE_IPS`]).
+    pub fn start_storage(bin: &Path) -> anyhow::Result<Enclosure> {
+        let mut enc = Enclosure::make(bin, true, true)?;
+        let bin = enc.bin.clone();
+        for n in &mut enc.nodes {
+            n.start_etcd(&bin);
+        }
+        for n in &mut enc.nodes[..2] {
+            n.start_storaged(&bin);
+            n.start_clusterd(&bin);
+        }
+        let end = Instant::now() + Duration::from_secs(60);
+        while !(enc.nodes[0].holds(STORAGE_IPS[0]) && enc.nodes[1].holds(STORAGE_IPS[1])) {
+            if Instant::now() > end {
+                bail!("the nodes did not take their storage addresses within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(enc)
     }
 
     /// The network with two single appliances and a witness host, nothing running and
     /// nobody paired yet.
     pub fn unpaired(bin: &Path) -> anyhow::Result<Enclosure> {
-        Enclosure::make(bin, false)
+        Enclosure::make(bin, false, false)
     }
 
-    fn make(bin: &Path, described: bool) -> anyhow::Result<Enclosure> {
+    fn make(bin: &Path, described: bool, storage: bool) -> anyhow::Result<Enclosure> {
         // Unique per process and per enclosure (a benchmark makes several, one after another).
         static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let made = MADE.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 10;
@@ -466,7 +556,11 @@ impl Enclosure {
                 address: IpAddr::from([10, 77, 0, *last]),
                 etcd_client_port: 2379,
                 etcd_peer_port: 2380,
-                storage_ip: None,
+                storage_ip: (storage && *name != "witness").then(|| VirtualIp {
+                    address: STORAGE_IPS[usize::from(*last) - 1].parse().unwrap(),
+                    prefix_len: 24,
+                    interface: "eth0".into(),
+                }),
                 replication_port: clusterd::config::REPLICATION_PORT,
             })
             .collect();
@@ -529,6 +623,8 @@ impl Enclosure {
                 address: IpAddr::from([10, 77, 0, last]),
                 dir: node_dir,
                 procs: Vec::new(),
+                storage,
+                bin: bin.to_path_buf(),
             });
         }
         Ok(enc)
@@ -597,6 +693,9 @@ impl Enclosure {
         n.start_etcd(&bin);
         n.start_clusterd(&bin);
         n.start_storaged(&bin);
+        if n.storage {
+            return;
+        }
         // As init does: deployd once clusterd's socket is there.
         let end = Instant::now() + Duration::from_secs(10);
         while !n.control().exists() && Instant::now() < end {
@@ -908,6 +1007,8 @@ impl Observer {
                 address: n.address,
                 dir: n.dir.clone(),
                 procs: Vec::new(),
+                storage: n.storage,
+                bin: n.bin.clone(),
             })
             .collect();
         let seen: std::sync::Arc<std::sync::Mutex<Seen>> = Default::default();

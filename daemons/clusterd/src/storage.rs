@@ -44,6 +44,10 @@ pub const GROUPS_PREFIX: &str = "/streamer/storage/groups/";
 pub const OUTDATE_AFTER: Duration = Duration::from_millis(1500);
 /// How often the groups are looked at.
 const TICK: Duration = Duration::from_millis(250);
+/// How long a node that starts waits for the other node's heartbeat before it takes over
+/// the other node's group (both nodes booting at once is not a failure). A heartbeat this
+/// node saw go away is a failure at once.
+pub const STARTUP_GRACE: Duration = Duration::from_secs(15);
 
 /// A group's record in etcd.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,7 +74,17 @@ pub async fn run(shared: Arc<Shared>, storaged: PathBuf) {
         held: HashMap::new(),
         resync: None,
         storaged: None,
+        seen_alive: std::collections::HashSet::new(),
+        started: tokio::time::Instant::now(),
     };
+    // A clusterd that starts serves nothing: addresses left by a crashed predecessor go.
+    for m in shared.cfg.nodes() {
+        if let Some(addr) = &m.storage_ip
+            && let Err(e) = vip::release(addr).await
+        {
+            tracing::error!("storage: removing a leftover storage address: {e}");
+        }
+    }
     let mut status = shared.status.subscribe();
     loop {
         let live = status.borrow_and_update().role != Role::Starting;
@@ -113,6 +127,9 @@ struct Storage {
     /// The resync running, if any (its result: whether it completed).
     resync: Option<tokio::task::JoinHandle<Result<(), String>>>,
     storaged: Option<StorageClient>,
+    /// Nodes whose heartbeat this clusterd has seen.
+    seen_alive: std::collections::HashSet<String>,
+    started: tokio::time::Instant,
 }
 
 impl Storage {
@@ -199,6 +216,7 @@ impl Storage {
             return Ok(());
         }
         let alive = alive_nodes(&mut etcd).await?;
+        self.seen_alive.extend(alive.iter().cloned());
         let st = c.pair_status().await.map_err(storaged_err)?;
         let mut conditions = Vec::new();
         for (home, (g, rev)) in &groups {
@@ -208,6 +226,10 @@ impl Storage {
             }
             self.unserve(&c, &st, home, g.epoch).await?;
             if alive.contains(&g.owner) {
+                continue;
+            }
+            // Not seen yet since this node started: it may be booting too.
+            if !self.seen_alive.contains(&g.owner) && self.started.elapsed() < STARTUP_GRACE {
                 continue;
             }
             if g.outdated.as_deref() == Some(me.as_str()) {
@@ -329,7 +351,11 @@ impl Storage {
             };
             let st = c.pair_status().await.map_err(storaged_err)?;
             match outcome {
-                Ok(()) if !st.peer_outdated && st.stalled_ms.is_none() => {
+                Ok(()) if !st.peer_outdated
+                    && st
+                        .stalled_ms
+                        .is_none_or(|ms| ms < OUTDATE_AFTER.as_millis() as u64) =>
+                {
                     for (home, g, rev) in mine {
                         if g.outdated.as_deref() == Some(peer) {
                             let mut o = (*g).clone();

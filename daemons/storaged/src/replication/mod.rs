@@ -27,6 +27,7 @@ pub mod pair;
 pub mod tls;
 pub mod wire;
 
+use std::collections::HashMap;
 use std::io::{self, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -117,11 +118,27 @@ impl<T: Read + Write + Send> Stream for T {}
 
 /// The stream behind a buffer kept for its life: a frame's parts go out as one TLS record
 /// (or TCP segment), and no buffer is allocated per frame.
-struct Conn(BufWriter<Box<dyn Stream>>);
+struct Conn(BufWriter<Box<dyn Stream>>, Option<Registered>);
+
+/// The owner's connections' sockets, so that they can be shut down from another thread
+/// (requests blocked on a peer marked Outdated give up at once).
+type Sockets = Arc<Mutex<HashMap<u64, TcpStream>>>;
+
+/// A socket listed in [`Sockets`] for as long as its connection lives.
+struct Registered {
+    id: u64,
+    sockets: Sockets,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.sockets.lock().remove(&self.id);
+    }
+}
 
 impl Conn {
     fn new(stream: Box<dyn Stream>) -> Conn {
-        Conn(BufWriter::with_capacity(64 << 10, stream))
+        Conn(BufWriter::with_capacity(64 << 10, stream), None)
     }
 
     fn send(&mut self, f: &Frame) -> Result<(), WireError> {
@@ -155,7 +172,25 @@ pub struct PeerReplica {
     ownership: Arc<Ownership>,
     /// Since when a change waits for a peer that does not answer (None: it answers).
     stalled_since: Mutex<Option<std::time::Instant>>,
+    /// When each request waiting for the peer's answer was sent, by a number of its own.
+    waiting: Mutex<HashMap<u64, std::time::Instant>>,
+    sockets: Sockets,
 }
+
+/// A request waiting for the peer, counted in [`PeerReplica::stalled_for`] until dropped.
+struct Waiting<'a> {
+    replica: &'a PeerReplica,
+    id: u64,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.replica.waiting.lock().remove(&self.id);
+    }
+}
+
+/// How old the oldest unanswered request must be to count as a stall.
+const STALL: Duration = Duration::from_millis(300);
 
 struct ConnBox(Conn);
 impl std::fmt::Debug for ConnBox {
@@ -202,12 +237,30 @@ impl PeerReplica {
             degraded: Mutex::new(Default::default()),
             ownership,
             stalled_since: Mutex::new(None),
+            waiting: Mutex::new(HashMap::new()),
+            sockets: Arc::default(),
         }
     }
 
-    /// How long changes have waited for a peer that does not answer (None: it answers).
+    /// How long changes have waited for a peer that does not answer (None: it answers):
+    /// since the first failed attempt of a change still retried, or since the oldest request
+    /// still unanswered was sent, if that is more than a moment ago.
     pub fn stalled_for(&self) -> Option<Duration> {
-        self.stalled_since.lock().map(|t| t.elapsed())
+        let failing = self.stalled_since.lock().map(|t| t.elapsed());
+        let oldest = self
+            .waiting
+            .lock()
+            .values()
+            .map(|t| t.elapsed())
+            .max()
+            .filter(|d| *d >= STALL);
+        failing.max(oldest)
+    }
+
+    fn wait_for_answer(&self) -> Waiting<'_> {
+        let id = self.seq.fetch_add(1, Ordering::SeqCst);
+        self.waiting.lock().insert(id, std::time::Instant::now());
+        Waiting { replica: self, id }
     }
 
     /// Whether the peer answers a hello now (a new connection, closed at once).
@@ -225,6 +278,12 @@ impl PeerReplica {
     /// the peer is back (its resync is another matter), writes wait for it again.
     pub fn set_peer_outdated(&self, outdated: bool) {
         self.outdated.store(outdated, Ordering::SeqCst);
+        if outdated {
+            // Requests blocked on the peer's answer give up now (and are not sent again).
+            for s in self.sockets.lock().values() {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
     }
 
     pub fn peer_outdated(&self) -> bool {
@@ -253,6 +312,13 @@ impl PeerReplica {
         stream
             .set_read_timeout(Some(ANSWER))
             .map_err(WireError::Io)?;
+        let id = self.seq.fetch_add(1, Ordering::SeqCst);
+        let raw = stream.try_clone().map_err(WireError::Io)?;
+        self.sockets.lock().insert(id, raw);
+        let registered = Registered {
+            id,
+            sockets: Arc::clone(&self.sockets),
+        };
         let mut conn = match &self.tls {
             None => Conn::new(Box::new(stream)),
             Some(config) => {
@@ -262,6 +328,7 @@ impl PeerReplica {
                 Conn::new(Box::new(rustls::StreamOwned::new(tls, stream)))
             }
         };
+        conn.1 = Some(registered);
         let mut hello = Frame::new(Kind::Hello, 0);
         hello.payload = serde_json::to_vec(&self.me).unwrap_or_default();
         conn.send(&hello)?;
@@ -278,6 +345,7 @@ impl PeerReplica {
 
     /// Sends `frame` and waits for its ack, on an idle connection or a new one.
     fn exchange(&self, frame: Frame) -> Result<(), ReplicationError> {
+        let _waiting = self.wait_for_answer();
         let pending = self.send(frame)?;
         self.answer(pending)
     }
@@ -465,9 +533,11 @@ impl Replica for PeerReplica {
         if self.skips(&f) {
             return local();
         }
+        let waiting = self.wait_for_answer();
         let sent = self.send(f.clone());
         let here = local();
         let outcome = sent.and_then(|p| self.answer(p));
+        drop(waiting);
         let mut warned = false;
         let there = match self.settle(&f, outcome, &mut warned) {
             Some(done) => done,
