@@ -208,10 +208,16 @@ fn the_owner_dies_and_its_compute_module_rides_through() {
     );
     // The survivor serves A's group on A's storage address, at the next epoch.
     let b = &enc.nodes[1];
-    assert!(b.holds(STORAGE_IPS[0]), "node B took the storage address over");
+    assert!(
+        b.holds(STORAGE_IPS[0]),
+        "node B took the storage address over"
+    );
     let st = b.pair_status().unwrap();
     assert_eq!(st["groups"]["node-a"]["owned"], true, "{st}");
-    assert!(st["groups"]["node-a"]["epoch"].as_u64().unwrap() >= 2, "{st}");
+    assert!(
+        st["groups"]["node-a"]["epoch"].as_u64().unwrap() >= 2,
+        "{st}"
+    );
     assert_eq!(st["peerOutdated"], true, "{st}");
     verify(&client, STORAGE_IPS[0], "os-a", &written);
     eprintln!("failover and verify took {:?}", cut.elapsed());

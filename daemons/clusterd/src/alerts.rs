@@ -25,6 +25,8 @@ pub enum Condition {
     VolumesDegraded(usize),
     /// A dead node's group, which this node cannot serve: its copy is outdated.
     StorageGroupUnavailable(String),
+    /// Both nodes wrote a group at one epoch: refused, never merged.
+    SplitBrain(String),
 }
 
 fn storage_resource() -> AssociatedResource {
@@ -183,6 +185,19 @@ impl Condition {
                 ),
                 node_resource(n),
             ),
+            Condition::SplitBrain(n) => (
+                "Critical",
+                "Storage.SplitBrain",
+                format!(
+                    "Split brain on the OS volumes of {n}: both nodes wrote them as their \
+                     owner. The other node's writes were refused; nothing was merged."
+                ),
+                format!(
+                    "Keep the node that serves the compute modules of {n}; restart the other \
+                     one, whose copies are then resynced from it."
+                ),
+                storage_resource(),
+            ),
         }
     }
 
@@ -197,6 +212,7 @@ impl Condition {
             Condition::Resyncing(n) => format!("storage-resyncing-{n}"),
             Condition::VolumesDegraded(_) => "storage-volumes-degraded".into(),
             Condition::StorageGroupUnavailable(n) => format!("storage-group-unavailable-{n}"),
+            Condition::SplitBrain(n) => format!("storage-split-brain-{n}"),
         }
     }
 }

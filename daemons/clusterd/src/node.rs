@@ -68,6 +68,8 @@ pub struct Shared {
     summary: Option<std::path::PathBuf>,
     /// The storage role's conditions (see `storage`), raised with the others.
     storage_conditions: Mutex<Vec<Condition>>,
+    /// The storage role's line on the serial console (a resync's progress), if any.
+    storage_line: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -82,6 +84,7 @@ impl Shared {
             active_since_ns: None,
             store_endpoint: Some(cfg.local_endpoint()),
             store_tls: cfg.tls.clone(),
+            storage_address: cfg.this().storage_ip.as_ref().map(|v| v.address),
         };
         Arc::new(Shared {
             cfg,
@@ -91,12 +94,14 @@ impl Shared {
             announcer: Mutex::new(None),
             summary,
             storage_conditions: Mutex::new(Vec::new()),
+            storage_line: Mutex::new(None),
         })
     }
 
     /// The storage role's conditions now (the health loop raises and clears their alerts).
-    pub fn set_storage_conditions(&self, conditions: Vec<Condition>) {
+    pub fn set_storage_conditions(&self, conditions: Vec<Condition>, line: Option<String>) {
         *self.storage_conditions.lock() = conditions;
+        *self.storage_line.lock() = line;
     }
 }
 
@@ -475,6 +480,11 @@ async fn health_loop(shared: Arc<Shared>) {
                 (Role::Starting, _) => format!("{}: pair member, joining the cluster", st.me),
                 (Role::Single, _) => "single appliance".into(),
             };
+            let mut role = role;
+            if let Some(line) = shared.storage_line.lock().as_ref() {
+                role.push('\n');
+                role.push_str(line);
+            }
             let active: Vec<String> = shared
                 .alerts
                 .lock()

@@ -63,6 +63,10 @@ pub struct Status {
     /// has them.
     #[serde(default)]
     pub store_tls: Option<crate::config::TlsFiles>,
+    /// This node's storage address: compute modules boot the volumes this node creates from
+    /// it (whichever node serves them now). None on a single appliance.
+    #[serde(default)]
+    pub storage_address: Option<IpAddr>,
 }
 
 impl Status {
@@ -77,6 +81,7 @@ impl Status {
             active_since_ns: None,
             store_endpoint: None,
             store_tls: None,
+            storage_address: None,
         }
     }
 

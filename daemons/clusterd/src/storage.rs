@@ -171,7 +171,7 @@ impl Storage {
         for home in homes {
             self.release(&home).await;
         }
-        self.shared.set_storage_conditions(Vec::new());
+        self.shared.set_storage_conditions(Vec::new(), None);
     }
 
     async fn take(&mut self, home: &str) {
@@ -294,7 +294,19 @@ impl Storage {
         if !st.degraded.is_empty() {
             conditions.push(Condition::VolumesDegraded(st.degraded.len()));
         }
-        self.shared.set_storage_conditions(conditions);
+        for home in &st.split_brain {
+            conditions.push(Condition::SplitBrain(home.clone()));
+        }
+        let r = &st.resync;
+        let line = r.running.then(|| {
+            format!(
+                "resyncing {peer}'s copies: volume {} of {}, {} MiB sent",
+                (r.volumes_done + 1).min(r.volumes),
+                r.volumes,
+                r.bytes >> 20
+            )
+        });
+        self.shared.set_storage_conditions(conditions, line);
         Ok(())
     }
 
@@ -351,10 +363,11 @@ impl Storage {
             };
             let st = c.pair_status().await.map_err(storaged_err)?;
             match outcome {
-                Ok(()) if !st.peer_outdated
-                    && st
-                        .stalled_ms
-                        .is_none_or(|ms| ms < OUTDATE_AFTER.as_millis() as u64) =>
+                Ok(())
+                    if !st.peer_outdated
+                        && st
+                            .stalled_ms
+                            .is_none_or(|ms| ms < OUTDATE_AFTER.as_millis() as u64) =>
                 {
                     for (home, g, rev) in mine {
                         if g.outdated.as_deref() == Some(peer) {

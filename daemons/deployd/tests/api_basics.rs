@@ -274,3 +274,24 @@ fn repeated_failed_logins_are_rate_limited() {
     // Now even the right password is refused for a while.
     assert_eq!(attempt(common::PASSWORD), 429);
 }
+
+#[test]
+fn a_single_appliances_storage_is_not_replicated() {
+    let s = TestServer::start_with_storage();
+    let api = s.login(800);
+    let r = api.get("/rest/appliance/storage");
+    let status = r.status();
+    let v: Value = r.json().unwrap();
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["replicated"], false, "{v}");
+    assert_eq!(v["redundant"], false, "{v}");
+    assert_eq!(v["uri"], "/rest/appliance/storage");
+    // Like every call but the version and login, it needs a session.
+    let anon = s.anonymous();
+    let r = anon
+        .get(format!("{}/rest/appliance/storage", s.base))
+        .header("X-API-Version", "800")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}

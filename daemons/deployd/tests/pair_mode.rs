@@ -60,6 +60,7 @@ fn status(me: &str, endpoint: &str) -> Status {
         active_since_ns: None,
         store_endpoint: Some(endpoint.into()),
         store_tls: None,
+        storage_address: None,
     }
 }
 

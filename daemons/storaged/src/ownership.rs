@@ -51,6 +51,9 @@ struct Inner {
     homes: HashMap<String, String>,
     /// One flag per group ownership: set when it ends, so connections opened under it close.
     ended: HashMap<String, Arc<AtomicBool>>,
+    /// Groups the peer wrote at the epoch this node serves them with (a split brain), until
+    /// the pair moves them to a new epoch.
+    split: std::collections::BTreeSet<String>,
 }
 
 #[derive(Debug)]
@@ -166,6 +169,10 @@ impl Ownership {
     pub fn own(&self, home: &str, epoch: u64) {
         let mut inner = self.inner.write();
         let g = inner.groups.entry(home.to_string()).or_default();
+        if epoch > g.epoch {
+            inner.split.remove(home);
+        }
+        let g = inner.groups.entry(home.to_string()).or_default();
         g.epoch = g.epoch.max(epoch);
         if !g.owned {
             g.owned = true;
@@ -181,8 +188,12 @@ impl Ownership {
         let mut inner = self.inner.write();
         let g = inner.groups.entry(home.to_string()).or_default();
         g.owned = false;
+        let newer = epoch.is_some_and(|e| e > g.epoch);
         if let Some(e) = epoch {
             g.epoch = g.epoch.max(e);
+        }
+        if newer {
+            inner.split.remove(home);
         }
         if let Some(flag) = inner.ended.remove(home) {
             flag.store(true, Ordering::SeqCst);
@@ -197,6 +208,12 @@ impl Ownership {
             .iter()
             .map(|(k, v)| (k.clone(), *v))
             .collect()
+    }
+
+    /// Groups both nodes wrote at one epoch (refused, not merged), until the pair moves them
+    /// on.
+    pub fn split_brain(&self) -> Vec<String> {
+        self.inner.read().split.iter().cloned().collect()
     }
 
     /// The replica's check of a change of group `home` sent at `epoch`: an older epoch is a
@@ -215,6 +232,12 @@ impl Ownership {
                     });
                 }
                 if epoch == g.epoch && g.owned && self.me.is_some() {
+                    drop(inner);
+                    tracing::error!(
+                        "split brain: the peer writes group {home} at epoch {epoch}, which \
+                         this node serves: refused, nothing merged"
+                    );
+                    self.inner.write().split.insert(home.to_string());
                     return Err(Refusal::BothOwn {
                         home: home.to_string(),
                         epoch,
@@ -285,11 +308,13 @@ mod tests {
         o.own("a", 4);
         assert!(matches!(o.admit("a", 3), Err(Refusal::Stale { .. })));
         assert!(matches!(o.admit("a", 4), Err(Refusal::BothOwn { .. })));
+        assert_eq!(o.split_brain(), ["a"], "remembered for the alert");
         // A newer epoch is authoritative: b stops serving the group.
         o.register("v", Some("a"));
         let served = o.serves("v").unwrap();
         assert_eq!(o.admit("a", 5), Ok(()));
         assert!(!served.still());
+        assert!(o.split_brain().is_empty(), "a new epoch ends it");
         assert!(o.serves("v").is_none());
     }
 }

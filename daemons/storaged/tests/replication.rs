@@ -350,22 +350,89 @@ fn with_the_pairs_certificates_replication_is_mutual_tls_and_strangers_are_refus
 
 /// Two stores, each replicating to the other (the pair is active/active).
 fn both_ways() -> (Arc<Store>, Arc<Store>, Vec<tempfile::TempDir>) {
+    let (stores, _, dirs) = both_ways_with_links();
+    (Arc::clone(&stores[0]), Arc::clone(&stores[1]), dirs)
+}
+
+/// [`both_ways`], with each store's link to the other.
+fn both_ways_with_links() -> (
+    Vec<Arc<Store>>,
+    Vec<Arc<PeerReplica>>,
+    Vec<tempfile::TempDir>,
+) {
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let listeners: Vec<_> = (0..2)
         .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
         .collect();
     let addrs: Vec<_> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
-    let stores: Vec<Arc<Store>> = (0..2)
+    let links: Vec<Arc<PeerReplica>> = (0..2)
         .map(|i| {
-            let link = PeerReplica::new(addrs[1 - i], hello(["node-a", "node-b"][i]));
-            Arc::new(Store::open_with_replica(dirs[i].path(), Arc::new(link)).unwrap())
+            Arc::new(PeerReplica::new(
+                addrs[1 - i],
+                hello(["node-a", "node-b"][i]),
+            ))
         })
+        .collect();
+    let stores: Vec<Arc<Store>> = (0..2)
+        .map(|i| Arc::new(Store::open_with_replica(dirs[i].path(), links[i].clone()).unwrap()))
         .collect();
     for (i, l) in listeners.into_iter().enumerate() {
         let server = ReplicaServer::new(Arc::clone(&stores[i]), hello(["node-a", "node-b"][i]));
         std::thread::spawn(move || server.serve(l));
     }
-    (Arc::clone(&stores[0]), Arc::clone(&stores[1]), dirs)
+    (stores, links, dirs)
+}
+
+#[test]
+fn after_a_failover_the_resync_also_overwrites_what_the_old_owner_wrote_alone() {
+    let (stores, links, _dirs) = both_ways_with_links();
+    let (a, b) = (&stores[0], &stores[1]);
+    let id = a.create(Some("os1"), 16 * MIB).unwrap().record.id;
+    a.lease(&id)
+        .unwrap()
+        .volume()
+        .write(&[0x11; 65536], 0, true)
+        .unwrap();
+    // A dies with a write applied here but never replicated (as if its link went first).
+    links[0].set_peer_outdated(true);
+    a.lease(&id)
+        .unwrap()
+        .volume()
+        .write(&[0x66; 65536], 5 * MIB, false)
+        .unwrap();
+    // B takes A's group over (epoch 2), goes on alone, writes elsewhere.
+    a.ownership().disown("node-a", Some(2));
+    b.ownership().own("node-a", 2);
+    links[1].set_peer_outdated(true);
+    b.lease(&id)
+        .unwrap()
+        .volume()
+        .write(&[0x99; 65536], 9 * MIB, true)
+        .unwrap();
+    assert_ne!(
+        a.content_checksum(&id).unwrap(),
+        b.content_checksum(&id).unwrap()
+    );
+    // A is back: B resyncs it, A's own region included.
+    links[1].set_peer_outdated(false);
+    let report = b.resync(&id, &mut |_, _| {}).unwrap();
+    assert_eq!(
+        a.content_checksum(&id).unwrap(),
+        b.content_checksum(&id).unwrap(),
+        "both copies identical after the resync"
+    );
+    let mut buf = [0u8; 4096];
+    a.lease(&id)
+        .unwrap()
+        .volume()
+        .read_at(&mut buf, 5 * MIB)
+        .unwrap();
+    assert_eq!(buf, [0; 4096], "A's write that nobody acknowledged is gone");
+    // Only regions that either side marked were sent (not the whole 16 MiB).
+    assert!(report.regions < 16, "{report:?}");
+    // A's log was cleared: a second resync sends nothing more of A's.
+    let again = b.resync(&id, &mut |_, _| {}).unwrap();
+    assert!(again.regions <= report.regions, "{again:?}");
 }
 
 fn ids(s: &Store) -> Vec<(String, String, bool)> {
@@ -574,4 +641,30 @@ fn a_replica_that_cannot_apply_degrades_the_volume_without_failing_the_client() 
         p.owner.content_checksum(VOL).unwrap(),
         p.replica.content_checksum(VOL).unwrap()
     );
+}
+
+#[test]
+fn a_split_brain_is_refused_and_remembered_with_no_data_changed() {
+    let (stores, _links, _dirs) = both_ways_with_links();
+    let (a, b) = (&stores[0], &stores[1]);
+    let id = a.create(Some("os1"), 16 * MIB).unwrap().record.id;
+    a.lease(&id)
+        .unwrap()
+        .volume()
+        .write(&[0x11; 4096], 0, true)
+        .unwrap();
+    let before = b.content_checksum(&id).unwrap();
+    // Both nodes believe they serve group node-a at epoch 1 (what etcd's transactions rule
+    // out; a restored backup of its data could bring it about).
+    b.ownership().own("node-a", 1);
+    let e = a
+        .lease(&id)
+        .unwrap()
+        .volume()
+        .write(&[0x22; 4096], 0, true)
+        .unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionAborted, "{e}");
+    assert!(e.to_string().contains("split brain"), "{e}");
+    assert_eq!(b.content_checksum(&id).unwrap(), before, "nothing merged");
+    assert_eq!(b.ownership().split_brain(), ["node-a"]);
 }

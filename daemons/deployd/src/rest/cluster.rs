@@ -50,6 +50,35 @@ pub async fn list_nodes(
     )?))
 }
 
+/// The OS volumes' storage on this node: on a pair, which groups of volumes it serves and
+/// at which epoch, whether the other node's copies are current (`redundant`), the resync's
+/// progress, degraded volumes, a split brain; a single appliance's is not replicated.
+#[utoipa::path(get, path = "/rest/appliance/storage", tag = "appliance",
+    responses((status = 200, description = "Replication state", body = Object),
+              (status = 503, body = ErrorBody)))]
+pub async fn storage(State(st): State<Arc<AppState>>, _ctx: Ctx) -> Result<Json<Value>, ApiError> {
+    let status = st
+        .services
+        .storage
+        .pair_status()
+        .await
+        .map_err(|e| ApiError::from(DomainError::Unavailable(e.to_string())))?;
+    let Some(s) = status else {
+        return Ok(Json(serde_json::json!({
+            "type": "ApplianceStorage",
+            "uri": "/rest/appliance/storage",
+            "replicated": false,
+            "redundant": false,
+        })));
+    };
+    let mut v = serde_json::to_value(&s).unwrap_or_default();
+    v["type"] = "ApplianceStorage".into();
+    v["uri"] = "/rest/appliance/storage".into();
+    v["replicated"] = true.into();
+    v["redundant"] = (!s.peer_outdated && s.degraded.is_empty() && s.split_brain.is_empty()).into();
+    Ok(Json(v))
+}
+
 /// Alerts, active first.
 #[utoipa::path(get, path = "/rest/alerts", tag = "alerts", params(ListQuery),
     responses((status = 200, description = "AlertResourceV3 collection", body = Object),

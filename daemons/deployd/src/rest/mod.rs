@@ -51,6 +51,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/rest/openapi.json", get(openapi::get_openapi))
         .route("/rest/appliance/shutdown", post(appliance::shutdown))
         .route("/rest/appliance/nodes", get(cluster::list_nodes))
+        .route("/rest/appliance/storage", get(cluster::storage))
         .route(
             "/rest/appliance/pair",
             get(pairing::get_pair)

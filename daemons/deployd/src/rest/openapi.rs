@@ -23,6 +23,7 @@ use crate::domain::plan_scripts::{PlanScriptInput, PlanScripts};
         super::version::get_version,
         super::appliance::shutdown,
         super::cluster::list_nodes,
+        super::cluster::storage,
         super::cluster::list_alerts,
         super::cluster::get_alert,
         super::audit_logs::list,

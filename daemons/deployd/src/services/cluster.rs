@@ -288,6 +288,7 @@ mod tests {
             active_since_ns: None,
             store_endpoint: None,
             store_tls: None,
+            storage_address: None,
         }
     }
 

@@ -149,6 +149,27 @@ impl Storage {
         Ok(self.client().await?.list().await?)
     }
 
+    /// The pair's replication state on this node (None: a single appliance's storaged,
+    /// which does not replicate).
+    pub async fn pair_status(
+        &self,
+    ) -> Result<Option<storaged::replication::pair::PairStatus>, StorageError> {
+        let c = self.client().await?;
+        match c.pair_status().await {
+            Ok(s) => Ok(Some(s)),
+            // No pair interface on a single appliance's storaged.
+            Err(storaged::control::client::ClientError::Remote(m))
+                if m.contains("UnknownInterface") || m.contains("Unknown interface") =>
+            {
+                Ok(None)
+            }
+            Err(e) => {
+                tracing::debug!("storaged's pair status: {e:?}");
+                Err(e.into())
+            }
+        }
+    }
+
     pub async fn delete(&self, volume: &str) -> Result<(), StorageError> {
         Ok(self.client().await?.delete(volume).await?)
     }

@@ -344,7 +344,7 @@ impl PeerReplica {
     }
 
     /// Sends `frame` and waits for its ack, on an idle connection or a new one.
-    fn exchange(&self, frame: Frame) -> Result<(), ReplicationError> {
+    fn exchange(&self, frame: Frame) -> Result<Frame, ReplicationError> {
         let _waiting = self.wait_for_answer();
         let pending = self.send(frame)?;
         self.answer(pending)
@@ -365,7 +365,7 @@ impl PeerReplica {
         })
     }
 
-    fn answer(&self, mut pending: Pending) -> Result<(), ReplicationError> {
+    fn answer(&self, mut pending: Pending) -> Result<Frame, ReplicationError> {
         let answer = match pending.conn.receive() {
             Ok(a) => a,
             Err(e) => {
@@ -376,7 +376,7 @@ impl PeerReplica {
         if answer.kind == Kind::Ack && answer.seq == pending.seq {
             self.idle.lock().push(ConnBox(pending.conn));
             self.available.notify_one();
-            return Ok(());
+            return Ok(answer);
         }
         self.lost();
         match answer.kind {
@@ -433,7 +433,7 @@ impl PeerReplica {
             if self.skips(&frame) {
                 return Ok(());
             }
-            let outcome = self.exchange(frame.clone());
+            let outcome = self.exchange(frame.clone()).map(drop);
             match self.settle(&frame, outcome, &mut warned) {
                 Some(done) => return done,
                 None => std::thread::sleep(RETRY),
@@ -489,6 +489,21 @@ impl PeerReplica {
     }
 }
 
+impl PeerReplica {
+    /// One [`Kind::Regions`] exchange about `volume` (no retry: a resync that fails is
+    /// started again later).
+    fn regions_frame(&self, volume: &str, flags: u32) -> io::Result<Frame> {
+        let mut f = Frame::new(Kind::Regions, 0);
+        f.volume = volume.to_string();
+        f.epoch = self.epoch(volume);
+        f.flags = flags;
+        self.exchange(f).map_err(|e| match e {
+            ReplicationError::Refused { code, why } if code == REFUSED_DEPOSED => deposed(&why),
+            e => io::Error::other(e.to_string()),
+        })
+    }
+}
+
 /// A frame sent, its answer not read yet.
 struct Pending {
     conn: Conn,
@@ -536,7 +551,7 @@ impl Replica for PeerReplica {
         let waiting = self.wait_for_answer();
         let sent = self.send(f.clone());
         let here = local();
-        let outcome = sent.and_then(|p| self.answer(p));
+        let outcome = sent.and_then(|p| self.answer(p)).map(drop);
         drop(waiting);
         let mut warned = false;
         let there = match self.settle(&f, outcome, &mut warned) {
@@ -557,6 +572,19 @@ impl Replica for PeerReplica {
 
     fn ownership(&self) -> Option<Arc<Ownership>> {
         Some(Arc::clone(&self.ownership))
+    }
+
+    fn peer_regions(&self, volume: &str) -> io::Result<Vec<u64>> {
+        let answer = self.regions_frame(volume, 0)?;
+        Ok(answer
+            .payload
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect())
+    }
+
+    fn peer_regions_taken(&self, volume: &str) -> io::Result<()> {
+        self.regions_frame(volume, wire::FLAG_CLEAR).map(drop)
     }
 
     fn catalog(&self, op: &CatalogOp) -> io::Result<()> {
@@ -658,6 +686,20 @@ impl ReplicaServer {
                 Err(WireError::Closed) => return Ok(()),
                 Err(e) => return Err(e.into()),
             };
+            if f.kind == Kind::Regions {
+                match self.regions(&f) {
+                    Ok(payload) => {
+                        let mut ack = Frame::new(Kind::Ack, f.seq);
+                        ack.payload = payload;
+                        conn.send(&ack)?;
+                    }
+                    Err((code, why)) => {
+                        Self::refuse(&mut conn, f.seq, code, &why)?;
+                        return Err(ReplicationError::Refused { code, why });
+                    }
+                }
+                continue;
+            }
             match self.apply(&f, &sender) {
                 Ok(()) => conn.send(&Frame::new(Kind::Ack, f.seq))?,
                 Err((code, why)) => {
@@ -666,6 +708,22 @@ impl ReplicaServer {
                 }
             }
         }
+    }
+
+    /// The replica's own marked regions of a volume (cleared with [`wire::FLAG_CLEAR`]), for
+    /// the volume's owner only: a deposed node must not learn, nor clear, anything.
+    fn regions(&self, f: &Frame) -> Result<Vec<u8>, (u32, String)> {
+        let ownership = self.store.ownership();
+        if let Some(home) = ownership.home_of(&f.volume) {
+            ownership
+                .admit(&home, f.epoch)
+                .map_err(|e| (REFUSED_DEPOSED, format!("volume {}: {e}", f.volume)))?;
+        }
+        let regions = self
+            .store
+            .activity_regions(&f.volume, f.flags & wire::FLAG_CLEAR != 0)
+            .map_err(|e| (REFUSED_CANNOT_APPLY, e.to_string()))?;
+        Ok(regions.iter().flat_map(|r| r.to_le_bytes()).collect())
     }
 
     /// Applies one frame of `sender`'s, if its epoch says the sender owns the group.

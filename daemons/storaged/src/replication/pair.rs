@@ -45,6 +45,9 @@ pub struct PairStatus {
     /// Writable volumes served here whose activity log marks regions the peer may lack.
     pub out_of_sync: Vec<String>,
     pub resync: ResyncProgress,
+    /// Groups the peer wrote at the epoch this node serves them with: refused, never merged.
+    #[serde(default)]
+    pub split_brain: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -124,6 +127,7 @@ impl PairLink {
             degraded: self.link.degraded(),
             out_of_sync,
             resync: self.resync.lock().clone(),
+            split_brain: ownership.split_brain(),
         }
     }
 

@@ -44,6 +44,11 @@ pub enum Kind {
     Refuse = 6,
     /// A catalog change (JSON payload: a `CatalogOp`), applied before the owner commits it.
     Catalog = 7,
+    /// The owner asks which regions of the volume the replica's own activity log marks
+    /// (writes it made while it owned the volume, possibly never replicated); the ack's
+    /// payload lists them (u64 little endian each). With [`FLAG_CLEAR`]: the owner has them
+    /// in its own log now, the replica clears its log.
+    Regions = 8,
 }
 
 impl Kind {
@@ -56,6 +61,7 @@ impl Kind {
             5 => Kind::Ack,
             6 => Kind::Refuse,
             7 => Kind::Catalog,
+            8 => Kind::Regions,
             _ => return None,
         })
     }
@@ -65,6 +71,8 @@ impl Kind {
 pub const FLAG_FUA: u32 = 1;
 /// A zeroed range may be freed (NBD's TRIM, or WRITE_ZEROES without NO_HOLE).
 pub const FLAG_TRIM: u32 = 2;
+/// On [`Kind::Regions`]: the replica is to clear its activity log of the volume.
+pub const FLAG_CLEAR: u32 = 4;
 /// On a refusal: the sender may not write this volume (an older epoch, not a member of the
 /// pair, another protocol version).
 pub const REFUSED_DEPOSED: u32 = 1;

@@ -376,6 +376,22 @@ impl Store {
         self.root.join("activity").join(format!("{id}.al"))
     }
 
+    /// The regions volume `key`'s activity log marks, and with `clear`, clears them (the
+    /// replica's side of [`Replica::peer_regions`]).
+    pub fn activity_regions(&self, key: &str, clear: bool) -> Result<Vec<u64>, StoreError> {
+        let lease = self.lease(key)?;
+        let Some(log) = lease.volume().activity() else {
+            return Ok(Vec::new());
+        };
+        let regions = log.dirty();
+        if clear {
+            log.clear_all().map_err(StoreError::io(format!(
+                "clearing volume {key}'s activity log"
+            )))?;
+        }
+        Ok(regions)
+    }
+
     /// How many regions of volume `id` its activity log marks (the peer may lack them).
     pub fn dirty_regions(&self, id: &str) -> Result<u64, StoreError> {
         let open = self.open.lock().get(id).and_then(Weak::upgrade);
@@ -878,6 +894,23 @@ impl Store {
         let id = volume.id().to_string();
         // Its writes go to the peer again from now on (a degraded volume's too).
         self.replica.resume(&id);
+        // The regions the peer wrote last, maybe without this node (it owned the volume
+        // before a failover, and died with writes in flight): this node's content goes
+        // over them too.
+        let theirs = self
+            .replica
+            .peer_regions(&id)
+            .map_err(StoreError::io(format!("asking the peer about volume {id}")))?;
+        if !theirs.is_empty() {
+            log.mark_regions(&theirs).map_err(StoreError::io(format!(
+                "marking volume {id}'s activity log"
+            )))?;
+            self.replica
+                .peer_regions_taken(&id)
+                .map_err(StoreError::io(format!(
+                    "telling the peer about volume {id}"
+                )))?;
+        }
         let dirty = log.dirty();
         let total = dirty.len() as u64;
         let mut report = ResyncReport::default();

@@ -229,6 +229,28 @@ impl ActivityLog {
         self.file.sync_data()
     }
 
+    /// Marks `regions` (synced): the peer's copy of them is not to be trusted (the regions
+    /// the peer itself wrote last and this node may lack).
+    pub fn mark_regions(&self, regions: &[u64]) -> io::Result<()> {
+        let mut bits = self.bits.lock();
+        for r in regions.iter().filter(|r| **r < self.regions) {
+            bits[(r / 64) as usize] |= 1 << (r % 64);
+        }
+        let raw: Vec<u8> = bits.iter().flat_map(|w| w.to_le_bytes()).collect();
+        self.file.write_all_at(&raw, 0)?;
+        self.file.sync_data()
+    }
+
+    /// Clears every region (synced): the owner has taken them into its own log and will
+    /// send them all to this node.
+    pub fn clear_all(&self) -> io::Result<()> {
+        let mut bits = self.bits.lock();
+        bits.iter_mut().for_each(|w| *w = 0);
+        let raw: Vec<u8> = bits.iter().flat_map(|w| w.to_le_bytes()).collect();
+        self.file.write_all_at(&raw, 0)?;
+        self.file.sync_data()
+    }
+
     /// The regions marked (possibly different on the peer).
     pub fn dirty(&self) -> Vec<u64> {
         let bits = self.bits.lock();

@@ -248,7 +248,12 @@ async fn make_volume(
 
 /// Steps 5 (profile) and 6.
 async fn finish(s: &Services, job: &DeployJob, task: &TaskHandle, os_id: &str) {
-    let nbd = s.settings.boot_nbd_addr;
+    // On a pair: this node's storage address, which moves to the other node with the
+    // volumes it serves; a single appliance's own deployment address otherwise.
+    let nbd = match s.cluster.status().and_then(|st| st.storage_address) {
+        Some(ip) => std::net::SocketAddr::new(ip, s.settings.boot_nbd_addr.port()),
+        None => s.settings.boot_nbd_addr,
+    };
     let storage_volume = os_volumes::storage_volume_of(s, os_id).unwrap_or_default();
     let os_uri = OS_VOLUMES.uri(os_id);
     let target = json!({
