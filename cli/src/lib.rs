@@ -108,6 +108,10 @@ enum ApplianceCmd {
         /// This appliance's name in the pair (default: its host name).
         #[arg(long)]
         name: Option<String>,
+        /// This appliance's storage address with its prefix length, e.g. 10.0.0.11/24: its
+        /// OS volumes' floating boot address (the pair then replicates them).
+        #[arg(long)]
+        storage_ip: Option<String>,
     },
     /// Join the pair being made on another appliance, with its join token.
     Join {
@@ -121,6 +125,9 @@ enum ApplianceCmd {
         address: String,
         #[arg(long)]
         name: Option<String>,
+        /// This appliance's storage address, e.g. 10.0.0.12/24 (when the first gave one).
+        #[arg(long)]
+        storage_ip: Option<String>,
     },
     /// Take this appliance out of its pair (it keeps every artifact and restarts).
     Unpair {
@@ -606,23 +613,26 @@ fn appliance(cmd: ApplianceCmd, json: bool) -> Result<u8, CliError> {
             virtual_ip,
             witness,
             name,
+            storage_ip,
         } => (
             Method::POST,
             "/rest/appliance/pair".into(),
             Some(json!({"address": address, "virtualIp": virtual_ip,
-                        "witnessAddress": witness, "name": name})),
+                        "witnessAddress": witness, "name": name,
+                        "storageIp": storage_ip})),
         ),
         ApplianceCmd::Join {
             pair_with,
             token,
             address,
             name,
+            storage_ip,
         } => (
             Method::POST,
             "/rest/appliance/pair/join".into(),
             Some(
                 json!({"pairWith": pair_with, "token": token, "address": address,
-                        "name": name}),
+                        "name": name, "storageIp": storage_ip}),
             ),
         ),
         ApplianceCmd::Unpair { yes } => {

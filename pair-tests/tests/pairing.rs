@@ -92,6 +92,7 @@ fn join_request(token: &str, version: &str, role: MemberRole, last: u8) -> Value
         address: format!("10.77.0.{last}").parse().unwrap(),
         role,
         csr: creds.csr_pem,
+        storage_ip: None,
     })
     .unwrap()
 }

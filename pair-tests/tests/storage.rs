@@ -20,162 +20,33 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use pair_harness::storage::{
+    content_hash, finish, in_sync, keep_alive, make_volume, qemu_io, verify, wait_until, workload,
+};
 use pair_harness::{Enclosure, Node, STORAGE_IPS, unusable};
-
-const SLOT: u64 = 64 << 10;
-const SLOTS: u64 = 256;
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_pair-node"))
 }
 
-/// The byte written to `slot` by round `round` (never zero: a zero would read as a hole).
-fn pattern(slot: u64, round: u64) -> u64 {
-    (slot * 7 + round * 13) % 251 + 1
-}
-
-/// `qemu-io` commands: `rounds` FUA writes, each read back and checked, `pause_ms` apart;
-/// the slot written by each round, in order.
-fn workload(rounds: u64, pause_ms: u64) -> (Vec<String>, Vec<(u64, u64)>) {
-    let mut cmds = Vec::new();
-    let mut written = Vec::new();
-    for round in 0..rounds {
-        let slot = (round * 37) % SLOTS;
-        let p = pattern(slot, round);
-        let off = slot * SLOT;
-        cmds.push(format!("write -f -P {p} {off} {SLOT}"));
-        cmds.push(format!("read -P {p} {off} {SLOT}"));
-        if pause_ms > 0 {
-            cmds.push(format!("sleep {pause_ms}"));
-        }
-        written.push((slot, p));
-    }
-    (cmds, written)
-}
-
-/// Runs `qemu-io` in the witness's namespace against `export` on `server`, through QEMU's
-/// NBD client with a reconnect delay: it rides through a failover, resending what was in
-/// flight.
-fn qemu_io(ns: &str, server: &str, export: &str, cmds: &[String]) -> std::process::Child {
-    let opts = format!(
-        "driver=nbd,server.type=inet,server.host={server},server.port=10809,export={export},\
-         server.keep-alive=on,reconnect-delay=30"
-    );
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", ns, "qemu-io", "--image-opts", &opts]);
-    for cmd in cmds {
-        c.args(["-c", cmd]);
-    }
-    c.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("starting qemu-io")
-}
-
-/// What a `qemu-io` run printed: asserts it ran to the end without an error; returns the
-/// longest request (seconds).
+/// Waits for a qemu-io run, asserting it saw no error; its longest request (seconds).
 fn check_run(what: &str, child: std::process::Child) -> f64 {
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let errors: Vec<&str> = stdout
-        .lines()
-        .chain(stderr.lines())
-        .filter(|l| {
-            l.contains("failed") || l.contains("error") || l.contains("Pattern verification")
-        })
-        .collect();
+    let run = finish(child).unwrap();
     assert!(
-        out.status.success() && errors.is_empty(),
-        "{what}: qemu-io saw errors (status {}): {errors:?}\n{stderr}",
-        out.status
+        run.ok && run.errors.is_empty(),
+        "{what}: qemu-io saw errors: {:?}\n{}",
+        run.errors,
+        run.stderr
     );
-    // "64 KiB, 1 ops; 00.00 sec (94.866 MiB/sec and 1517.8561 ops/sec)": one op each.
-    stdout
-        .lines()
-        .filter_map(|l| l.split(" and ").nth(1))
-        .filter_map(|t| t.trim_end_matches(" ops/sec)").parse::<f64>().ok())
-        .filter(|ops| *ops > 0.0)
-        .map(|ops| 1.0 / ops)
-        .fold(0.0, f64::max)
+    run.longest
 }
 
-/// Reads every slot back through `server` and checks it holds its last pattern.
-fn verify(ns: &str, server: &str, export: &str, written: &[(u64, u64)]) {
-    let mut last = std::collections::BTreeMap::new();
-    for (slot, p) in written {
-        last.insert(*slot, *p);
-    }
-    let cmds: Vec<String> = last
-        .iter()
-        .map(|(slot, p)| format!("read -P {p} {} {SLOT}", slot * SLOT))
-        .collect();
-    check_run(
-        "verifying every acknowledged write",
-        qemu_io(ns, server, export, &cmds),
+fn same_content(enc: &Enclosure, name: &str) {
+    assert_eq!(
+        content_hash(&enc.nodes[0], name).unwrap(),
+        content_hash(&enc.nodes[1], name).unwrap(),
+        "{name}: both copies identical after the resync"
     );
-}
-
-/// The compute module's TCP keep-alive (its namespace's sysctls): a connection whose server
-/// died with a request in flight (acknowledged by TCP, unanswered) has nothing left to
-/// retransmit, so only a keep-alive probe finds out; it reaches the node that took the
-/// address over, whose kernel resets it, and QEMU reconnects. (A server's iSCSI initiator
-/// has NOP-Out pings for the same purpose.)
-fn keep_alive(ns: &str) {
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            "sysctl",
-            "-w",
-            "net.ipv4.tcp_keepalive_time=2",
-            "net.ipv4.tcp_keepalive_intvl=1",
-            "net.ipv4.tcp_keepalive_probes=3",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-}
-
-fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let end = Instant::now() + limit;
-    while !ok() {
-        assert!(Instant::now() < end, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// The SHA-256 of volume `name` as node `n` holds it.
-fn content_hash(n: &Node, name: &str) -> String {
-    let file = n.dir.join(format!("{name}.raw"));
-    n.storaged(&["volume", "export", name, file.to_str().unwrap()])
-        .unwrap();
-    let out = Command::new("sha256sum").arg(&file).output().unwrap();
-    let _ = std::fs::remove_file(&file);
-    String::from_utf8_lossy(&out.stdout)
-        .split(' ')
-        .next()
-        .unwrap()
-        .to_string()
-}
-
-/// Waits until `n` has its peer's copies up to date again (no group outdated, no resync).
-fn wait_in_sync(n: &Node, limit: Duration) {
-    wait_until(&format!("{} resyncs its peer", n.name), limit, || {
-        n.pair_status().is_some_and(|s| {
-            s["peerOutdated"] == false
-                && s["resync"]["running"] == false
-                && s["outOfSync"].as_array().is_some_and(|a| a.is_empty())
-        })
-    });
-}
-
-fn make_volume(n: &Node, name: &str) {
-    n.storaged(&["volume", "create", "--size", "32M", "--name", name])
-        .unwrap();
-    n.storaged(&["export", "add", name, "--allow", "10.77.0.3"])
-        .unwrap();
 }
 
 #[test]
@@ -186,8 +57,8 @@ fn the_owner_dies_and_its_compute_module_rides_through() {
     }
     let mut enc = Enclosure::start_storage(bin()).unwrap();
     let client = enc.client_ns();
-    keep_alive(&client);
-    make_volume(&enc.nodes[0], "os-a");
+    keep_alive(&client).unwrap();
+    make_volume(&enc.nodes[0], "os-a", "32M").unwrap();
     // Replicated with its export: the other node knows both.
     assert!(
         enc.nodes[1]
@@ -197,7 +68,7 @@ fn the_owner_dies_and_its_compute_module_rides_through() {
     );
 
     let (cmds, written) = workload(300, 15);
-    let run = qemu_io(&client, STORAGE_IPS[0], "os-a", &cmds);
+    let run = qemu_io(&client, STORAGE_IPS[0], "os-a", &cmds).unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     let cut = Instant::now();
     enc.pull_the_plug(0);
@@ -219,21 +90,20 @@ fn the_owner_dies_and_its_compute_module_rides_through() {
         "{st}"
     );
     assert_eq!(st["peerOutdated"], true, "{st}");
-    verify(&client, STORAGE_IPS[0], "os-a", &written);
+    verify(&client, STORAGE_IPS[0], "os-a", &written).unwrap();
     eprintln!("failover and verify took {:?}", cut.elapsed());
 
     // A comes back: it serves nothing (its copy is outdated), B resyncs it.
     enc.power_on(0);
-    wait_in_sync(&enc.nodes[1], Duration::from_secs(90));
+    wait_until("B resyncs A", Duration::from_secs(90), || {
+        in_sync(&enc.nodes[1])
+    })
+    .unwrap();
     let a = &enc.nodes[0];
     let st = a.pair_status().unwrap();
     assert_eq!(st["groups"]["node-a"]["owned"], false, "{st}");
     assert!(!a.holds(STORAGE_IPS[0]));
-    assert_eq!(
-        content_hash(&enc.nodes[0], "os-a"),
-        content_hash(&enc.nodes[1], "os-a"),
-        "both copies identical after the resync"
-    );
+    same_content(&enc, "os-a");
 }
 
 #[test]
@@ -244,13 +114,13 @@ fn a_cut_between_the_nodes_leaves_each_serving_its_own() {
     }
     let enc = Enclosure::start_storage(bin()).unwrap();
     let client = enc.client_ns();
-    keep_alive(&client);
-    make_volume(&enc.nodes[0], "os-a");
-    make_volume(&enc.nodes[1], "os-b");
+    keep_alive(&client).unwrap();
+    make_volume(&enc.nodes[0], "os-a", "32M").unwrap();
+    make_volume(&enc.nodes[1], "os-b", "32M").unwrap();
     let (cmds, written) = workload(200, 15);
     let runs = [
-        qemu_io(&client, STORAGE_IPS[0], "os-a", &cmds),
-        qemu_io(&client, STORAGE_IPS[1], "os-b", &cmds),
+        qemu_io(&client, STORAGE_IPS[0], "os-a", &cmds).unwrap(),
+        qemu_io(&client, STORAGE_IPS[1], "os-b", &cmds).unwrap(),
     ];
     // The witness leads etcd (as the active node arranges): both nodes keep their quorum
     // through it while they cannot reach each other.
@@ -271,28 +141,26 @@ fn a_cut_between_the_nodes_leaves_each_serving_its_own() {
         assert_eq!(st["groups"][home]["owned"], true, "{st}");
         assert_eq!(st["groups"][home]["epoch"], 1, "{st}");
     }
-    verify(&client, STORAGE_IPS[0], "os-a", &written);
-    verify(&client, STORAGE_IPS[1], "os-b", &written);
+    verify(&client, STORAGE_IPS[0], "os-a", &written).unwrap();
+    verify(&client, STORAGE_IPS[1], "os-b", &written).unwrap();
     // An alert says the volumes are not redundant.
     wait_until("node A's storage alert", Duration::from_secs(5), || {
         alerts_of(&enc.nodes[0]).contains("Storage.NodeUnavailable")
-    });
+    })
+    .unwrap();
 
     enc.nodes[0].cut_from(&enc.nodes[1], false);
     enc.nodes[1].cut_from(&enc.nodes[0], false);
     for n in &enc.nodes[..2] {
-        wait_in_sync(n, Duration::from_secs(90));
+        wait_until("the resync", Duration::from_secs(90), || in_sync(n)).unwrap();
     }
     for name in ["os-a", "os-b"] {
-        assert_eq!(
-            content_hash(&enc.nodes[0], name),
-            content_hash(&enc.nodes[1], name),
-            "{name}: both copies identical after the resync"
-        );
+        same_content(&enc, name);
     }
     wait_until("the storage alerts clear", Duration::from_secs(10), || {
         active_storage_alerts(&enc.nodes[0]) == 0
-    });
+    })
+    .unwrap();
 }
 
 fn alerts_of(n: &Node) -> String {

@@ -81,6 +81,7 @@ async fn witness_join(
         address,
         role: crate::config::MemberRole::Witness,
         csr: creds.csr_pem.clone(),
+        storage_ip: None,
     };
     let api = if api.starts_with("https://") {
         api.to_string()

@@ -396,6 +396,9 @@ pub struct PairPlan {
     pub virtual_ip: VirtualIp,
     /// Where the witness runs.
     pub witness: IpAddr,
+    /// The seed's storage address (its OS volumes' floating address), if the pair
+    /// replicates them; the other node must then give one too.
+    pub storage_ip: Option<VirtualIp>,
     /// The seed's HTTPS certificate (PEM), whose fingerprint the tokens carry.
     pub api_certificate_pem: String,
 }
@@ -490,7 +493,10 @@ pub fn offer(state_dir: &Path, plan: PairPlan, now: OffsetDateTime) -> Result<Of
         ca,
         seed: plan.name.clone(),
         members: vec![
-            member(&plan.name, MemberRole::Node, plan.address),
+            Member {
+                storage_ip: plan.storage_ip.clone(),
+                ..member(&plan.name, MemberRole::Node, plan.address)
+            },
             member(WITNESS_NAME, MemberRole::Witness, plan.witness),
         ],
         virtual_ip: plan.virtual_ip,
@@ -527,6 +533,9 @@ pub struct JoinRequest {
     pub role: MemberRole,
     /// The member's certificate request (PEM).
     pub csr: String,
+    /// A node's storage address (its OS volumes' floating address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_ip: Option<VirtualIp>,
 }
 
 /// The seed's answer: the pair's description for the joiner, its certificate and the CA's.
@@ -617,13 +626,18 @@ pub fn admit(
                     req.address, m.name
                 )));
             }
+            check_storage_ip(&pending, req)?;
             let mut name = req.name.clone();
             if pending.members.iter().any(|m| m.name == name) {
                 name = format!("{name}-2");
             }
-            pending
-                .members
-                .insert(1, member(&name, MemberRole::Node, req.address));
+            pending.members.insert(
+                1,
+                Member {
+                    storage_ip: req.storage_ip.clone(),
+                    ..member(&name, MemberRole::Node, req.address)
+                },
+            );
             name
         }
     };
@@ -662,6 +676,33 @@ pub fn admit(
             .map_err(PairError::io(&state_dir.join(FILE)))?;
     }
     Ok(answer)
+}
+
+/// A joining node gives a storage address when the seed has one (the pair replicates OS
+/// volumes), one of its own.
+fn check_storage_ip(pending: &Pending, req: &JoinRequest) -> Result<(), PairError> {
+    let seed = pending.members.iter().find(|m| m.role == MemberRole::Node);
+    let Some(seed_ip) = seed.and_then(|m| m.storage_ip.as_ref()) else {
+        return Ok(());
+    };
+    let Some(theirs) = &req.storage_ip else {
+        return Err(PairError::Conflict(
+            "the pair replicates OS volumes: give this appliance's storage address \
+             (storageIp, like 10.0.0.12/24), the address its compute modules boot from"
+                .into(),
+        ));
+    };
+    let taken = pending.members.iter().any(|m| m.address == theirs.address)
+        || seed_ip.address == theirs.address
+        || pending.virtual_ip.address == theirs.address
+        || req.address == theirs.address;
+    if taken {
+        return Err(PairError::Conflict(format!(
+            "{} is already an address of the pair: a storage address is an address of its own",
+            theirs.address
+        )));
+    }
+    Ok(())
 }
 
 fn role_name(r: MemberRole) -> &'static str {
@@ -886,6 +927,7 @@ mod tests {
                 interface: "eth0".into(),
             },
             witness: "10.77.0.3".parse().unwrap(),
+            storage_ip: None,
             api_certificate_pem: api_pem.into(),
         }
     }
@@ -903,6 +945,7 @@ mod tests {
             address: IpAddr::from([10, 77, 0, last]),
             role,
             csr: creds.csr_pem.clone(),
+            storage_ip: None,
         };
         (req, creds)
     }
@@ -1020,6 +1063,51 @@ mod tests {
 
     fn offer_again(dir: &Path, pem: &str) -> Result<Offer, PairError> {
         offer(dir, plan(pem), OffsetDateTime::now_utc())
+    }
+
+    #[test]
+    fn with_a_storage_address_the_other_node_gives_one_of_its_own() {
+        let seed = tempfile::tempdir().unwrap();
+        let pem = api_cert();
+        let now = OffsetDateTime::now_utc();
+        let sip = |last: u8| VirtualIp {
+            address: IpAddr::from([10, 77, 0, last]),
+            prefix_len: 24,
+            interface: "eth0".into(),
+        };
+        let mut p = plan(&pem);
+        p.storage_ip = Some(sip(11));
+        let offer = offer(seed.path(), p, now).unwrap();
+        let (mut b, _) = request(&offer.node_token, MemberRole::Node, 2);
+        for (given, why) in [
+            (None, "give this appliance's storage address"),
+            (Some(sip(11)), "already an address of the pair"),
+            (Some(sip(100)), "already an address of the pair"),
+            (Some(sip(2)), "already an address of the pair"),
+        ] {
+            b.storage_ip = given;
+            let e = admit(seed.path(), &b, now).unwrap_err();
+            assert_eq!(e.code(), "PAIRING_CONFLICT", "{e}");
+            assert!(e.to_string().contains(why), "{e}");
+        }
+        b.storage_ip = Some(sip(12));
+        let answer = admit(seed.path(), &b, now).unwrap();
+        let storage: Vec<_> = answer
+            .config
+            .nodes()
+            .map(|m| m.storage_ip.as_ref().map(|s| s.address.to_string()))
+            .collect();
+        assert_eq!(
+            storage,
+            [Some("10.77.0.11".into()), Some("10.77.0.12".into())]
+        );
+        // Each node's storaged replicates to the other's replication port.
+        let seeds = ClusterConfig::load(seed.path()).unwrap().unwrap();
+        let rep = seeds.replication().unwrap();
+        assert_eq!(rep.node, "node-a");
+        assert_eq!(rep.peer.to_string(), "10.77.0.2:10810");
+        let saved = storaged::replication::PairFile::load(seed.path()).unwrap();
+        assert_eq!(saved, rep, "written beside cluster.json");
     }
 
     #[test]

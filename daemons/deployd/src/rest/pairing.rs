@@ -88,6 +88,13 @@ pub struct PairInput {
     pub interface: Option<String>,
     /// This appliance's name in the pair (default: its host name).
     pub name: Option<String>,
+    /// This appliance's storage address with its prefix length, e.g. `10.0.0.11/24`: the
+    /// floating address its compute modules boot their OS volumes from (held by the other
+    /// node while this one is down). With it the pair replicates OS volumes, and the other
+    /// appliance gives its own when it joins.
+    pub storage_ip: Option<String>,
+    /// The interface the storage address goes on (default: the one holding `address`).
+    pub storage_interface: Option<String>,
 }
 
 /// Starts a pairing on this appliance (the one whose artifacts the pair keeps): two
@@ -111,6 +118,8 @@ pub async fn start_pairing(
             witness_address: input.witness_address,
             interface: input.interface,
             name: input.name,
+            storage_ip: input.storage_ip,
+            storage_interface: input.storage_interface,
         },
     )?;
     tracing::warn!(
@@ -153,6 +162,11 @@ pub struct JoinInput {
     pub address: IpAddr,
     /// This appliance's name in the pair (default: its host name).
     pub name: Option<String>,
+    /// This appliance's storage address, e.g. `10.0.0.12/24` (required when the first
+    /// appliance gave one).
+    pub storage_ip: Option<String>,
+    /// The interface the storage address goes on (default: the one holding `address`).
+    pub storage_interface: Option<String>,
 }
 
 /// Joins the pair being made on another appliance. This appliance's own artifacts are put
@@ -173,6 +187,8 @@ pub async fn join(
             token: input.token,
             address: input.address,
             name: input.name,
+            storage_ip: input.storage_ip,
+            storage_interface: input.storage_interface,
         },
     )
     .await?;

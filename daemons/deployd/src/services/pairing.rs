@@ -58,6 +58,11 @@ pub struct Plan {
     pub interface: Option<String>,
     /// This appliance's name in the pair; default: its host name.
     pub name: Option<String>,
+    /// This appliance's storage address, `a.b.c.d/len`: the floating address its OS
+    /// volumes are booted from (the pair replicates them; the other node gives its own).
+    pub storage_ip: Option<String>,
+    /// The interface the storage address goes on; default: the one holding `address`.
+    pub storage_interface: Option<String>,
 }
 
 fn invalid(what: impl Into<String>) -> PairError {
@@ -125,6 +130,20 @@ pub fn offer(config: &Appliance, plan: Plan) -> Result<Offer, PairError> {
             "the virtual IP must be an address of its own, not a member's",
         ));
     }
+    let storage_ip = storage_ip(
+        plan.storage_ip.as_deref(),
+        plan.storage_interface,
+        plan.address,
+    )?;
+    if storage_ip
+        .as_ref()
+        .is_some_and(|s| s.address == virtual_ip.address || s.address == plan.witness_address)
+    {
+        return Err(invalid(
+            "the storage address must be an address of its own, not the virtual IP or the \
+             witness's",
+        ));
+    }
     let cert_path = &config.api_certificate;
     let api_certificate_pem = std::fs::read_to_string(cert_path).map_err(|e| PairError::Io {
         path: cert_path.display().to_string(),
@@ -137,6 +156,7 @@ pub fn offer(config: &Appliance, plan: Plan) -> Result<Offer, PairError> {
             address: plan.address,
             virtual_ip,
             witness: plan.witness_address,
+            storage_ip,
             api_certificate_pem,
         },
         OffsetDateTime::now_utc(),
@@ -176,6 +196,36 @@ pub struct Join {
     /// This appliance's address on the enclosure network.
     pub address: IpAddr,
     pub name: Option<String>,
+    /// Its storage address, `a.b.c.d/len` (required when the first appliance gave one).
+    pub storage_ip: Option<String>,
+    /// The interface the storage address goes on; default: the one holding `address`.
+    pub storage_interface: Option<String>,
+}
+
+/// A storage address `a.b.c.d/len` on `interface` (default: the one holding `address`).
+fn storage_ip(
+    text: Option<&str>,
+    interface: Option<String>,
+    address: IpAddr,
+) -> Result<Option<VirtualIp>, PairError> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    let interface = match interface {
+        Some(i) => i,
+        None => interface_of(address)?,
+    };
+    let ip = parse_vip(text, interface).map_err(|_| {
+        invalid(format!(
+            "storageIp {text:?} is not an address with a prefix length, like 10.0.0.11/24"
+        ))
+    })?;
+    if ip.address == address {
+        return Err(invalid(
+            "the storage address must be an address of its own, not the appliance's",
+        ));
+    }
+    Ok(Some(ip))
 }
 
 fn api_url(pair_with: &str) -> String {
@@ -206,6 +256,11 @@ pub async fn join(config: &Appliance, join: Join) -> Result<ClusterConfig, PairE
         address: join.address,
         role: MemberRole::Node,
         csr: creds.csr_pem.clone(),
+        storage_ip: storage_ip(
+            join.storage_ip.as_deref(),
+            join.storage_interface,
+            join.address,
+        )?,
     };
     let answer = pairing::request_join(&api_url(&join.pair_with), &req).await?;
     let key = answer

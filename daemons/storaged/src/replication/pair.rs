@@ -25,6 +25,8 @@ pub struct ResyncProgress {
     pub regions: u64,
     /// Bytes sent so far by this resync.
     pub bytes: u64,
+    /// How long it has run (milliseconds), or ran.
+    pub elapsed_ms: u64,
     /// Why the last resync stopped, if it failed.
     pub error: Option<String>,
 }
@@ -151,11 +153,13 @@ impl PairLink {
             ..Default::default()
         };
         let mut total = ResyncReport::default();
+        let started = std::time::Instant::now();
         for (n, id) in volumes.iter().enumerate() {
             let r = self.store.resync(id, &mut |done, all| {
                 let mut p = self.resync.lock();
                 p.regions_done = done;
                 p.regions = all;
+                p.elapsed_ms = started.elapsed().as_millis() as u64;
             });
             match r {
                 Ok(r) => {
@@ -171,14 +175,21 @@ impl PairLink {
                     let mut p = self.resync.lock();
                     p.running = false;
                     p.error = Some(e.to_string());
+                    p.elapsed_ms = started.elapsed().as_millis() as u64;
                     return Err(e);
                 }
             }
         }
-        self.resync.lock().running = false;
+        let elapsed = started.elapsed();
+        {
+            let mut p = self.resync.lock();
+            p.running = false;
+            p.bytes = total.bytes;
+            p.elapsed_ms = elapsed.as_millis() as u64;
+        }
         if total.regions > 0 {
             tracing::info!(
-                "resync done: {} regions, {} bytes sent to the peer",
+                "resync done: {} regions, {} bytes sent to the peer in {elapsed:?}",
                 total.regions,
                 total.bytes
             );
