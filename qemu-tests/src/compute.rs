@@ -64,6 +64,10 @@ pub struct ComputeModule {
     boots: Mutex<u32>,
     /// A NIC on the enclosure bridge: (enclosure namespace, tap name, MAC).
     nic: Option<(String, String, String)>,
+    /// Rides through a storage failover: QEMU's NBD client waits 30 s for a server
+    /// (`reconnect-delay`) with TCP keep-alive, and an I/O error would stop the VM
+    /// (`werror=stop,rerror=stop`) instead of reaching the guest, so that it shows.
+    ride_through: bool,
 }
 
 impl ComputeModule {
@@ -78,7 +82,25 @@ impl ComputeModule {
             vm: Mutex::new(None),
             boots: Mutex::new(0),
             nic: None,
+            ride_through: false,
         }
+    }
+
+    /// See the field: for the failover scenario.
+    pub fn riding_through(mut self) -> Self {
+        self.ride_through = true;
+        self
+    }
+
+    /// The running VM's QMP events so far (`BLOCK_IO_ERROR`, `STOP`, ...), and its status.
+    pub fn qmp_events(&self) -> Result<(Vec<Value>, Value)> {
+        let mut slot = self.vm.lock().unwrap_or_else(|e| e.into_inner());
+        let vm = slot
+            .as_mut()
+            .with_context(|| format!("{} is powered off", self.name))?;
+        let events = vm.qmp().events()?;
+        let status = vm.qmp().execute("query-status", serde_json::json!({}))?;
+        Ok((events, status))
     }
 
     /// Gives the module's VM a NIC with `mac` on the enclosure bridge of `enclosure_ns`
@@ -109,13 +131,18 @@ impl ComputeModule {
         spec.memory_mib = self.memory_mib;
         spec.netns = Some(self.netns.clone());
         spec.uefi()?;
+        let (reconnect, keep_alive, on_error) = if self.ride_through {
+            (30, ",server.keep-alive=on", ",werror=stop,rerror=stop")
+        } else {
+            (5, "", "")
+        };
         spec.arg("-blockdev").arg(format!(
             "driver=nbd,node-name=os,server.type=inet,server.host={},server.port={},\
-             export={},reconnect-delay=5",
+             export={},reconnect-delay={reconnect}{keep_alive}",
             target.host, target.port, target.export
         ));
         spec.arg("-device")
-            .arg("virtio-blk-pci,drive=os,bootindex=1");
+            .arg(format!("virtio-blk-pci,drive=os,bootindex=1{on_error}"));
         if let Some((ns, tap, mac)) = &self.nic {
             let fd = spec.pass_fd(crate::enclosure::bridge_tap(ns, tap)?);
             spec.arg("-netdev")

@@ -79,6 +79,30 @@ impl Enclosure {
         self.exec(&["addr", "add", cidr, "dev", "br0"])
     }
 
+    /// Links this host (the test process's namespace) to the bridge with address `cidr`, so
+    /// that the harness reaches the enclosure network directly (a pair's virtual IP, its
+    /// storage addresses) and the VMs reach the harness's Redfish doubles. The link goes
+    /// with the enclosure namespace.
+    pub fn host_link(&self, cidr: &str) -> Result<()> {
+        let (host, inside) = (format!("sth{}", self.tag), format!("sthb{}", self.tag));
+        ip(&[
+            "link",
+            "add",
+            &host,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &inside,
+            "netns",
+            &self.netns,
+        ])?;
+        self.exec(&["link", "set", &inside, "master", "br0"])?;
+        self.exec(&["link", "set", &inside, "up"])?;
+        ip(&["addr", "add", cidr, "dev", &host])?;
+        ip(&["link", "set", &host, "up"])
+    }
+
     /// A tap on the bridge, opened for a VM: pass the fd to QEMU as `-netdev tap,fd=N`.
     pub fn tap(&self, name: &str) -> Result<OwnedFd> {
         bridge_tap(&self.netns, name)

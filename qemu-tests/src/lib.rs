@@ -12,6 +12,7 @@
 //! - [`compute`]: compute-module VMs booting their OS volume over NBD.
 //! - [`debian`]: a cached Debian golden image made with mmdebstrap.
 //! - [`linux`]: the Linux scenarios' plans (deploy: hostname, address, user; capture).
+//! - [`pair`]: two appliance VMs paired through their API, and the witness.
 //! - [`rig`]: a whole enclosure (network, appliance, registered modules) for a scenario.
 //! - [`bench`]: boot time, image size and idle memory for BENCHMARKS.md.
 
@@ -23,6 +24,7 @@ pub mod console;
 pub mod debian;
 pub mod enclosure;
 pub mod linux;
+pub mod pair;
 pub mod qemu;
 pub mod qmp;
 pub mod redfish;

@@ -13,6 +13,8 @@ use serde_json::{Value, json};
 pub struct Qmp {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
+    /// Events read while waiting for commands' answers, oldest first.
+    events: Vec<Value>,
 }
 
 impl Qmp {
@@ -35,6 +37,7 @@ impl Qmp {
         let mut qmp = Qmp {
             reader: BufReader::new(stream.try_clone()?),
             writer: stream,
+            events: Vec::new(),
         };
         let greeting = qmp.read()?;
         if greeting.get("QMP").is_none() {
@@ -52,7 +55,14 @@ impl Qmp {
         Ok(serde_json::from_str(&line)?)
     }
 
-    /// Runs a command; events that arrive meanwhile are skipped.
+    /// The events QEMU sent so far (`BLOCK_IO_ERROR`, `STOP`, ...): those read while
+    /// waiting for answers, and, as a command is run to fetch them, every one sent before.
+    pub fn events(&mut self) -> Result<Vec<Value>> {
+        self.execute("query-status", json!({}))?;
+        Ok(self.events.clone())
+    }
+
+    /// Runs a command; events that arrive meanwhile are kept (see [`Qmp::events`]).
     pub fn execute(&mut self, command: &str, arguments: Value) -> Result<Value> {
         let msg = json!({ "execute": command, "arguments": arguments });
         self.writer.write_all(format!("{msg}\n").as_bytes())?;
@@ -63,6 +73,9 @@ impl Qmp {
             }
             if let Some(e) = v.get("error") {
                 bail!("QMP {command}: {e}");
+            }
+            if v.get("event").is_some() {
+                self.events.push(v);
             }
         }
     }

@@ -74,6 +74,12 @@ async fn reset(State(m): State<Arc<Module>>, Json(body): Json<Value>) -> (Status
 
 impl RedfishDouble {
     pub fn start(on_reset: OnReset) -> Result<RedfishDouble> {
+        Self::start_on("127.0.0.1", on_reset)
+    }
+
+    /// Listens on `ip` (e.g. `0.0.0.0`: reachable from VMs on a bridge linked to this host,
+    /// see `Enclosure::host_link`).
+    pub fn start_on(ip: &str, on_reset: OnReset) -> Result<RedfishDouble> {
         let module = Arc::new(Module {
             power: Mutex::new("Off".into()),
             on_reset,
@@ -83,7 +89,7 @@ impl RedfishDouble {
             .worker_threads(1)
             .enable_all()
             .build()?;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let listener = std::net::TcpListener::bind(format!("{ip}:0"))?;
         listener.set_nonblocking(true)?;
         let port = listener.local_addr()?.port();
         let app = Router::new()
@@ -109,6 +115,11 @@ impl RedfishDouble {
     /// The address to register with the appliance (a VM with QEMU user-mode networking).
     pub fn address_from_guest(&self) -> String {
         format!("http://10.0.2.2:{}", self.port)
+    }
+
+    /// The address to register with an appliance that reaches this host at `host_ip`.
+    pub fn address_at(&self, host_ip: &str) -> String {
+        format!("http://{host_ip}:{}", self.port)
     }
 
     /// The reset types received, in order.

@@ -131,16 +131,28 @@ impl Rig {
             .hardware_uri
             .get()
             .context("module not registered")?;
-        self.api.wait_task(
-            self.api.post(
-                "/rest/server-profiles",
-                &json!({
-                    "name": profile, "serverHardwareUri": hw, "powerOnAfterDeploy": true,
-                    "osDeploymentSettings": {"osDeploymentPlanUri": plan_uri,
-                                             "osCustomAttributes": attributes},
-                }),
-            )?,
-            Duration::from_secs(600),
-        )
+        deploy_profile(&self.api, hw, profile, plan_uri, attributes)
     }
+}
+
+/// Creates a server profile deploying `plan_uri` with `attributes` on the server hardware
+/// `hw` and powering it on; returns the completed task.
+pub fn deploy_profile(
+    api: &Api,
+    hw: &str,
+    profile: &str,
+    plan_uri: &str,
+    attributes: Value,
+) -> Result<Value> {
+    api.wait_task(
+        api.post(
+            "/rest/server-profiles",
+            &json!({
+                "name": profile, "serverHardwareUri": hw, "powerOnAfterDeploy": true,
+                "osDeploymentSettings": {"osDeploymentPlanUri": plan_uri,
+                                         "osCustomAttributes": attributes},
+            }),
+        )?,
+        Duration::from_secs(600),
+    )
 }

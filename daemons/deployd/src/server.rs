@@ -57,7 +57,7 @@ pub async fn serve(
     let cluster = Arc::clone(&state.services.cluster);
     let st = Arc::clone(&state);
     let runtime = tokio::runtime::Handle::current();
-    tokio::spawn(cluster.watch(move || {
+    let watch = cluster.watch(move || {
         let st = Arc::clone(&st);
         runtime.spawn(async move {
             if let Err(e) = st.services.cluster.bring_single_appliance_records() {
@@ -74,7 +74,22 @@ pub async fn serve(
             }
             recover(&st).await;
         });
-    }));
+    });
+    // On a thread and a runtime of its own: the role's deadline must stay current while
+    // requests keep the API's workers busy (an image upload on a one-CPU appliance), or
+    // writes would be refused as if the hold on the role had lapsed.
+    std::thread::Builder::new()
+        .name("cluster-watch".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(watch),
+                Err(e) => tracing::error!("cannot follow the pair's role: {e}"),
+            }
+        })
+        .map_err(|e| std::io::Error::other(format!("starting the role watch: {e}")))?;
     let listener = match listen.into() {
         Listen::Bound(l) => l,
         Listen::Address(addr) => std::net::TcpListener::bind(addr)

@@ -127,6 +127,11 @@ impl Ownership {
         inner.homes.get(volume).cloned().or_else(|| self.me.clone())
     }
 
+    /// The group `volume` was registered in, if it was (a writable volume this node holds).
+    pub fn known_home(&self, volume: &str) -> Option<String> {
+        self.inner.read().homes.get(volume).cloned()
+    }
+
     /// Whether this node serves writable volume `volume` now, and the flag that tells its
     /// connection when that ends. None: the other node serves it.
     pub fn serves(&self, volume: &str) -> Option<Served> {

@@ -668,3 +668,59 @@ fn a_split_brain_is_refused_and_remembered_with_no_data_changed() {
     assert_eq!(b.content_checksum(&id).unwrap(), before, "nothing merged");
     assert_eq!(b.ownership().split_brain(), ["node-a"]);
 }
+
+#[test]
+fn volumes_made_while_the_peer_was_away_reach_it_at_the_resync() {
+    let (stores, links, dirs) = both_ways_with_links();
+    let (a, b) = (&stores[0], &stores[1]);
+    links[0].set_peer_outdated(true);
+    // While B is away: a golden image imported, a clone of it written, a snapshot taken.
+    let img = dirs[0].path().join("golden.raw");
+    let mut content = vec![0u8; 4 * MIB as usize];
+    content[..MIB as usize].fill(0x5a);
+    std::fs::write(&img, &content).unwrap();
+    let g = a
+        .import(
+            Some("gold"),
+            std::fs::File::open(&img).unwrap(),
+            None,
+            false,
+            None,
+            &mut |_, _| {},
+        )
+        .unwrap()
+        .record
+        .id;
+    let c = a.clone_volume(&g, Some("os1")).unwrap().record.id;
+    a.lease(&c)
+        .unwrap()
+        .volume()
+        .write(&[0x77; 65536], 2 * MIB, true)
+        .unwrap();
+    let snap = a.snapshot(&c, Some("snap1")).unwrap().record.id;
+    a.export_add(&c, vec!["10.0.0.5/32".parse().unwrap()], false)
+        .unwrap();
+    assert!(b.info(&g).is_err() && b.info(&c).is_err());
+
+    links[0].set_peer_outdated(false);
+    let pair =
+        storaged::replication::pair::PairLink::new(Arc::clone(a), links[0].clone(), "node-a");
+    pair.resync().unwrap();
+    for id in [&g, &snap, &c] {
+        assert_eq!(
+            a.content_checksum(id).unwrap(),
+            b.content_checksum(id).unwrap(),
+            "{id}"
+        );
+    }
+    assert_eq!(
+        b.info(&g).unwrap().record.state,
+        storaged::store::VolumeState::Frozen
+    );
+    // The clone sits on a frozen parent there too (the snapshot, sent flat).
+    assert!(b.info(&c).unwrap().record.parent.is_some());
+    assert_eq!(b.export_list().len(), 1, "the export came with it");
+    // Nothing left to send: a second resync copies nothing.
+    let again = pair.resync().unwrap();
+    assert_eq!(again.regions, 0, "{again:?}");
+}

@@ -574,13 +574,18 @@ impl Replica for PeerReplica {
         Some(Arc::clone(&self.ownership))
     }
 
-    fn peer_regions(&self, volume: &str) -> io::Result<Vec<u64>> {
+    fn peer_regions(&self, volume: &str) -> io::Result<Option<Vec<u64>>> {
         let answer = self.regions_frame(volume, 0)?;
-        Ok(answer
-            .payload
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-            .collect())
+        if answer.flags & wire::FLAG_MISSING != 0 {
+            return Ok(None);
+        }
+        Ok(Some(
+            answer
+                .payload
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                .collect(),
+        ))
     }
 
     fn peer_regions_taken(&self, volume: &str) -> io::Result<()> {
@@ -688,9 +693,14 @@ impl ReplicaServer {
             };
             if f.kind == Kind::Regions {
                 match self.regions(&f) {
-                    Ok(payload) => {
+                    Ok(Some(payload)) => {
                         let mut ack = Frame::new(Kind::Ack, f.seq);
                         ack.payload = payload;
+                        conn.send(&ack)?;
+                    }
+                    Ok(None) => {
+                        let mut ack = Frame::new(Kind::Ack, f.seq);
+                        ack.flags = wire::FLAG_MISSING;
                         conn.send(&ack)?;
                     }
                     Err((code, why)) => {
@@ -712,18 +722,22 @@ impl ReplicaServer {
 
     /// The replica's own marked regions of a volume (cleared with [`wire::FLAG_CLEAR`]), for
     /// the volume's owner only: a deposed node must not learn, nor clear, anything.
-    fn regions(&self, f: &Frame) -> Result<Vec<u8>, (u32, String)> {
+    fn regions(&self, f: &Frame) -> Result<Option<Vec<u8>>, (u32, String)> {
         let ownership = self.store.ownership();
-        if let Some(home) = ownership.home_of(&f.volume) {
+        if let Some(home) = ownership.known_home(&f.volume) {
             ownership
                 .admit(&home, f.epoch)
                 .map_err(|e| (REFUSED_DEPOSED, format!("volume {}: {e}", f.volume)))?;
         }
-        let regions = self
+        let regions = match self
             .store
             .activity_regions(&f.volume, f.flags & wire::FLAG_CLEAR != 0)
-            .map_err(|e| (REFUSED_CANNOT_APPLY, e.to_string()))?;
-        Ok(regions.iter().flat_map(|r| r.to_le_bytes()).collect())
+        {
+            Ok(r) => r,
+            Err(crate::store::StoreError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err((REFUSED_CANNOT_APPLY, e.to_string())),
+        };
+        Ok(Some(regions.iter().flat_map(|r| r.to_le_bytes()).collect()))
     }
 
     /// Applies one frame of `sender`'s, if its epoch says the sender owns the group.
@@ -733,7 +747,7 @@ impl ReplicaServer {
             return self.apply_catalog(f, sender);
         }
         let home = ownership
-            .home_of(&f.volume)
+            .known_home(&f.volume)
             .unwrap_or_else(|| sender.to_string());
         ownership
             .admit(&home, f.epoch)

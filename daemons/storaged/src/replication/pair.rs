@@ -139,6 +139,22 @@ impl PairLink {
     pub fn resync(&self) -> Result<ResyncReport, StoreError> {
         let _one = self.resyncing.lock();
         let ownership = self.store.ownership();
+        // Volumes made while the peer was away are sent first, parents before children:
+        // frozen ones whole, writable ones created there and marked whole.
+        let mut all = self.store.list();
+        all.sort_by_key(|v| v.parent_chain.len());
+        for v in all {
+            let r = &v.record;
+            if r.state == VolumeState::Writable && !ownership.owns(&r.id) {
+                continue;
+            }
+            if let Err(e) = self.store.send_missing(&r.id) {
+                let mut p = self.resync.lock();
+                p.running = false;
+                p.error = Some(e.to_string());
+                return Err(e);
+            }
+        }
         let volumes: Vec<String> = self
             .store
             .list()

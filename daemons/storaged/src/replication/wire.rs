@@ -73,6 +73,8 @@ pub const FLAG_FUA: u32 = 1;
 pub const FLAG_TRIM: u32 = 2;
 /// On [`Kind::Regions`]: the replica is to clear its activity log of the volume.
 pub const FLAG_CLEAR: u32 = 4;
+/// On the ack of a [`Kind::Regions`]: the replica has no such volume.
+pub const FLAG_MISSING: u32 = 8;
 /// On a refusal: the sender may not write this volume (an older epoch, not a member of the
 /// pair, another protocol version).
 pub const REFUSED_DEPOSED: u32 = 1;

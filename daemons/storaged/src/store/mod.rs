@@ -849,6 +849,68 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Makes volume `key` on the peer if it has none (it was made while the peer was away):
+    /// a frozen one with its whole content, checked (as an import sends it); a writable one
+    /// created there (a clone over the same parent) and all of its regions marked for the
+    /// resync. Returns whether it was missing.
+    pub fn send_missing(&self, key: &str) -> Result<bool, StoreError> {
+        let r = self.state.lock().resolve(key)?.clone();
+        let missing = self
+            .replica
+            .peer_regions(&r.id)
+            .map_err(StoreError::io(format!(
+                "asking the peer about volume {}",
+                r.id
+            )))?
+            .is_none();
+        if !missing {
+            return Ok(false);
+        }
+        tracing::info!("volume {} is missing on the peer: sending it", r.id);
+        if r.state == VolumeState::Frozen {
+            // Sent whole (a snapshot too: flat there), under this node's epoch (a frozen
+            // volume never changes, whichever group made it), checked by its SHA-256.
+            let mut flat = r.clone();
+            flat.home = self.ownership.me().map(str::to_string);
+            if flat.checksum.is_none() {
+                flat.checksum = Some(self.content_checksum(&r.id)?);
+            }
+            self.send_to_replica(&flat, Some(&r.name))?;
+            return Ok(true);
+        }
+        match &r.parent {
+            Some(parent) => self.replicate(&CatalogOp::Clone {
+                id: r.id.clone(),
+                parent: parent.clone(),
+                name: Some(r.name.clone()),
+                home: r.home.clone(),
+            })?,
+            None => self.replicate(&CatalogOp::Create {
+                id: r.id.clone(),
+                name: Some(r.name.clone()),
+                size: r.size,
+                home: r.home.clone(),
+            })?,
+        }
+        let lease = self.lease(&r.id)?;
+        if let Some(log) = lease.volume().activity() {
+            log.mark_all().map_err(StoreError::io(format!(
+                "marking volume {} for a full resync",
+                r.id
+            )))?;
+        }
+        if let Some(e) = self.export_list().into_iter().find(|e| e.volume == r.id) {
+            self.replicate(&CatalogOp::Export {
+                id: e.volume,
+                allow: e.allow,
+                read_only: e.read_only,
+            })?;
+        }
+        Ok(true)
+    }
+}
+
 /// What a resync copied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -900,7 +962,12 @@ impl Store {
         let theirs = self
             .replica
             .peer_regions(&id)
-            .map_err(StoreError::io(format!("asking the peer about volume {id}")))?;
+            .map_err(StoreError::io(format!("asking the peer about volume {id}")))?
+            .ok_or_else(|| {
+                StoreError::Invalid(format!(
+                    "volume {id} is missing on the peer: send it first (Store::send_missing)"
+                ))
+            })?;
         if !theirs.is_empty() {
             log.mark_regions(&theirs).map_err(StoreError::io(format!(
                 "marking volume {id}'s activity log"

@@ -95,7 +95,11 @@ impl Store {
 
     /// Sends an imported volume to the replica: created there under its id, its non-zero
     /// chunks written, then (a golden image) frozen once the replica's SHA-256 matches.
-    fn send_to_replica(&self, r: &VolumeRecord, name: Option<&str>) -> Result<(), StoreError> {
+    pub(super) fn send_to_replica(
+        &self,
+        r: &VolumeRecord,
+        name: Option<&str>,
+    ) -> Result<(), StoreError> {
         if !self.replica.mirrors() {
             return Ok(());
         }

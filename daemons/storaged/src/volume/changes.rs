@@ -117,9 +117,10 @@ pub trait Replica: Send + Sync + Debug {
     /// `volume`'s changes go to the peer again (its resync starts).
     fn resume(&self, _volume: &str) {}
     /// The regions of `volume` the peer's own activity log marks (it wrote them while it
-    /// owned the volume, maybe without this node): a resync sends them too.
-    fn peer_regions(&self, _volume: &str) -> io::Result<Vec<u64>> {
-        Ok(Vec::new())
+    /// owned the volume, maybe without this node): a resync sends them too. None: the peer
+    /// has no such volume (it was made while the peer was away).
+    fn peer_regions(&self, _volume: &str) -> io::Result<Option<Vec<u64>>> {
+        Ok(Some(Vec::new()))
     }
     /// The peer may forget those regions: this node has them in its own log now.
     fn peer_regions_taken(&self, _volume: &str) -> io::Result<()> {
