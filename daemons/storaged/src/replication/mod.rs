@@ -50,6 +50,10 @@ const CONNECT: Duration = Duration::from_secs(1);
 /// How long an answer from a connected peer may take before the connection is dropped and
 /// the request sent again on a new one.
 const ANSWER: Duration = Duration::from_secs(5);
+/// The same for a catalog change or a question about a volume: the replica may be checking
+/// a whole golden image's SHA-256 (minutes for a big one on a slow machine). A dead peer
+/// does not keep it waiting: the pair marks it Outdated, which shuts the socket.
+const CATALOG_ANSWER: Duration = Duration::from_secs(3600);
 /// Requests in flight to the peer at most (one connection each).
 const MAX_CONNECTIONS: u64 = 16;
 /// Between attempts while the peer cannot be reached.
@@ -149,6 +153,15 @@ impl Conn {
 
     fn receive(&mut self) -> Result<Frame, WireError> {
         read_frame(self.0.get_mut())
+    }
+
+    /// How long the next answers may take (an owner's connection only).
+    fn answer_within(&self, d: Duration) {
+        if let Some(r) = &self.1
+            && let Some(s) = r.sockets.lock().get(&r.id)
+        {
+            let _ = s.set_read_timeout(Some(d));
+        }
     }
 }
 
@@ -345,8 +358,15 @@ impl PeerReplica {
 
     /// Sends `frame` and waits for its ack, on an idle connection or a new one.
     fn exchange(&self, frame: Frame) -> Result<Frame, ReplicationError> {
-        let _waiting = self.wait_for_answer();
-        let pending = self.send(frame)?;
+        // Only a write or a flush the clients wait for counts as a stall: a catalog change
+        // may take long legitimately.
+        let slow = matches!(frame.kind, Kind::Catalog | Kind::Regions);
+        let _waiting = (!slow).then(|| self.wait_for_answer());
+        let mut pending = self.send(frame)?;
+        if slow {
+            pending.conn.answer_within(CATALOG_ANSWER);
+            pending.slow = true;
+        }
         self.answer(pending)
     }
 
@@ -362,6 +382,7 @@ impl PeerReplica {
         Ok(Pending {
             conn,
             seq: frame.seq,
+            slow: false,
         })
     }
 
@@ -374,6 +395,9 @@ impl PeerReplica {
             }
         };
         if answer.kind == Kind::Ack && answer.seq == pending.seq {
+            if pending.slow {
+                pending.conn.answer_within(ANSWER);
+            }
             self.idle.lock().push(ConnBox(pending.conn));
             self.available.notify_one();
             return Ok(answer);
@@ -508,6 +532,8 @@ impl PeerReplica {
 struct Pending {
     conn: Conn,
     seq: u64,
+    /// Its answer may take long (the connection's timeout is set back after it).
+    slow: bool,
 }
 
 impl Replica for PeerReplica {
