@@ -510,8 +510,31 @@ impl Enclosure {
     /// other) and clusterd (driving it) on both nodes, no deployd. Returns once each node
     /// serves its own group on its storage address ([`STORAGE_IPS`]).
     pub fn start_storage(bin: &Path) -> anyhow::Result<Enclosure> {
-        let mut enc = Enclosure::make(bin, true, true)?;
+        Enclosure::start_storage_seeded(bin, None)
+    }
+
+    /// [`Enclosure::start_storage`] for a pair made on node A (its seed), which was a single
+    /// appliance before: `before` runs against A's storaged alone (its volumes from before
+    /// the pair), then the pair starts.
+    pub fn start_storage_seeded(
+        bin: &Path,
+        before: Option<&dyn Fn(&Node) -> anyhow::Result<()>>,
+    ) -> anyhow::Result<Enclosure> {
+        let seed = before.is_some().then_some("node-a");
+        let mut enc = Enclosure::make_with(bin, true, true, seed)?;
         let bin = enc.bin.clone();
+        if let Some(before) = before {
+            let a = &mut enc.nodes[0];
+            a.storage = false;
+            a.start_storaged(&bin);
+            let end = Instant::now() + Duration::from_secs(10);
+            while !a.storaged_control().exists() && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            before(a)?;
+            a.stop("storaged");
+            a.storage = true;
+        }
         for n in &mut enc.nodes {
             n.start_etcd(&bin);
         }
@@ -536,6 +559,15 @@ impl Enclosure {
     }
 
     fn make(bin: &Path, described: bool, storage: bool) -> anyhow::Result<Enclosure> {
+        Enclosure::make_with(bin, described, storage, None)
+    }
+
+    fn make_with(
+        bin: &Path,
+        described: bool,
+        storage: bool,
+        seed: Option<&str>,
+    ) -> anyhow::Result<Enclosure> {
         // Unique per process and per enclosure (a benchmark makes several, one after another).
         static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let made = MADE.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 10;
@@ -613,7 +645,7 @@ impl Enclosure {
                     .then(|| member_certificate(&ca, name, last, &node_dir.join("clusterd")))
                     .transpose()?,
                 join_existing: false,
-                seed: None,
+                seed: seed.map(String::from),
             };
             std::fs::create_dir_all(&node_dir)?;
             if described {

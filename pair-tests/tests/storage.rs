@@ -198,3 +198,37 @@ fn which(tool: &str) -> Option<String> {
         .is_ok_and(|o| o.status.success());
     (!ok).then(|| format!("`{tool}` is not installed (Debian: qemu-utils)"))
 }
+
+#[test]
+fn the_seeds_volumes_from_before_the_pair_reach_the_other_node() {
+    if let Some(why) = unusable().or_else(|| which("qemu-io")) {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let made = |a: &Node| -> anyhow::Result<()> {
+        make_volume(a, "old-os", "16M")?;
+        a.storaged(&[
+            "export",
+            "add",
+            "old-os",
+            "--allow",
+            "10.77.0.3",
+            "--allow",
+            "127.0.0.1",
+        ])?;
+        let client = Command::new("ip")
+            .args(["netns", "exec", &a.ns, "qemu-io", "-f", "raw"])
+            .args(["-c", "write -P 0x3c 1M 2M"])
+            .arg("nbd://127.0.0.1:10809/old-os")
+            .output()?;
+        anyhow::ensure!(client.status.success(), "{client:?}");
+        Ok(())
+    };
+    let enc = Enclosure::start_storage_seeded(bin(), Some(&made)).unwrap();
+    // The seed's group starts with B's copy outdated: the first resync sends the volume.
+    wait_until("the first sync", Duration::from_secs(60), || {
+        enc.nodes[1].storaged(&["volume", "info", "old-os"]).is_ok() && in_sync(&enc.nodes[0])
+    })
+    .unwrap();
+    same_content(&enc, "old-os");
+}

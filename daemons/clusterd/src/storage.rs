@@ -212,7 +212,11 @@ impl Storage {
         let mut etcd = connect(&cfg, &cfg.local_endpoint()).await?;
         let groups = read_groups(&mut etcd).await?;
         if !groups.contains_key(&me) {
-            create_group(&mut etcd, &me).await?;
+            // The seed's volumes (made before the pair was) are not on the other node yet:
+            // its group starts with the other node's copy outdated, so the first resync
+            // sends them all.
+            let first_sync = cfg.seed.as_deref() == Some(me.as_str()) && !peer.is_empty();
+            create_group(&mut etcd, &me, first_sync.then_some(peer.as_str())).await?;
             return Ok(());
         }
         let alive = alive_nodes(&mut etcd).await?;
@@ -450,12 +454,17 @@ async fn alive_nodes(etcd: &mut Client) -> Result<Vec<String>, StorageError> {
         .collect())
 }
 
-/// A node's own group, the first time: it owns it at epoch 1.
-async fn create_group(etcd: &mut Client, me: &str) -> Result<(), StorageError> {
+/// A node's own group, the first time: it owns it at epoch 1 (with `outdated`, the other
+/// node's copy is to be made by a resync first).
+async fn create_group(
+    etcd: &mut Client,
+    me: &str,
+    outdated: Option<&str>,
+) -> Result<(), StorageError> {
     let rec = GroupRecord {
         owner: me.into(),
         epoch: 1,
-        outdated: None,
+        outdated: outdated.map(str::to_string),
     };
     let txn = Txn::new()
         .when([Compare::version(key(me), CompareOp::Equal, 0)])
