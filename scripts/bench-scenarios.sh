@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The QEMU scenarios' timings (deploy request → compute module's loader message or login
 # prompt, capture request → golden image ready, the pair's active VM killed → first write
-# acknowledged on the virtual IP), under TCG, into target/bench/scenarios.md.
+# acknowledged on the virtual IP; the longest pause of a compute module's I/O loop when the
+# appliance serving its volume is killed), under TCG, into target/bench/scenarios.md.
 # Needs root and `make image`.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -10,7 +11,7 @@ mkdir -p "$out"
 rec=$out/scenarios.tsv
 rm -f "$rec"
 STREAMER_BENCH_RECORD=$rec cargo test --locked -p streamer-qemu-tests \
-    --test deploy_hpe --test deploy_linux --test capture --test failover_management \
+    --test deploy_hpe --test deploy_linux --test capture --test failover_management --test failover \
     -- --test-threads=1
 {
     echo "## Virtual hardware: deploy and capture in QEMU (TCG)"

@@ -222,6 +222,7 @@ fn failover() {
     assert_eq!(r.status(), 201);
     let hw: Value = r.json().unwrap();
     let hw = hw["uri"].as_str().unwrap().to_owned();
+    module.hardware_uri.set(hw.clone()).unwrap();
 
     // Deployed through the virtual IP: the golden image is ready only once both nodes hold
     // it; the OS volume boots from the active node's storage address.

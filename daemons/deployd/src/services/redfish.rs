@@ -27,8 +27,9 @@ pub struct RedfishEndpoint {
 pub enum RedfishError {
     #[error("Redfish endpoint {0}: {1}")]
     Http(String, String),
-    #[error("Redfish endpoint {0} answered {1}")]
-    Status(String, u16),
+    /// The status, and the start of what the endpoint said (its error message).
+    #[error("Redfish endpoint {0} answered {1}{2}")]
+    Status(String, u16, String),
     #[error("Redfish endpoint {0}: {1}")]
     Reply(String, String),
 }
@@ -70,10 +71,7 @@ impl RedfishEndpoint {
             .await
             .map_err(|e| RedfishError::Http(self.address.clone(), e.to_string()))?;
         if !r.status().is_success() {
-            return Err(RedfishError::Status(
-                self.address.clone(),
-                r.status().as_u16(),
-            ));
+            return Err(self.status_error(r).await);
         }
         r.json()
             .await
@@ -115,12 +113,25 @@ impl RedfishEndpoint {
             .await
             .map_err(|e| RedfishError::Http(self.address.clone(), e.to_string()))?;
         if !r.status().is_success() {
-            return Err(RedfishError::Status(
-                self.address.clone(),
-                r.status().as_u16(),
-            ));
+            return Err(self.status_error(r).await);
         }
         Ok(())
+    }
+
+    /// A refusal, with the start of the endpoint's own words (a Redfish error message).
+    async fn status_error(&self, r: reqwest::Response) -> RedfishError {
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap_or_default();
+        let said: String = body.trim().chars().take(300).collect();
+        RedfishError::Status(
+            self.address.clone(),
+            status,
+            if said.is_empty() {
+                String::new()
+            } else {
+                format!(": {said}")
+            },
+        )
     }
 }
 
