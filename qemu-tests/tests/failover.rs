@@ -49,7 +49,7 @@ const WORKLOAD: &str = "rm -f /dev/shm/stop; (i=0; while [ ! -e /dev/shm/stop ];
     2>/dev/null || echo WFAIL $i; \
     dd if=$HOME/w of=/dev/shm/r bs=64k count=1 skip=$s iflag=direct 2>/dev/null \
     || echo RFAIL $i; cmp -s /dev/shm/b /dev/shm/r || echo MISMATCH $i; \
-    date +%s.%N; i=$((i+1)); done; echo DONE $i) > /dev/shm/wl.log 2>&1 &";
+    date +%s.%N; i=$((i+1)); done; echo DONE $i) > /dev/shm/wl.log 2>&1 & true";
 
 fn rounds(m: &ComputeModule) -> u64 {
     m.shell("grep -c '^[0-9]' /dev/shm/wl.log", Duration::from_secs(120))
