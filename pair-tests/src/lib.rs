@@ -413,6 +413,9 @@ impl Node {
     }
 }
 
+/// What runs against the seed's storaged while it is still a single appliance.
+pub type BeforePairing = dyn Fn(&Node) -> anyhow::Result<()>;
+
 /// The enclosure: nodes A and B (indexes 0 and 1) and the witness (2).
 #[derive(Debug)]
 pub struct Enclosure {
@@ -518,7 +521,7 @@ impl Enclosure {
     /// the pair), then the pair starts.
     pub fn start_storage_seeded(
         bin: &Path,
-        before: Option<&dyn Fn(&Node) -> anyhow::Result<()>>,
+        before: Option<&BeforePairing>,
     ) -> anyhow::Result<Enclosure> {
         let seed = before.is_some().then_some("node-a");
         let mut enc = Enclosure::make_with(bin, true, true, seed)?;
