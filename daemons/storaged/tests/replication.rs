@@ -701,6 +701,16 @@ fn volumes_made_while_the_peer_was_away_reach_it_at_the_resync() {
     a.export_add(&c, vec!["10.0.0.5/32".parse().unwrap()], false)
         .unwrap();
     assert!(b.info(&g).is_err() && b.info(&c).is_err());
+    // And one made before, deleted while B is away.
+    let old = {
+        links[0].set_peer_outdated(false);
+        let id = a.create(Some("old"), MIB).unwrap().record.id;
+        links[0].set_peer_outdated(true);
+        id
+    };
+    assert!(b.info(&old).is_ok());
+    a.delete(&old).unwrap();
+    assert!(b.info(&old).is_ok(), "B is away: it still has it");
 
     links[0].set_peer_outdated(false);
     let pair =
@@ -720,6 +730,8 @@ fn volumes_made_while_the_peer_was_away_reach_it_at_the_resync() {
     // The clone sits on a frozen parent there too (the snapshot, sent flat).
     assert!(b.info(&c).unwrap().record.parent.is_some());
     assert_eq!(b.export_list().len(), 1, "the export came with it");
+    assert!(b.info(&old).is_err(), "the delete reached B at the resync");
+    assert!(a.deleted_meanwhile().is_empty());
     // Nothing left to send: a second resync copies nothing.
     let again = pair.resync().unwrap();
     assert_eq!(again.regions, 0, "{again:?}");

@@ -139,6 +139,13 @@ impl PairLink {
     pub fn resync(&self) -> Result<ResyncReport, StoreError> {
         let _one = self.resyncing.lock();
         let ownership = self.store.ownership();
+        // What was deleted here while the peer was away goes there too.
+        if let Err(e) = self.store.send_deletes() {
+            let mut p = self.resync.lock();
+            p.running = false;
+            p.error = Some(e.to_string());
+            return Err(e);
+        }
         // Volumes made while the peer was away are sent first, parents before children:
         // frozen ones whole, writable ones created there and marked whole.
         let mut all = self.store.list();

@@ -166,6 +166,8 @@ pub struct Store {
     replica: Arc<dyn Replica>,
     /// Which writable volumes this node serves (all of them on a single appliance).
     ownership: Arc<Ownership>,
+    /// One change at a time of the list of volumes deleted while the peer was away.
+    deleting: Mutex<()>,
     _lock: Flock<File>,
 }
 
@@ -237,6 +239,7 @@ impl Store {
             layers: Mutex::new(HashMap::new()),
             replica,
             ownership,
+            deleting: Mutex::new(()),
             _lock: lock,
         };
         store.remove_leftovers()?;
@@ -802,11 +805,71 @@ impl Store {
     /// replicating to this store meanwhile); a replica that could not delete keeps a volume
     /// nothing uses, which a later delete or the resync removes.
     fn delete_with(&self, key: &str, replicate: bool) -> Result<(), StoreError> {
+        // A peer that does not take changes now (Outdated) learns of the delete at its
+        // resync: the id is kept until then.
+        let peer_away = replicate
+            && self.replica.mirrors()
+            && self
+                .state
+                .lock()
+                .resolve(key)
+                .is_ok_and(|r| !self.replica.in_sync(&r.id));
         let id = self.delete_here(key)?;
         if replicate {
+            if peer_away {
+                self.remember_delete(&id)?;
+            }
             self.replicate(&CatalogOp::Delete { id })?;
         }
         Ok(())
+    }
+
+    fn deleted_path(&self) -> PathBuf {
+        self.root.join("activity").join("deleted")
+    }
+
+    /// The volumes deleted while the peer was away, not deleted there yet.
+    pub fn deleted_meanwhile(&self) -> Vec<String> {
+        std::fs::read_to_string(self.deleted_path())
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+
+    fn write_deleted(&self, ids: &[String]) -> Result<(), StoreError> {
+        let path = self.deleted_path();
+        let io = |e| StoreError::io(format!("writing {}", path.display()))(e);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let tmp = path.with_extension("tmp");
+        let mut text = ids.join("\n");
+        text.push('\n');
+        std::fs::write(&tmp, text).map_err(io)?;
+        File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)
+    }
+
+    fn remember_delete(&self, id: &str) -> Result<(), StoreError> {
+        let _one = self.deleting.lock();
+        let mut ids = self.deleted_meanwhile();
+        ids.push(id.to_string());
+        self.write_deleted(&ids)
+    }
+
+    /// Deletes on the peer what was deleted here while it was away (part of its resync).
+    pub fn send_deletes(&self) -> Result<usize, StoreError> {
+        let _one = self.deleting.lock();
+        let ids = self.deleted_meanwhile();
+        for id in &ids {
+            self.replicate(&CatalogOp::Delete { id: id.clone() })?;
+        }
+        if !ids.is_empty() {
+            self.write_deleted(&[])?;
+        }
+        Ok(ids.len())
     }
 
     fn delete_here(&self, key: &str) -> Result<String, StoreError> {
