@@ -588,9 +588,13 @@ fn a_resync_copies_only_what_the_peer_missed_even_across_a_restart_and_under_wri
     for r in [0, 10, 20, 21, 40] {
         assert!(dirty.contains(&r), "region {r} missing from {dirty:?}");
     }
-    // The peer is back: resync while a client writes elsewhere and into the same regions.
+    // The peer is back: resync while a client writes elsewhere and into the same regions
+    // (from the moment the resync has read what to send: regions the client marks later go
+    // to both nodes as it writes them).
     let v = Arc::clone(lease.volume());
+    let (started, go) = std::sync::mpsc::channel::<()>();
     let writer = std::thread::spawn(move || {
+        let _ = go.recv();
         for n in 0..200u64 {
             let region = (n * 7) % 64;
             v.write(&[n as u8; 8192], region * MIB + (n % 100) * 8192, false)
@@ -598,7 +602,15 @@ fn a_resync_copies_only_what_the_peer_missed_even_across_a_restart_and_under_wri
         }
     });
     let mut seen = 0;
-    let report = owner.resync(VOL, &mut |done, _| seen = done).unwrap();
+    let report = owner
+        .resync(VOL, &mut |done, _| {
+            if seen == 0 {
+                let _ = started.send(());
+            }
+            seen = done;
+        })
+        .unwrap();
+    drop(started);
     writer.join().unwrap();
     lease.volume().sync().unwrap();
     assert_eq!(
