@@ -74,6 +74,7 @@ pub async fn run(shared: Arc<Shared>, storaged: PathBuf) {
         held: HashMap::new(),
         resync: None,
         storaged: None,
+        etcd: None,
         seen_alive: std::collections::HashSet::new(),
         started: tokio::time::Instant::now(),
     };
@@ -92,6 +93,7 @@ pub async fn run(shared: Arc<Shared>, storaged: PathBuf) {
             if let Err(e) = role.step().await {
                 tracing::warn!("storage: {e}");
                 role.storaged = None;
+                role.etcd = None;
             }
         } else {
             role.fence().await;
@@ -127,6 +129,8 @@ struct Storage {
     /// The resync running, if any (its result: whether it completed).
     resync: Option<tokio::task::JoinHandle<Result<(), String>>>,
     storaged: Option<StorageClient>,
+    /// The connection to this node's etcd, kept between steps (four a second).
+    etcd: Option<Client>,
     /// Nodes whose heartbeat this clusterd has seen.
     seen_alive: std::collections::HashSet<String>,
     started: tokio::time::Instant,
@@ -209,26 +213,46 @@ impl Storage {
         let me = cfg.me.clone();
         let peer = cfg.peer().map(|p| p.name.clone()).unwrap_or_default();
         let c = self.client().await?;
-        let mut etcd = connect(&cfg, &cfg.local_endpoint()).await?;
-        let groups = read_groups(&mut etcd).await?;
+        let mut etcd = match self.etcd.take() {
+            Some(c) => c,
+            None => connect(&cfg, &cfg.local_endpoint()).await?,
+        };
+        let r = self.step_with(&c, &mut etcd, &cfg, &me, &peer).await;
+        // Kept unless the step failed (a broken connection is made again next time).
+        if r.is_ok() {
+            self.etcd = Some(etcd);
+        }
+        r
+    }
+
+    async fn step_with(
+        &mut self,
+        c: &StorageClient,
+        etcd: &mut Client,
+        cfg: &crate::config::ClusterConfig,
+        me: &str,
+        peer: &str,
+    ) -> Result<(), StorageError> {
+        let (me, peer) = (me.to_string(), peer.to_string());
+        let groups = read_groups(etcd).await?;
         if !groups.contains_key(&me) {
             // The seed's volumes (made before the pair was) are not on the other node yet:
             // its group starts with the other node's copy outdated, so the first resync
             // sends them all.
             let first_sync = cfg.seed.as_deref() == Some(me.as_str()) && !peer.is_empty();
-            create_group(&mut etcd, &me, first_sync.then_some(peer.as_str())).await?;
+            create_group(etcd, &me, first_sync.then_some(peer.as_str())).await?;
             return Ok(());
         }
-        let alive = alive_nodes(&mut etcd).await?;
+        let alive = alive_nodes(etcd).await?;
         self.seen_alive.extend(alive.iter().cloned());
         let st = c.pair_status().await.map_err(storaged_err)?;
         let mut conditions = Vec::new();
         for (home, (g, rev)) in &groups {
             if g.owner == me {
-                self.serve(&c, &st, home, g.epoch).await?;
+                self.serve(c, &st, home, g.epoch).await?;
                 continue;
             }
-            self.unserve(&c, &st, home, g.epoch).await?;
+            self.unserve(c, &st, home, g.epoch).await?;
             if alive.contains(&g.owner) {
                 continue;
             }
@@ -246,7 +270,7 @@ impl Storage {
                 epoch: g.epoch + 1,
                 outdated: Some(g.owner.clone()),
             };
-            if take_over(&mut etcd, home, *rev, &g.owner, &taken).await? {
+            if take_over(etcd, home, *rev, &g.owner, &taken).await? {
                 tracing::warn!(
                     "storage: took group {home} over from {} at epoch {}",
                     g.owner,
@@ -256,10 +280,10 @@ impl Storage {
                     .set_peer_outdated(true)
                     .await
                     .map_err(storaged_err)?;
-                self.serve(&c, &st, home, taken.epoch).await?;
+                self.serve(c, &st, home, taken.epoch).await?;
             }
         }
-        let groups = read_groups(&mut etcd).await?;
+        let groups = read_groups(etcd).await?;
         let mine: Vec<(&String, &GroupRecord, i64)> = groups
             .iter()
             .filter(|(_, (g, _))| g.owner == me)
@@ -275,7 +299,7 @@ impl Storage {
                 if g.outdated.is_none() {
                     let mut o = (*g).clone();
                     o.outdated = Some(peer.clone());
-                    if put_if_unchanged(&mut etcd, home, *rev, &o).await? {
+                    if put_if_unchanged(etcd, home, *rev, &o).await? {
                         tracing::warn!(
                             "storage: {peer} does not take group {home}'s writes: marked outdated"
                         );
@@ -286,7 +310,7 @@ impl Storage {
         let peer_outdated = mine
             .iter()
             .any(|(_, g, _)| g.outdated.as_deref() == Some(peer.as_str()));
-        self.resync_step(&c, &mut etcd, &mine, &peer, peer_outdated, &alive)
+        self.resync_step(c, etcd, &mine, &peer, peer_outdated, &alive)
             .await?;
         if peer_outdated {
             conditions.push(Condition::StorageNotRedundant(peer.clone()));
