@@ -5,7 +5,13 @@
 //! from a raw file to a second raw file served by `qemu-nbd`, the mirror's filter node
 //! exported over NBD). Prints a Markdown table.
 //!
-//! `cargo run --release -p storaged --example replicated_write -- [--count N] [--depth D]`
+//! `--second-copy DIR` puts the second copy (our replica's store, the mirror's target file)
+//! under DIR, a device of its own, as on a pair where each node has its disk: with both
+//! copies on one disk, a replicated write costs that disk twice the bytes, which says nothing
+//! about replication.
+//!
+//! `cargo run --release -p storaged --example replicated_write -- [--count N] [--depth D]
+//! [--second-copy DIR]`
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a measurement: a failure ends it
 
@@ -40,6 +46,16 @@ fn arg(name: &str, default: u64) -> u64 {
 }
 
 /// Seconds `qemu-img bench` takes for `args` against `uri`.
+/// Where second copies go (`--second-copy DIR`; the temporary directory when not given).
+fn second_copy() -> std::path::PathBuf {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == "--second-copy")
+        .and_then(|i| args.get(i + 1))
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+}
+
 fn bench(uri: &str, args: &[&str]) -> f64 {
     let t = Instant::now();
     let out = Command::new("qemu-img")
@@ -89,8 +105,8 @@ fn qmp(w: &mut UnixStream, r: &mut BufReader<UnixStream>, cmd: &str) -> serde_js
 
 /// QEMU's synchronous mirror: a raw file mirrored (write-blocking) to a raw file behind
 /// qemu-nbd; returns the NBD URI of the mirror's filter node and the processes.
-fn qemu_mirror(dir: &Path, size: u64) -> (String, Vec<Killed>) {
-    let (src, tgt) = (dir.join("src.raw"), dir.join("tgt.raw"));
+fn qemu_mirror(dir: &Path, second: &Path, size: u64) -> (String, Vec<Killed>) {
+    let (src, tgt) = (dir.join("src.raw"), second.join("tgt.raw"));
     for f in [&src, &tgt] {
         std::fs::File::create(f).unwrap().set_len(size).unwrap();
     }
@@ -177,7 +193,12 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let second = second_copy();
+    let dirs: Vec<tempfile::TempDir> = vec![
+        tempfile::tempdir_in(&second).unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    ];
     // The replica, and its server.
     let replica = Arc::new(Store::open(dirs[0].path()).unwrap());
     replica.create_as(VOL, None, 2048 * MIB, Some("a")).unwrap();
@@ -204,7 +225,8 @@ fn main() {
         uris.push(format!("nbd://127.0.0.1:{port}/{VOL}"));
     }
     let mirror_dir = tempfile::tempdir().unwrap();
-    let (mirror, _procs) = qemu_mirror(mirror_dir.path(), 2048 * MIB);
+    let mirror_second = tempfile::tempdir_in(&second).unwrap();
+    let (mirror, _procs) = qemu_mirror(mirror_dir.path(), mirror_second.path(), 2048 * MIB);
     uris.push(mirror);
     let c = count.to_string();
     let c4k = (count * 4).to_string();

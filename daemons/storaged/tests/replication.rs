@@ -203,7 +203,7 @@ fn a_deposed_owner_another_pair_and_damaged_frames_are_refused() {
     // A damaged frame: refused, the connection closed, nothing applied.
     let mut s = TcpStream::connect(p.replica_addr).unwrap();
     let mut h = Frame::new(Kind::Hello, 0);
-    h.payload = serde_json::to_vec(&hello("node-a")).unwrap();
+    h.payload = serde_json::to_vec(&hello("node-a")).unwrap().into();
     wire::write_frame(&mut s, &h).unwrap();
     let answer = wire::read_frame(&mut s).unwrap();
     assert_eq!(answer.kind, Kind::Hello);
@@ -212,7 +212,7 @@ fn a_deposed_owner_another_pair_and_damaged_frames_are_refused() {
     w.epoch = 5;
     w.offset = 0;
     w.len = 512;
-    w.payload = vec![0xee; 512];
+    w.payload = vec![0xee; 512].into();
     let mut bytes = Vec::new();
     wire::write_frame(&mut bytes, &w).unwrap();
     let n = bytes.len();
@@ -306,7 +306,7 @@ fn with_the_pairs_certificates_replication_is_mutual_tls_and_strangers_are_refus
     // Plain TCP, or a certificate of another CA: the handshake fails, nothing is applied.
     let mut plain = TcpStream::connect(addr).unwrap();
     let mut h = Frame::new(Kind::Hello, 0);
-    h.payload = serde_json::to_vec(&hello("node-a")).unwrap();
+    h.payload = serde_json::to_vec(&hello("node-a")).unwrap().into();
     // The server may close before the frame is even written.
     let answered = wire::write_frame(&mut plain, &h).and_then(|()| wire::read_frame(&mut plain));
     assert!(answered.is_err(), "plain TCP must be refused: {answered:?}");

@@ -145,13 +145,13 @@ impl Conn {
         Conn(BufWriter::with_capacity(64 << 10, stream), None)
     }
 
-    fn send(&mut self, f: &Frame) -> Result<(), WireError> {
+    fn send(&mut self, f: &Frame<'_>) -> Result<(), WireError> {
         write_frame(&mut self.0, f)?;
         self.0.flush()?;
         Ok(())
     }
 
-    fn receive(&mut self) -> Result<Frame, WireError> {
+    fn receive(&mut self) -> Result<Frame<'static>, WireError> {
         read_frame(self.0.get_mut())
     }
 
@@ -343,7 +343,7 @@ impl PeerReplica {
         };
         conn.1 = Some(registered);
         let mut hello = Frame::new(Kind::Hello, 0);
-        hello.payload = serde_json::to_vec(&self.me).unwrap_or_default();
+        hello.payload = serde_json::to_vec(&self.me).unwrap_or_default().into();
         conn.send(&hello)?;
         let answer = conn.receive()?;
         match answer.kind {
@@ -357,7 +357,7 @@ impl PeerReplica {
     }
 
     /// Sends `frame` and waits for its ack, on an idle connection or a new one.
-    fn exchange(&self, frame: Frame) -> Result<Frame, ReplicationError> {
+    fn exchange(&self, frame: &Frame<'_>) -> Result<Frame<'static>, ReplicationError> {
         // Only a write or a flush the clients wait for counts as a stall: a catalog change
         // may take long legitimately.
         let slow = matches!(frame.kind, Kind::Catalog | Kind::Regions);
@@ -372,8 +372,14 @@ impl PeerReplica {
 
     /// Sends `frame` on an idle connection or a new one; [`PeerReplica::answer`] waits for
     /// its ack (work can be done in between: the local sync of a flush).
-    fn send(&self, mut frame: Frame) -> Result<Pending, ReplicationError> {
+    fn send(&self, frame: &Frame<'_>) -> Result<Pending, ReplicationError> {
         let mut conn = self.take()?;
+        // A copy of the header; the payload stays borrowed.
+        let mut frame = Frame {
+            payload: std::borrow::Cow::Borrowed(&frame.payload[..]),
+            volume: frame.volume.clone(),
+            ..*frame
+        };
         frame.seq = self.seq.fetch_add(1, Ordering::SeqCst);
         if let Err(e) = conn.send(&frame) {
             self.lost();
@@ -386,7 +392,7 @@ impl PeerReplica {
         })
     }
 
-    fn answer(&self, mut pending: Pending) -> Result<Frame, ReplicationError> {
+    fn answer(&self, mut pending: Pending) -> Result<Frame<'static>, ReplicationError> {
         let answer = match pending.conn.receive() {
             Ok(a) => a,
             Err(e) => {
@@ -444,7 +450,7 @@ impl PeerReplica {
     /// Sends `frame` until the peer takes it: a refusal fails the write (this node was
     /// deposed), anything else (no answer, a cut connection) is retried until the peer
     /// answers or is marked Outdated.
-    fn replicate(&self, frame: Frame) -> io::Result<()> {
+    fn replicate(&self, frame: &Frame<'_>) -> io::Result<()> {
         let mut warned = false;
         loop {
             // A stalled write ends when the pair gives the volume's group to the other node.
@@ -454,11 +460,11 @@ impl PeerReplica {
                     frame.volume
                 )));
             }
-            if self.skips(&frame) {
+            if self.skips(frame) {
                 return Ok(());
             }
-            let outcome = self.exchange(frame.clone()).map(drop);
-            match self.settle(&frame, outcome, &mut warned) {
+            let outcome = self.exchange(frame).map(drop);
+            match self.settle(frame, outcome, &mut warned) {
                 Some(done) => return done,
                 None => std::thread::sleep(RETRY),
             }
@@ -466,14 +472,14 @@ impl PeerReplica {
     }
 
     /// Whether `frame` is not sent at all: the peer is outdated, or the volume degraded.
-    fn skips(&self, frame: &Frame) -> bool {
+    fn skips(&self, frame: &Frame<'_>) -> bool {
         self.peer_outdated() || self.degraded.lock().contains(&frame.volume)
     }
 
     /// What an attempt at `frame` means: done (`Some`), or to be tried again (`None`).
     fn settle(
         &self,
-        frame: &Frame,
+        frame: &Frame<'_>,
         outcome: Result<(), ReplicationError>,
         warned: &mut bool,
     ) -> Option<io::Result<()>> {
@@ -516,12 +522,12 @@ impl PeerReplica {
 impl PeerReplica {
     /// One [`Kind::Regions`] exchange about `volume` (no retry: a resync that fails is
     /// started again later).
-    fn regions_frame(&self, volume: &str, flags: u32) -> io::Result<Frame> {
+    fn regions_frame(&self, volume: &str, flags: u32) -> io::Result<Frame<'static>> {
         let mut f = Frame::new(Kind::Regions, 0);
         f.volume = volume.to_string();
         f.epoch = self.epoch(volume);
         f.flags = flags;
-        self.exchange(f).map_err(|e| match e {
+        self.exchange(&f).map_err(|e| match e {
             ReplicationError::Refused { code, why } if code == REFUSED_DEPOSED => deposed(&why),
             e => io::Error::other(e.to_string()),
         })
@@ -536,8 +542,9 @@ struct Pending {
     slow: bool,
 }
 
-impl Replica for PeerReplica {
-    fn write(&self, volume: &str, offset: u64, op: WriteOp<'_>) -> io::Result<()> {
+impl PeerReplica {
+    /// The frame of a write or a zeroing (its data borrowed).
+    fn change_frame<'a>(&self, volume: &str, offset: u64, op: WriteOp<'a>) -> Frame<'a> {
         let mut f = Frame::new(Kind::Write, 0);
         f.volume = volume.to_string();
         f.epoch = self.epoch(volume);
@@ -545,7 +552,7 @@ impl Replica for PeerReplica {
         match op {
             WriteOp::Data(buf) => {
                 f.len = buf.len() as u64;
-                f.payload = buf.to_vec();
+                f.payload = std::borrow::Cow::Borrowed(buf);
             }
             WriteOp::Zeroes { len, may_trim } => {
                 f.kind = Kind::Zeroes;
@@ -555,7 +562,55 @@ impl Replica for PeerReplica {
                 }
             }
         }
-        self.replicate(f)
+        f
+    }
+
+    /// Sends `f`, runs `local` (this node's share of the work) while the peer applies it,
+    /// then waits for the peer; an attempt that fails is retried as [`Self::replicate`] does.
+    /// A change costs the slower of the two nodes, not their sum.
+    fn while_sent(
+        &self,
+        f: &Frame<'_>,
+        local: &mut dyn FnMut() -> io::Result<()>,
+    ) -> io::Result<()> {
+        let waiting = self.wait_for_answer();
+        let sent = self.send(f);
+        let here = local();
+        let outcome = sent.and_then(|p| self.answer(p)).map(drop);
+        drop(waiting);
+        let mut warned = false;
+        let there = match self.settle(f, outcome, &mut warned) {
+            Some(done) => done,
+            // Not answered: sent again (a write, a zeroing and a flush are idempotent).
+            None => self.replicate(f),
+        };
+        here.and(there)
+    }
+}
+
+impl Replica for PeerReplica {
+    fn write(&self, volume: &str, offset: u64, op: WriteOp<'_>) -> io::Result<()> {
+        self.replicate(&self.change_frame(volume, offset, op))
+    }
+
+    fn write_while(
+        &self,
+        volume: &str,
+        offset: u64,
+        op: WriteOp<'_>,
+        local: &mut dyn FnMut() -> io::Result<()>,
+    ) -> io::Result<()> {
+        // A node that no longer serves the volume changes nothing, here or there.
+        if !self.ownership.owns(volume) {
+            return Err(deposed(&format!(
+                "volume {volume} is served by the other node now"
+            )));
+        }
+        let f = self.change_frame(volume, offset, op);
+        if self.skips(&f) {
+            return local();
+        }
+        self.while_sent(&f, local)
     }
 
     fn flush(&self, volume: &str) -> io::Result<()> {
@@ -574,18 +629,7 @@ impl Replica for PeerReplica {
         if self.skips(&f) {
             return local();
         }
-        let waiting = self.wait_for_answer();
-        let sent = self.send(f.clone());
-        let here = local();
-        let outcome = sent.and_then(|p| self.answer(p)).map(drop);
-        drop(waiting);
-        let mut warned = false;
-        let there = match self.settle(&f, outcome, &mut warned) {
-            Some(done) => done,
-            // Not answered: the flush is sent again (it is idempotent) until it is.
-            None => self.replicate(f),
-        };
-        here.and(there)
+        self.while_sent(&f, local)
     }
 
     fn in_sync(&self, volume: &str) -> bool {
@@ -624,8 +668,8 @@ impl Replica for PeerReplica {
             Some(home) => self.ownership.group_epoch(home),
             None => self.ownership.epoch_of(op.volume()),
         };
-        f.payload = serde_json::to_vec(op).map_err(io::Error::other)?;
-        self.replicate(f)
+        f.payload = serde_json::to_vec(op).map_err(io::Error::other)?.into();
+        self.replicate(&f)
     }
 }
 
@@ -670,7 +714,7 @@ impl ReplicaServer {
     fn refuse(conn: &mut Conn, seq: u64, code: u32, why: &str) -> Result<(), WireError> {
         let mut f = Frame::new(Kind::Refuse, seq);
         f.flags = code;
-        f.payload = why.as_bytes().to_vec();
+        f.payload = why.as_bytes().into();
         conn.send(&f)
     }
 
@@ -709,7 +753,7 @@ impl ReplicaServer {
             }
         };
         let mut answer = Frame::new(Kind::Hello, 0);
-        answer.payload = serde_json::to_vec(&self.me).unwrap_or_default();
+        answer.payload = serde_json::to_vec(&self.me).unwrap_or_default().into();
         conn.send(&answer)?;
         loop {
             let f = match conn.receive() {
@@ -721,7 +765,7 @@ impl ReplicaServer {
                 match self.regions(&f) {
                     Ok(Some(payload)) => {
                         let mut ack = Frame::new(Kind::Ack, f.seq);
-                        ack.payload = payload;
+                        ack.payload = payload.into();
                         conn.send(&ack)?;
                     }
                     Ok(None) => {
@@ -748,7 +792,7 @@ impl ReplicaServer {
 
     /// The replica's own marked regions of a volume (cleared with [`wire::FLAG_CLEAR`]), for
     /// the volume's owner only: a deposed node must not learn, nor clear, anything.
-    fn regions(&self, f: &Frame) -> Result<Option<Vec<u8>>, (u32, String)> {
+    fn regions(&self, f: &Frame<'_>) -> Result<Option<Vec<u8>>, (u32, String)> {
         let ownership = self.store.ownership();
         if let Some(home) = ownership.known_home(&f.volume) {
             ownership
@@ -767,7 +811,7 @@ impl ReplicaServer {
     }
 
     /// Applies one frame of `sender`'s, if its epoch says the sender owns the group.
-    fn apply(&self, f: &Frame, sender: &str) -> Result<(), (u32, String)> {
+    fn apply(&self, f: &Frame<'_>, sender: &str) -> Result<(), (u32, String)> {
         let ownership = self.store.ownership();
         if f.kind == Kind::Catalog {
             return self.apply_catalog(f, sender);
@@ -816,7 +860,7 @@ impl ReplicaServer {
 
     /// Applies a catalog change of `sender`'s: refused (deposed) when it was sent with an
     /// older epoch of its group than this node knows.
-    fn apply_catalog(&self, f: &Frame, sender: &str) -> Result<(), (u32, String)> {
+    fn apply_catalog(&self, f: &Frame<'_>, sender: &str) -> Result<(), (u32, String)> {
         let cannot = |why: String| (REFUSED_CANNOT_APPLY, why);
         let op: CatalogOp = serde_json::from_slice(&f.payload)
             .map_err(|e| cannot(format!("not a catalog change: {e}")))?;

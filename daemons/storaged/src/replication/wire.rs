@@ -16,6 +16,7 @@
 //! [`MAX_BODY`], or a CRC that does not match is refused with a [`WireError`] naming what; the
 //! receiver then closes the connection (nothing of a bad frame is ever applied).
 
+use std::borrow::Cow;
 use std::io::{self, Read, Write};
 
 /// The first bytes of every frame.
@@ -82,9 +83,10 @@ pub const REFUSED_DEPOSED: u32 = 1;
 /// is missing there): the owner goes on without it for that volume, which a resync repairs.
 pub const REFUSED_CANNOT_APPLY: u32 = 2;
 
-/// One message.
+/// One message. Its payload is borrowed when it is sent (a write's data goes from the
+/// client's buffer to the socket, not copied for each attempt) and owned when it is read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame {
+pub struct Frame<'a> {
     pub kind: Kind,
     pub seq: u64,
     /// The volume's epoch as the sender knows it; the replica refuses an older one.
@@ -93,11 +95,11 @@ pub struct Frame {
     pub len: u64,
     pub flags: u32,
     pub volume: String,
-    pub payload: Vec<u8>,
+    pub payload: Cow<'a, [u8]>,
 }
 
-impl Frame {
-    pub fn new(kind: Kind, seq: u64) -> Frame {
+impl Frame<'_> {
+    pub fn new(kind: Kind, seq: u64) -> Frame<'static> {
         Frame {
             kind,
             seq,
@@ -106,7 +108,7 @@ impl Frame {
             len: 0,
             flags: 0,
             volume: String::new(),
-            payload: Vec::new(),
+            payload: Cow::Borrowed(&[]),
         }
     }
 }
@@ -133,7 +135,7 @@ pub enum WireError {
 
 /// Writes `f` as one frame (the payload is not copied: header, volume id, payload and
 /// checksum go to `w` in turn; a buffered `w` is the caller's to flush).
-pub fn write_frame(w: &mut impl Write, f: &Frame) -> Result<(), WireError> {
+pub fn write_frame(w: &mut impl Write, f: &Frame<'_>) -> Result<(), WireError> {
     let body_len = f.volume.len() + f.payload.len();
     if body_len > MAX_BODY as usize {
         return Err(WireError::TooLong(body_len as u32));
@@ -172,7 +174,7 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 }
 
 /// Reads one whole frame, checked.
-pub fn read_frame(r: &mut impl Read) -> Result<Frame, WireError> {
+pub fn read_frame(r: &mut impl Read) -> Result<Frame<'static>, WireError> {
     let mut head = [0u8; HEADER];
     match r.read_exact(&mut head) {
         Ok(()) => {}
@@ -196,22 +198,28 @@ pub fn read_frame(r: &mut impl Read) -> Result<Frame, WireError> {
     if vol_len > body_len as usize {
         return Err(WireError::Volume);
     }
-    let mut body = vec![0u8; body_len as usize + 4];
-    r.read_exact(&mut body).map_err(|e| match e.kind() {
+    // The volume id and the payload are read into buffers of their own (a write's data is
+    // neither zeroed first nor copied out of a bigger buffer).
+    let mut volume = Vec::with_capacity(vol_len);
+    let mut payload = Vec::with_capacity(body_len as usize - vol_len);
+    let mut sent = [0u8; 4];
+    let whole = |e: io::Error| match e.kind() {
         io::ErrorKind::UnexpectedEof => WireError::Closed,
         _ => e.into(),
-    })?;
-    let sent = u32_at(&body, body_len as usize);
-    body.truncate(body_len as usize);
+    };
+    read_exactly(r, &mut volume, vol_len).map_err(whole)?;
+    read_exactly(r, &mut payload, body_len as usize - vol_len).map_err(whole)?;
+    r.read_exact(&mut sent).map_err(whole)?;
+    let sent = u32::from_le_bytes(sent);
     let mut h = crc32fast::Hasher::new();
     h.update(&head);
-    h.update(&body);
+    h.update(&volume);
+    h.update(&payload);
     let computed = h.finalize();
     if sent != computed {
         return Err(WireError::Checksum { sent, computed });
     }
-    let payload = body.split_off(vol_len);
-    let volume = String::from_utf8(body).map_err(|_| WireError::Volume)?;
+    let volume = String::from_utf8(volume).map_err(|_| WireError::Volume)?;
     Ok(Frame {
         kind,
         seq: u64_at(&head, 8),
@@ -220,15 +228,24 @@ pub fn read_frame(r: &mut impl Read) -> Result<Frame, WireError> {
         len: u64_at(&head, 32),
         flags: u32_at(&head, 40),
         volume,
-        payload,
+        payload: Cow::Owned(payload),
     })
+}
+
+/// Appends exactly `n` bytes of `r` to `buf` (whose capacity is reserved: nothing is zeroed).
+fn read_exactly(r: &mut impl Read, buf: &mut Vec<u8>, n: usize) -> io::Result<()> {
+    let got = r.by_ref().take(n as u64).read_to_end(buf)?;
+    if got < n {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn sample() -> Frame {
+    fn sample() -> Frame<'static> {
         Frame {
             kind: Kind::Write,
             seq: 7,
@@ -237,7 +254,7 @@ mod tests {
             len: 5,
             flags: FLAG_FUA,
             volume: "vol-1".into(),
-            payload: b"hello".to_vec(),
+            payload: Cow::Borrowed(b"hello"),
         }
     }
 

@@ -93,6 +93,17 @@ impl CatalogOp {
 /// the replica accepted it, and a flush only after the replica flushed.
 pub trait Replica: Send + Sync + Debug {
     fn write(&self, volume: &str, offset: u64, op: WriteOp<'_>) -> io::Result<()>;
+    /// Sends the change while `local` (this node's write of it) runs; both must succeed.
+    fn write_while(
+        &self,
+        volume: &str,
+        offset: u64,
+        op: WriteOp<'_>,
+        local: &mut dyn FnMut() -> io::Result<()>,
+    ) -> io::Result<()> {
+        local()?;
+        self.write(volume, offset, op)
+    }
     fn flush(&self, volume: &str) -> io::Result<()>;
     /// Flushes the replica while `local` (this node's sync) runs; both must succeed.
     fn flush_while(

@@ -1,8 +1,8 @@
 //! The write path: the only code that modifies a volume's data.
 //!
 //! Every write, zero and trim is applied to the top layer, copying the parent's bytes into the
-//! partial edge blocks it is first to touch, then marked in the change map and handed to the
-//! replica before it is acknowledged. FUA writes and flushes sync the data file first and the
+//! partial edge blocks it is first to touch, while it is sent to the replica (both must have
+//! it before it is acknowledged), then marked in the change map. FUA writes and flushes sync the data file first and the
 //! presence map after it.
 
 use std::io;
@@ -27,7 +27,6 @@ impl Volume {
     pub fn write(&self, buf: &[u8], offset: u64, fua: bool) -> io::Result<()> {
         self.check_writable()?;
         let _in_flight = self.begin(offset, buf.len() as u64)?;
-        self.apply_here(offset, WriteOp::Data(buf))?;
         self.record(offset, WriteOp::Data(buf), fua)
     }
 
@@ -35,7 +34,6 @@ impl Volume {
     pub fn zero(&self, offset: u64, len: u64, may_trim: bool, fua: bool) -> io::Result<()> {
         self.check_writable()?;
         let _in_flight = self.begin(offset, len)?;
-        self.apply_here(offset, WriteOp::Zeroes { len, may_trim })?;
         self.record(offset, WriteOp::Zeroes { len, may_trim }, fua)
     }
 
@@ -129,13 +127,18 @@ impl Volume {
         }
     }
 
+    /// Applies `op` here while the replica applies it too, marks it in the change map, and
+    /// makes it durable on both for a FUA write.
     fn record(&self, offset: u64, op: WriteOp<'_>, fua: bool) -> io::Result<()> {
         let len = match op {
             WriteOp::Data(b) => b.len() as u64,
             WriteOp::Zeroes { len, .. } => len,
         };
+        self.replica
+            .write_while(&self.id, offset, op, &mut || {
+                self.apply_here(offset, op).map(drop)
+            })?;
         self.changes.mark(offset, len);
-        self.replica.write(&self.id, offset, op)?;
         if fua { self.sync() } else { Ok(()) }
     }
 }
