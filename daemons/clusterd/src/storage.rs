@@ -77,6 +77,7 @@ pub async fn run(shared: Arc<Shared>, storaged: PathBuf) {
         etcd: None,
         seen_alive: std::collections::HashSet::new(),
         started: tokio::time::Instant::now(),
+        quiet_until: None,
     };
     // A clusterd that starts serves nothing: addresses left by a crashed predecessor go.
     for m in shared.cfg.nodes() {
@@ -134,7 +135,27 @@ struct Storage {
     /// Nodes whose heartbeat this clusterd has seen.
     seen_alive: std::collections::HashSet<String>,
     started: tokio::time::Instant,
+    /// No probe of the peer's replication port and no resync before then (set after a
+    /// probe went unanswered or a resync failed: a node that is down is not asked four
+    /// times a second).
+    quiet_until: Option<tokio::time::Instant>,
 }
+
+/// What a step of the storage loop saw, for its resync part.
+struct Seen<'a> {
+    /// This node's groups (record, revision).
+    mine: &'a [(&'a String, &'a GroupRecord, i64)],
+    peer: &'a str,
+    /// A group of this node's records the peer's copy as outdated.
+    peer_outdated: bool,
+    /// Nodes with a heartbeat.
+    alive: &'a [String],
+    /// This node's storaged, as the step began.
+    st: &'a PairStatus,
+}
+
+/// How long after an unanswered probe or a failed resync the next attempt waits.
+const RETRY_AFTER: Duration = Duration::from_secs(2);
 
 impl Storage {
     async fn client(&mut self) -> Result<StorageClient, StorageError> {
@@ -310,8 +331,14 @@ impl Storage {
         let peer_outdated = mine
             .iter()
             .any(|(_, g, _)| g.outdated.as_deref() == Some(peer.as_str()));
-        self.resync_step(c, etcd, &mine, &peer, peer_outdated, &alive)
-            .await?;
+        let seen = Seen {
+            mine: &mine,
+            peer: &peer,
+            peer_outdated,
+            alive: &alive,
+            st: &st,
+        };
+        self.resync_step(c, etcd, seen).await?;
         if peer_outdated {
             conditions.push(Condition::StorageNotRedundant(peer.clone()));
         }
@@ -370,17 +397,27 @@ impl Storage {
         Ok(())
     }
 
+    /// Whether probes and resyncs wait (after a failed one).
+    fn quiet(&self) -> bool {
+        self.quiet_until
+            .is_some_and(|t| tokio::time::Instant::now() < t)
+    }
+
     /// Starts the resync of a returning peer, or finishes one: its copies are recorded as
     /// current only if it ran to the end with the peer answering throughout.
     async fn resync_step(
         &mut self,
         c: &StorageClient,
         etcd: &mut Client,
-        mine: &[(&String, &GroupRecord, i64)],
-        peer: &str,
-        peer_outdated: bool,
-        alive: &[String],
+        seen: Seen<'_>,
     ) -> Result<(), StorageError> {
+        let Seen {
+            mine,
+            peer,
+            peer_outdated,
+            alive,
+            st,
+        } = seen;
         if let Some(r) = &self.resync {
             if !r.is_finished() {
                 return Ok(());
@@ -406,12 +443,17 @@ impl Storage {
                     }
                     tracing::warn!("storage: {peer} is up to date again");
                 }
-                Ok(()) => tracing::warn!("storage: the resync to {peer} was interrupted"),
-                Err(e) => tracing::warn!("storage: the resync to {peer} failed: {e}"),
+                Ok(()) => {
+                    tracing::warn!("storage: the resync to {peer} was interrupted");
+                    self.quiet_until = Some(tokio::time::Instant::now() + RETRY_AFTER);
+                }
+                Err(e) => {
+                    tracing::warn!("storage: the resync to {peer} failed: {e}");
+                    self.quiet_until = Some(tokio::time::Instant::now() + RETRY_AFTER);
+                }
             }
             return Ok(());
         }
-        let st = c.pair_status().await.map_err(storaged_err)?;
         if !peer_outdated {
             if st.peer_outdated {
                 c.pair()
@@ -419,11 +461,29 @@ impl Storage {
                     .await
                     .map_err(storaged_err)?;
             }
+            // The peer is current, but some volumes' copies there may not be (storaged
+            // restarted with writes maybe applied here only, or the replica could not apply):
+            // their marked regions are sent, nothing is recorded in etcd.
+            if !st.needs_resync.is_empty() && st.stalled_ms.is_none() && !self.quiet() {
+                tracing::warn!(
+                    "storage: resyncing {} volume(s) whose copies on {peer} may differ",
+                    st.needs_resync.len()
+                );
+                let c = c.clone();
+                self.resync = Some(tokio::spawn(async move {
+                    c.pair().resync().await.map(drop).map_err(|e| e.to_string())
+                }));
+            }
             return Ok(());
         }
         let back = alive.iter().any(|n| n == peer)
+            && !self.quiet()
             && c.pair().peer_reachable().await.map_err(storaged_err)?;
         if !back {
+            if alive.iter().any(|n| n == peer) && !self.quiet() {
+                // Alive in etcd, its replication port silent: ask again in a while.
+                self.quiet_until = Some(tokio::time::Instant::now() + RETRY_AFTER);
+            }
             if !st.peer_outdated {
                 c.pair()
                     .set_peer_outdated(true)

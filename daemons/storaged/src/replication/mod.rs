@@ -575,7 +575,9 @@ impl PeerReplica {
     ) -> io::Result<()> {
         let waiting = self.wait_for_answer();
         let sent = self.send(f);
+        fail::fail_point!("replication::sent");
         let here = local();
+        fail::fail_point!("replication::applied_here");
         let outcome = sent.and_then(|p| self.answer(p)).map(drop);
         drop(waiting);
         let mut warned = false;
@@ -781,7 +783,10 @@ impl ReplicaServer {
                 continue;
             }
             match self.apply(&f, &sender) {
-                Ok(()) => conn.send(&Frame::new(Kind::Ack, f.seq))?,
+                Ok(()) => {
+                    fail::fail_point!("replica::applied");
+                    conn.send(&Frame::new(Kind::Ack, f.seq))?
+                }
                 Err((code, why)) => {
                     Self::refuse(&mut conn, f.seq, code, &why)?;
                     return Err(ReplicationError::Refused { code, why });

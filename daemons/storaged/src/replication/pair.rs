@@ -50,6 +50,11 @@ pub struct PairStatus {
     /// Groups the peer wrote at the epoch this node serves them with: refused, never merged.
     #[serde(default)]
     pub split_brain: Vec<String>,
+    /// Volumes served here whose peer copy needs a resync although the peer is not Outdated:
+    /// degraded ones, and those whose activity log held regions when storaged started (it
+    /// stopped or crashed with writes maybe applied here only).
+    #[serde(default)]
+    pub needs_resync: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -112,24 +117,34 @@ impl PairLink {
 
     pub fn status(&self) -> PairStatus {
         let ownership = self.store.ownership();
-        let out_of_sync = self
+        let served: Vec<String> = self
             .store
             .list()
             .into_iter()
             .filter(|v| v.record.state == VolumeState::Writable)
             .filter(|v| ownership.owns(&v.record.id))
-            .filter(|v| self.store.dirty_regions(&v.record.id).unwrap_or(0) > 0)
             .map(|v| v.record.id)
+            .collect();
+        let out_of_sync = served
+            .iter()
+            .filter(|id| self.store.dirty_regions(id).unwrap_or(0) > 0)
+            .cloned()
+            .collect();
+        let degraded = self.link.degraded();
+        let needs_resync = served
+            .into_iter()
+            .filter(|id| degraded.contains(id) || self.store.recovering(id).unwrap_or(true))
             .collect();
         PairStatus {
             node: self.node.clone(),
             groups: ownership.groups(),
             peer_outdated: self.link.peer_outdated(),
             stalled_ms: self.link.stalled_for().map(|d| d.as_millis() as u64),
-            degraded: self.link.degraded(),
+            degraded,
             out_of_sync,
             resync: self.resync.lock().clone(),
             split_brain: ownership.split_brain(),
+            needs_resync,
         }
     }
 

@@ -408,6 +408,17 @@ impl Store {
         }
     }
 
+    /// Whether volume `id`'s activity log holds regions from before this start (storaged
+    /// stopped or crashed with writes maybe applied here only): a resync must send them,
+    /// however in sync the peer is. A volume not open now: any region marked on disk.
+    pub fn recovering(&self, id: &str) -> Result<bool, StoreError> {
+        let open = self.open.lock().get(id).and_then(Weak::upgrade);
+        match open.as_ref().and_then(|v| v.activity()) {
+            Some(log) => Ok(log.recovered()),
+            None => self.dirty_regions(id).map(|n| n > 0),
+        }
+    }
+
     /// Opens a volume by id or name and counts it as in use until the lease is dropped.
     pub fn lease(&self, key: &str) -> Result<VolumeLease, StoreError> {
         let st = self.state.lock();
@@ -1063,6 +1074,7 @@ impl Store {
             self.replica
                 .write(&id, offset, op)
                 .map_err(StoreError::io(format!("resyncing volume {id} at {offset}")))?;
+            log.sent(r);
             drop(held);
             report.regions += 1;
             report.bytes += len as u64;

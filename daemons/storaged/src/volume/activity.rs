@@ -12,6 +12,12 @@
 //!
 //! A resync locks one region at a time ([`ActivityLog::lock_region`]): writes to it wait
 //! until its content has been sent, then go to both nodes as usual.
+//!
+//! Regions found marked when the log is opened (storaged stopped or crashed with them marked:
+//! a write may have been applied here and not there) are **recovered** regions: no flush
+//! clears them, however in sync the peer is now; only a resync that has sent them does
+//! ([`ActivityLog::sent`]). Without that, the first flush after a crash would forget a region
+//! whose two copies differ.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -26,6 +32,9 @@ use super::changes::REGION_BYTES;
 
 /// Regions marked beyond a write's last one when it has to mark any.
 const AHEAD: u64 = 3;
+/// The write generation of a recovered region (marked when the log was opened): never
+/// "before" a flush, so only [`ActivityLog::sent`] lets it be cleared.
+const RECOVERED: u64 = u64::MAX;
 
 #[derive(Debug)]
 pub struct ActivityLog {
@@ -90,7 +99,7 @@ impl ActivityLog {
         let mut raw = vec![0u8; words * 8];
         let on_disk = file.metadata()?.len() as usize;
         file.read_exact_at(&mut raw[..on_disk.min(words * 8)], 0)?;
-        let bits = raw
+        let bits: Vec<u64> = raw
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
             .collect();
@@ -98,11 +107,15 @@ impl ActivityLog {
             file.set_len((words * 8) as u64)?;
             file.sync_all()?;
         }
+        let marked = |r: u64| bits_has(&bits, r);
+        let written = (0..regions)
+            .map(|r| AtomicU64::new(if marked(r) { RECOVERED } else { 0 }))
+            .collect();
         Ok(ActivityLog {
             file,
             bits: Mutex::new(bits),
             inflight: (0..regions).map(|_| AtomicU32::new(0)).collect(),
-            written: (0..regions).map(|_| AtomicU64::new(0)).collect(),
+            written,
             generation: AtomicU64::new(0),
             previous_flush: AtomicU64::new(0),
             locked: Mutex::new(HashSet::new()),
@@ -152,6 +165,7 @@ impl ActivityLog {
             first,
             last,
         };
+        fail::fail_point!("activity::marked");
         let mut bits = self.bits.lock();
         let mut changed = Vec::new();
         // A region set now brings the next few with it (one sync for a sequential stream's
@@ -178,6 +192,7 @@ impl ActivityLog {
             }
             self.file.sync_data()?;
         }
+        fail::fail_point!("activity::synced");
         Ok(Some(guard))
     }
 
@@ -251,12 +266,25 @@ impl ActivityLog {
         self.file.sync_data()
     }
 
+    /// Whether regions marked when the log was opened are still to be sent by a resync.
+    pub fn recovered(&self) -> bool {
+        self.written
+            .iter()
+            .any(|w| w.load(Ordering::Acquire) == RECOVERED)
+    }
+
+    /// A resync has sent `region`'s content to the peer: the next flush both complete may
+    /// clear it (a recovered region too; one written since keeps its own generation).
+    pub fn sent(&self, region: u64) {
+        if let Some(w) = self.written.get(region as usize) {
+            let _ = w.compare_exchange(RECOVERED, 0, Ordering::AcqRel, Ordering::Acquire);
+        }
+    }
+
     /// The regions marked (possibly different on the peer).
     pub fn dirty(&self) -> Vec<u64> {
         let bits = self.bits.lock();
-        (0..self.regions)
-            .filter(|r| bits[(r / 64) as usize] & (1 << (r % 64)) != 0)
-            .collect()
+        (0..self.regions).filter(|r| bits_has(&bits, *r)).collect()
     }
 
     /// Holds `region` for a resync: waits for its writes in flight to end; new ones wait.
@@ -273,9 +301,38 @@ impl ActivityLog {
     }
 }
 
+fn bits_has(bits: &[u64], r: u64) -> bool {
+    bits[(r / 64) as usize] & (1 << (r % 64)) != 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn regions_marked_at_open_are_cleared_only_after_a_resync_sent_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.al");
+        {
+            let log = ActivityLog::open(&path, 20 * REGION_BYTES).unwrap();
+            // A write in flight when the process dies: its regions stay marked on disk.
+            std::mem::forget(log.begin(5 * REGION_BYTES, 10).unwrap());
+        }
+        let log = ActivityLog::open(&path, 20 * REGION_BYTES).unwrap();
+        assert!(log.recovered());
+        assert_eq!(log.dirty(), [5, 6, 7, 8]);
+        // Flushes completed with the peer in sync do not forget them.
+        for _ in 0..3 {
+            log.clear_clean(log.generation());
+        }
+        assert_eq!(log.dirty(), [5, 6, 7, 8]);
+        for r in [5, 6, 7, 8] {
+            log.sent(r);
+        }
+        assert!(!log.recovered());
+        log.clear_clean(log.generation());
+        assert!(log.dirty().is_empty());
+    }
 
     #[test]
     fn bits_are_on_disk_before_the_write_and_cleared_only_when_clean() {

@@ -65,12 +65,14 @@ impl Volume {
         // The replica syncs while this node does: a flush costs the slower of the two, not
         // their sum.
         self.replica.flush_while(&self.id, &mut || top.sync())?;
+        fail::fail_point!("flush::synced");
         // Both nodes hold everything begun before the flush: those regions are in sync.
         if let (Some(log), Some(since)) = (&self.activity, since)
             && peer_had_all
             && self.replica.in_sync(&self.id)
         {
             log.clear_clean(since);
+            fail::fail_point!("activity::cleared");
         }
         Ok(())
     }
@@ -134,10 +136,10 @@ impl Volume {
             WriteOp::Data(b) => b.len() as u64,
             WriteOp::Zeroes { len, .. } => len,
         };
-        self.replica
-            .write_while(&self.id, offset, op, &mut || {
-                self.apply_here(offset, op).map(drop)
-            })?;
+        self.replica.write_while(&self.id, offset, op, &mut || {
+            self.apply_here(offset, op).map(drop)
+        })?;
+        fail::fail_point!("write::replicated");
         self.changes.mark(offset, len);
         if fua { self.sync() } else { Ok(()) }
     }
