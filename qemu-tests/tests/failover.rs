@@ -165,6 +165,25 @@ fn wait_whole(enc: &Enclosure, token: &str, back: usize) {
     }
 }
 
+/// Waits (a few seconds: deployd looks every second) until the golden image at `uri` shows
+/// `redundant` as `want`.
+fn wait_image_redundant(enc: &Enclosure, token: &str, uri: &str, want: bool) {
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let image = call(enc, "GET", url(VIP, uri), Some(token.into()), None)
+            .map(|(_, v)| v)
+            .unwrap_or(Value::Null);
+        if image["redundant"] == want {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "the golden image's redundant is not {want}: {image}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 #[test]
 fn failover() {
     let image = ImageFiles::locate().unwrap();
@@ -273,8 +292,10 @@ fn failover() {
             NAMES[owner],
             cut.elapsed().as_secs_f64()
         );
-        // The API answers on the virtual IP.
+        // The API answers on the virtual IP; the golden image has no current copy on the
+        // killed node.
         let token = login(&enc, VIP, &passwords[0], BOOT);
+        wait_image_redundant(&enc, &token, &gi, false);
         // The killed appliance boots again, rejoins and is resynced; its alerts clear.
         let back = owner;
         drop(vms[back].take());
@@ -282,6 +303,7 @@ fn failover() {
         vm.wait_ready(BOOT).unwrap();
         vms[back] = Some(vm);
         wait_whole(&enc, &token, back);
+        wait_image_redundant(&enc, &token, &gi, true);
         // The survivor serves the volume now.
         owner = 1 - owner;
     }

@@ -49,6 +49,10 @@ pub async fn serve(
         })?;
     let handle = axum_server::Handle::new();
     tokio::spawn(signals(handle.clone(), config.clone(), tls));
+    {
+        let st = Arc::clone(&state);
+        tokio::spawn(async move { st.services.storage.follow().await });
+    }
     if state.services.cluster.refusal().is_none() {
         recover(&state).await;
     }

@@ -15,6 +15,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
 use serde::Deserialize;
+use serde_json::Value;
 
 use super::crud::{self, Resource};
 use crate::api::body::{if_match, parse_body, read_json_body};
@@ -27,6 +28,7 @@ use crate::domain::collection::{Collection, GOLDEN_IMAGES};
 use crate::domain::deploy::capture;
 use crate::domain::golden_images::{self, CaptureInput, GoldenImageUpdate, Upload};
 use crate::domain::records::{self, name_of};
+use crate::meta::Record;
 use crate::state::AppState;
 
 /// The golden images, served by the generic list and read.
@@ -36,6 +38,16 @@ pub struct GoldenImages;
 impl Resource for GoldenImages {
     const COLLECTION: &'static Collection = &GOLDEN_IMAGES;
     const PLURAL: &'static str = "golden images";
+
+    /// On a pair, `redundant`: whether the other node holds a current copy (false while it
+    /// is Outdated or being resynced; the image is `ready` on this node all the same).
+    fn render(st: &AppState, r: &Record, ctx: &Ctx) -> Value {
+        let mut v = crud::render(Self::COLLECTION, r, ctx.version);
+        if let Some(redundant) = st.services.storage.redundant() {
+            v["redundant"] = redundant.into();
+        }
+        v
+    }
 }
 
 pub fn routes() -> Router<Arc<AppState>> {

@@ -40,12 +40,50 @@ impl From<ClientError> for StorageError {
 #[derive(Debug, Clone)]
 pub struct Storage {
     socket: PathBuf,
+    /// Whether the other node holds current copies, as last seen by [`Storage::follow`]:
+    /// 0 unknown or a single appliance, 1 no, 2 yes.
+    redundant: std::sync::Arc<std::sync::atomic::AtomicU8>,
 }
+
+/// How often [`Storage::follow`] asks storaged.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Storage {
     pub fn new(socket: &Path) -> Self {
         Self {
             socket: socket.to_path_buf(),
+            redundant: std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0)),
+        }
+    }
+
+    /// On a pair: whether every golden image has a current copy on the other node too (the
+    /// peer is not Outdated and no resync is running: one made while the peer was away
+    /// reaches it at the resync). None: a single appliance, or storaged not answering.
+    pub fn redundant(&self) -> Option<bool> {
+        match self.redundant.load(std::sync::atomic::Ordering::Relaxed) {
+            1 => Some(false),
+            2 => Some(true),
+            _ => None,
+        }
+    }
+
+    /// Keeps [`Storage::redundant`] current, for ever (a task of its own: resources are
+    /// rendered without waiting for storaged).
+    pub async fn follow(&self) {
+        loop {
+            let seen = match self.pair_status().await {
+                Ok(Some(s)) => {
+                    if !s.peer_outdated && !s.resync.running {
+                        2
+                    } else {
+                        1
+                    }
+                }
+                Ok(None) | Err(_) => 0,
+            };
+            self.redundant
+                .store(seen, std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep(FOLLOW_EVERY).await;
         }
     }
 
