@@ -17,6 +17,7 @@ use storaged::replication::tls::{self, TlsFiles};
 use storaged::replication::wire::{self, Frame, Kind};
 use storaged::replication::{Hello, PeerReplica, ReplicaServer};
 use storaged::store::Store;
+use storaged::volume::WriteOp;
 
 const MIB: u64 = 1 << 20;
 const VOL: &str = "0b7c7e0e-0000-4000-8000-000000000001";
@@ -747,4 +748,61 @@ fn volumes_made_while_the_peer_was_away_reach_it_at_the_resync() {
     // Nothing left to send: a second resync copies nothing.
     let again = pair.resync().unwrap();
     assert_eq!(again.regions, 0, "{again:?}");
+}
+
+#[test]
+fn a_peer_copy_from_another_generation_is_resynced_whole() {
+    let p = pair();
+    let lease = p.owner.lease(VOL).unwrap();
+    let v = lease.volume();
+    v.write(&[7; 65536], 3 * MIB, false).unwrap();
+    v.sync().unwrap();
+    v.sync().unwrap();
+    // The pair marks the peer Outdated: the volume starts a new generation, once.
+    p.link.set_peer_outdated(true);
+    assert_eq!(p.owner.start_generations_without_peer().unwrap(), 1);
+    assert_eq!(p.owner.start_generations_without_peer().unwrap(), 0);
+    let (ahead, left_at) = p.owner.generation(VOL).unwrap();
+    assert_eq!(left_at, Some(0));
+    v.write(&[9; 65536], 20 * MIB, false).unwrap();
+    v.sync().unwrap();
+    // The peer's copy comes back from another history (an old backup restored): other
+    // bytes where the owner's log has nothing, another generation.
+    p.replica
+        .lease(VOL)
+        .unwrap()
+        .volume()
+        .apply_replicated(40 * MIB, Some(WriteOp::Data(&[0xbb; 4096])), true)
+        .unwrap();
+    p.replica.set_generation(VOL, 0x5eed).unwrap();
+    p.link.set_peer_outdated(false);
+    let report = p.owner.resync(VOL, &mut |_, _| {}).unwrap();
+    assert!(report.full, "{report:?}");
+    assert_eq!(report.regions, 64, "{report:?}");
+    assert!(
+        contents(&p.owner) == contents(&p.replica),
+        "the copies differ"
+    );
+    // Both copies at the owner's generation; the owner is no longer ahead.
+    assert_eq!(p.owner.generation(VOL).unwrap(), (ahead, None));
+    assert_eq!(p.replica.generation(VOL).unwrap(), (ahead, None));
+
+    // A copy left at the generation the owner remembers gets the log's regions only.
+    p.link.set_peer_outdated(true);
+    assert_eq!(p.owner.start_generations_without_peer().unwrap(), 1);
+    v.write(&[5; 4096], 50 * MIB, false).unwrap();
+    v.sync().unwrap();
+    p.link.set_peer_outdated(false);
+    let marked = p.owner.dirty_regions(VOL).unwrap();
+    let report = p.owner.resync(VOL, &mut |_, _| {}).unwrap();
+    assert!(!report.full, "{report:?}");
+    assert!(report.regions == marked && marked < 8, "{report:?}");
+    assert!(
+        contents(&p.owner) == contents(&p.replica),
+        "the copies differ"
+    );
+    assert_eq!(
+        p.owner.generation(VOL).unwrap().0,
+        p.replica.generation(VOL).unwrap().0
+    );
 }

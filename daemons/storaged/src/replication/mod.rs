@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ownership::Ownership;
 use crate::store::Store;
-use crate::volume::{CatalogOp, Replica, WriteOp};
+use crate::volume::{CatalogOp, PeerCopy, Replica, WriteOp};
 use wire::{
     FLAG_FUA, FLAG_TRIM, Frame, Kind, REFUSED_CANNOT_APPLY, REFUSED_DEPOSED, WireError, read_frame,
     write_frame,
@@ -296,6 +296,11 @@ impl PeerReplica {
             for s in self.sockets.lock().values() {
                 let _ = s.shutdown(std::net::Shutdown::Both);
             }
+            // Idle connections are shut too: none is handed out again.
+            let mut idle = self.idle.lock();
+            self.open.fetch_sub(idle.len() as u64, Ordering::SeqCst);
+            idle.clear();
+            self.available.notify_all();
         }
     }
 
@@ -522,12 +527,18 @@ impl PeerReplica {
 impl PeerReplica {
     /// One [`Kind::Regions`] exchange about `volume` (no retry: a resync that fails is
     /// started again later).
-    fn regions_frame(&self, volume: &str, flags: u32) -> io::Result<Frame<'static>> {
+    fn regions_frame(&self, volume: &str, flags: u32, offset: u64) -> io::Result<Frame<'static>> {
         let mut f = Frame::new(Kind::Regions, 0);
         f.volume = volume.to_string();
         f.epoch = self.epoch(volume);
         f.flags = flags;
-        self.exchange(&f).map_err(|e| match e {
+        f.offset = offset;
+        // Once more on a new connection if an idle one had been closed (the peer restarted).
+        let answer = match self.exchange(&f) {
+            Err(ReplicationError::Wire(_)) => self.exchange(&f),
+            other => other,
+        };
+        answer.map_err(|e| match e {
             ReplicationError::Refused { code, why } if code == REFUSED_DEPOSED => deposed(&why),
             e => io::Error::other(e.to_string()),
         })
@@ -646,22 +657,28 @@ impl Replica for PeerReplica {
         Some(Arc::clone(&self.ownership))
     }
 
-    fn peer_regions(&self, volume: &str) -> io::Result<Option<Vec<u64>>> {
-        let answer = self.regions_frame(volume, 0)?;
+    fn peer_regions(&self, volume: &str) -> io::Result<Option<PeerCopy>> {
+        let answer = self.regions_frame(volume, 0, 0)?;
         if answer.flags & wire::FLAG_MISSING != 0 {
             return Ok(None);
         }
-        Ok(Some(
-            answer
+        Ok(Some(PeerCopy {
+            regions: answer
                 .payload
                 .chunks_exact(8)
                 .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
                 .collect(),
-        ))
+            generation: answer.offset,
+        }))
     }
 
     fn peer_regions_taken(&self, volume: &str) -> io::Result<()> {
-        self.regions_frame(volume, wire::FLAG_CLEAR).map(drop)
+        self.regions_frame(volume, wire::FLAG_CLEAR, 0).map(drop)
+    }
+
+    fn peer_generation_set(&self, volume: &str, generation: u64) -> io::Result<()> {
+        self.regions_frame(volume, wire::FLAG_GENERATION, generation)
+            .map(drop)
     }
 
     fn catalog(&self, op: &CatalogOp) -> io::Result<()> {
@@ -765,9 +782,10 @@ impl ReplicaServer {
             };
             if f.kind == Kind::Regions {
                 match self.regions(&f) {
-                    Ok(Some(payload)) => {
+                    Ok(Some((payload, generation))) => {
                         let mut ack = Frame::new(Kind::Ack, f.seq);
                         ack.payload = payload.into();
+                        ack.offset = generation;
                         conn.send(&ack)?;
                     }
                     Ok(None) => {
@@ -797,12 +815,22 @@ impl ReplicaServer {
 
     /// The replica's own marked regions of a volume (cleared with [`wire::FLAG_CLEAR`]), for
     /// the volume's owner only: a deposed node must not learn, nor clear, anything.
-    fn regions(&self, f: &Frame<'_>) -> Result<Option<Vec<u8>>, (u32, String)> {
+    /// Its payload, and the copy's generation (after setting it, with
+    /// [`wire::FLAG_GENERATION`]).
+    fn regions(&self, f: &Frame<'_>) -> Result<Option<(Vec<u8>, u64)>, (u32, String)> {
         let ownership = self.store.ownership();
         if let Some(home) = ownership.known_home(&f.volume) {
             ownership
                 .admit(&home, f.epoch)
                 .map_err(|e| (REFUSED_DEPOSED, format!("volume {}: {e}", f.volume)))?;
+        }
+        let cannot = |e: crate::store::StoreError| (REFUSED_CANNOT_APPLY, e.to_string());
+        if f.flags & wire::FLAG_GENERATION != 0 {
+            match self.store.set_generation(&f.volume, f.offset) {
+                Ok(()) => {}
+                Err(crate::store::StoreError::NotFound(_)) => return Ok(None),
+                Err(e) => return Err(cannot(e)),
+            }
         }
         let regions = match self
             .store
@@ -810,9 +838,13 @@ impl ReplicaServer {
         {
             Ok(r) => r,
             Err(crate::store::StoreError::NotFound(_)) => return Ok(None),
-            Err(e) => return Err((REFUSED_CANNOT_APPLY, e.to_string())),
+            Err(e) => return Err(cannot(e)),
         };
-        Ok(Some(regions.iter().flat_map(|r| r.to_le_bytes()).collect()))
+        let (generation, _) = self.store.generation(&f.volume).map_err(cannot)?;
+        Ok(Some((
+            regions.iter().flat_map(|r| r.to_le_bytes()).collect(),
+            generation,
+        )))
     }
 
     /// Applies one frame of `sender`'s, if its epoch says the sender owns the group.

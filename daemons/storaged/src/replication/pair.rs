@@ -29,6 +29,9 @@ pub struct ResyncProgress {
     pub elapsed_ms: u64,
     /// Why the last resync stopped, if it failed.
     pub error: Option<String>,
+    /// Volumes sent whole because the peer's copy was from another generation.
+    #[serde(default)]
+    pub full_volumes: u64,
 }
 
 /// The replication state clusterd and the API read.
@@ -85,6 +88,19 @@ impl PairLink {
             tracing::warn!("serving group {home} at epoch {epoch}");
         }
         o.own(home, epoch);
+        // Taken over while the peer is away: its volumes are ahead of the peer's copies now.
+        if self.link.peer_outdated() {
+            self.new_generations();
+        }
+    }
+
+    /// The volumes served here go on without the peer: each starts a new generation.
+    fn new_generations(&self) {
+        if let Err(e) = self.store.start_generations_without_peer() {
+            // Not fatal: the generations only decide between a resync from the log and a
+            // whole one; the log still covers everything written here.
+            tracing::error!("starting new volume generations: {e}");
+        }
     }
 
     /// This node stops serving group `home` (its clients' connections close).
@@ -108,6 +124,9 @@ impl PairLink {
             );
         }
         self.link.set_peer_outdated(outdated);
+        if outdated {
+            self.new_generations();
+        }
     }
 
     /// Whether the peer's replication port answers now.
@@ -204,6 +223,7 @@ impl PairLink {
                     total.regions += r.regions;
                     total.bytes += r.bytes;
                     let mut p = self.resync.lock();
+                    p.full_volumes += u64::from(r.full);
                     p.volumes_done = n as u64 + 1;
                     p.bytes = total.bytes;
                 }

@@ -48,7 +48,9 @@ pub enum Kind {
     /// The owner asks which regions of the volume the replica's own activity log marks
     /// (writes it made while it owned the volume, possibly never replicated); the ack's
     /// payload lists them (u64 little endian each). With [`FLAG_CLEAR`]: the owner has them
-    /// in its own log now, the replica clears its log.
+    /// in its own log now, the replica clears its log. With [`FLAG_GENERATION`]: the
+    /// replica's copy is current at generation `offset`. The ack's `offset`: the copy's
+    /// generation.
     Regions = 8,
 }
 
@@ -76,6 +78,9 @@ pub const FLAG_TRIM: u32 = 2;
 pub const FLAG_CLEAR: u32 = 4;
 /// On the ack of a [`Kind::Regions`]: the replica has no such volume.
 pub const FLAG_MISSING: u32 = 8;
+/// On [`Kind::Regions`]: the replica's copy is current at generation `offset` (a resync
+/// ended). The ack of a plain [`Kind::Regions`] carries the copy's generation in `offset`.
+pub const FLAG_GENERATION: u32 = 16;
 /// On a refusal: the sender may not write this volume (an older epoch, not a member of the
 /// pair, another protocol version).
 pub const REFUSED_DEPOSED: u32 = 1;

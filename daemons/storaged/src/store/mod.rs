@@ -11,6 +11,7 @@
 
 pub mod catalog;
 mod exports;
+mod generations;
 pub mod record;
 mod recovery;
 mod transfer;
@@ -507,6 +508,8 @@ impl Store {
             checksum: None,
             origin: None,
             home: None,
+            generation: 0,
+            peer_generation: None,
             id,
         }
     }
@@ -991,6 +994,10 @@ impl Store {
 pub struct ResyncReport {
     pub regions: u64,
     pub bytes: u64,
+    /// The generations said the peer's copy was from another history: every region was
+    /// sent.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub full: bool,
 }
 
 impl Store {
@@ -1042,10 +1049,27 @@ impl Store {
                     "volume {id} is missing on the peer: send it first (Store::send_missing)"
                 ))
             })?;
-        if !theirs.is_empty() {
-            log.mark_regions(&theirs).map_err(StoreError::io(format!(
-                "marking volume {id}'s activity log"
+        // A peer copy at neither this copy's generation nor the one it was left at comes
+        // from another history: the log does not say what it lacks, every region goes.
+        let (mine, left_at) = self.generation(&id)?;
+        let mut report = ResyncReport::default();
+        if theirs.generation != mine && Some(theirs.generation) != left_at {
+            tracing::warn!(
+                "volume {id}: the peer's copy is at generation {:016x}, this one at {mine:016x} \
+                 (the peer was left at {}): resyncing it whole",
+                theirs.generation,
+                left_at.map_or_else(|| "the same".to_string(), |g| format!("{g:016x}"))
+            );
+            log.mark_all().map_err(StoreError::io(format!(
+                "marking volume {id} for a full resync"
             )))?;
+            report.full = true;
+        }
+        if !theirs.regions.is_empty() {
+            log.mark_regions(&theirs.regions)
+                .map_err(StoreError::io(format!(
+                    "marking volume {id}'s activity log"
+                )))?;
             self.replica
                 .peer_regions_taken(&id)
                 .map_err(StoreError::io(format!(
@@ -1054,7 +1078,6 @@ impl Store {
         }
         let dirty = log.dirty();
         let total = dirty.len() as u64;
-        let mut report = ResyncReport::default();
         let region = crate::volume::changes::REGION_BYTES;
         let mut buf = vec![0u8; region as usize];
         for (n, r) in dirty.into_iter().enumerate() {
@@ -1083,6 +1106,13 @@ impl Store {
         volume.sync().map_err(StoreError::io(format!(
             "flushing volume {id} after its resync"
         )))?;
+        // Both copies are at this node's generation now.
+        self.replica
+            .peer_generation_set(&id, mine)
+            .map_err(StoreError::io(format!(
+                "telling the peer volume {id}'s generation"
+            )))?;
+        self.peer_caught_up(&id, mine)?;
         Ok(report)
     }
 }

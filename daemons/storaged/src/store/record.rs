@@ -40,6 +40,20 @@ pub struct VolumeRecord {
     /// (`ownership`). None: this node's own (and every volume of a single appliance).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub home: Option<String>,
+    /// On a pair, a writable volume's data generation: the same on both copies while they
+    /// are in sync (0: as created). The node serving it starts a new one when it goes on
+    /// without the peer ([`crate::store::Store::start_generations_without_peer`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u64,
+    /// While this node writes without the peer: the generation the peer's copy was left at.
+    /// A resync from the activity log is enough for a peer copy at that generation (or at
+    /// this one); a copy at any other generation is resynced whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_generation: Option<u64>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// Who may use a volume over the boot protocols.

@@ -128,19 +128,33 @@ pub trait Replica: Send + Sync + Debug {
     /// `volume`'s changes go to the peer again (its resync starts).
     fn resume(&self, _volume: &str) {}
     /// The regions of `volume` the peer's own activity log marks (it wrote them while it
-    /// owned the volume, maybe without this node): a resync sends them too. None: the peer
-    /// has no such volume (it was made while the peer was away).
-    fn peer_regions(&self, _volume: &str) -> io::Result<Option<Vec<u64>>> {
-        Ok(Some(Vec::new()))
+    /// owned the volume, maybe without this node): a resync sends them too; and the
+    /// generation of the peer's copy. None: the peer has no such volume (it was made while
+    /// the peer was away).
+    fn peer_regions(&self, _volume: &str) -> io::Result<Option<PeerCopy>> {
+        Ok(Some(PeerCopy::default()))
     }
     /// The peer may forget those regions: this node has them in its own log now.
     fn peer_regions_taken(&self, _volume: &str) -> io::Result<()> {
+        Ok(())
+    }
+    /// The peer's copy of `volume` is current at `generation` now (a resync ended).
+    fn peer_generation_set(&self, _volume: &str, _generation: u64) -> io::Result<()> {
         Ok(())
     }
     /// Which volumes this node serves (a pair's groups); None: all of them.
     fn ownership(&self) -> Option<std::sync::Arc<crate::ownership::Ownership>> {
         None
     }
+}
+
+/// What the peer says of its copy of a volume before a resync.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerCopy {
+    /// The regions its own activity log marks.
+    pub regions: Vec<u64>,
+    /// Its copy's data generation (`VolumeRecord::generation`).
+    pub generation: u64,
 }
 
 /// A single appliance: nothing to mirror to.

@@ -14,4 +14,4 @@ pub mod write;
 
 pub use activity::ActivityLog;
 pub use chain::Volume;
-pub use changes::{CatalogOp, ChangeMap, LocalOnly, Replica, WriteOp};
+pub use changes::{CatalogOp, ChangeMap, LocalOnly, PeerCopy, Replica, WriteOp};
