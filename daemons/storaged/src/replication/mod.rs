@@ -692,6 +692,9 @@ impl Replica for PeerReplica {
     }
 }
 
+/// Why the replica refuses a frame: the code sent back (`wire::REFUSED_*`) and the reason.
+type Refusal = (u32, String);
+
 /// The replica's side: applies what the owner of each volume sends.
 #[derive(Debug)]
 pub struct ReplicaServer {
@@ -817,7 +820,7 @@ impl ReplicaServer {
     /// the volume's owner only: a deposed node must not learn, nor clear, anything.
     /// Its payload, and the copy's generation (after setting it, with
     /// [`wire::FLAG_GENERATION`]).
-    fn regions(&self, f: &Frame<'_>) -> Result<Option<(Vec<u8>, u64)>, (u32, String)> {
+    fn regions(&self, f: &Frame<'_>) -> Result<Option<(Vec<u8>, u64)>, Refusal> {
         let ownership = self.store.ownership();
         if let Some(home) = ownership.known_home(&f.volume) {
             ownership
@@ -848,7 +851,7 @@ impl ReplicaServer {
     }
 
     /// Applies one frame of `sender`'s, if its epoch says the sender owns the group.
-    fn apply(&self, f: &Frame<'_>, sender: &str) -> Result<(), (u32, String)> {
+    fn apply(&self, f: &Frame<'_>, sender: &str) -> Result<(), Refusal> {
         let ownership = self.store.ownership();
         if f.kind == Kind::Catalog {
             return self.apply_catalog(f, sender);
@@ -897,7 +900,7 @@ impl ReplicaServer {
 
     /// Applies a catalog change of `sender`'s: refused (deposed) when it was sent with an
     /// older epoch of its group than this node knows.
-    fn apply_catalog(&self, f: &Frame<'_>, sender: &str) -> Result<(), (u32, String)> {
+    fn apply_catalog(&self, f: &Frame<'_>, sender: &str) -> Result<(), Refusal> {
         let cannot = |why: String| (REFUSED_CANNOT_APPLY, why);
         let op: CatalogOp = serde_json::from_slice(&f.payload)
             .map_err(|e| cannot(format!("not a catalog change: {e}")))?;
