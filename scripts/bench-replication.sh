@@ -6,24 +6,34 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 out=$REPO/target/bench
 mkdir -p "$out"
 cargo build --locked --release -p storaged --example replicated_write
+bin=$REPO/target/release/examples/replicated_write
 {
     echo "## Replicated storage: writes over NBD beside QEMU's synchronous mirror"
     echo
     echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') at commit $(git -C "$REPO" rev-parse --short HEAD) by"
-    echo "\`make bench\` (\`scripts/bench-replication.sh\`, \`replicated_write --count 512 --depth 8 --second-copy /dev/shm\`, 3 runs):"
-    echo "\`qemu-img bench -w\` over NBD against a storaged store, a storaged store replicating"
-    echo "synchronously to a second one (storaged's replication, plain TCP on loopback), and QEMU's"
-    echo "synchronous mirror (\`qemu-storage-daemon\`, \`blockdev-mirror copy-mode=write-blocking\` of a"
-    echo "raw file to a raw file behind \`qemu-nbd\`, the mirror's filter node exported over NBD). All"
-    echo "on this one host, sharing its two CPUs. The second copy (our replica's store, the mirror's"
-    echo "target file) is on a device of its own, \`/dev/shm\`, as each node of a pair has its disk:"
-    echo "with both on this host's one disk, every replicated byte costs that disk twice. Goals"
-    echo "(issue 22): replicated ≥ 0.8× unreplicated and ≥ 1.0× the mirror."
-    for run in 1 2 3; do
-        echo
-        echo "Run $run:"
-        echo
-        "$REPO/target/release/examples/replicated_write" --count 512 --depth 8 --second-copy /dev/shm
+    echo "\`make bench\` (\`scripts/bench-replication.sh\`: \`replicated_write --count 512 --depth 8 --second-copy /dev/shm\`,"
+    echo "3 runs with \`--pin\` and 3 without): \`qemu-img bench -w\` over NBD against a storaged store, a"
+    echo "storaged store replicating synchronously to a second one (storaged's replication, plain TCP"
+    echo "on loopback), and QEMU's synchronous mirror (\`qemu-storage-daemon\`, \`blockdev-mirror"
+    echo "copy-mode=write-blocking\` of a raw file to a raw file behind \`qemu-nbd\`, the mirror's filter"
+    echo "node exported over NBD). The second copy (our replica's store, the mirror's target file) is"
+    echo "on a device of its own, \`/dev/shm\`, as each node of a pair has its disk. With \`--pin\` each"
+    echo "node has a CPU of its own too, as on two machines: the client and the serving node (our"
+    echo "owner, the unreplicated store, the mirror's \`qemu-storage-daemon\`) on CPU 0, the second"
+    echo "copy's server (our replica, the mirror's \`qemu-nbd\`) on CPU 1. Without it all share this"
+    echo "host's two CPUs. Goals (issue 22): replicated ≥ 0.8× unreplicated and ≥ 1.0× the mirror."
+    for pin in --pin ""; do
+        for run in 1 2 3; do
+            echo
+            if [ -n "$pin" ]; then
+                echo "Run $run, each node on a CPU of its own (\`--pin\`):"
+            else
+                echo "Run $run, all sharing the two CPUs:"
+            fi
+            echo
+            # shellcheck disable=SC2086 # $pin is one flag or none
+            "$bin" --count 512 --depth 8 --second-copy /dev/shm $pin
+        done
     done
 } >"$out/replication.md"
 echo "bench-replication: wrote $out/replication.md"

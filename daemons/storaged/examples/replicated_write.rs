@@ -10,8 +10,14 @@
 //! copies on one disk, a replicated write costs that disk twice the bytes, which says nothing
 //! about replication.
 //!
+//! `--pin` gives each node a CPU of its own, as on a pair of machines: the client and the
+//! serving node (our owner, the mirror's `qemu-storage-daemon`, the unreplicated store) on
+//! CPU 0, the second copy's server (our replica, the mirror's `qemu-nbd`) on CPU 1. Without
+//! it, everything shares the host's CPUs, and a replicated write's extra copies (the send,
+//! the replica's receive and write) compete with the owner's.
+//!
 //! `cargo run --release -p storaged --example replicated_write -- [--count N] [--depth D]
-//! [--second-copy DIR]`
+//! [--second-copy DIR] [--pin]`
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a measurement: a failure ends it
 
@@ -46,6 +52,40 @@ fn arg(name: &str, default: u64) -> u64 {
 }
 
 /// Seconds `qemu-img bench` takes for `args` against `uri`.
+/// Whether each node gets a CPU of its own (`--pin`).
+fn pinned() -> bool {
+    std::env::args().any(|a| a == "--pin")
+}
+
+/// Runs the calling thread (and the threads it starts) on `cpu` only, with `--pin`.
+fn pin_thread(cpu: usize) {
+    if !pinned() {
+        return;
+    }
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes within it; the call
+    // reads the set for the calling thread (0).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0,
+            "pinning to CPU {cpu}"
+        );
+    }
+}
+
+/// `program`, on `cpu` only with `--pin` (through `taskset`).
+fn on_cpu(program: &str, cpu: usize) -> Command {
+    if pinned() {
+        let mut c = Command::new("taskset");
+        c.args(["-c", &cpu.to_string(), program]);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
 /// Where second copies go (`--second-copy DIR`; the temporary directory when not given).
 fn second_copy() -> std::path::PathBuf {
     let args: Vec<String> = std::env::args().collect();
@@ -76,7 +116,7 @@ fn bench(uri: &str, args: &[&str]) -> f64 {
     // SAFETY: sync takes no arguments and cannot fail.
     unsafe { libc::sync() };
     let t = Instant::now();
-    let out = Command::new("qemu-img")
+    let out = on_cpu("qemu-img", 0)
         .args(["bench", "-f", "raw", "-w", "-q"])
         .args(args)
         .arg(uri)
@@ -129,7 +169,7 @@ fn qemu_mirror(dir: &Path, second: &Path, size: u64) -> (String, Vec<Killed>) {
         std::fs::File::create(f).unwrap().set_len(size).unwrap();
     }
     let tport = free_port();
-    let target = Command::new("qemu-nbd")
+    let target = on_cpu("qemu-nbd", 1)
         .args([
             "-f",
             "raw",
@@ -147,7 +187,7 @@ fn qemu_mirror(dir: &Path, second: &Path, size: u64) -> (String, Vec<Killed>) {
         .expect("qemu-nbd");
     std::thread::sleep(std::time::Duration::from_millis(500));
     let (eport, sock) = (free_port(), dir.join("qmp.sock"));
-    let daemon = Command::new("qemu-storage-daemon")
+    let daemon = on_cpu("qemu-storage-daemon", 0)
         .arg("--blockdev")
         .arg(format!(
             "driver=file,filename={},node-name=src-file,cache.direct=off",
@@ -206,6 +246,8 @@ fn qemu_mirror(dir: &Path, second: &Path, size: u64) -> (String, Vec<Killed>) {
 fn main() {
     let count = arg("--count", 512);
     let depth = arg("--depth", 8).to_string();
+    // The owners' runtime and blocking threads start from here: CPU 0 with --pin.
+    pin_thread(0);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -223,7 +265,11 @@ fn main() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let server = ReplicaServer::new(replica, hello("b"));
-    std::thread::spawn(move || server.serve(listener));
+    std::thread::spawn(move || {
+        // Its connections' threads start from here: CPU 1 with --pin.
+        pin_thread(1);
+        server.serve(listener)
+    });
     // A replicated owner and an unreplicated one.
     let replicated = Arc::new(
         Store::open_with_replica(dirs[1].path(), Arc::new(PeerReplica::new(addr, hello("a"))))

@@ -273,3 +273,57 @@ fn every_step_of_the_write_protocol_survives_a_crash() {
     }
     replica_crash("replica::applied");
 }
+
+/// An import during which the peer is marked Outdated (at its third chunk here): ready on the
+/// owner, not frozen on the peer, on the unsent list; the resync sends it whole and the peer
+/// freezes it once its SHA-256 matches.
+#[test]
+fn an_import_cut_by_the_peer_going_outdated_is_sent_whole_at_the_resync() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let replica = Arc::new(Store::open(db.path()).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let peer = listener.local_addr().unwrap();
+    serve_replica(Arc::clone(&replica), listener);
+    let link = Arc::new(PeerReplica::new(peer, hello("node-a")));
+    let owner = Store::open_with_replica(da.path(), link.clone()).unwrap();
+    let img = da.path().join("golden.raw");
+    let content: Vec<u8> = (0..24 * MIB).map(|i| (i / 4096 % 251) as u8 + 1).collect();
+    std::fs::write(&img, &content).unwrap();
+    let hits = AtomicU32::new(0);
+    let cut = Arc::clone(&link);
+    fail::cfg_callback("transfer::chunk", move || {
+        if hits.fetch_add(1, Ordering::SeqCst) == 2 {
+            cut.set_peer_outdated(true);
+        }
+    })
+    .unwrap();
+    let g = owner
+        .import(
+            Some("debian"),
+            std::fs::File::open(&img).unwrap(),
+            None,
+            false,
+            None,
+            &mut |_, _| {},
+        )
+        .unwrap();
+    fail::remove("transfer::chunk");
+    let id = g.record.id.clone();
+    assert_eq!(owner.unsent(), [id.clone()]);
+    assert_ne!(
+        replica.info(&id).unwrap().record.state,
+        storaged::store::VolumeState::Frozen,
+        "the peer froze an incomplete copy"
+    );
+    // The peer is back: the resync sends it whole.
+    link.set_peer_outdated(false);
+    assert!(owner.send_missing(&id).unwrap());
+    assert!(owner.unsent().is_empty());
+    let there = replica.info(&id).unwrap().record;
+    assert_eq!(there.state, storaged::store::VolumeState::Frozen);
+    assert_eq!(there.checksum, g.record.checksum);
+    assert_eq!(
+        replica.content_checksum(&id).unwrap(),
+        g.record.checksum.unwrap()
+    );
+}

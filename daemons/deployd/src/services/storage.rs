@@ -57,8 +57,9 @@ impl Storage {
     }
 
     /// On a pair: whether every golden image has a current copy on the other node too (the
-    /// peer is not Outdated and no resync is running: one made while the peer was away
-    /// reaches it at the resync). None: a single appliance, or storaged not answering.
+    /// peer is not Outdated, no resync is running and none is due: one made while the peer
+    /// was away, or whose transfer was cut, reaches it at the resync). None: a single
+    /// appliance, or storaged not answering.
     pub fn redundant(&self) -> Option<bool> {
         match self.redundant.load(std::sync::atomic::Ordering::Relaxed) {
             1 => Some(false),
@@ -73,7 +74,7 @@ impl Storage {
         loop {
             let seen = match self.pair_status().await {
                 Ok(Some(s)) => {
-                    if !s.peer_outdated && !s.resync.running {
+                    if !s.peer_outdated && !s.resync.running && s.needs_resync.is_empty() {
                         2
                     } else {
                         1

@@ -188,6 +188,8 @@ pub struct PeerReplica {
     /// When each request waiting for the peer's answer was sent, by a number of its own.
     waiting: Mutex<HashMap<u64, std::time::Instant>>,
     sockets: Sockets,
+    /// Changes not sent (the peer Outdated, the volume degraded), counted.
+    skipped: AtomicU64,
 }
 
 /// A request waiting for the peer, counted in [`PeerReplica::stalled_for`] until dropped.
@@ -252,6 +254,7 @@ impl PeerReplica {
             stalled_since: Mutex::new(None),
             waiting: Mutex::new(HashMap::new()),
             sockets: Arc::default(),
+            skipped: AtomicU64::new(0),
         }
     }
 
@@ -478,7 +481,11 @@ impl PeerReplica {
 
     /// Whether `frame` is not sent at all: the peer is outdated, or the volume degraded.
     fn skips(&self, frame: &Frame<'_>) -> bool {
-        self.peer_outdated() || self.degraded.lock().contains(&frame.volume)
+        let skip = self.peer_outdated() || self.degraded.lock().contains(&frame.volume);
+        if skip {
+            self.skipped.fetch_add(1, Ordering::SeqCst);
+        }
+        skip
     }
 
     /// What an attempt at `frame` means: done (`Some`), or to be tried again (`None`).
@@ -647,6 +654,10 @@ impl Replica for PeerReplica {
 
     fn in_sync(&self, volume: &str) -> bool {
         !self.peer_outdated() && !self.degraded.lock().contains(volume)
+    }
+
+    fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::SeqCst)
     }
 
     fn resume(&self, volume: &str) {

@@ -53,9 +53,10 @@ pub struct PairStatus {
     /// Groups the peer wrote at the epoch this node serves them with: refused, never merged.
     #[serde(default)]
     pub split_brain: Vec<String>,
-    /// Volumes served here whose peer copy needs a resync although the peer is not Outdated:
-    /// degraded ones, and those whose activity log held regions when storaged started (it
-    /// stopped or crashed with writes maybe applied here only).
+    /// Volumes whose peer copy needs a resync although the peer is not Outdated: degraded
+    /// ones, those whose activity log held regions when storaged started (it stopped or
+    /// crashed with writes maybe applied here only), and those whose transfer to the peer
+    /// was cut (the unsent list).
     #[serde(default)]
     pub needs_resync: Vec<String>,
 }
@@ -150,10 +151,11 @@ impl PairLink {
             .cloned()
             .collect();
         let degraded = self.link.degraded();
-        let needs_resync = served
+        let mut needs_resync: Vec<String> = served
             .into_iter()
             .filter(|id| degraded.contains(id) || self.store.recovering(id).unwrap_or(true))
             .collect();
+        needs_resync.extend(self.store.unsent());
         PairStatus {
             node: self.node.clone(),
             groups: ownership.groups(),

@@ -12,6 +12,7 @@
 pub mod catalog;
 mod exports;
 mod generations;
+mod pending;
 pub mod record;
 mod recovery;
 mod transfer;
@@ -167,8 +168,10 @@ pub struct Store {
     replica: Arc<dyn Replica>,
     /// Which writable volumes this node serves (all of them on a single appliance).
     ownership: Arc<Ownership>,
-    /// One change at a time of the list of volumes deleted while the peer was away.
-    deleting: Mutex<()>,
+    /// Volumes deleted while the peer was away, not deleted there yet.
+    deleted: pending::IdList,
+    /// Volumes whose transfer to the peer did not complete: sent whole at the resync.
+    unsent: pending::IdList,
     _lock: Flock<File>,
 }
 
@@ -240,7 +243,8 @@ impl Store {
             layers: Mutex::new(HashMap::new()),
             replica,
             ownership,
-            deleting: Mutex::new(()),
+            deleted: pending::IdList::new(root.join("activity").join("deleted")),
+            unsent: pending::IdList::new(root.join("activity").join("unsent")),
             _lock: lock,
         };
         store.remove_leftovers()?;
@@ -831,59 +835,31 @@ impl Store {
         let id = self.delete_here(key)?;
         if replicate {
             if peer_away {
-                self.remember_delete(&id)?;
+                self.deleted.add(&id)?;
             }
             self.replicate(&CatalogOp::Delete { id })?;
         }
         Ok(())
     }
 
-    fn deleted_path(&self) -> PathBuf {
-        self.root.join("activity").join("deleted")
-    }
-
     /// The volumes deleted while the peer was away, not deleted there yet.
     pub fn deleted_meanwhile(&self) -> Vec<String> {
-        std::fs::read_to_string(self.deleted_path())
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .filter(|l| !l.is_empty())
-            .collect()
-    }
-
-    fn write_deleted(&self, ids: &[String]) -> Result<(), StoreError> {
-        let path = self.deleted_path();
-        let io = |e| StoreError::io(format!("writing {}", path.display()))(e);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let tmp = path.with_extension("tmp");
-        let mut text = ids.join("\n");
-        text.push('\n');
-        std::fs::write(&tmp, text).map_err(io)?;
-        File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)
-    }
-
-    fn remember_delete(&self, id: &str) -> Result<(), StoreError> {
-        let _one = self.deleting.lock();
-        let mut ids = self.deleted_meanwhile();
-        ids.push(id.to_string());
-        self.write_deleted(&ids)
+        self.deleted.ids()
     }
 
     /// Deletes on the peer what was deleted here while it was away (part of its resync).
     pub fn send_deletes(&self) -> Result<usize, StoreError> {
-        let _one = self.deleting.lock();
-        let ids = self.deleted_meanwhile();
-        for id in &ids {
-            self.replicate(&CatalogOp::Delete { id: id.clone() })?;
-        }
-        if !ids.is_empty() {
-            self.write_deleted(&[])?;
-        }
-        Ok(ids.len())
+        self.deleted.drain(|ids| {
+            for id in ids {
+                self.replicate(&CatalogOp::Delete { id: id.clone() })?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The volumes whose transfer to the peer did not complete (sent whole at the resync).
+    pub fn unsent(&self) -> Vec<String> {
+        self.unsent.ids()
     }
 
     fn delete_here(&self, key: &str) -> Result<String, StoreError> {
@@ -933,17 +909,29 @@ impl Store {
     /// resync. Returns whether it was missing.
     pub fn send_missing(&self, key: &str) -> Result<bool, StoreError> {
         let r = self.state.lock().resolve(key)?.clone();
-        let missing = self
-            .replica
-            .peer_regions(&r.id)
-            .map_err(StoreError::io(format!(
-                "asking the peer about volume {}",
-                r.id
-            )))?
-            .is_none();
+        let unsent = self.unsent.contains(&r.id);
+        let missing = unsent
+            || self
+                .replica
+                .peer_regions(&r.id)
+                .map_err(StoreError::io(format!(
+                    "asking the peer about volume {}",
+                    r.id
+                )))?
+                .is_none();
         if !missing {
             return Ok(false);
         }
+        // Kept on the list if the peer was lost again half-way.
+        if self.send_missing_volume(&r)? && unsent {
+            self.unsent.remove(&r.id)?;
+        }
+        Ok(true)
+    }
+
+    /// Sends `r` to the peer: whole and checked if frozen, created and marked if writable.
+    /// Returns whether the transfer completed.
+    fn send_missing_volume(&self, r: &VolumeRecord) -> Result<bool, StoreError> {
         tracing::info!("volume {} is missing on the peer: sending it", r.id);
         if r.state == VolumeState::Frozen {
             // Sent whole (a snapshot too: flat there), under this node's epoch (a frozen
@@ -953,8 +941,7 @@ impl Store {
             if flat.checksum.is_none() {
                 flat.checksum = Some(self.content_checksum(&r.id)?);
             }
-            self.send_to_replica(&flat, Some(&r.name))?;
-            return Ok(true);
+            return self.send_to_replica(&flat, Some(&r.name));
         }
         match &r.parent {
             Some(parent) => self.replicate(&CatalogOp::Clone {

@@ -95,14 +95,19 @@ impl Store {
 
     /// Sends an imported volume to the replica: created there under its id, its non-zero
     /// chunks written, then (a golden image) frozen once the replica's SHA-256 matches.
+    /// Returns whether it got there whole: if the peer was marked Outdated half-way, the
+    /// volume is put on the unsent list (sent again whole at the resync), not frozen there.
     pub(super) fn send_to_replica(
         &self,
         r: &VolumeRecord,
         name: Option<&str>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         if !self.replica.mirrors() {
-            return Ok(());
+            return Ok(true);
         }
+        // Changes the replica skipped meanwhile (the peer was marked Outdated half-way):
+        // then the copy there is incomplete, and is sent again whole at the resync.
+        let skipped = self.replica.skipped();
         self.replicate(&CatalogOp::Create {
             id: r.id.clone(),
             name: name.map(str::to_string),
@@ -117,6 +122,7 @@ impl Store {
             let n = (r.size - pos).min(CHUNK as u64) as usize;
             crate::block::BlockDevice::read_at(&**volume, &mut buf[..n], pos)
                 .map_err(StoreError::io(format!("reading volume {} at {pos}", r.id)))?;
+            fail::fail_point!("transfer::chunk");
             if buf[..n].iter().any(|b| *b != 0) {
                 self.replica
                     .write(&r.id, pos, WriteOp::Data(&buf[..n]))
@@ -131,13 +137,22 @@ impl Store {
             "sending volume {} to the replica",
             r.id
         )))?;
+        if self.replica.skipped() != skipped {
+            tracing::warn!(
+                "volume {}: the peer missed part of it (it was marked Outdated meanwhile): \
+                 sent again whole at its resync",
+                r.id
+            );
+            self.unsent.add(&r.id)?;
+            return Ok(false);
+        }
         if r.state == VolumeState::Frozen {
             self.replicate(&CatalogOp::Freeze {
                 id: r.id.clone(),
                 checksum: r.checksum.clone().unwrap_or_default(),
             })?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Writes the content of volume `key` to `out` as `format`.
