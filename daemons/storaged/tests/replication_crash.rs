@@ -309,7 +309,7 @@ fn an_import_cut_by_the_peer_going_outdated_is_sent_whole_at_the_resync() {
         .unwrap();
     fail::remove("transfer::chunk");
     let id = g.record.id.clone();
-    assert_eq!(owner.unsent(), [id.clone()]);
+    assert_eq!(owner.unsent(), std::slice::from_ref(&id));
     assert_ne!(
         replica.info(&id).unwrap().record.state,
         storaged::store::VolumeState::Frozen,
