@@ -32,6 +32,9 @@ packages=(
     etcd-client     # etcdctl: looks into the test clusters
     protobuf-compiler # protoc: etcd-client's gRPC code is generated at build time
     keepalived      # make bench: the named peer of the pair's takeover (VRRP)
+    libiscsi-bin    # iscsi-test-cu (the iSCSI conformance suite), iscsi-inq, iscsi-perf
+    qemu-block-extra # QEMU's iscsi:// block driver (qemu-img, qemu-io, the VMs)
+    tgt             # make bench: Debian's userspace iSCSI target, the named peer
 )
 
 find_missing() {

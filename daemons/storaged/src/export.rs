@@ -20,9 +20,42 @@ pub enum ExportError {
     Denied { name: String, client: IpAddr },
 }
 
+/// Who may log in to an exported volume over iSCSI, beside its address allow-list (which
+/// holds for every protocol).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IscsiAccess {
+    /// Initiator names (IQNs) allowed; empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub initiators: Vec<String>,
+    /// The CHAP name and secret the initiator must answer with, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chap: Option<ChapSecret>,
+    /// Mutual CHAP: the name and secret this target answers an initiator's challenge with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mutual_chap: Option<ChapSecret>,
+}
+
+/// A CHAP name and secret.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChapSecret {
+    pub user: String,
+    pub secret: String,
+}
+
+impl fmt::Debug for ChapSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChapSecret")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
 /// One export as listed by NBD_OPT_LIST.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportSummary {
+    /// The volume's id (an iSCSI target is named after it).
+    pub id: String,
     pub name: String,
     pub description: String,
 }
@@ -41,6 +74,10 @@ pub struct OpenExport {
     /// Whether this node still serves the volume (on a pair, its group may move to the other
     /// node: the connection then closes, and the client reconnects to the new owner).
     pub served: crate::ownership::Served,
+    /// Who may log in over iSCSI (the NBD server does not look).
+    pub iscsi: IscsiAccess,
+    /// The volume's id (the iSCSI unit serial number).
+    pub volume_id: String,
 }
 
 impl fmt::Debug for OpenExport {

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod control;
 pub mod export;
 pub mod imagefile;
+pub mod iscsi;
 pub mod nbd;
 pub mod ownership;
 pub mod replication;

@@ -222,6 +222,7 @@ struct MemExport {
     device: Arc<dyn BlockDevice>,
     /// `None`: any client may use it.
     allowed: Option<Vec<IpAddr>>,
+    iscsi: crate::export::IscsiAccess,
 }
 
 impl std::fmt::Debug for MemExport {
@@ -270,8 +271,16 @@ impl MemCatalog {
                 description: description.to_owned(),
                 device,
                 allowed,
+                iscsi: Default::default(),
             },
         );
+    }
+
+    /// Who may log in to export `name` over iSCSI.
+    pub fn set_iscsi(&self, name: &str, access: crate::export::IscsiAccess) {
+        if let Some(e) = self.exports.write().get_mut(name) {
+            e.iscsi = access;
+        }
     }
 
     /// Exports currently opened and not yet released.
@@ -303,6 +312,8 @@ impl ExportCatalog for MemCatalog {
             device: Arc::clone(&export.device),
             lease: Box::new(Lease(Arc::clone(&self.leases))),
             served: crate::ownership::Served::always(),
+            iscsi: export.iscsi.clone(),
+            volume_id: name.to_owned(),
         })
     }
 
@@ -312,6 +323,7 @@ impl ExportCatalog for MemCatalog {
             .iter()
             .filter(|(_, e)| allows(e, client))
             .map(|(name, e)| ExportSummary {
+                id: name.clone(),
                 name: name.clone(),
                 description: e.description.clone(),
             })

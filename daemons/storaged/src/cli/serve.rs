@@ -21,6 +21,9 @@ pub struct ServeArgs {
     /// Address for NBD clients (the NBD port is 10809).
     #[arg(long, default_value = appliance_layout::LOCAL_NBD_ADDRESS)]
     nbd_listen: SocketAddr,
+    /// Address for iSCSI initiators (the iSCSI port is 3260); none: no iSCSI target.
+    #[arg(long)]
+    iscsi_listen: Option<SocketAddr>,
     /// Control socket (D-Bus peer to peer).
     #[arg(long, env = "STORAGED_CONTROL", default_value = DEFAULT_SOCKET)]
     control: PathBuf,
@@ -179,7 +182,17 @@ pub fn run(mut args: ServeArgs) -> Result<ExitCode, Failure> {
             args.nbd_listen
         );
         let catalog: Arc<dyn ExportCatalog> = store.clone();
-        let mut nbd = tokio::spawn(crate::nbd::serve(listener, catalog));
+        let mut nbd = tokio::spawn(crate::nbd::serve(listener, Arc::clone(&catalog)));
+        let mut iscsi = match args.iscsi_listen {
+            Some(addr) => {
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| local(&format!("cannot listen on {addr}"), e))?;
+                tracing::info!("iSCSI target on {addr}");
+                tokio::spawn(crate::iscsi::serve(l, catalog))
+            }
+            None => tokio::spawn(std::future::pending()),
+        };
         let control_path = args.control.clone();
         let control_store = Arc::clone(&store);
         let mut control = tokio::spawn(async move {
@@ -191,6 +204,7 @@ pub fn run(mut args: ServeArgs) -> Result<ExitCode, Failure> {
             _ = term.recv() => Ok(()),
             _ = int.recv() => Ok(()),
             r = &mut nbd => Err(format!("NBD server stopped: {r:?}")),
+            r = &mut iscsi => Err(format!("iSCSI target stopped: {r:?}")),
             r = &mut control => Err(format!("control interface stopped: {r:?}")),
         };
         tracing::info!("shutting down: syncing open volumes");

@@ -955,11 +955,13 @@ impl ReplicaServer {
                 id,
                 allow,
                 read_only,
+                iscsi,
             } => s
                 .export_put(crate::store::ExportRecord {
                     volume: id.clone(),
                     allow: allow.clone(),
                     read_only: *read_only,
+                    iscsi: iscsi.clone(),
                 })
                 .map(drop),
             CatalogOp::Unexport { id } => s.export_drop(id),

@@ -132,6 +132,7 @@ mod tests {
             volume: "v1".into(),
             allow: Vec::new(),
             read_only: true,
+            iscsi: None,
         };
         c.commit(&[Change::PutExport(export.clone())]).unwrap();
         drop(c);

@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use super::catalog::Change;
 use super::{ExportRecord, Store, StoreError, VolumeLease, VolumeState};
 use crate::block::{BlockDevice, Extent};
-use crate::export::{ExportCatalog, ExportError, ExportSummary, OpenExport};
+use crate::export::{ExportCatalog, ExportError, ExportSummary, IscsiAccess, OpenExport};
 use crate::ownership::Served;
 use crate::volume::CatalogOp;
 use crate::volume::Volume;
@@ -24,17 +24,30 @@ impl Store {
         allow: Vec<IpNet>,
         read_only: bool,
     ) -> Result<ExportRecord, StoreError> {
+        self.export_add_iscsi(key, allow, read_only, None)
+    }
+
+    /// As [`Store::export_add`], with who may log in over iSCSI.
+    pub fn export_add_iscsi(
+        &self,
+        key: &str,
+        allow: Vec<IpNet>,
+        read_only: bool,
+        iscsi: Option<IscsiAccess>,
+    ) -> Result<ExportRecord, StoreError> {
         let id = self.state.lock().resolve(key)?.id.clone();
         // Not under the state lock: the peer may be replicating to this store meanwhile.
         self.replicate(&CatalogOp::Export {
             id: id.clone(),
             allow: allow.clone(),
             read_only,
+            iscsi: iscsi.clone(),
         })?;
         self.export_put(ExportRecord {
             volume: id,
             allow,
             read_only,
+            iscsi,
         })
     }
 
@@ -138,6 +151,8 @@ impl ExportCatalog for Store {
             device,
             lease: Box::new(lease),
             served,
+            iscsi: rec.iscsi.clone().unwrap_or_default(),
+            volume_id: r.id.clone(),
         })
     }
 
@@ -149,6 +164,7 @@ impl ExportCatalog for Store {
             .filter_map(|e| st.volumes.get(&e.volume))
             .filter(|r| r.state == VolumeState::Frozen || self.ownership.owns(&r.id))
             .map(|r| ExportSummary {
+                id: r.id.clone(),
                 name: r.name.clone(),
                 description: r.id.clone(),
             })

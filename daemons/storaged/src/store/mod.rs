@@ -969,6 +969,7 @@ impl Store {
                 id: e.volume,
                 allow: e.allow,
                 read_only: e.read_only,
+                iscsi: e.iscsi,
             })?;
         }
         Ok(true)

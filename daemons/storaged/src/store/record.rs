@@ -65,6 +65,9 @@ pub struct ExportRecord {
     pub allow: Vec<IpNet>,
     /// Serve read-only even if the volume is writable.
     pub read_only: bool,
+    /// Who may log in over iSCSI (initiator names, CHAP); none: any initiator, no CHAP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iscsi: Option<crate::export::IscsiAccess>,
 }
 
 /// A volume as `list` and `info` show it.

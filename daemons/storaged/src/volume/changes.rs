@@ -59,6 +59,8 @@ pub enum CatalogOp {
         id: String,
         allow: Vec<ipnet::IpNet>,
         read_only: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        iscsi: Option<crate::export::IscsiAccess>,
     },
     /// Volume `id` is not served any more.
     Unexport {
