@@ -12,6 +12,8 @@ fi
 "$REPO/scripts/bench-planscript.sh"
 "$REPO/scripts/bench-replication.sh"
 if [ "$(id -u)" = 0 ]; then
+    # storaged's iSCSI target beside tgt and the NBD server.
+    "$REPO/scripts/bench-iscsi.sh"
     "$REPO/scripts/bench-deploy.sh"
     # The HA pair in network namespaces: takeover vs keepalived, redb vs etcd writes.
     "$REPO/target/release/pair-bench" --kills 10 >"$REPO/target/bench/pair.md"
@@ -28,7 +30,7 @@ fi
     echo "Every figure is measured by \`make bench\` on this project's machine (2 cores, 24 GiB); each"
     echo "section says when, at which commit, and under what load. Peers named by the issues are"
     echo "measured side by side in the same run."
-    for s in storaged deployd planscript replication deploy pair boot scenarios; do
+    for s in storaged iscsi deployd planscript replication deploy pair boot scenarios; do
         f=$REPO/target/bench/$s.md
         if [ -f "$f" ]; then
             echo

@@ -181,6 +181,24 @@ pub fn execute(dev: &dyn BlockDevice, id: &Identity, lun: u64, cdb: &[u8], data:
     r.unwrap_or_else(Outcome::check)
 }
 
+/// A READ whose blocks are all in memory, answered without waiting (on the target's async
+/// thread, sparing a hand-off to the blocking pool and back). None: not a READ, or not
+/// cached: [`execute`] it.
+pub fn read_cached(dev: &dyn BlockDevice, lun: u64, cdb: &[u8]) -> Option<Outcome> {
+    if lun != 0 || !matches!(cdb[0], 0x08 | 0x28 | 0xa8 | 0x88) || no_protection(cdb).is_err() {
+        return None;
+    }
+    let (lba, n, _) = range(cdb);
+    if in_range(dev, lba, n).is_err() || n == 0 || n > 256 {
+        return None;
+    }
+    let mut buf = vec![0u8; (n * BLOCK) as usize];
+    match dev.read_cached(&mut buf, lba * BLOCK) {
+        Ok(true) => Some(Outcome::good(buf)),
+        _ => None,
+    }
+}
+
 /// The range a read, write or verify CDB names: (first block, blocks, FUA).
 fn range(cdb: &[u8]) -> (u64, u64, bool) {
     let fua = cdb[1] & 0x08 != 0;

@@ -303,7 +303,10 @@ async fn command<W: AsyncWrite + Unpin>(
     let expected = req.u32_at(20) as usize;
     let writing = req.flags() & 0x20 != 0;
     if !writing {
-        let outcome = run_blocking(dev, id, req.lun(), cdb, Vec::new()).await;
+        let outcome = match scsi::read_cached(dev.as_ref(), req.lun(), &cdb) {
+            Some(o) => o,
+            None => run_blocking(dev, id, req.lun(), cdb, Vec::new()).await,
+        };
         return finish(c, req.itt(), expected, None, outcome).await;
     }
     // What the CDB transfers; the initiator sends what it expects (EDTL), and the command
