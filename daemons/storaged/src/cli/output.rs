@@ -121,12 +121,40 @@ fn describe_export(e: &ExportRecord) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    format!("{who}{}", if e.read_only { " (read-only)" } else { "" })
+    let mut iscsi = String::new();
+    if let Some(a) = &e.iscsi {
+        if !a.initiators.is_empty() {
+            iscsi += &format!("; iSCSI initiators {}", a.initiators.join(", "));
+        }
+        if let Some(c) = &a.chap {
+            iscsi += &format!("; CHAP user {}", c.user);
+        }
+        if a.mutual_chap.is_some() {
+            iscsi += " (mutual)";
+        }
+    }
+    format!(
+        "{who}{}{iscsi}",
+        if e.read_only { " (read-only)" } else { "" }
+    )
 }
 
 pub fn exports(list: &[ExportRecord], json: bool) {
     if json {
-        return print_json(&list);
+        // CHAP secrets are never printed.
+        let shown: Vec<ExportRecord> = list
+            .iter()
+            .cloned()
+            .map(|mut e| {
+                if let Some(a) = &mut e.iscsi {
+                    for c in [&mut a.chap, &mut a.mutual_chap].into_iter().flatten() {
+                        c.secret = "(hidden)".into();
+                    }
+                }
+                e
+            })
+            .collect();
+        return print_json(&shown);
     }
     for e in list {
         println!("{}  {}", e.volume, describe_export(e));

@@ -97,6 +97,57 @@ pub enum VolumeCommand {
     },
 }
 
+/// Who may log in over iSCSI (beside the address list, which holds for NBD too).
+#[derive(Debug, clap::Args)]
+pub struct IscsiArgs {
+    /// An initiator name (IQN) allowed to log in over iSCSI (repeatable); any if none.
+    #[arg(long = "initiator", value_name = "IQN")]
+    initiators: Vec<String>,
+    /// The CHAP name an iSCSI initiator must log in with (its secret: --chap-secret-file).
+    #[arg(long, requires = "chap_secret_file")]
+    chap_user: Option<String>,
+    /// A file holding the CHAP secret (12 to 255 bytes; read, never printed).
+    #[arg(long, requires = "chap_user")]
+    chap_secret_file: Option<PathBuf>,
+    /// Mutual CHAP: the name this target answers an initiator's challenge with.
+    #[arg(long, requires_all = ["mutual_chap_secret_file", "chap_user"])]
+    mutual_chap_user: Option<String>,
+    /// A file holding the mutual CHAP secret.
+    #[arg(long, requires = "mutual_chap_user")]
+    mutual_chap_secret_file: Option<PathBuf>,
+}
+
+impl IscsiArgs {
+    fn access(&self) -> Result<Option<crate::export::IscsiAccess>, Failure> {
+        let secret = |user: &Option<String>, file: &Option<PathBuf>| -> Result<_, Failure> {
+            let (Some(user), Some(file)) = (user, file) else {
+                return Ok(None);
+            };
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| Failure::Local(format!("{}: {e}", file.display())))?;
+            let secret = text.trim_end_matches(['\r', '\n']).to_string();
+            // RFC 7143 §12.1.3: at least 12 bytes (96 bits) of secret.
+            if !(12..=255).contains(&secret.len()) {
+                return Err(Failure::Local(format!(
+                    "{}: a CHAP secret has 12 to 255 bytes; this one has {}",
+                    file.display(),
+                    secret.len()
+                )));
+            }
+            Ok(Some(crate::export::ChapSecret {
+                user: user.clone(),
+                secret,
+            }))
+        };
+        let access = crate::export::IscsiAccess {
+            initiators: self.initiators.clone(),
+            chap: secret(&self.chap_user, &self.chap_secret_file)?,
+            mutual_chap: secret(&self.mutual_chap_user, &self.mutual_chap_secret_file)?,
+        };
+        Ok((access != crate::export::IscsiAccess::default()).then_some(access))
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ExportCommand {
     /// Serve a volume over NBD (export name: its id or name). Replaces an existing export.
@@ -108,6 +159,8 @@ pub enum ExportCommand {
         /// Serve a writable volume read-only (frozen volumes always are).
         #[arg(long)]
         read_only: bool,
+        #[command(flatten)]
+        iscsi: IscsiArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -294,13 +347,18 @@ pub fn run_export(cmd: ExportCommand) -> Result<ExitCode, Failure> {
                 volume,
                 allow,
                 read_only,
+                iscsi,
                 client,
             } => {
                 let allow: Vec<&str> = allow.iter().map(String::as_str).collect();
-                let rec = connect(&client)
-                    .await?
-                    .export_add(&volume, &allow, read_only)
-                    .await?;
+                let c = connect(&client).await?;
+                let rec = match iscsi.access()? {
+                    Some(access) => {
+                        c.export_add_iscsi(&volume, &allow, read_only, &access)
+                            .await?
+                    }
+                    None => c.export_add(&volume, &allow, read_only).await?,
+                };
                 output::exports(&[rec], client.json);
             }
             ExportCommand::Remove { volume, client } => {

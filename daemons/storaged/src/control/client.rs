@@ -36,6 +36,13 @@ pub trait Storage {
     fn info(&self, volume: &str) -> zbus::Result<String>;
     fn verify(&self, deep: bool) -> zbus::Result<String>;
     fn export_add(&self, volume: &str, allow: &[&str], read_only: bool) -> zbus::Result<String>;
+    fn export_add_iscsi(
+        &self,
+        volume: &str,
+        allow: &[&str],
+        read_only: bool,
+        iscsi: &str,
+    ) -> zbus::Result<String>;
     fn export_remove(&self, volume: &str) -> zbus::Result<()>;
     fn export_list(&self) -> zbus::Result<String>;
     #[zbus(signal)]
@@ -177,6 +184,24 @@ impl StorageClient {
         read_only: bool,
     ) -> Result<ExportRecord, ClientError> {
         parse(&self.proxy.export_add(volume, allow, read_only).await?)
+    }
+
+    /// As [`StorageClient::export_add`], with who may log in over iSCSI (initiator names,
+    /// CHAP).
+    pub async fn export_add_iscsi(
+        &self,
+        volume: &str,
+        allow: &[&str],
+        read_only: bool,
+        iscsi: &crate::export::IscsiAccess,
+    ) -> Result<ExportRecord, ClientError> {
+        let iscsi = serde_json::to_string(iscsi).unwrap_or_default();
+        parse(
+            &self
+                .proxy
+                .export_add_iscsi(volume, allow, read_only, &iscsi)
+                .await?,
+        )
     }
 
     pub async fn export_remove(&self, volume: &str) -> Result<(), ClientError> {

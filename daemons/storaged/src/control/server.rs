@@ -201,6 +201,28 @@ impl StorageService {
         json(&rec)
     }
 
+    /// As `ExportAdd`, with who may log in over iSCSI (`iscsi`: JSON, initiator names and
+    /// CHAP secrets).
+    async fn export_add_iscsi(
+        &self,
+        volume: String,
+        allow: Vec<String>,
+        read_only: bool,
+        iscsi: String,
+    ) -> Result<String, ControlError> {
+        let allow = allow
+            .iter()
+            .map(|a| parse_client(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let iscsi: crate::export::IscsiAccess = serde_json::from_str(&iscsi).map_err(|e| {
+            ControlError::Invalid(format!("the iSCSI access is not valid JSON: {e}"))
+        })?;
+        let rec = self
+            .blocking(move |s| s.export_add_iscsi(&volume, allow, read_only, Some(iscsi)))
+            .await?;
+        json(&rec)
+    }
+
     async fn export_remove(&self, volume: String) -> Result<(), ControlError> {
         self.blocking(move |s| s.export_remove(&volume)).await
     }
