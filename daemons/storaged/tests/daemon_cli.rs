@@ -194,6 +194,45 @@ fn every_volume_and_export_command_via_the_cli() {
     assert!(err.contains("os1") && err.contains("not exported"), "{err}");
     let err = d.fails(&["export", "add", "os1", "--allow", "not-an-ip"], 1);
     assert!(err.contains("not-an-ip"), "{err}");
+    // iSCSI logins: initiator names and a CHAP secret read from a file, never printed.
+    let secret = d.dir.join("chap");
+    std::fs::write(&secret, "a-secret-of-12+\n").unwrap();
+    let e = d.ok(&[
+        "export",
+        "add",
+        "os1",
+        "--initiator",
+        "iqn.2026-12.test:bay1",
+        "--chap-user",
+        "bay1",
+        "--chap-secret-file",
+        secret.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        e[0]["iscsi"],
+        json!({"initiators": ["iqn.2026-12.test:bay1"],
+               "chap": {"user": "bay1", "secret": "(hidden)"}})
+    );
+    assert!(
+        !d.ok(&["export", "list"])
+            .to_string()
+            .contains("a-secret-of-12+")
+    );
+    std::fs::write(&secret, "short\n").unwrap();
+    let err = d.fails(
+        &[
+            "export",
+            "add",
+            "os1",
+            "--chap-user",
+            "bay1",
+            "--chap-secret-file",
+            secret.to_str().unwrap(),
+        ],
+        3,
+    );
+    assert!(err.contains("12 to 255 bytes"), "{err}");
+    d.ok(&["export", "remove", "os1"]);
 
     // delete
     let del = d.ok(&["volume", "delete", "c1"]);
