@@ -9,8 +9,8 @@ pub use appliance_layout::{
     ADMIN_PASSWORD_RESET, DEPLOYD_STATE, MIN_PASSWORD_LEN, RUN_DIR, STORAGED_SOCKET,
 };
 use appliance_layout::{
-    API_PORT, CLUSTER_SUMMARY, CLUSTERD_DATA, CLUSTERD_SOCKET, LOCAL_NBD_ADDRESS, NBD_PORT,
-    STORAGED_DATA,
+    API_PORT, CLUSTER_SUMMARY, CLUSTERD_DATA, CLUSTERD_SOCKET, ISCSI_PORT, LOCAL_NBD_ADDRESS,
+    NBD_PORT, STORAGED_DATA,
 };
 
 /// How init learns that a started service is ready for its dependents.
@@ -111,6 +111,7 @@ pub fn appliance_services(
     let bin = |name: &str| bin_dir.join(name).to_string_lossy().into_owned();
     let clusterd_present = Path::new(&bin("clusterd")).exists();
     let nbd_listen = SocketAddr::from(([0, 0, 0, 0], NBD_PORT)).to_string();
+    let iscsi_listen = SocketAddr::from(([0, 0, 0, 0], ISCSI_PORT)).to_string();
     let api_listen = SocketAddr::from(([0, 0, 0, 0], API_PORT)).to_string();
     let mut storaged_args = args(&[
         "serve",
@@ -118,6 +119,8 @@ pub fn appliance_services(
         STORAGED_DATA,
         "--nbd-listen",
         &nbd_listen,
+        "--iscsi-listen",
+        &iscsi_listen,
         "--control",
         STORAGED_SOCKET,
     ]);
@@ -338,7 +341,7 @@ mod tests {
         assert_eq!(
             services[0].command_line(),
             "/usr/bin/storaged serve --data-dir /data/storaged --nbd-listen 0.0.0.0:10809 \
-             --control /run/streamer/storaged.sock"
+             --iscsi-listen 0.0.0.0:3260 --control /run/streamer/storaged.sock"
         );
         assert_eq!(
             services[1].command_line(),

@@ -80,7 +80,7 @@ modules:
     )));
     assert!(stdout.ends_with(
         "services:
-  start storaged: /usr/bin/storaged serve --data-dir /data/storaged --nbd-listen 0.0.0.0:10809 --control /run/streamer/storaged.sock
+  start storaged: /usr/bin/storaged serve --data-dir /data/storaged --nbd-listen 0.0.0.0:10809 --iscsi-listen 0.0.0.0:3260 --control /run/streamer/storaged.sock
   start deployd: /usr/bin/deployd --state-dir /data/deployd --listen 0.0.0.0:443 --storaged /run/streamer/storaged.sock --nbd 127.0.0.1:10809 --admin-password-reset /run/streamer/admin-password-reset --power-control-pid 1 (once storaged has started)
 then: streamer: sis1 10.0.0.2 ready
 "

@@ -106,6 +106,8 @@ pub const INITIAL_PASSWORD_FILE: &str = "initial-admin-password";
 
 /// The NBD port (IANA), where compute modules and plan runs reach volumes.
 pub const NBD_PORT: u16 = 10809;
+/// The iSCSI port (IANA), where servers' firmware and initiators reach volumes.
+pub const ISCSI_PORT: u16 = 3260;
 /// The REST API's port on the appliance.
 pub const API_PORT: u16 = 443;
 /// The REST API's address on a workstation (`make dev`) and in tests.
