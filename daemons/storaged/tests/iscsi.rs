@@ -225,6 +225,32 @@ fn only_the_named_initiator_with_its_chap_secret_logs_in() {
         !inq("bay1%a-secret-of-12+@", "iqn.2026-12.test:another"),
         "another initiator"
     );
+    // Mutual CHAP: the target proves itself with its own secret.
+    let mutual = IscsiAccess {
+        initiators: Vec::new(),
+        chap: Some(ChapSecret {
+            user: "bay3".into(),
+            secret: "initiator-secret-3".into(),
+        }),
+        mutual_chap: Some(ChapSecret {
+            user: "appliance".into(),
+            secret: "target-secret-33".into(),
+        }),
+    };
+    let (_, m) = t.volume("bay3-os", 8 * MIB, Some(mutual));
+    let inq_mutual = |target_secret: &str| {
+        run(Command::new("iscsi-inq").args(["-i", INITIATOR]).arg(format!(
+            "iscsi://bay3%initiator-secret-3@{}/{m}/0?target_user=appliance&target_password={target_secret}",
+            t.addr
+        )))
+        .status
+        .success()
+    };
+    assert!(inq_mutual("target-secret-33"), "mutual CHAP");
+    assert!(
+        !inq_mutual("not-the-target-33"),
+        "a target that cannot prove itself"
+    );
     // An address not on the volume's allow-list.
     let (_, other) = t.volume("bay2-os", 8 * MIB, None);
     let id = other.trim_start_matches(TARGET_PREFIX).to_string();

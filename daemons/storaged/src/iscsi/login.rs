@@ -145,6 +145,7 @@ where
         auth_chap: false,
         stat_sn: 0,
         first: true,
+        declared_mrdsl: false,
         pending: Vec::new(),
     };
     loop {
@@ -242,6 +243,8 @@ struct State {
     auth_chap: bool,
     stat_sn: u32,
     first: bool,
+    /// Our MaxRecvDataSegmentLength was declared (once is enough).
+    declared_mrdsl: bool,
     /// Text of PDUs with the C bit, waiting for the last part.
     pending: Vec<u8>,
 }
@@ -349,7 +352,10 @@ impl State {
         } else {
             self.authenticated = true;
         }
-        if csg == OPERATIONAL || csg == SECURITY {
+        // Operational keys only in their own stage (RFC 7143 §6.3: the security stage carries
+        // security keys); an initiator that goes from security straight to the full feature
+        // phase keeps the defaults.
+        if csg == OPERATIONAL {
             self.operational(pairs, &mut answer);
         }
         if self.first
@@ -539,8 +545,9 @@ impl State {
         }
         // FirstBurstLength may not exceed MaxBurstLength.
         p.first_burst = p.first_burst.min(p.max_burst);
-        if declared || self.first {
+        if declared || !self.declared_mrdsl {
             answer.push(("MaxRecvDataSegmentLength".into(), MAX_RECV.to_string()));
+            self.declared_mrdsl = true;
         }
     }
 }
