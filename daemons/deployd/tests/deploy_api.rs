@@ -907,3 +907,111 @@ fn secrets_are_sealed_at_rest_and_still_work_after_a_restart() {
     );
     assert_eq!(auth.last(), Some(&expected));
 }
+
+/// A module that boots over iSCSI: its NIC gets the target, LUN, initiator name and a CHAP
+/// secret through Redfish `iSCSIBoot` (on the function with its deployment MAC); the
+/// profile's boot target names the same target without the secret, which no API answer
+/// shows; the volume is exported to that initiator with CHAP.
+#[test]
+fn iscsi_modules_get_their_boot_settings_through_redfish() {
+    let Some(dev) = corpus_file(DEV_2017) else {
+        return;
+    };
+    if !is_root() {
+        return;
+    }
+    let s = TestServer::start_with_storage();
+    let api = s.login(800);
+    import_bundle(&api, DEV_2017, dev);
+    let redfish = RedfishDouble::start();
+    // A bad initiator name is refused, naming what to give.
+    let bad = api.post(
+        "/rest/server-hardware",
+        &json!({"name": "bay7", "deploymentIpv4": "10.0.0.17", "bootProtocol": "iscsi",
+                "iscsiInitiatorName": "bay7 initiator",
+                "redfish": {"address": redfish.address, "username": "u", "password": "p"}}),
+    );
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().unwrap().contains("iqn."));
+    let initiator = "iqn.2026-12.org.example:bay6";
+    let r = api.post(
+        "/rest/server-hardware",
+        &json!({
+            "name": "bay6",
+            "macAddresses": ["52:54:00:12:34:56"],
+            "deploymentIpv4": "10.0.0.16",
+            "bootProtocol": "iscsi",
+            "iscsiInitiatorName": initiator,
+            "redfish": {"address": redfish.address, "username": "admin", "password": "s3cret-pw"},
+        }),
+    );
+    assert_eq!(r.status(), 201);
+    let hw = r.json::<Value>().unwrap()["uri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let plan = uri_named(
+        &api,
+        "/rest/deployment-plans",
+        "HPE - Developer 1.0 - Deployment Test (UEFI) - 2017-03-24",
+    );
+    let t = api.wait_task(api.post(
+        "/rest/server-profiles",
+        &json!({
+            "name": "iscsi1", "serverHardwareUri": hw,
+            "osDeploymentSettings": {"osDeploymentPlanUri": plan, "osCustomAttributes": developer_values()},
+        }),
+    ));
+    assert_eq!(t["taskState"], "Completed", "{t}");
+    let patches = redfish.recorded.lock().unwrap().patches.clone();
+    assert_eq!(patches.len(), 1, "{patches:?}");
+    let (path, body) = &patches[0];
+    assert!(
+        path.ends_with("/NetworkDeviceFunctions/2"),
+        "the deployment MAC's: {path}"
+    );
+    assert_eq!(body["BootMode"], "iSCSI");
+    let boot = &body["iSCSIBoot"];
+    assert_eq!(boot["InitiatorName"], initiator);
+    assert_eq!(boot["InitiatorIPAddress"], "10.0.0.16");
+    assert_eq!(boot["PrimaryTargetTCPPort"], 3260);
+    assert_eq!(boot["PrimaryLUN"], 0);
+    assert_eq!(boot["AuthenticationMethod"], "CHAP");
+    assert_eq!(boot["CHAPUsername"], initiator);
+    let secret = boot["CHAPSecret"].as_str().unwrap().to_string();
+    assert!(secret.len() >= 12, "{secret}");
+    let target_name = boot["PrimaryTargetName"].as_str().unwrap();
+    assert!(
+        target_name.starts_with("iqn.2026-12.org.streamer:"),
+        "{target_name}"
+    );
+
+    let profile = api.get_json(t["associatedResource"]["resourceUri"].as_str().unwrap());
+    let target = &profile["bootTarget"];
+    assert_eq!(target["protocol"], "iscsi");
+    assert_eq!(target["targetName"], target_name);
+    assert_eq!(target["address"], boot["PrimaryTargetIPAddress"]);
+    assert_eq!(target["port"], 3260);
+    assert_eq!(target["lun"], 0);
+    assert_eq!(target["initiatorName"], initiator);
+    let os_uri = profile["osDeploymentSettings"]["osVolumeUri"]
+        .as_str()
+        .unwrap();
+    let os = api.get_json(os_uri);
+    assert_eq!(os["export"]["allow"], json!(["10.0.0.16/32"]));
+    assert_eq!(os["export"]["iscsiInitiators"], json!([initiator]));
+    assert_eq!(os["export"]["chap"], true);
+    // The secret is the module's NIC's and storaged's only.
+    for doc in [
+        profile.clone(),
+        os,
+        api.get_json(&hw),
+        api.get_json("/rest/server-profiles"),
+        api.get_json("/rest/os-volumes"),
+    ] {
+        assert!(
+            !doc.to_string().contains(&secret),
+            "the CHAP secret shown: {doc}"
+        );
+    }
+}

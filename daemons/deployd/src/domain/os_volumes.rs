@@ -230,9 +230,12 @@ pub async fn storage_view(s: &Services, r: &Record) -> Value {
             "allocatedBytes": i.allocated_bytes,
             "blockSize": i.record.block_size,
             "parentChain": i.parent_chain,
+            // (Never the CHAP secret.)
             "export": i.export.map(|e| json!({
                 "allow": e.allow.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "readOnly": e.read_only,
+                "iscsiInitiators": e.iscsi.as_ref().map(|a| a.initiators.clone()),
+                "chap": e.iscsi.as_ref().is_some_and(|a| a.chap.is_some()),
             })),
             "connections": i.connections,
         }),

@@ -1,14 +1,15 @@
 //! Compute modules (OneView's server hardware): what OS volumes are deployed for.
 //!
 //! A module is registered with its MAC addresses, the address it boots from
-//! (`deploymentIpv4`: its OS volume is exported to that address only) and its Redfish
-//! management endpoint. The endpoint's credentials are stored but never returned; reads show
+//! (`deploymentIpv4`: its OS volume is exported to that address only), how it boots
+//! (`bootProtocol`: `nbd`, or `iscsi` through its NIC firmware, as a real server does, with
+//! its `iscsiInitiatorName`) and its Redfish management endpoint. The endpoint's credentials are stored but never returned; reads show
 //! the power state as Redfish reports it, and `PUT .../powerState` sends OneView's power
 //! requests as Redfish `ComputerSystem.Reset` actions.
 
 use std::net::Ipv4Addr;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::collection::{SERVER_HARDWARE, SERVER_PROFILES};
@@ -32,6 +33,51 @@ pub struct ServerHardwareInput {
     #[schema(value_type = String)]
     pub deployment_ipv4: Ipv4Addr,
     pub redfish: RedfishEndpoint,
+    /// How the module boots its OS volume: `nbd` (QEMU's NBD client) or `iscsi` (the NIC's
+    /// firmware, given its settings through Redfish `iSCSIBoot`).
+    #[serde(default)]
+    pub boot_protocol: BootProtocol,
+    /// The module's iSCSI initiator name (`iqn.…`); made from its id when not given.
+    #[serde(default)]
+    pub iscsi_initiator_name: Option<String>,
+}
+
+/// How a module boots its OS volume.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BootProtocol {
+    #[default]
+    Nbd,
+    Iscsi,
+}
+
+/// The initiator name a module gets when none is given.
+fn default_initiator(id: &str) -> String {
+    format!("iqn.2026-12.org.streamer:module.{id}")
+}
+
+/// An iSCSI name (RFC 3720 §3.2.6): `iqn.yyyy-mm.authority[:anything]`, `eui.` or `naa.`
+/// and hex digits; at most 223 bytes, no spaces.
+fn check_initiator(name: &str) -> bool {
+    let hex = |s: &str, lens: &[usize]| {
+        lens.contains(&s.len()) && s.chars().all(|c| c.is_ascii_hexdigit())
+    };
+    let iqn = name.strip_prefix("iqn.").is_some_and(|rest| {
+        let date = rest.get(..7).unwrap_or_default();
+        date.len() == 7
+            && date.as_bytes()[4] == b'-'
+            && date
+                .chars()
+                .enumerate()
+                .all(|(i, c)| i == 4 || c.is_ascii_digit())
+            && rest.get(7..8) == Some(".")
+            && rest.len() > 8
+    });
+    name.len() <= 223
+        && !name.chars().any(|c| c.is_whitespace() || c == ',')
+        && (iqn
+            || name.strip_prefix("eui.").is_some_and(|h| hex(h, &[16]))
+            || name.strip_prefix("naa.").is_some_and(|h| hex(h, &[16, 32])))
 }
 
 /// What deployment needs to know about a module.
@@ -43,6 +89,8 @@ pub struct ComputeModule {
     pub macs: Vec<String>,
     pub deployment_ipv4: String,
     pub redfish: Option<RedfishEndpoint>,
+    pub boot_protocol: BootProtocol,
+    pub initiator_name: String,
 }
 
 impl ComputeModule {
@@ -60,6 +108,10 @@ impl ComputeModule {
                 .collect(),
             deployment_ipv4: v["deploymentIpv4"].as_str().unwrap_or_default().to_string(),
             redfish: serde_json::from_value(v["redfish"].clone()).ok(),
+            boot_protocol: serde_json::from_value(v["bootProtocol"].clone()).unwrap_or_default(),
+            initiator_name: v["iscsiInitiatorName"]
+                .as_str()
+                .map_or_else(|| default_initiator(&r.id), str::to_string),
         }
     }
 }
@@ -112,6 +164,17 @@ pub fn create(s: &Services, input: &ServerHardwareInput) -> Result<Record, Domai
             format!("These are not MAC addresses: {bad_macs:?}."),
         ));
     }
+    if let Some(name) = &input.iscsi_initiator_name
+        && !check_initiator(name)
+    {
+        return Err(DomainError::invalid(
+            "INVALID_INITIATOR_NAME",
+            format!(
+                "{name:?} is not an iSCSI name: give iqn.yyyy-mm.reversed.domain[:suffix] \
+                 (or eui./naa. with hex digits), at most 223 bytes, without spaces."
+            ),
+        ));
+    }
     if input.redfish.address.trim().is_empty() {
         return Err(DomainError::invalid(
             "INVALID_REDFISH_ADDRESS",
@@ -124,6 +187,11 @@ pub fn create(s: &Services, input: &ServerHardwareInput) -> Result<Record, Domai
         "name": input.name,
         "macAddresses": input.mac_addresses,
         "deploymentIpv4": input.deployment_ipv4.to_string(),
+        "bootProtocol": input.boot_protocol,
+        "iscsiInitiatorName": input
+            .iscsi_initiator_name
+            .clone()
+            .unwrap_or_else(|| default_initiator(&id)),
         "redfish": input.redfish,
         "created": now,
         "modified": now,
@@ -235,4 +303,33 @@ pub async fn power(
         Err(e) => task.fail(&e),
     }
     Ok(task)
+}
+
+#[cfg(test)]
+mod initiator_tests {
+    use super::check_initiator;
+
+    #[test]
+    fn iscsi_names_are_checked() {
+        for good in [
+            "iqn.2026-12.org.streamer:module.1",
+            "iqn.1993-08.org.debian:01:abcdef",
+            "eui.02004567A425678D",
+            "naa.52004567BA64678D",
+        ] {
+            assert!(check_initiator(good), "{good}");
+        }
+        for bad in [
+            "",
+            "iqn.",
+            "iqn.2026-1.org.x",
+            "iqn.2026-12",
+            "iqn.2026-12.org x",
+            "eui.123",
+            "bay1",
+            &format!("iqn.2026-12.org.{}", "x".repeat(220)),
+        ] {
+            assert!(!check_initiator(bad), "{bad}");
+        }
+    }
 }

@@ -1,7 +1,9 @@
-//! A minimal Redfish client: a compute module's power state and power actions.
+//! A minimal Redfish client: a compute module's power state and power actions, and its
+//! NIC's iSCSI boot settings.
 //!
-//! Only what a deployment needs: read `PowerState` of the first system and post
-//! `ComputerSystem.Reset`. Credentials travel in HTTP basic authentication and are never
+//! Only what a deployment needs: read `PowerState` of the first system, post
+//! `ComputerSystem.Reset`, and patch the standard `iSCSIBoot` properties (and `BootMode`) of
+//! the network device function that carries the module's deployment MAC address. Credentials travel in HTTP basic authentication and are never
 //! logged. A module registered as `insecure` is reached without checking its certificate
 //! (iLOs ship self-signed ones).
 
@@ -118,6 +120,54 @@ impl RedfishEndpoint {
         Ok(())
     }
 
+    /// Sets the iSCSI boot of the network device function whose MAC address is `mac` (the
+    /// first one when none matches, or none is given): Redfish's standard `iSCSIBoot`
+    /// properties, and `BootMode: iSCSI`. Returns the function's `@odata.id`.
+    pub async fn set_iscsi_boot(
+        &self,
+        mac: Option<&str>,
+        boot: &IscsiBoot,
+    ) -> Result<String, RedfishError> {
+        let c = self.client()?;
+        let system = self.system(&c).await?;
+        let s = self.get(&c, &system).await?;
+        let no = |what: &str| RedfishError::Reply(self.address.clone(), format!("no {what}"));
+        let interfaces = s["NetworkInterfaces"]["@odata.id"]
+            .as_str()
+            .ok_or_else(|| no("NetworkInterfaces in the computer system"))?;
+        let mut functions = Vec::new();
+        for i in members(&self.get(&c, interfaces).await?) {
+            let interface = self.get(&c, &i).await?;
+            let Some(f) = interface["NetworkDeviceFunctions"]["@odata.id"].as_str() else {
+                continue;
+            };
+            functions.extend(members(&self.get(&c, f).await?));
+        }
+        let mut chosen = None;
+        for f in &functions {
+            let func = self.get(&c, f).await?;
+            let its = func["Ethernet"]["MACAddress"].as_str().unwrap_or_default();
+            if mac.is_some_and(|m| m.eq_ignore_ascii_case(its)) {
+                chosen = Some(f.clone());
+                break;
+            }
+        }
+        let function = chosen
+            .or_else(|| functions.first().cloned())
+            .ok_or_else(|| no("network device function"))?;
+        let r = c
+            .patch(format!("{}{function}", self.base()))
+            .basic_auth(&self.username, Some(&self.password))
+            .json(&json!({"BootMode": "iSCSI", "iSCSIBoot": boot.redfish()}))
+            .send()
+            .await
+            .map_err(|e| RedfishError::Http(self.address.clone(), e.to_string()))?;
+        if !r.status().is_success() {
+            return Err(self.status_error(r).await);
+        }
+        Ok(function)
+    }
+
     /// A refusal, with the start of the endpoint's own words (a Redfish error message).
     async fn status_error(&self, r: reqwest::Response) -> RedfishError {
         let status = r.status().as_u16();
@@ -132,6 +182,61 @@ impl RedfishEndpoint {
                 format!(": {said}")
             },
         )
+    }
+}
+
+/// The `@odata.id`s of a collection's members.
+fn members(collection: &Value) -> Vec<String> {
+    collection["Members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["@odata.id"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// A module's iSCSI boot, as its NIC firmware takes it.
+#[derive(Clone)]
+pub struct IscsiBoot {
+    pub initiator_name: String,
+    pub initiator_ip: String,
+    pub target_name: String,
+    pub target_ip: String,
+    pub target_port: u16,
+    pub lun: u32,
+    pub chap_user: String,
+    pub chap_secret: String,
+}
+
+impl std::fmt::Debug for IscsiBoot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IscsiBoot")
+            .field("initiator_name", &self.initiator_name)
+            .field("target_name", &self.target_name)
+            .field("target_ip", &self.target_ip)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IscsiBoot {
+    /// Redfish's `iSCSIBoot` object (DSP0268 `NetworkDeviceFunction`). The target comes from
+    /// these settings, not DHCP; the initiator's address from DHCP on the deployment network.
+    fn redfish(&self) -> Value {
+        json!({
+            "IPAddressType": "IPv4",
+            "InitiatorName": self.initiator_name,
+            "InitiatorIPAddress": self.initiator_ip,
+            "IPMaskDNSViaDHCP": true,
+            "TargetInfoViaDHCP": false,
+            "PrimaryTargetName": self.target_name,
+            "PrimaryTargetIPAddress": self.target_ip,
+            "PrimaryTargetTCPPort": self.target_port,
+            "PrimaryLUN": self.lun,
+            "PrimaryVLANEnable": false,
+            "AuthenticationMethod": "CHAP",
+            "CHAPUsername": self.chap_user,
+            "CHAPSecret": self.chap_secret,
+        })
     }
 }
 

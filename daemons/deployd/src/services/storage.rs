@@ -164,6 +164,21 @@ impl Storage {
             .await?)
     }
 
+    /// Exports `volume` to `allow`, and over iSCSI only to the initiators and CHAP secret of
+    /// `iscsi`.
+    pub async fn export_add_iscsi(
+        &self,
+        volume: &str,
+        allow: &[&str],
+        iscsi: &storaged::export::IscsiAccess,
+    ) -> Result<ExportRecord, StorageError> {
+        Ok(self
+            .client()
+            .await?
+            .export_add_iscsi(volume, allow, false, iscsi)
+            .await?)
+    }
+
     pub async fn export_remove(&self, volume: &str) -> Result<(), StorageError> {
         Ok(self.client().await?.export_remove(volume).await?)
     }

@@ -18,7 +18,13 @@ pub struct Recorded {
     pub actions: Vec<String>,
     /// `Authorization` headers seen.
     pub auth: Vec<String>,
+    /// PATCHes of network device functions: (path, body).
+    pub patches: Vec<(String, Value)>,
 }
+
+/// The module's two network device functions and their MAC addresses; the second carries
+/// the deployment MAC the tests register (52:54:00:12:34:56).
+const FUNCTIONS: [(&str, &str); 2] = [("1", "52:54:00:AA:BB:01"), ("2", "52:54:00:12:34:56")];
 
 /// A running double; serves until the process ends.
 pub struct RedfishDouble {
@@ -41,7 +47,52 @@ async fn systems(State(rec): State<Arc<Mutex<Recorded>>>, h: HeaderMap) -> Json<
 async fn system(State(rec): State<Arc<Mutex<Recorded>>>, h: HeaderMap) -> Json<Value> {
     note_auth(&rec, &h);
     let state = rec.lock().unwrap().power_state.clone();
-    Json(json!({"@odata.id": "/redfish/v1/Systems/1", "Id": "1", "PowerState": state}))
+    Json(
+        json!({"@odata.id": "/redfish/v1/Systems/1", "Id": "1", "PowerState": state,
+                "NetworkInterfaces": {"@odata.id": "/redfish/v1/Systems/1/NetworkInterfaces"}}),
+    )
+}
+
+async fn interfaces() -> Json<Value> {
+    Json(json!({"Members": [{"@odata.id": "/redfish/v1/Systems/1/NetworkInterfaces/1"}]}))
+}
+
+async fn interface() -> Json<Value> {
+    Json(json!({"Id": "1", "NetworkDeviceFunctions":
+        {"@odata.id": "/redfish/v1/Systems/1/NetworkInterfaces/1/NetworkDeviceFunctions"}}))
+}
+
+async fn functions() -> Json<Value> {
+    let members: Vec<Value> = FUNCTIONS
+        .iter()
+        .map(|(id, _)| {
+            json!({"@odata.id":
+                format!("/redfish/v1/Systems/1/NetworkInterfaces/1/NetworkDeviceFunctions/{id}")})
+        })
+        .collect();
+    Json(json!({"Members": members}))
+}
+
+async fn function(axum::extract::Path(id): axum::extract::Path<String>) -> Json<Value> {
+    let mac = FUNCTIONS
+        .iter()
+        .find(|(i, _)| *i == id)
+        .map_or("", |(_, m)| m);
+    Json(json!({"Id": id, "NetDevFuncType": "Ethernet", "Ethernet": {"MACAddress": mac}}))
+}
+
+async fn patch_function(
+    State(rec): State<Arc<Mutex<Recorded>>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    h: HeaderMap,
+    Json(body): Json<Value>,
+) -> StatusCode {
+    note_auth(&rec, &h);
+    rec.lock().unwrap().patches.push((
+        format!("/redfish/v1/Systems/1/NetworkInterfaces/1/NetworkDeviceFunctions/{id}"),
+        body,
+    ));
+    StatusCode::NO_CONTENT
 }
 
 async fn reset(
@@ -73,6 +124,16 @@ impl RedfishDouble {
             .route(
                 "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset",
                 post(reset),
+            )
+            .route("/redfish/v1/Systems/1/NetworkInterfaces", get(interfaces))
+            .route("/redfish/v1/Systems/1/NetworkInterfaces/1", get(interface))
+            .route(
+                "/redfish/v1/Systems/1/NetworkInterfaces/1/NetworkDeviceFunctions",
+                get(functions),
+            )
+            .route(
+                "/redfish/v1/Systems/1/NetworkInterfaces/1/NetworkDeviceFunctions/{id}",
+                get(function).patch(patch_function),
             )
             .with_state(Arc::clone(&recorded));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

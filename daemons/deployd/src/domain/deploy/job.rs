@@ -15,17 +15,21 @@
 
 use std::sync::Arc;
 
+use appliance_layout::ISCSI_PORT;
 use serde_json::json;
+use storaged::export::{ChapSecret, IscsiAccess};
+use storaged::iscsi::TARGET_PREFIX;
 
 use crate::domain::collection::{OS_VOLUMES, SERVER_PROFILES};
 use crate::domain::error::DomainError;
 use crate::domain::os_volumes::{self, NewOsVolume};
 use crate::domain::ready::{Base, ReadyDeployment};
-use crate::domain::server_hardware::{ComputeModule, set_power};
+use crate::domain::server_hardware::{BootProtocol, ComputeModule, set_power};
 use crate::domain::server_profiles;
 use crate::domain::tasks::{keep_run_log, log_location};
 use crate::services::Services;
 use crate::services::plan_runs::RunReport;
+use crate::services::redfish::IscsiBoot;
 use crate::services::tasks::{Cancel, TaskHandle};
 
 /// Everything a deploy needs, checked before its task started.
@@ -238,30 +242,116 @@ async fn make_volume(
             job.module.name, job.module.deployment_ipv4
         ),
     );
-    storage
-        .export_add(storage_name, &[job.module.deployment_ipv4.as_str()])
-        .await
-        .map_err(|e| fail(e.into()))?;
+    let allow = [job.module.deployment_ipv4.as_str()];
+    match job.module.boot_protocol {
+        BootProtocol::Nbd => {
+            storage
+                .export_add(storage_name, &allow)
+                .await
+                .map_err(|e| fail(e.into()))?;
+        }
+        BootProtocol::Iscsi => {
+            // Only this module's initiator, with a CHAP secret of its own for this volume,
+            // given to the module's NIC firmware and to nobody else (never returned).
+            let secret = hex::encode(uuid::Uuid::new_v4().as_bytes());
+            let access = IscsiAccess {
+                initiators: vec![job.module.initiator_name.clone()],
+                chap: Some(ChapSecret {
+                    user: job.module.initiator_name.clone(),
+                    secret: secret.clone(),
+                }),
+                mutual_chap: None,
+            };
+            let rec = storage
+                .export_add_iscsi(storage_name, &allow, &access)
+                .await
+                .map_err(|e| fail(e.into()))?;
+            task.progress(
+                85,
+                &format!(
+                    "Setting the iSCSI boot of compute module {:?} through Redfish",
+                    job.module.name
+                ),
+            );
+            let portal = boot_address(s, ISCSI_PORT);
+            let boot = IscsiBoot {
+                initiator_name: job.module.initiator_name.clone(),
+                initiator_ip: job.module.deployment_ipv4.clone(),
+                target_name: format!("{TARGET_PREFIX}{}", rec.volume),
+                target_ip: portal.ip().to_string(),
+                target_port: portal.port(),
+                lun: 0,
+                chap_user: job.module.initiator_name.clone(),
+                chap_secret: secret,
+            };
+            let redfish = job.module.redfish.as_ref().ok_or_else(|| {
+                fail(DomainError::invalid(
+                    "NO_REDFISH_ENDPOINT",
+                    "The compute module boots over iSCSI but has no Redfish endpoint to give \
+                     its NIC the boot settings: register it with one.",
+                ))
+            })?;
+            redfish
+                .set_iscsi_boot(job.module.macs.first().map(String::as_str), &boot)
+                .await
+                .map_err(|e| {
+                    fail(DomainError::Unavailable(format!(
+                        "The compute module's iSCSI boot could not be set: {e}"
+                    )))
+                })?;
+        }
+    }
     os_volumes::mark_ready(s, &os_id).map_err(fail)?;
     Ok(os_id)
 }
 
+/// Where compute modules boot from, on `port`: on a pair this node's storage address, which
+/// moves to the other node with the volumes it serves; a single appliance's own deployment
+/// address otherwise.
+fn boot_address(s: &Services, port: u16) -> std::net::SocketAddr {
+    let ip = s
+        .cluster
+        .status()
+        .and_then(|st| st.storage_address)
+        .unwrap_or_else(|| s.settings.boot_nbd_addr.ip());
+    std::net::SocketAddr::new(ip, port)
+}
+
 /// Steps 5 (profile) and 6.
 async fn finish(s: &Services, job: &DeployJob, task: &TaskHandle, os_id: &str) {
-    // On a pair: this node's storage address, which moves to the other node with the
-    // volumes it serves; a single appliance's own deployment address otherwise.
-    let nbd = match s.cluster.status().and_then(|st| st.storage_address) {
-        Some(ip) => std::net::SocketAddr::new(ip, s.settings.boot_nbd_addr.port()),
-        None => s.settings.boot_nbd_addr,
-    };
     let storage_volume = os_volumes::storage_volume_of(s, os_id).unwrap_or_default();
     let os_uri = OS_VOLUMES.uri(os_id);
-    let target = json!({
-        "protocol": "nbd",
-        "address": nbd.ip().to_string(),
-        "port": nbd.port(),
-        "exportName": storage_volume,
-    });
+    let target = match job.module.boot_protocol {
+        BootProtocol::Nbd => {
+            let nbd = boot_address(s, s.settings.boot_nbd_addr.port());
+            json!({
+                "protocol": "nbd",
+                "address": nbd.ip().to_string(),
+                "port": nbd.port(),
+                "exportName": storage_volume,
+            })
+        }
+        BootProtocol::Iscsi => {
+            // As the module's NIC was given it (the CHAP secret is not shown).
+            let portal = boot_address(s, ISCSI_PORT);
+            let id = s
+                .storage
+                .info(&storage_volume)
+                .await
+                .map(|i| i.record.id)
+                .unwrap_or_default();
+            json!({
+                "protocol": "iscsi",
+                "address": portal.ip().to_string(),
+                "port": portal.port(),
+                "targetName": format!("{TARGET_PREFIX}{id}"),
+                "lun": 0,
+                "initiatorName": job.module.initiator_name,
+                "chapUsername": job.module.initiator_name,
+                "exportName": storage_volume,
+            })
+        }
+    };
     server_profiles::set_state(s, &job.profile_id, "Normal", |v| {
         v["osDeploymentSettings"]["osVolumeUri"] = json!(os_uri);
         v["bootTarget"] = target.clone();
