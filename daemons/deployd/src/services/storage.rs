@@ -45,8 +45,10 @@ pub struct Storage {
     redundant: std::sync::Arc<std::sync::atomic::AtomicU8>,
 }
 
-/// How often [`Storage::follow`] asks storaged.
+/// How often [`Storage::follow`] asks storaged on a pair...
 const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// ...and on a single appliance.
+const FOLLOW_SINGLE: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Storage {
     pub fn new(socket: &Path) -> Self {
@@ -69,10 +71,16 @@ impl Storage {
     }
 
     /// Keeps [`Storage::redundant`] current, for ever (a task of its own: resources are
-    /// rendered without waiting for storaged).
+    /// rendered without waiting for storaged): once a second on a pair, every
+    /// [`FOLLOW_SINGLE`] on a single appliance (which may be paired later).
     pub async fn follow(&self) {
         loop {
-            let seen = match self.pair_status().await {
+            let status = self.pair_status().await;
+            let pause = match status {
+                Ok(Some(_)) => FOLLOW_EVERY,
+                _ => FOLLOW_SINGLE,
+            };
+            let seen = match status {
                 Ok(Some(s)) => {
                     if !s.peer_outdated && !s.resync.running && s.needs_resync.is_empty() {
                         2
@@ -84,7 +92,7 @@ impl Storage {
             };
             self.redundant
                 .store(seen, std::sync::atomic::Ordering::Relaxed);
-            tokio::time::sleep(FOLLOW_EVERY).await;
+            tokio::time::sleep(pause).await;
         }
     }
 
