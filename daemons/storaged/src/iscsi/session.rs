@@ -3,7 +3,7 @@
 //! (SendTargets), task management, logout.
 //!
 //! Commands run one after another in the order they arrive (their CmdSN order on the one
-//! connection a session has); a write whose data is still coming waits in `writes` while
+//! connection a session has); a write whose data is still coming waits (`Waiting`) while
 //! other PDUs are read. A write is acknowledged (its SCSI Response sent) only after the block
 //! device took it — on a pair, after the peer did too.
 
@@ -59,6 +59,31 @@ struct PendingWrite {
     data_sn: u32,
     /// The bytes the CDB says it transfers (the SCSI transfer length), for the residual.
     needed: usize,
+}
+
+/// The writes of a connection waiting for their data, and the bytes they hold.
+#[derive(Default)]
+struct Waiting {
+    writes: HashMap<u32, PendingWrite>,
+    bytes: usize,
+}
+
+impl Waiting {
+    fn insert(&mut self, itt: u32, w: PendingWrite) {
+        self.bytes += w.buf.len();
+        self.writes.insert(itt, w);
+    }
+
+    fn take(&mut self, itt: u32) -> Option<PendingWrite> {
+        let w = self.writes.remove(&itt)?;
+        self.bytes -= w.buf.len();
+        Some(w)
+    }
+
+    fn clear(&mut self) {
+        self.writes.clear();
+        self.bytes = 0;
+    }
 }
 
 struct Conn<'a, W> {
@@ -136,8 +161,7 @@ where
         ),
     };
     let own_target = identity.as_ref().map(|i| i.target.clone());
-    let mut writes: HashMap<u32, PendingWrite> = HashMap::new();
-    let mut pending_bytes = 0usize;
+    let mut waiting = Waiting::default();
     let mut pinged = false;
     loop {
         c.w.flush().await?;
@@ -197,14 +221,14 @@ where
                     reject(&mut c, &req, 0x05).await?;
                     continue;
                 };
-                command(&mut c, &req, dev, id, &mut writes, &mut pending_bytes).await?;
+                command(&mut c, &req, dev, id, &mut waiting).await?;
             }
             op::DATA_OUT => {
                 let (Some(dev), Some(id)) = (&device, &identity) else {
                     reject(&mut c, &req, 0x04).await?;
                     continue;
                 };
-                data_out(&mut c, &req, dev, id, &mut writes, &mut pending_bytes).await?;
+                data_out(&mut c, &req, dev, id, &mut waiting).await?;
             }
             op::TEXT => {
                 let pairs = text::parse(&req.data).unwrap_or_default();
@@ -239,18 +263,14 @@ where
                 let response = match function {
                     // ABORT TASK: a write still waiting for data is dropped; one that ran
                     // already is done (its response was sent).
-                    1 => match writes.remove(&referenced) {
-                        Some(w) => {
-                            pending_bytes -= w.buf.len();
-                            0
-                        }
+                    1 => match waiting.take(referenced) {
+                        Some(_) => 0,
                         // Done already (or never seen): "task does not exist".
                         None => 1,
                     },
                     // ABORT TASK SET, CLEAR TASK SET, LUN RESET, TARGET WARM/COLD RESET.
                     2 | 4 | 5 | 6 | 7 => {
-                        writes.clear();
-                        pending_bytes = 0;
+                        waiting.clear();
                         0
                     }
                     _ => 5, // not supported
@@ -295,8 +315,7 @@ async fn command<W: AsyncWrite + Unpin>(
     req: &Pdu,
     dev: &Arc<dyn BlockDevice>,
     id: &Identity,
-    writes: &mut HashMap<u32, PendingWrite>,
-    pending_bytes: &mut usize,
+    waiting: &mut Waiting,
 ) -> std::io::Result<()> {
     let mut cdb = [0u8; 16];
     cdb.copy_from_slice(req.cdb());
@@ -313,7 +332,7 @@ async fn command<W: AsyncWrite + Unpin>(
     // uses the smaller of the two (the difference is the residual).
     let needed = scsi::data_out_len(&cdb).map_or(expected, |n| n as usize);
     if expected > scsi::MAX_TRANSFER_BLOCKS as usize * scsi::BLOCK as usize * 2 + 4096
-        || *pending_bytes + expected > MAX_PENDING_WRITE_BYTES
+        || waiting.bytes + expected > MAX_PENDING_WRITE_BYTES
     {
         // Too much data waiting already: the initiator retries later.
         let busy = Outcome {
@@ -347,13 +366,12 @@ async fn command<W: AsyncWrite + Unpin>(
         let outcome = run_blocking(dev, id, w.lun, w.cdb, w.buf).await;
         return finish(c, req.itt(), expected, Some(needed), outcome).await;
     }
-    *pending_bytes += expected;
     let itt = req.itt();
     // Nothing more is coming unsolicited: ask for the next burst.
     if w.asked_until <= w.received {
         ask(c, itt, &mut w, expected).await?;
     }
-    writes.insert(itt, w);
+    waiting.insert(itt, w);
     Ok(())
 }
 
@@ -387,11 +405,10 @@ async fn data_out<W: AsyncWrite + Unpin>(
     req: &Pdu,
     dev: &Arc<dyn BlockDevice>,
     id: &Identity,
-    writes: &mut HashMap<u32, PendingWrite>,
-    pending_bytes: &mut usize,
+    waiting: &mut Waiting,
 ) -> std::io::Result<()> {
     let itt = req.itt();
-    let Some(w) = writes.get_mut(&itt) else {
+    let Some(w) = waiting.writes.get_mut(&itt) else {
         // Data for a task that ended (aborted, or refused as busy): dropped.
         return Ok(());
     };
@@ -404,33 +421,22 @@ async fn data_out<W: AsyncWrite + Unpin>(
             req.u32_at(36),
             w.data_sn
         );
-        let needed = writes.remove(&itt).map_or(0, |w| {
-            *pending_bytes -= w.buf.len();
-            w.needed
-        });
-        let bad = Outcome::check(Sense::DATA_PHASE_ERROR);
-        return finish(c, itt, 0, Some(needed), bad).await;
+        return fail_write(c, waiting, itt, Sense::DATA_PHASE_ERROR).await;
     }
     w.data_sn = w.data_sn.wrapping_add(1);
     let offset = req.u32_at(40) as usize;
     let end = offset.saturating_add(req.data.len());
     if end > w.buf.len() || end > w.asked_until.max(w.received) + c.params.max_burst as usize {
         // Beyond the transfer: a protocol error; the command fails, nothing is written.
-        let needed = writes.remove(&itt).map_or(0, |w| {
-            *pending_bytes -= w.buf.len();
-            w.needed
-        });
-        let bad = Outcome::check(Sense::INVALID_FIELD_IN_CDB);
-        return finish(c, itt, 0, Some(needed), bad).await;
+        return fail_write(c, waiting, itt, Sense::INVALID_FIELD_IN_CDB).await;
     }
     w.buf[offset..end].copy_from_slice(&req.data);
     w.received += req.data.len();
     let expected = w.buf.len();
     if w.received >= expected {
-        let Some(w) = writes.remove(&itt) else {
+        let Some(w) = waiting.take(itt) else {
             return Ok(());
         };
-        *pending_bytes -= w.buf.len();
         let needed = w.needed;
         let outcome = run_blocking(dev, id, w.lun, w.cdb, w.buf).await;
         return finish(c, itt, expected, Some(needed), outcome).await;
@@ -440,6 +446,17 @@ async fn data_out<W: AsyncWrite + Unpin>(
         ask(c, itt, w, expected).await?;
     }
     Ok(())
+}
+
+/// Ends write `itt` with `sense`, nothing of it written.
+async fn fail_write<W: AsyncWrite + Unpin>(
+    c: &mut Conn<'_, W>,
+    waiting: &mut Waiting,
+    itt: u32,
+    sense: Sense,
+) -> std::io::Result<()> {
+    let needed = waiting.take(itt).map_or(0, |w| w.needed);
+    finish(c, itt, 0, Some(needed), Outcome::check(sense)).await
 }
 
 async fn run_blocking(
