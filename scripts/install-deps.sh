@@ -18,11 +18,13 @@ packages=(
     python3-venv    # make test: a virtualenv for the HPE Python SDK (hpOneView) tests
     busybox-static  # /bin/busybox: the toolbox of the plan-script sandbox (deployd::sandbox) and of the image
     kmod            # depmod: indexes the kernel package's modules for the initramfs (make image)
-    systemd-boot-efi # linuxx64.efi.stub: the UKI stub (make image)
+    systemd-boot-efi # linuxx64.efi.stub: the UKI stub (make image); systemd-bootx64.efi: the test golden image's loader
     binutils        # objcopy: adds the UKI sections (make image)
     cpio            # cpio -it: cross-checks the initramfs (image tests)
     qemu-system-x86 # qemu-system-x86_64: the appliance VM (make run, QEMU tests)
     ovmf            # OVMF_CODE_4M.fd/OVMF_VARS_4M.fd: UEFI firmware for the appliance VM
+    ipxe-qemu       # efi-virtio.rom: the compute modules' NIC boot ROM (iSCSI boot, QEMU tests)
+    dnsmasq-base    # dnsmasq: hands that ROM its iSCSI boot settings over DHCP (QEMU tests)
     iproute2        # ip netns: network-namespace tests of init's networking, the QEMU enclosure
     iputils-ping    # ping: the QEMU scenarios ping deployed compute modules
     mmdebstrap      # the Debian golden image of the QEMU scenarios (deploy-linux, capture)

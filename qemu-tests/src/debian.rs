@@ -1,8 +1,17 @@
 //! A real Debian golden image for the Linux scenarios, made with mmdebstrap and cached
-//! between runs: Debian 12 with systemd, its kernel and initramfs, ifupdown and ping, on a
-//! GPT disk with an EFI system partition whose loader is a unified kernel image (systemd's
-//! stub + the Debian kernel, initramfs and command line, assembled by `streamer_image::uki`)
-//! at the removable-media path, and an ext4 root made with `mkfs.ext4 -d` (no mounts).
+//! between runs: Debian 12 with systemd, its kernel and initramfs, ifupdown, ping, sudo
+//! and open-iscsi, on a GPT disk with an EFI system partition (systemd-boot at the
+//! removable-media path, the kernel, the initramfs and one boot-loader entry) and an ext4
+//! root made with `mkfs.ext4 -d` (no mounts).
+//!
+//! The same image boots from a local disk (QEMU's NBD driver: a virtio disk) and through
+//! its NIC's firmware over iSCSI: the root is found by its label, and when the firmware left
+//! an iSCSI Boot Firmware Table (ACPI `iBFT`) the initramfs logs in to the target it names
+//! (open-iscsi's initramfs script with `ISCSI_AUTO`, set by `/etc/iscsi/iscsi.initramfs`
+//! only when the table exists: without one the script would wait minutes for DHCP). The kernel and initramfs
+//! are separate files rather than one unified kernel image: iPXE's EFI SAN boot (Debian's
+//! `ipxe-qemu`) fails to load a 44 MB PE image ("Load Error") but loads systemd-boot, which
+//! loads the kernel and hands it the initramfs.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -10,18 +19,25 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 
 /// Bump when the recipe changes: the cache key.
-const RECIPE: &str = "debian12-systemd-uki-v2";
+const RECIPE: &str = "debian12-systemd-iscsi-v5";
 /// The root filesystem's partition (the plan scripts mount /dev/sda2).
 pub const ROOT_PARTITION: u32 = 2;
 const ESP_MIB: u64 = 64;
 const ROOT_MIB: u64 = 768;
 /// Packages over mmdebstrap's minbase (dbus: systemd-logind, which turns the ACPI power
-/// button into a clean shutdown, needs it).
+/// button into a clean shutdown, needs it; open-iscsi: the root on iSCSI, and the
+/// initiator the scenarios drive inside the guest, as root through sudo).
 const PACKAGES: &str = "systemd-sysv,udev,kmod,dbus,linux-image-amd64,initramfs-tools,ifupdown,\
-                        iputils-ping,login,passwd";
-/// The golden image's kernel command line: the root by device name (the OS volume is the
-/// module's only virtio disk), classic interface names (eth0) and the serial console.
-const CMDLINE: &str = "root=/dev/vda2 rw net.ifnames=0 console=ttyS0,115200";
+                        iputils-ping,login,passwd,open-iscsi,sudo";
+/// The golden image's kernel command line: the root by label (a virtio disk over NBD, a
+/// SCSI disk over iSCSI), classic interface names (eth0), the serial console.
+const CMDLINE: &str = "root=LABEL=root rw net.ifnames=0 console=ttyS0,115200";
+/// open-iscsi's initramfs settings (a shell fragment its script sources): log in from the
+/// firmware's table when there is one. The initramfs then configures the NIC the way the
+/// table says its address came (iPXE's came from DHCP: the initramfs asks DHCP again).
+const ISCSI_INITRAMFS: &str = "if [ -e /sys/firmware/acpi/tables/iBFT ]; then ISCSI_AUTO=true; fi";
+/// systemd-boot (Debian's `systemd-boot-efi`, which also has the UKI stub).
+const SYSTEMD_BOOT: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
 
 fn run(cmd: &mut Command) -> Result<()> {
     let out = cmd
@@ -58,33 +74,34 @@ pub fn golden_image(cache: &Path) -> Result<PathBuf> {
         .args([
             "--variant=minbase",
             &format!("--include={PACKAGES}"),
+            // Before the packages: the initramfs open-iscsi's hook builds includes it.
+            &format!(
+                "--setup-hook=mkdir -p \"$1/etc/iscsi\" && \
+                 echo '{ISCSI_INITRAMFS}' > \"$1/etc/iscsi/iscsi.initramfs\""
+            ),
             "bookworm",
         ])
         .arg(&root)
         .arg("http://deb.debian.org/debian"))
     .context("mmdebstrap (apt-get install mmdebstrap; it needs the Debian mirror)")?;
     slim(&root)?;
-    // Console login on the serial port comes from systemd's serial-getty generator; the
-    // root filesystem is /dev/vda2.
-    std::fs::write(root.join("etc/fstab"), "/dev/vda2 / ext4 defaults 0 1\n")?;
+    // Console login on the serial port comes from systemd's serial-getty generator.
+    std::fs::write(root.join("etc/fstab"), "LABEL=root / ext4 defaults 0 1\n")?;
     std::fs::write(root.join("etc/hostname"), "golden\n")?;
     std::fs::write(
         root.join("etc/network/interfaces"),
         "auto lo\niface lo inet loopback\n",
     )?;
+    // Each deployed module gets its own initiator name from the plan.
+    let _ = std::fs::remove_file(root.join("etc/iscsi/initiatorname.iscsi"));
     let kernel = newest(&root.join("boot"), "vmlinuz-")?;
     let initrd = newest(&root.join("boot"), "initrd.img-")?;
-    let uki = work.path().join("BOOTX64.EFI");
-    streamer_image::uki::build(
-        &streamer_image::uki::UkiSpec {
-            stub: streamer_image::uki::DEFAULT_STUB.into(),
-            kernel,
-            initrd,
-            cmdline: CMDLINE.into(),
-            os_release: std::fs::read_to_string(root.join("etc/os-release")).unwrap_or_default(),
-            timestamp: 0,
-        },
-        &uki,
+    let loader = work.path().join("loader.conf");
+    std::fs::write(&loader, "timeout 0\ndefault debian.conf\n")?;
+    let entry = work.path().join("debian.conf");
+    std::fs::write(
+        &entry,
+        format!("title Debian\nlinux /vmlinuz\ninitrd /initrd.img\noptions {CMDLINE}\n"),
     )?;
     let part = work.path().join("disk.raw");
     let total = ESP_MIB + ROOT_MIB + 2;
@@ -114,11 +131,24 @@ pub fn golden_image(cache: &Path) -> Result<PathBuf> {
         .arg(&part)
         .arg((ESP_MIB * 1024).to_string()))?;
     let esp = format!("{}@@{}", part.display(), 2048 * 512);
-    run(Command::new("mmd").args(["-i", &esp, "::/EFI", "::/EFI/BOOT"]))?;
-    run(Command::new("mcopy")
-        .args(["-i", &esp])
-        .arg(&uki)
-        .arg("::/EFI/BOOT/BOOTX64.EFI"))?;
+    run(Command::new("mmd").args([
+        "-i",
+        &esp,
+        "::/EFI",
+        "::/EFI/BOOT",
+        "::/loader",
+        "::/loader/entries",
+    ]))?;
+    for (from, to) in [
+        (Path::new(SYSTEMD_BOOT), "::/EFI/BOOT/BOOTX64.EFI"),
+        (&kernel, "::/vmlinuz"),
+        (&initrd, "::/initrd.img"),
+        (&loader, "::/loader/loader.conf"),
+        (&entry, "::/loader/entries/debian.conf"),
+    ] {
+        run(Command::new("mcopy").args(["-i", &esp]).arg(from).arg(to))
+            .context("mcopy (apt-get install mtools systemd-boot-efi)")?;
+    }
     run(Command::new("mkfs.ext4")
         .args(["-q", "-F", "-L", "root", "-E"])
         .arg(format!("offset={}", (2048 + ESP_MIB * 2048) * 512))
@@ -151,7 +181,6 @@ fn slim(root: &Path) -> Result<()> {
             "drivers/net/wireless",
             "drivers/net/ethernet",
             "drivers/staging",
-            "drivers/scsi",
             "drivers/usb",
             "drivers/bluetooth",
             "drivers/iio",

@@ -8,8 +8,11 @@
 //! - [`qmp`]: the QEMU Machine Protocol (power button, status).
 //! - [`appliance`]: the appliance image as a VM, its readiness, its root shell.
 //! - [`api`]: a client of the appliance's REST API (login, uploads, tasks).
-//! - [`redfish`]: a Redfish double that powers compute-module VMs on and off.
-//! - [`compute`]: compute-module VMs booting their OS volume over NBD.
+//! - [`redfish`]: a Redfish double that powers compute-module VMs on and off and holds
+//!   their NIC's iSCSI boot settings.
+//! - [`firmware`]: the NIC firmware's stand-in (those settings, given to iPXE by DHCP).
+//! - [`compute`]: compute-module VMs booting their OS volume over NBD (QEMU's driver) or
+//!   through their firmware over iSCSI.
 //! - [`debian`]: a cached Debian golden image made with mmdebstrap.
 //! - [`linux`]: the Linux scenarios' plans (deploy: hostname, address, user; capture).
 //! - [`pair`]: two appliance VMs paired through their API, and the witness.
@@ -23,6 +26,7 @@ pub mod compute;
 pub mod console;
 pub mod debian;
 pub mod enclosure;
+pub mod firmware;
 pub mod linux;
 pub mod pair;
 pub mod qemu;

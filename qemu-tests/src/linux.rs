@@ -1,9 +1,10 @@
 //! The Linux scenarios' artifacts on the appliance: the Debian golden image uploaded, a
-//! deploy plan that sets the hostname, a static address on the enclosure network and a
-//! user, and writes `/etc/motd` with a guest command (`sh`: the appliance runs it only
+//! deploy plan that sets the hostname, the network (a static address on the enclosure
+//! network; over iSCSI, the firmware's address and the module's initiator name) and a
+//! user (who may use sudo), and writes `/etc/motd` with a guest command (`sh`: the appliance runs it only
 //! inside a plan run's cgroup, so a deploy that completes shows the appliance's cgroup v2
 //! works), and a capture plan that removes what identifies a host (hostname, machine-id, SSH
-//! host keys).
+//! host keys, initiator name).
 
 use std::io::Write;
 use std::path::Path;
@@ -14,15 +15,33 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use crate::api::Api;
+use crate::compute::ModuleBoot;
 
 /// The user the deploy plan creates, and its password (its hash goes in /etc/shadow).
 pub const USER: &str = "ops";
 pub const PASSWORD: &str = "Pl4n-Secret-77";
 
+/// The deploy plan script; `{network}` is replaced by the lines that configure the
+/// module's network (see [`deploy_script`]).
 const DEPLOY_SCRIPT: &str = r#"mount /dev/sda2 /
 write /etc/hostname "@Hostname@\n"
 write /etc/hosts "127.0.0.1 localhost\n127.0.1.1 @Hostname@\n"
-upload -<<END /etc/network/interfaces
+{network}write-append /etc/passwd "@UserName@:x:1000:1000::/home/@UserName@:/bin/bash\n"
+write-append /etc/group "@UserName@:x:1000:\n"
+write-append /etc/shadow "@UserName@:@UserPasswordHash@:19000:0:99999:7:::\n"
+mkdir-p /home/@UserName@
+chmod 0777 /home/@UserName@
+write /etc/sudoers.d/@UserName@ "@UserName@ ALL=(ALL) NOPASSWD: ALL\n"
+chmod 0440 /etc/sudoers.d/@UserName@
+mkdir-p /etc/ssh
+write /etc/ssh/ssh_host_ed25519_key "host key of @Hostname@\n"
+echo "host @Hostname@ with user @UserName@"
+sh "echo 'Deployed by Streamer as @Hostname@.' > /etc/motd"
+umount-all
+"#;
+
+/// A module booting over NBD: a static address on its NIC.
+const STATIC_NETWORK: &str = r#"upload -<<END /etc/network/interfaces
 auto lo
 iface lo inet loopback
 
@@ -32,23 +51,36 @@ iface eth0 inet static
     netmask @ManagementNIC.netmask@
     hwaddress ether @ManagementNIC.mac@
 END
-write-append /etc/passwd "@UserName@:x:1000:1000::/home/@UserName@:/bin/bash\n"
-write-append /etc/group "@UserName@:x:1000:\n"
-write-append /etc/shadow "@UserName@:@UserPasswordHash@:19000:0:99999:7:::\n"
-mkdir-p /home/@UserName@
-chmod 0777 /home/@UserName@
-mkdir-p /etc/ssh
-write /etc/ssh/ssh_host_ed25519_key "host key of @Hostname@\n"
-echo "host @Hostname@ with user @UserName@"
-sh "echo 'Deployed by Streamer as @Hostname@.' > /etc/motd"
-umount-all
 "#;
+
+/// A module booting over iSCSI: its NIC keeps the address its firmware gave it (the
+/// initramfs set it up from the iBFT, and ifupdown must never take it down under the
+/// root filesystem); the OS's own iSCSI initiator takes the module's initiator name.
+const ISCSI_NETWORK: &str = r#"upload -<<END /etc/network/interfaces
+auto lo
+iface lo inet loopback
+END
+mkdir-p /etc/iscsi
+write /etc/iscsi/initiatorname.iscsi "InitiatorName=@InitiatorName@\n"
+"#;
+
+/// The deploy script for a module booting as `boot` says.
+pub fn deploy_script(boot: ModuleBoot) -> String {
+    DEPLOY_SCRIPT.replace(
+        "{network}",
+        match boot {
+            ModuleBoot::Nbd => STATIC_NETWORK,
+            ModuleBoot::Iscsi => ISCSI_NETWORK,
+        },
+    )
+}
 
 const CAPTURE_SCRIPT: &str = r#"mount /dev/sda2 /
 rm-f /etc/hostname
 write /etc/machine-id ""
 rm-f /var/lib/dbus/machine-id
 glob rm-f /etc/ssh/ssh_host_*
+rm-f /etc/iscsi/initiatorname.iscsi
 echo "generalized: hostname, machine-id and SSH host keys removed"
 umount-all
 "#;
@@ -81,25 +113,31 @@ pub fn upload_golden_image(api: &Api, name: &str, raw: &Path) -> Result<String> 
         .context("golden image task without resource")
 }
 
-/// The deploy plan (plan script, build plan, deployment plan) on `golden`; its URI.
-pub fn deployment_plan(api: &Api, golden: &str) -> Result<String> {
-    let tag = golden.rsplit('/').next().unwrap_or(golden);
+/// The deploy plan (plan script, build plan, deployment plan) on `golden` for modules
+/// booting as `boot` says; its URI.
+pub fn deployment_plan(api: &Api, golden: &str, boot: ModuleBoot) -> Result<String> {
+    let tag = format!("{} {boot:?}", golden.rsplit('/').next().unwrap_or(golden));
     let ps = created_uri(api.post(
         "/rest/plan-scripts",
         &json!({"name": format!("debian personalize {tag}"), "planType": "deploy",
-                "content": DEPLOY_SCRIPT}),
+                "content": deploy_script(boot)}),
     )?)?;
+    let mut attributes = vec![
+        json!({"name": "Hostname", "type": "hostname", "value": "", "constraints": "{\"helpText\":\"\"}"}),
+        json!({"name": "UserName", "type": "string", "value": USER, "constraints": "{}"}),
+        json!({"name": "UserPasswordHash", "type": "string", "value": "", "constraints": "{}"}),
+    ];
+    attributes.push(match boot {
+        ModuleBoot::Nbd => json!({"name": "ManagementNIC", "type": "nic", "value": null,
+             "constraints": "{\"ipv4static\":true,\"ipv4dhcp\":false,\"ipv4disable\":false,\"parameters\":[\"ipaddress\",\"netmask\",\"mac\"]}"}),
+        ModuleBoot::Iscsi => json!({"name": "InitiatorName", "type": "string", "value": "",
+             "constraints": "{}"}),
+    });
     let bp = created_uri(api.post(
         "/rest/build-plans",
         &json!({"name": format!("debian deploy {tag}"), "oeBuildPlanType": "deploy",
                 "buildStep": [{"serialNumber": "1", "planScriptUri": ps, "parameters": null}],
-                "customAttributes": [
-            {"name": "Hostname", "type": "hostname", "value": "", "constraints": "{\"helpText\":\"\"}"},
-            {"name": "ManagementNIC", "type": "nic", "value": null,
-             "constraints": "{\"ipv4static\":true,\"ipv4dhcp\":false,\"ipv4disable\":false,\"parameters\":[\"ipaddress\",\"netmask\",\"mac\"]}"},
-            {"name": "UserName", "type": "string", "value": USER, "constraints": "{}"},
-            {"name": "UserPasswordHash", "type": "string", "value": "", "constraints": "{}"},
-        ]}),
+                "customAttributes": attributes}),
     )?)?;
     created_uri(api.post(
         "/rest/deployment-plans",
@@ -134,13 +172,40 @@ pub fn password_hash(password: &str) -> Result<String> {
     Ok(String::from_utf8(out.stdout)?.trim().to_owned())
 }
 
-/// The deploy plan's values for a host.
-pub fn values(hostname: &str, ip: &str, mac: &str) -> Result<Value> {
-    Ok(json!([
-        {"name": "Hostname", "value": hostname},
-        {"name": "ManagementNIC.ipaddress", "value": ip},
-        {"name": "ManagementNIC.netmask", "value": "255.255.255.0"},
-        {"name": "ManagementNIC.mac", "value": mac},
-        {"name": "UserPasswordHash", "value": password_hash(PASSWORD)?},
-    ]))
+/// How a deployed OS's network is set: a static address on its NIC (a module booting over
+/// NBD), or the address its NIC's firmware gave it, with the module's initiator name (a
+/// module booting over iSCSI).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OsNetwork {
+    Static { ip: String, mac: String },
+    Firmware { initiator: String },
+}
+
+impl OsNetwork {
+    /// How a module whose OS is set up this way boots.
+    pub fn boot(&self) -> ModuleBoot {
+        match self {
+            OsNetwork::Static { .. } => ModuleBoot::Nbd,
+            OsNetwork::Firmware { .. } => ModuleBoot::Iscsi,
+        }
+    }
+}
+
+/// The values of [`deployment_plan`]`(.., network.boot())` for host `hostname`.
+pub fn values(hostname: &str, network: &OsNetwork) -> Result<Value> {
+    let mut v = vec![
+        json!({"name": "Hostname", "value": hostname}),
+        json!({"name": "UserPasswordHash", "value": password_hash(PASSWORD)?}),
+    ];
+    match network {
+        OsNetwork::Static { ip, mac } => v.extend([
+            json!({"name": "ManagementNIC.ipaddress", "value": ip}),
+            json!({"name": "ManagementNIC.netmask", "value": "255.255.255.0"}),
+            json!({"name": "ManagementNIC.mac", "value": mac}),
+        ]),
+        OsNetwork::Firmware { initiator } => {
+            v.push(json!({"name": "InitiatorName", "value": initiator}));
+        }
+    }
+    Ok(Value::Array(v))
 }

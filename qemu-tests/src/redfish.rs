@@ -1,7 +1,9 @@
 //! A Redfish test double for compute modules: one HTTP endpoint per module (the appliance
 //! reaches it at `http://10.0.2.2:PORT`, QEMU's user-mode address of this host) with one
 //! computer system whose `ComputerSystem.Reset` actions call back into the harness, which
-//! starts or stops the module's VM.
+//! starts or stops the module's VM, and one network device function (reached as a
+//! client does: system → `NetworkInterfaces` → `NetworkDeviceFunctions`) whose `BootMode`
+//! and `iSCSIBoot` a PATCH writes into the module's [`NicFirmware`].
 
 use std::sync::{Arc, Mutex};
 
@@ -12,6 +14,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
+use crate::firmware::NicFirmware;
+
 /// What the harness does on a reset: `On`, `ForceOff`, `GracefulShutdown`, ...
 pub type OnReset = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
@@ -19,7 +23,12 @@ struct Module {
     power: Mutex<String>,
     on_reset: OnReset,
     actions: Mutex<Vec<String>>,
+    nic: Option<Arc<NicFirmware>>,
 }
+
+const INTERFACES: &str = "/redfish/v1/Systems/1/NetworkInterfaces";
+const FUNCTIONS: &str = "/redfish/v1/Chassis/1/NetworkAdapters/1/NetworkDeviceFunctions";
+const FUNCTION: &str = "/redfish/v1/Chassis/1/NetworkAdapters/1/NetworkDeviceFunctions/1";
 
 /// One module's management processor; serves until dropped.
 pub struct RedfishDouble {
@@ -43,7 +52,54 @@ async fn systems() -> Json<Value> {
 
 async fn system(State(m): State<Arc<Module>>) -> Json<Value> {
     let power = m.power.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    Json(json!({"@odata.id": "/redfish/v1/Systems/1", "Id": "1", "PowerState": power}))
+    Json(
+        json!({"@odata.id": "/redfish/v1/Systems/1", "Id": "1", "PowerState": power,
+                "NetworkInterfaces": {"@odata.id": INTERFACES}}),
+    )
+}
+
+fn collection(members: &[&str]) -> Json<Value> {
+    let m: Vec<Value> = members.iter().map(|id| json!({"@odata.id": id})).collect();
+    Json(json!({"Members@odata.count": m.len(), "Members": m}))
+}
+
+async fn interfaces(State(m): State<Arc<Module>>) -> Json<Value> {
+    let one = format!("{INTERFACES}/1");
+    let members = if m.nic.is_some() {
+        vec![one.as_str()]
+    } else {
+        vec![]
+    };
+    collection(&members)
+}
+
+async fn interface() -> Json<Value> {
+    Json(json!({"@odata.id": format!("{INTERFACES}/1"), "Id": "1",
+                "NetworkDeviceFunctions": {"@odata.id": FUNCTIONS}}))
+}
+
+async fn functions(State(m): State<Arc<Module>>) -> Json<Value> {
+    collection(if m.nic.is_some() { &[FUNCTION] } else { &[] })
+}
+
+async fn function(State(m): State<Arc<Module>>) -> (StatusCode, Json<Value>) {
+    match &m.nic {
+        Some(nic) => (StatusCode::OK, Json(nic.redfish(FUNCTION))),
+        None => (StatusCode::NOT_FOUND, Json(json!({}))),
+    }
+}
+
+async fn patch_function(
+    State(m): State<Arc<Module>>,
+    Json(body): Json<Value>,
+) -> (StatusCode, String) {
+    let Some(nic) = &m.nic else {
+        return (StatusCode::NOT_FOUND, String::new());
+    };
+    match nic.patch(&body) {
+        Ok(()) => (StatusCode::NO_CONTENT, String::new()),
+        Err(e) => (StatusCode::BAD_REQUEST, format!("{e:#}")),
+    }
 }
 
 async fn reset(State(m): State<Arc<Module>>, Json(body): Json<Value>) -> (StatusCode, String) {
@@ -73,17 +129,23 @@ async fn reset(State(m): State<Arc<Module>>, Json(body): Json<Value>) -> (Status
 }
 
 impl RedfishDouble {
-    pub fn start(on_reset: OnReset) -> Result<RedfishDouble> {
-        Self::start_on("127.0.0.1", on_reset)
+    /// A module's management processor on 127.0.0.1; `nic`: its network device function.
+    pub fn start(on_reset: OnReset, nic: Option<Arc<NicFirmware>>) -> Result<RedfishDouble> {
+        Self::start_on("127.0.0.1", on_reset, nic)
     }
 
     /// Listens on `ip` (e.g. `0.0.0.0`: reachable from VMs on a bridge linked to this host,
     /// see `Enclosure::host_link`).
-    pub fn start_on(ip: &str, on_reset: OnReset) -> Result<RedfishDouble> {
+    pub fn start_on(
+        ip: &str,
+        on_reset: OnReset,
+        nic: Option<Arc<NicFirmware>>,
+    ) -> Result<RedfishDouble> {
         let module = Arc::new(Module {
             power: Mutex::new("Off".into()),
             on_reset,
             actions: Mutex::new(Vec::new()),
+            nic,
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -99,6 +161,10 @@ impl RedfishDouble {
                 "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset",
                 post(reset),
             )
+            .route(INTERFACES, get(interfaces))
+            .route(&format!("{INTERFACES}/1"), get(interface))
+            .route(FUNCTIONS, get(functions))
+            .route(FUNCTION, get(function).patch(patch_function))
             .with_state(Arc::clone(&module));
         runtime.spawn(async move {
             if let Ok(l) = tokio::net::TcpListener::from_std(listener) {

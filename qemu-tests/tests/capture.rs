@@ -1,7 +1,8 @@
-//! Scenario capture: on deployed node 1 the test writes a marker file and shuts the node
-//! down with its power button; a capture plan removes the hostname, machine-id and SSH
-//! host keys into a new golden image; node 3, deployed from it, boots with the marker, a
-//! new machine-id, its own hostname and its own host key.
+//! Scenario capture: on deployed node 1, which boots through its NIC's firmware over
+//! iSCSI, the test writes a marker file and shuts the node down with its power button; a
+//! capture plan removes the hostname, machine-id, SSH host keys and initiator name into a
+//! new golden image; node 3, deployed from it over NBD, boots with the marker, a new
+//! machine-id, its own hostname and its own host key.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
@@ -10,8 +11,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use streamer_vm::compute::ModuleBoot;
 use streamer_vm::linux::{PASSWORD, USER};
-use streamer_vm::rig::{Rig, guest_ip, module_mac};
+use streamer_vm::rig::Rig;
 use streamer_vm::{debian, linux};
 
 const MARKER: &str = "captured-from-node1";
@@ -20,14 +22,15 @@ const MARKER: &str = "captured-from-node1";
 fn capture_generalizes_and_node3_boots_with_the_marker() {
     let golden = debian::golden_image(&common::cache_dir()).unwrap();
     let work = common::Workdir::new("capture-");
-    let rig = Rig::start(&work.path(), 2).unwrap();
+    let boots = [ModuleBoot::Iscsi, ModuleBoot::Nbd];
+    let rig = Rig::start(&work.path(), &boots).unwrap();
     let gi = linux::upload_golden_image(&rig.api, "debian12", &golden).unwrap();
-    let plan = linux::deployment_plan(&rig.api, &gi).unwrap();
+    let plan = linux::deployment_plan(&rig.api, &gi, boots[0]).unwrap();
     let long = Duration::from_secs(900);
     let t = Duration::from_secs(60);
 
     // Node 1: deploy, log in, leave a marker, power off with the power button.
-    let values = linux::values("node1", &guest_ip(0), &module_mac(0)).unwrap();
+    let values = linux::values("node1", &rig.os_network(0)).unwrap();
     let task = rig.deploy(0, "node1", &plan, values).unwrap();
     let profile_uri = task["associatedResource"]["resourceUri"].as_str().unwrap();
     let n1 = &rig.modules[0];
@@ -70,8 +73,8 @@ fn capture_generalizes_and_node3_boots_with_the_marker() {
     let captured = task["associatedResource"]["resourceUri"].as_str().unwrap();
 
     // Node 3 (in bay 2) from the captured image.
-    let plan3 = linux::deployment_plan(&rig.api, captured).unwrap();
-    let values = linux::values("node3", &guest_ip(1), &module_mac(1)).unwrap();
+    let plan3 = linux::deployment_plan(&rig.api, captured, boots[1]).unwrap();
+    let values = linux::values("node3", &rig.os_network(1)).unwrap();
     let started = Instant::now();
     rig.deploy(1, "node3", &plan3, values).unwrap();
     let n3 = &rig.modules[1];
@@ -96,5 +99,5 @@ fn capture_generalizes_and_node3_boots_with_the_marker() {
             .trim(),
         "host key of node3"
     );
-    assert!(rig.enclosure.ping(&guest_ip(1), 5));
+    assert!(rig.enclosure.ping(&rig.os_address(1), 5));
 }

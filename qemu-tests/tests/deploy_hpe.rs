@@ -1,7 +1,8 @@
 //! Scenario deploy-hpe: the real HPE Developer 2017 artifact bundle imported through the
 //! appliance's API; two compute modules deployed with different attribute values and
-//! powered on through Redfish; each boots its OS volume over NBD under OVMF and its UEFI
-//! loader prints the message the plan script personalized, with its own values.
+//! powered on through Redfish; each boots its OS volume under OVMF (module 1 through its
+//! NIC's firmware over iSCSI, module 2 over NBD) and its UEFI loader prints the message
+//! the plan script personalized, with its own values.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
@@ -10,6 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use streamer_vm::compute::ModuleBoot;
 use streamer_vm::rig::Rig;
 
 const BUNDLE: &str = "HPE-ImageStreamer-Developer-2017-08-28-v5.0.zip";
@@ -18,7 +20,7 @@ const PLAN: &str = "HPE - Developer 1.0 - Deployment Test (UEFI) - 2017-03-24";
 #[test]
 fn deploy_hpe_two_modules_boot_their_personalized_loader() {
     let work = common::Workdir::new("deploy-hpe-");
-    let rig = Rig::start(&work.path(), 2).unwrap();
+    let rig = Rig::start(&work.path(), &[ModuleBoot::Iscsi, ModuleBoot::Nbd]).unwrap();
     rig.api
         .import_bundle(BUNDLE, common::corpus(&format!("bundles/{BUNDLE}")))
         .unwrap();
@@ -52,8 +54,8 @@ fn deploy_hpe_two_modules_boot_their_personalized_loader() {
         .unwrap();
         common::record(
             &format!(
-                "deploy-hpe: deploy request → UEFI loader message ({})",
-                m.name
+                "deploy-hpe: deploy request → UEFI loader message ({}, {:?})",
+                m.name, rig.boots[i]
             ),
             start.elapsed().as_secs_f64(),
         );

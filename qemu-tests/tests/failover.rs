@@ -223,11 +223,16 @@ fn failover() {
         .unwrap();
     assert!(sysctl.success());
     let module = Arc::new(
-        ComputeModule::new("bay1", MODULE_IP, &ns, &dir)
+        ComputeModule::new("bay1", MODULE_IP, Some(&ns), &dir)
             .with_nic(&enc.netns, "tapm1", MODULE_MAC)
             .riding_through(),
     );
-    let double = RedfishDouble::start_on("0.0.0.0", module.reset_handler(api.clone())).unwrap();
+    let double = RedfishDouble::start_on(
+        "0.0.0.0",
+        module.reset_handler(api.clone()),
+        module.nic_firmware(),
+    )
+    .unwrap();
     let r = api
         .post(
             "/rest/server-hardware",
@@ -256,8 +261,12 @@ fn failover() {
             panic!("golden image upload: {e:#}\n{}", logs.join("\n"));
         }
     };
-    let plan = linux::deployment_plan(&api, &gi).unwrap();
-    let values = linux::values("failover1", GUEST_IP, MODULE_MAC).unwrap();
+    let network = linux::OsNetwork::Static {
+        ip: GUEST_IP.into(),
+        mac: MODULE_MAC.into(),
+    };
+    let plan = linux::deployment_plan(&api, &gi, network.boot()).unwrap();
+    let values = linux::values("failover1", &network).unwrap();
     let t = rig::deploy_profile(&api, &hw, "bay1-os", &plan, values).unwrap();
     assert_eq!(t["taskState"], "Completed", "{t}");
     let target = module.boot_target(&api).unwrap();
