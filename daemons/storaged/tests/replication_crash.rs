@@ -315,10 +315,52 @@ fn an_import_cut_by_the_peer_going_outdated_is_sent_whole_at_the_resync() {
         storaged::store::VolumeState::Frozen,
         "the peer froze an incomplete copy"
     );
-    // The peer is back: the resync sends it whole.
+    // The peer is back, and a deploy comes before the resync: the peer cannot clone an
+    // image it does not hold whole, so the clone, its export and its writes are made here
+    // alone, owed to the peer; its snapshot too.
     link.set_peer_outdated(false);
-    assert!(owner.send_missing(&id).unwrap());
+    let os = owner.clone_volume(&id, Some("os1")).unwrap().record.id;
+    owner
+        .export_add(&os, vec!["10.0.0.7/32".parse().unwrap()], false)
+        .unwrap();
+    let lease = owner.lease(&os).unwrap();
+    lease
+        .volume()
+        .write_at(&[0xa5; 8192], 4 * MIB, true)
+        .unwrap();
+    lease.volume().flush().unwrap();
+    drop(lease);
+    let snap = owner.snapshot(&os, Some("os1-snap")).unwrap().record.id;
+    assert!(
+        replica.info(&os).is_err(),
+        "the clone reached the peer early"
+    );
+    let mut owed = owner.unsent();
+    owed.sort();
+    let mut expected = vec![id.clone(), os.clone(), snap.clone()];
+    expected.sort();
+    assert_eq!(owed, expected);
+    // The resync sends them, parents first; then the clone's regions.
+    for v in [&id, &snap, &os] {
+        assert!(owner.send_missing(v).unwrap(), "{v} was not missing");
+    }
+    owner.resync(&os, &mut |_, _| {}).unwrap();
     assert!(owner.unsent().is_empty());
+    assert_eq!(
+        replica.export_list().len(),
+        1,
+        "the export is not on the peer"
+    );
+    let read = |s: &Store| {
+        let mut buf = vec![0u8; 8 * MIB as usize];
+        s.lease(&os).unwrap().volume().read_at(&mut buf, 0).unwrap();
+        buf
+    };
+    assert!(
+        read(&owner) == read(&replica),
+        "the clone differs on the peer"
+    );
+    assert_eq!(read(&replica)[4 * MIB as usize], 0xa5);
     let there = replica.info(&id).unwrap().record;
     assert_eq!(there.state, storaged::store::VolumeState::Frozen);
     assert_eq!(there.checksum, g.record.checksum);

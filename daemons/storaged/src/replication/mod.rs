@@ -664,6 +664,10 @@ impl Replica for PeerReplica {
         self.degraded.lock().remove(volume);
     }
 
+    fn hold(&self, volume: &str) {
+        self.degraded.lock().insert(volume.to_string());
+    }
+
     fn ownership(&self) -> Option<Arc<Ownership>> {
         Some(Arc::clone(&self.ownership))
     }

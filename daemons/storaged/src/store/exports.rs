@@ -37,12 +37,15 @@ impl Store {
     ) -> Result<ExportRecord, StoreError> {
         let id = self.state.lock().resolve(key)?.id.clone();
         // Not under the state lock: the peer may be replicating to this store meanwhile.
-        self.replicate(&CatalogOp::Export {
-            id: id.clone(),
-            allow: allow.clone(),
-            read_only,
-            iscsi: iscsi.clone(),
-        })?;
+        // (A volume the peer has no copy of yet gets its export there at the resync.)
+        if !self.held(&id) {
+            self.replicate(&CatalogOp::Export {
+                id: id.clone(),
+                allow: allow.clone(),
+                read_only,
+                iscsi: iscsi.clone(),
+            })?;
+        }
         self.export_put(ExportRecord {
             volume: id,
             allow,
@@ -72,7 +75,9 @@ impl Store {
             }
             id
         };
-        self.replicate(&CatalogOp::Unexport { id: id.clone() })?;
+        if !self.held(&id) {
+            self.replicate(&CatalogOp::Unexport { id: id.clone() })?;
+        }
         self.export_drop(&id)
     }
 

@@ -248,6 +248,13 @@ impl Store {
             _lock: lock,
         };
         store.remove_leftovers()?;
+        // Writable volumes the peer has no copy of yet: their writes stay here until the
+        // resync makes them there.
+        for id in store.unsent.ids() {
+            if store.state.lock().volumes.get(&id).map(|r| r.state) == Some(VolumeState::Writable) {
+                store.replica.hold(&id);
+            }
+        }
         Ok(store)
     }
 
@@ -640,7 +647,12 @@ impl Store {
             Ok(p)
         };
         let p = check(&self.state.lock())?;
-        if replicate {
+        // A parent the peer does not hold whole yet (its transfer was cut: it is sent again
+        // at the resync) cannot be cloned there now: the clone is made here alone, kept on
+        // the unsent list and its writes held, and the resync makes it there after its
+        // parent, with every region it has.
+        let parent_unsent = replicate && self.chain_unsent(&p.id);
+        if replicate && !parent_unsent {
             // Not under the state lock: the peer may be replicating to this store meanwhile.
             self.replicate(&CatalogOp::Clone {
                 id: id.to_string(),
@@ -650,10 +662,39 @@ impl Store {
             })?;
         }
         let made = self.clone_commit(id, name, home, &check);
-        if made.is_err() && replicate {
+        if made.is_err() && replicate && !parent_unsent {
             self.unreplicate(id);
         }
+        if made.is_ok() && parent_unsent {
+            tracing::warn!(
+                "volume {id}: its parent {} is not on the peer whole yet: made here alone, \
+                 sent at the resync",
+                p.id
+            );
+            self.replica.hold(id);
+            self.unsent.add(id)?;
+        }
         made
+    }
+
+    /// Whether volume `id` is writable and the peer has no copy of it yet (made here alone
+    /// over a parent the peer did not hold whole: its catalog changes wait for the resync).
+    fn held(&self, id: &str) -> bool {
+        self.unsent.contains(id)
+            && self.state.lock().volumes.get(id).map(|r| r.state) == Some(VolumeState::Writable)
+    }
+
+    /// Whether volume `id` or one of its ancestors is on the unsent list.
+    fn chain_unsent(&self, id: &str) -> bool {
+        let st = self.state.lock();
+        let mut next = Some(id.to_string());
+        while let Some(cur) = next {
+            if self.unsent.contains(&cur) {
+                return true;
+            }
+            next = st.volumes.get(&cur).and_then(|r| r.parent.clone());
+        }
+        false
     }
 
     fn clone_commit(
@@ -716,7 +757,9 @@ impl Store {
             }
             Ok(v)
         };
-        if replicate {
+        let id = self.state.lock().resolve(key)?.id.clone();
+        let held = replicate && self.held(&id);
+        if replicate && !held {
             let v = check(&self.state.lock())?;
             // Not under the state lock: the peer may be replicating to this store meanwhile.
             self.replicate(&CatalogOp::Snapshot {
@@ -764,6 +807,11 @@ impl Store {
         }
         st.volumes.insert(snap.id.clone(), snap.clone());
         st.volumes.insert(moved.id.clone(), moved.clone());
+        if held {
+            // The peer has no copy of the volume yet: the snapshot goes there whole at the
+            // resync, before the volume.
+            self.unsent.add(&snap.id)?;
+        }
         match self.open_layer(&moved) {
             Ok(top) => chain.insert(0, top),
             Err(e) => {
@@ -823,6 +871,16 @@ impl Store {
     /// replicating to this store meanwhile); a replica that could not delete keeps a volume
     /// nothing uses, which a later delete or the resync removes.
     fn delete_with(&self, key: &str, replicate: bool) -> Result<(), StoreError> {
+        // One the peer never had: deleted here, and off the list of what it is owed.
+        let id = self.state.lock().resolve(key).ok().map(|r| r.id.clone());
+        if replicate
+            && let Some(id) = id
+            && self.held(&id)
+        {
+            self.delete_here(&id)?;
+            self.replica.resume(&id);
+            return self.unsent.remove(&id);
+        }
         // A peer that does not take changes now (Outdated) learns of the delete at its
         // resync: the id is kept until then.
         let peer_away = replicate

@@ -129,6 +129,9 @@ pub trait Replica: Send + Sync + Debug {
     }
     /// `volume`'s changes go to the peer again (its resync starts).
     fn resume(&self, _volume: &str) {}
+    /// `volume`'s changes stay here until its resync (the peer has no copy of it yet):
+    /// not sent, their regions kept in its activity log.
+    fn hold(&self, _volume: &str) {}
     /// The regions of `volume` the peer's own activity log marks (it wrote them while it
     /// owned the volume, maybe without this node): a resync sends them too; and the
     /// generation of the peer's copy. None: the peer has no such volume (it was made while
