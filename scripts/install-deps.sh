@@ -37,6 +37,8 @@ packages=(
     libiscsi-bin    # iscsi-test-cu (the iSCSI conformance suite), iscsi-inq, iscsi-perf
     qemu-block-extra # QEMU's iscsi:// block driver (qemu-img, qemu-io, the VMs)
     tgt             # make bench: Debian's userspace iSCSI target, the named peer
+    chromium        # make test: the web console in a real browser (headless)
+    chromium-driver # chromedriver: WebDriver for it (Selenium, tests/python/test_ui.py)
 )
 
 find_missing() {

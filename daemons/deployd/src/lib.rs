@@ -9,6 +9,7 @@
 //! ```text
 //! daemon, server      the program: command line, start order, HTTPS
 //! rest                one module per HPE resource: handlers and OpenAPI annotations
+//! ui                  the web console's embedded files at / (a client of rest, no logic)
 //! api                 the transport: versions, sessions, roles, errors → statuses, paging
 //! state               what a handler can reach (the composition root)
 //! domain              records and their rules; deploy, capture, bundles (DomainError)
@@ -33,3 +34,4 @@ pub mod server;
 pub mod services;
 pub mod state;
 pub mod tls;
+pub mod ui;

@@ -99,7 +99,8 @@ pub async fn serve(
         Listen::Address(addr) => std::net::TcpListener::bind(addr)
             .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?,
     };
-    let app = crate::rest::router(state);
+    // The web console's files beside the API (same port, same certificate).
+    let app = crate::ui::router().merge(crate::rest::router(state));
     tracing::info!("REST API on https://{}", listener.local_addr()?);
     listener.set_nonblocking(true)?;
     axum_server::from_tcp_rustls(listener, config)

@@ -186,6 +186,7 @@ fn run(args: RunArgs) -> Result<()> {
             "\n==> Streamer is ready at {url}  (guest: ready {:.1} s after the kernel started; \
              {:.1} s since QEMU started)\n\
              ==> Log in:  {login}\n\
+             ==> Browser: {url}/  (the web console; the certificate is self-signed)\n\
              ==> Try:     curl -k {url}/rest/version\n\
              ==>          {} login --url {url} --insecure\n\
              ==> Console: press Enter here for the maintenance menu; Ctrl-C powers the appliance off.\n",

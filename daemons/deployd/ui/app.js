@@ -1,0 +1,481 @@
+// Streamer console. A client of the public REST API only (anything it does, a script can
+// do). The session token lives in this tab's sessionStorage and travels in the `Auth`
+// header: no cookie exists for another site to ride. No inline code anywhere (the page's
+// Content-Security-Policy forbids it): the DOM is built with createElement and textContent,
+// so nothing from the API is ever parsed as HTML.
+
+const API_VERSION = "800";
+const POLL_MS = 2000;
+
+const state = {
+  token: sessionStorage.getItem("streamer.token"),
+  user: sessionStorage.getItem("streamer.user"),
+  timer: null,
+};
+
+// ---------- DOM helpers ----------
+
+/** An element: h("td", {class: "x"}, "text", child...). */
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (v === true) el.setAttribute(k, "");
+    else el.setAttribute(k, String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+const main = () => document.getElementById("main");
+
+function show(...nodes) {
+  const m = main();
+  m.replaceChildren(...nodes);
+}
+
+function toast(text) {
+  document.getElementById("status").textContent = text;
+}
+
+function when(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  return isNaN(d) ? String(iso) : d.toLocaleString();
+}
+
+// ---------- the API ----------
+
+class ApiError extends Error {
+  constructor(status, body) {
+    const msg = (body && (body.message || body.details)) || `HTTP ${status}`;
+    super(msg);
+    this.status = status;
+    this.body = body || {};
+  }
+}
+
+async function api(method, path, body) {
+  const headers = { "X-API-Version": API_VERSION, Accept: "application/json" };
+  if (state.token) headers.Auth = state.token;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let resp;
+  try {
+    resp = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      credentials: "omit",
+      cache: "no-store",
+    });
+  } catch (e) {
+    throw new ApiError(0, {
+      message: "The appliance does not answer.",
+      recommendedActions: ["Check the network path to the appliance, then retry."],
+    });
+  }
+  const text = await resp.text();
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    data = { message: text };
+  }
+  if (resp.status === 401 && state.token) {
+    logout("Your session has ended: log in again.");
+    throw new ApiError(401, data);
+  }
+  if (!resp.ok) throw new ApiError(resp.status, data);
+  return data;
+}
+
+/** An API error as the operator needs it: HPE's message and recommended actions. */
+function errorBox(e) {
+  const body = (e && e.body) || {};
+  const actions = body.recommendedActions || [];
+  return h(
+    "div",
+    { class: "error-box", role: "alert" },
+    h("p", { class: "error" }, h("strong", {}, body.errorCode ? `${body.errorCode}: ` : ""), e.message || String(e)),
+    actions.length ? h("ul", {}, actions.map((a) => h("li", {}, a))) : null,
+  );
+}
+
+// ---------- session ----------
+
+function setSession(token, user) {
+  state.token = token;
+  state.user = user;
+  if (token) {
+    sessionStorage.setItem("streamer.token", token);
+    sessionStorage.setItem("streamer.user", user);
+  } else {
+    sessionStorage.removeItem("streamer.token");
+    sessionStorage.removeItem("streamer.user");
+  }
+  const on = Boolean(token);
+  document.getElementById("nav").hidden = !on;
+  document.getElementById("logout").hidden = !on;
+  const who = document.getElementById("who");
+  who.hidden = !on;
+  who.textContent = on ? user : "";
+}
+
+async function logout(message) {
+  const token = state.token;
+  setSession(null, null);
+  if (token && !message) {
+    try {
+      await fetch("/rest/login-sessions", {
+        method: "DELETE",
+        headers: { "X-API-Version": API_VERSION, Auth: token },
+        credentials: "omit",
+      });
+    } catch {
+      /* the session ends with the tab anyway */
+    }
+  }
+  location.hash = "#/login";
+  if (message) toast(message);
+}
+
+function loginPage() {
+  const user = h("input", { id: "user", name: "user", autocomplete: "username", required: true, value: "Administrator" });
+  const pass = h("input", { id: "password", name: "password", type: "password", autocomplete: "current-password", required: true });
+  const out = h("div", { "aria-live": "assertive" });
+  const button = h("button", { class: "primary", type: "submit" }, "Log in");
+  const form = h(
+    "form",
+    { class: "login card", "aria-labelledby": "login-title" },
+    h("h1", { id: "login-title" }, "Log in to Streamer"),
+    h("label", { for: "user" }, "User name"),
+    user,
+    h("label", { for: "password" }, "Password"),
+    pass,
+    h("p", {}, button),
+    out,
+  );
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    button.disabled = true;
+    out.replaceChildren();
+    try {
+      const r = await api("POST", "/rest/login-sessions", { userName: user.value, password: pass.value });
+      setSession(r.sessionID, user.value);
+      location.hash = "#/dashboard";
+    } catch (e) {
+      out.replaceChildren(errorBox(e));
+      pass.select();
+    } finally {
+      button.disabled = false;
+    }
+  });
+  show(form);
+  user.focus();
+}
+
+// ---------- pages ----------
+
+async function count(path) {
+  const r = await api("GET", `${path}?start=0&count=1`);
+  return r.total ?? r.count ?? 0;
+}
+
+function taskRow(t) {
+  const s = t.taskState || "";
+  const cls = s === "Completed" ? "ok" : s === "Error" || s === "Killed" ? "bad" : s === "Warning" ? "warn" : "";
+  const res = t.associatedResource || {};
+  const errors = (t.taskErrors || []).map((e) => e.message).filter(Boolean);
+  return h(
+    "tr",
+    {},
+    h("td", {}, t.name || ""),
+    h("td", {}, res.resourceName || ""),
+    h(
+      "td",
+      {},
+      h("span", { class: cls }, s),
+      s === "Running" ? h("progress", { max: 100, value: t.percentComplete || 0, "aria-label": `${t.name} progress` }) : null,
+      errors.length ? h("div", { class: "error" }, errors.join(" ")) : null,
+    ),
+    h("td", {}, when(t.created)),
+    h("td", {}, t.owner || ""),
+  );
+}
+
+function taskTable(tasks) {
+  return h(
+    "div",
+    { class: "table-wrap" },
+    h(
+      "table",
+      {},
+      h("caption", { class: "muted" }, tasks.length ? "" : "No tasks yet."),
+      h("thead", {}, h("tr", {}, ["Task", "Resource", "State", "Started", "By"].map((c) => h("th", { scope: "col" }, c)))),
+      h("tbody", {}, tasks.map(taskRow)),
+    ),
+  );
+}
+
+async function dashboard() {
+  const [nodes, storage, alerts, tasks, version] = await Promise.all([
+    api("GET", "/rest/appliance/nodes"),
+    api("GET", "/rest/appliance/storage"),
+    api("GET", "/rest/alerts?count=20"),
+    api("GET", "/rest/tasks?count=8&sort=created:descending"),
+    api("GET", "/rest/version"),
+  ]);
+  const kinds = [
+    ["Golden images", "/rest/golden-images"],
+    ["Deployment plans", "/rest/deployment-plans"],
+    ["Build plans", "/rest/build-plans"],
+    ["Plan scripts", "/rest/plan-scripts"],
+    ["OS volumes", "/rest/os-volumes"],
+    ["Server profiles", "/rest/server-profiles"],
+  ];
+  const counts = await Promise.all(kinds.map(([, p]) => count(p)));
+  const members = nodes.members || [];
+  const active = (alerts.members || []).filter((a) => (a.alertState || "Active") !== "Cleared");
+  const health = members.length
+    ? h(
+        "ul",
+        {},
+        members.map((n) =>
+          h(
+            "li",
+            {},
+            h("strong", {}, n.name),
+            ` (${n.kind || "node"}) `,
+            h("span", { class: n.health === "OK" ? "ok" : "bad" }, `${n.role} · ${n.health}`),
+          ),
+        ),
+      )
+    : h("p", {}, "A single appliance (not paired).");
+  return [
+    h("h1", {}, "Dashboard"),
+    h(
+      "div",
+      { class: "grid" },
+      h(
+        "section",
+        { class: "card", "aria-labelledby": "h-health" },
+        h("h2", { id: "h-health" }, "Appliance"),
+        health,
+        h(
+          "p",
+          {},
+          "OS volume storage: ",
+          storage.replicated
+            ? h("span", { class: storage.redundant ? "ok" : "bad" }, storage.redundant ? "redundant" : "not redundant")
+            : "single copy",
+        ),
+        h("p", { class: "muted" }, `API versions ${version.minimumVersion}–${version.currentVersion}`),
+      ),
+      h(
+        "section",
+        { class: "card", "aria-labelledby": "h-alerts" },
+        h("h2", { id: "h-alerts" }, `Active alerts (${active.length})`),
+        active.length
+          ? h(
+              "ul",
+              {},
+              active.map((a) => h("li", { class: a.severity === "Critical" ? "bad" : "warn" }, `${a.severity || ""} ${a.description || ""}`)),
+            )
+          : h("p", { class: "ok" }, "None."),
+      ),
+      h(
+        "section",
+        { class: "card", "aria-labelledby": "h-counts" },
+        h("h2", { id: "h-counts" }, "Artifacts"),
+        h(
+          "div",
+          { class: "counts" },
+          kinds.map(([label], i) => h("div", { class: "count" }, h("b", {}, counts[i]), label)),
+        ),
+      ),
+    ),
+    h("h2", { class: "spaced" }, "Recent tasks"),
+    taskTable(tasks.members || []),
+  ];
+}
+
+const TASK_STATES = ["", "Running", "Completed", "Error", "Warning", "Killed"];
+let activityFilter = "";
+
+async function activity() {
+  const q = activityFilter ? `&filter=${encodeURIComponent(`taskState='${activityFilter}'`)}` : "";
+  const tasks = await api("GET", `/rest/tasks?count=100&sort=created:descending${q}`);
+  const select = h(
+    "select",
+    { id: "state-filter" },
+    TASK_STATES.map((s) => h("option", { value: s, selected: s === activityFilter }, s || "All states")),
+  );
+  select.addEventListener("change", () => {
+    activityFilter = select.value;
+    refresh();
+  });
+  return [
+    h("h1", {}, "Activity"),
+    h("div", { class: "row" }, h("div", {}, h("label", { for: "state-filter" }, "State"), select)),
+    taskTable(tasks.members || []),
+  ];
+}
+
+/** Highlights plan-script text: commands, @attributes@ and comments. */
+function highlight(content) {
+  const pre = h("pre", { class: "script", tabindex: "0", "aria-label": "Plan script content" });
+  for (const line of String(content || "").split("\n")) {
+    const trimmed = line.trimStart();
+    if (trimmed.startsWith("#")) {
+      pre.append(h("span", { class: "cm" }, line), "\n");
+      continue;
+    }
+    const m = line.match(/^(\s*)([!<-]*[A-Za-z][\w-]*)(.*)$/);
+    const rest = m ? m[3] : line;
+    if (m) pre.append(m[1], h("span", { class: "kw" }, m[2]));
+    for (const part of rest.split(/(@[^@\s]+@)/)) {
+      if (/^@[^@\s]+@$/.test(part)) pre.append(h("span", { class: "at" }, part));
+      else pre.append(part);
+    }
+    pre.append("\n");
+  }
+  return pre;
+}
+
+async function planScripts(id) {
+  if (id) {
+    const s = await api("GET", `/rest/plan-scripts/${encodeURIComponent(id)}`);
+    return [
+      h("p", {}, h("a", { href: "#/plan-scripts" }, "← Plan scripts")),
+      h("h1", {}, s.name),
+      h("p", { class: "muted" }, `${s.planType || ""} · ${s.description || ""}`),
+      highlight(s.content),
+    ];
+  }
+  const list = await api("GET", "/rest/plan-scripts?count=500&sort=name:ascending");
+  return [
+    h("h1", {}, "Plan scripts"),
+    h(
+      "div",
+      { class: "table-wrap" },
+      h(
+        "table",
+        {},
+        h("caption", { class: "muted" }, (list.members || []).length ? "" : "No plan scripts yet: import an artifact bundle."),
+        h("thead", {}, h("tr", {}, ["Name", "Type", "Description"].map((c) => h("th", { scope: "col" }, c)))),
+        h(
+          "tbody",
+          {},
+          (list.members || []).map((s) =>
+            h(
+              "tr",
+              {},
+              h("td", {}, h("a", { href: `#/plan-scripts/${s.uri.split("/").pop()}` }, s.name)),
+              h("td", {}, s.planType || ""),
+              h("td", {}, s.description || ""),
+            ),
+          ),
+        ),
+      ),
+    ),
+  ];
+}
+
+function simpleList(title, path, columns) {
+  return async () => {
+    const list = await api("GET", `${path}?count=500&sort=name:ascending`);
+    const rows = list.members || [];
+    return [
+      h("h1", {}, title),
+      h(
+        "div",
+        { class: "table-wrap" },
+        h(
+          "table",
+          {},
+          h("caption", { class: "muted" }, rows.length ? "" : "None yet."),
+          h("thead", {}, h("tr", {}, columns.map(([c]) => h("th", { scope: "col" }, c)))),
+          h("tbody", {}, rows.map((r) => h("tr", {}, columns.map(([, f]) => h("td", {}, f(r)))))),
+        ),
+      ),
+    ];
+  };
+}
+
+const ROUTES = {
+  dashboard: { render: dashboard, live: true },
+  activity: { render: activity, live: true },
+  "plan-scripts": { render: planScripts, live: false },
+  "golden-images": {
+    render: simpleList("Golden images", "/rest/golden-images", [
+      ["Name", (r) => r.name],
+      ["State", (r) => r.status || r.state || ""],
+      ["Size", (r) => (r.size ? `${(r.size / 2 ** 30).toFixed(1)} GiB` : "")],
+      ["Description", (r) => r.description || ""],
+    ]),
+    live: true,
+  },
+  "server-profiles": {
+    render: simpleList("Server profiles", "/rest/server-profiles", [
+      ["Name", (r) => r.name],
+      ["State", (r) => r.state || r.status || ""],
+      ["Boot", (r) => (r.bootTarget ? r.bootTarget.protocol : "")],
+      ["Server", (r) => r.serverHardwareUri || ""],
+    ]),
+    live: true,
+  },
+};
+
+// ---------- routing ----------
+
+let generation = 0;
+
+async function refresh() {
+  const mine = ++generation;
+  clearTimeout(state.timer);
+  const [, page = "dashboard", arg] = location.hash.split("/");
+  if (!state.token || page === "login") {
+    if (page !== "login") location.hash = "#/login";
+    else loginPage();
+    return;
+  }
+  const route = ROUTES[page];
+  if (!route) {
+    show(h("h1", {}, "Not found"), h("p", {}, h("a", { href: "#/dashboard" }, "Go to the dashboard")));
+    return;
+  }
+  for (const a of document.querySelectorAll("nav a")) {
+    if (a.getAttribute("href") === `#/${page}`) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+  try {
+    const nodes = await route.render(arg ? decodeURIComponent(arg) : undefined);
+    if (mine !== generation) return;
+    // Keep the focused control (a filter) focused across live refreshes.
+    const focused = document.activeElement && document.activeElement.id;
+    show(...nodes);
+    if (focused) document.getElementById(focused)?.focus();
+  } catch (e) {
+    if (mine !== generation || !state.token) return;
+    show(h("h1", {}, "Could not load this page"), errorBox(e), h("p", {}, h("button", { type: "button", onclick: refresh }, "Retry")));
+  }
+  if (route.live && mine === generation) {
+    state.timer = setTimeout(() => {
+      if (mine === generation && !document.hidden) refresh();
+      else if (mine === generation) state.timer = setTimeout(refresh, POLL_MS);
+    }, POLL_MS);
+  }
+}
+
+document.getElementById("logout").addEventListener("click", () => logout());
+window.addEventListener("hashchange", () => {
+  toast("");
+  refresh();
+  main().focus();
+});
+setSession(state.token, state.user);
+refresh();

@@ -1,0 +1,174 @@
+"""The web console in a real browser: Debian's Chromium, headless, driven through WebDriver
+(Selenium with Debian's chromedriver; no browser download) against the real daemons.
+
+Every page view is screenshotted into $STREAMER_UI_SHOTS (default target/ui-screenshots) and
+must show content; any console error, a Content-Security-Policy violation included, fails
+the test that caused it.
+"""
+
+import os
+import pathlib
+import urllib.request
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from appliance import API_VERSION, INSECURE, PASSWORD, REPO, appliance, http  # noqa: F401
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+SHOTS = pathlib.Path(os.environ.get("STREAMER_UI_SHOTS", REPO / "target/ui-screenshots"))
+
+
+@pytest.fixture(scope="module")
+def browser():
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not os.access(path, os.X_OK):
+            # A missing browser is a failure, never a skip (apt-get install chromium
+            # chromium-driver: scripts/install-deps.sh does).
+            raise RuntimeError(f"{path} is missing: apt-get install chromium chromium-driver")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--ignore-certificate-errors", "--window-size=1280,800", "--lang=en-US"):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(30)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def clean_console(browser):
+    """Fails the test on any console error or CSP violation it caused."""
+    browser.get_log("browser")  # drop what came before
+    yield
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, f"console errors: {errors}"
+
+
+def wait(browser, condition, timeout=15):
+    return WebDriverWait(browser, timeout).until(condition)
+
+
+def shot(browser, name):
+    """Saves a screenshot of the page and checks that it shows something."""
+    path = SHOTS / f"{name}.png"
+    assert browser.save_screenshot(str(path)), name
+    assert path.stat().st_size > 5000, f"{path} is nearly empty"
+    text = browser.find_element(By.TAG_NAME, "main").text.strip()
+    assert len(text) > 20, f"{name}: the page shows almost nothing: {text!r}"
+
+
+def api_call(appliance, method, path, body=None):
+    status, token = http("POST", appliance.base + "/rest/login-sessions",
+                         {"userName": "Administrator", "password": PASSWORD})
+    assert status == 200, token
+    return http(method, appliance.base + path, body,
+                {"auth": token["sessionID"], "X-API-Version": str(API_VERSION)})
+
+
+def test_the_console_is_served_with_a_strict_policy(appliance):
+    with urllib.request.urlopen(appliance.base + "/", context=INSECURE, timeout=30) as r:
+        page = r.read().decode()
+        csp = r.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp, csp
+        assert "unsafe-inline" not in csp and "unsafe-eval" not in csp, csp
+        assert r.headers["X-Frame-Options"] == "DENY"
+        assert r.headers["Cache-Control"] == "no-cache"
+    assert "<script>" not in page, "inline script"
+    script = page.split('<script type="module" src="')[1].split('"')[0]
+    assert script.startswith("/ui/app.") and script.endswith(".js"), script
+    with urllib.request.urlopen(appliance.base + script, context=INSECURE, timeout=30) as r:
+        assert "immutable" in r.headers["Cache-Control"]
+        assert r.headers["Content-Type"].startswith("text/javascript")
+    # An asset name that is not the current hash is not served (an old page reloads).
+    stale = script.replace("/ui/app.", "/ui/app.0000")
+    status, _ = http("GET", appliance.base + stale)
+    assert status == 404
+
+
+def test_log_in_see_the_dashboard_activity_and_a_plan_script(appliance, browser, clean_console):
+    status, created = api_call(appliance, "POST", "/rest/plan-scripts", {
+        "name": "ui hostname", "planType": "deploy", "description": "sets the hostname",
+        "content": "# set the host name\nmount /dev/sda2 /\nwrite /etc/hostname \"@Hostname@\\n\"\n"})
+    assert status == 201, created
+    browser.get(appliance.base + "/")
+    user = wait(browser, ec.visibility_of_element_located((By.ID, "user")))
+    shot(browser, "login")
+
+    # A wrong password: HPE's message, and the form stays.
+    user.clear()
+    user.send_keys("Administrator")
+    browser.find_element(By.ID, "password").send_keys("not-the-password")
+    browser.find_element(By.CSS_SELECTOR, "form.login button[type=submit]").click()
+    alert = wait(browser, ec.visibility_of_element_located((By.CSS_SELECTOR, "[role=alert]")))
+    assert alert.text.strip(), "an empty error"
+    browser.get_log("browser")  # the 401 of a refused login is logged by Chromium: expected
+
+    password = browser.find_element(By.ID, "password")
+    password.clear()
+    password.send_keys(PASSWORD)
+    browser.find_element(By.CSS_SELECTOR, "form.login button[type=submit]").click()
+    wait(browser, ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Dashboard"))
+    wait(browser, ec.text_to_be_present_in_element((By.ID, "main"), "Plan scripts"))
+    main = browser.find_element(By.ID, "main").text
+    assert "A single appliance" in main, main
+    assert "Active alerts (0)" in main, main
+    shot(browser, "dashboard")
+    assert browser.find_element(By.ID, "who").text == "Administrator"
+
+    # The plan scripts page lists it; its page highlights the attribute and the comment.
+    browser.find_element(By.CSS_SELECTOR, "nav a[href='#/plan-scripts']").click()
+    link = wait(browser, ec.element_to_be_clickable((By.LINK_TEXT, "ui hostname")))
+    shot(browser, "plan-scripts")
+    link.click()
+    wait(browser, ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), "ui hostname"))
+    attr = browser.find_element(By.CSS_SELECTOR, "pre.script .at")
+    assert attr.text == "@Hostname@"
+    assert browser.find_element(By.CSS_SELECTOR, "pre.script .cm").text == "# set the host name"
+    shot(browser, "plan-script")
+
+    # The activity page follows tasks as they come (no reload): a new one appears.
+    browser.find_element(By.CSS_SELECTOR, "nav a[href='#/activity']").click()
+    wait(browser, ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Activity"))
+    assert "Create backup" not in browser.find_element(By.ID, "main").text
+    status, groups = api_call(appliance, "GET", "/rest/deployment-groups")
+    assert status == 200, groups
+    status, task = api_call(appliance, "POST", "/rest/artifact-bundles/backups",
+                            {"deploymentGroupURI": groups["members"][0]["uri"]})
+    assert status == 202, task
+    wait(browser, ec.text_to_be_present_in_element((By.ID, "main"), "Create backup"))
+    wait(browser, ec.text_to_be_present_in_element((By.ID, "main"), "Completed"), timeout=60)
+    Select(browser.find_element(By.ID, "state-filter")).select_by_value("Error")
+    wait(browser, ec.text_to_be_present_in_element((By.TAG_NAME, "caption"), "No tasks yet."))
+    shot(browser, "activity")
+
+    # Log out: back at the login form; the API no longer knows the session.
+    browser.find_element(By.ID, "logout").click()
+    wait(browser, ec.visibility_of_element_located((By.ID, "password")))
+    assert browser.execute_script("return sessionStorage.getItem('streamer.token')") is None
+
+
+def test_a_phone_sized_window_has_no_sideways_scroll(appliance, browser, clean_console):
+    browser.set_window_size(390, 844)
+    try:
+        browser.get(appliance.base + "/")
+        wait(browser, ec.visibility_of_element_located((By.ID, "user")))
+        browser.find_element(By.ID, "password").send_keys(PASSWORD)
+        browser.find_element(By.CSS_SELECTOR, "form.login button[type=submit]").click()
+        wait(browser, ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Dashboard"))
+        wait(browser, ec.text_to_be_present_in_element((By.ID, "main"), "Recent tasks"))
+        width = browser.execute_script(
+            "return [document.documentElement.scrollWidth, window.innerWidth]")
+        assert width[0] <= width[1], f"content {width[0]} px wide in a {width[1]} px window"
+        shot(browser, "dashboard-phone")
+    finally:
+        browser.set_window_size(1280, 800)
+        browser.execute_script("sessionStorage.clear()")
