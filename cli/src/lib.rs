@@ -200,10 +200,15 @@ enum Crud {
 enum PlanScriptCmd {
     #[command(flatten)]
     Crud(Crud),
-    /// Check plan scripts offline; prints file:line: message, exit status 1 on any error.
+    /// Check plan scripts (offline, or with --appliance by the logged-in appliance's
+    /// POST /rest/plan-scripts/lint); prints file:line: message, exit status 1 on any error.
     Lint {
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Ask the appliance (the session of `streamerctl login`) instead of checking here:
+        /// the same checks as the appliance's software version makes.
+        #[arg(long)]
+        appliance: bool,
     },
     /// Print the scripts (in argument order) concatenated with @Name@ substituted; offline.
     DryRun {
@@ -299,7 +304,13 @@ fn run(cli: Cli) -> Result<u8, CliError> {
     match cli.command {
         Command::Login(a) => login(a),
         Command::Logout => logout(),
-        Command::PlanScript(PlanScriptCmd::Lint { files }) => Ok(lint::run(&files)),
+        Command::PlanScript(PlanScriptCmd::Lint { files, appliance }) => {
+            if appliance {
+                lint::run_on(&Api::new(session::load()?)?, &files)
+            } else {
+                Ok(lint::run(&files))
+            }
+        }
         Command::PlanScript(PlanScriptCmd::DryRun { files, attrs }) => {
             print!("{}", dryrun::files(&files, &attrs)?);
             Ok(0)

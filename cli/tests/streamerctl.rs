@@ -326,6 +326,13 @@ fn lint_prints_file_line_message_and_fails_on_errors() {
         lines[1].starts_with(&format!("{bad}:3: error: unknown guestfish command")),
         "{out}"
     );
+    // The appliance's lint (POST /rest/plan-scripts/lint) says the same, line for line.
+    s.login();
+    let o = s.ctl(&["plan-script", "lint", "--appliance", &good, &bad], "");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), out);
+    let o = s.ctl(&["plan-script", "lint", "--appliance", &good], "");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
 }
 
 #[test]

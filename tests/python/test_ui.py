@@ -8,6 +8,7 @@ the test that caused it.
 
 import os
 import pathlib
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -51,6 +52,14 @@ def clean_console(browser):
     yield
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, f"console errors: {errors}"
+
+
+def logged_out(browser, appliance):
+    """Opens the console with no session (whatever an earlier test left)."""
+    browser.get(appliance.base + "/")
+    browser.execute_script("sessionStorage.clear()")
+    browser.get(appliance.base + "/#/login")
+    browser.refresh()
 
 
 def wait(browser, condition, timeout=15):
@@ -156,10 +165,65 @@ def test_log_in_see_the_dashboard_activity_and_a_plan_script(appliance, browser,
     assert browser.execute_script("return sessionStorage.getItem('streamer.token')") is None
 
 
+def test_the_lint_endpoint_answers_findings_by_line_even_to_a_read_only_user(appliance):
+    status, _ = api_call(appliance, "POST", "/rest/users", {
+        "userName": "viewer", "password": "viewer-password-1", "fullName": "Viewer",
+        "roles": ["Read only"], "enabled": True})
+    assert status in (200, 201), status
+    status, login = http("POST", appliance.base + "/rest/login-sessions",
+                         {"userName": "viewer", "password": "viewer-password-1"})
+    assert status == 200, login
+    headers = {"auth": login["sessionID"], "X-API-Version": str(API_VERSION)}
+    status, r = http("POST", appliance.base + "/rest/plan-scripts/lint",
+                     {"content": "mount /dev/sda2 /\nbogus-command x\necho @Who:web@\n"}, headers)
+    assert status == 200, r
+    assert r["errors"] == 1, r
+    assert r["findings"][0]["line"] == 2 and r["findings"][0]["severity"] == "error", r
+    assert [a["name"] for a in r["customAttributes"]] == ["Who"], r
+    # Checking is all a read-only user may do with plan scripts.
+    status, _ = http("POST", appliance.base + "/rest/plan-scripts",
+                     {"name": "nope", "planType": "deploy", "content": "echo x\n"}, headers)
+    assert status == 403
+    status, r = http("POST", appliance.base + "/rest/plan-scripts/lint", {"text": "x"}, headers)
+    assert status == 400 and "content" in r["message"], r
+
+
+def test_edit_a_plan_script_and_see_a_lint_error_on_its_line(appliance, browser, clean_console):
+    logged_out(browser, appliance)
+    wait(browser, ec.visibility_of_element_located((By.ID, "password"))).send_keys(PASSWORD)
+    browser.find_element(By.CSS_SELECTOR, "form.login button[type=submit]").click()
+    wait(browser, ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Dashboard"))
+    browser.get(appliance.base + "/#/plan-scripts/new")
+    wait(browser, ec.visibility_of_element_located((By.ID, "ps-content")))
+    browser.find_element(By.ID, "ps-name").send_keys("ui edited")
+    text = browser.find_element(By.ID, "ps-content")
+    text.send_keys("mount /dev/sda2 /\nbogus-command x\n")
+    wait(browser, ec.text_to_be_present_in_element((By.ID, "lint"), "line 2: error"))
+    # ... and marked on line 2 itself, beside the text.
+    marked = browser.find_elements(By.CSS_SELECTOR, ".gutter .mark.bad")
+    assert [m.text for m in marked] == ["2"], [m.text for m in marked]
+    assert "bogus-command" in marked[0].get_attribute("title")
+    save = browser.find_element(By.CSS_SELECTOR, "form.editor button[type=submit]")
+    assert not save.is_enabled(), "a script with errors can be saved"
+    shot(browser, "plan-script-editor")
+    # Fixed as you type: the error goes, the attribute is found, and it saves.
+    text.clear()
+    text.send_keys("mount /dev/sda2 /\nwrite /etc/motd \"@Motd:hello@\\n\"\n")
+    wait(browser, ec.text_to_be_present_in_element((By.ID, "lint"), "No problems found."))
+    wait(browser, ec.text_to_be_present_in_element((By.ID, "ps-attributes"), "Motd"))
+    wait(browser, ec.element_to_be_clickable((By.CSS_SELECTOR, "form.editor button[type=submit]")))
+    browser.find_element(By.CSS_SELECTOR, "form.editor button[type=submit]").click()
+    wait(browser, ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), "ui edited"))
+    assert browser.find_element(By.CSS_SELECTOR, "pre.script .at").text == "@Motd:hello@"
+    query = urllib.parse.quote("name='ui edited'")
+    status, listed = api_call(appliance, "GET", f"/rest/plan-scripts?filter={query}")
+    assert status == 200 and listed["members"][0]["content"].startswith("mount /dev/sda2 /"), listed
+
+
 def test_a_phone_sized_window_has_no_sideways_scroll(appliance, browser, clean_console):
     browser.set_window_size(390, 844)
     try:
-        browser.get(appliance.base + "/")
+        logged_out(browser, appliance)
         wait(browser, ec.visibility_of_element_located((By.ID, "user")))
         browser.find_element(By.ID, "password").send_keys(PASSWORD)
         browser.find_element(By.CSS_SELECTOR, "form.login button[type=submit]").click()
@@ -171,4 +235,3 @@ def test_a_phone_sized_window_has_no_sideways_scroll(appliance, browser, clean_c
         shot(browser, "dashboard-phone")
     finally:
         browser.set_window_size(1280, 800)
-        browser.execute_script("sessionStorage.clear()")

@@ -346,19 +346,126 @@ function highlight(content) {
   return pre;
 }
 
-async function planScripts(id) {
+/** The plan-script editor: the text, and beside it the appliance's lint findings on their
+ * lines and the custom attributes the text declares, checked as you type. */
+function editor(script) {
+  const isNew = !script;
+  const s = script || { name: "", planType: "deploy", description: "", content: "" };
+  const name = h("input", { id: "ps-name", required: true, value: s.name });
+  const type = h(
+    "select",
+    { id: "ps-type" },
+    ["deploy", "capture", "general"].map((t) => h("option", { value: t, selected: t === s.planType }, t)),
+  );
+  const description = h("input", { id: "ps-description", value: s.description || "" });
+  const text = h("textarea", { id: "ps-content", rows: 14, spellcheck: "false", class: "code", wrap: "off" });
+  text.value = s.content || "";
+  // Line numbers beside the text, each line with a finding marked (its message as a title).
+  const gutter = h("pre", { class: "gutter", "aria-hidden": "true" });
+  let marks = new Map();
+  const drawGutter = () => {
+    const lines = text.value.split("\n").length;
+    gutter.replaceChildren(
+      ...Array.from({ length: lines }, (_, i) => {
+        const f = marks.get(i + 1);
+        return h("span", f ? { class: f.severity === "error" ? "mark bad" : "mark warn", title: f.message } : {}, `${i + 1}\n`);
+      }),
+    );
+    gutter.scrollTop = text.scrollTop;
+  };
+  text.addEventListener("scroll", () => {
+    gutter.scrollTop = text.scrollTop;
+  });
+  const findings = h("ol", { id: "lint", class: "findings", "aria-live": "polite" });
+  const attrs = h("p", { id: "ps-attributes", class: "muted" });
+  const out = h("div", { "aria-live": "assertive" });
+  const save = h("button", { class: "primary", type: "submit" }, isNew ? "Create" : "Save");
+  let pending = null;
+  let asked = 0;
+  const check = async () => {
+    const mine = ++asked;
+    try {
+      const r = await api("POST", "/rest/plan-scripts/lint", { content: text.value });
+      if (mine !== asked) return;
+      marks = new Map();
+      for (const f of r.findings || []) if (!marks.has(f.line) || f.severity === "error") marks.set(f.line, f);
+      drawGutter();
+      findings.replaceChildren(
+        ...(r.findings || []).map((f) =>
+          h("li", { class: f.severity === "error" ? "bad" : "warn", "data-line": f.line }, `line ${f.line}: ${f.severity}: ${f.message}`),
+        ),
+      );
+      if (!(r.findings || []).length) findings.replaceChildren(h("li", { class: "ok" }, "No problems found."));
+      const names = (r.customAttributes || []).map((a) => a.name);
+      attrs.textContent = names.length ? `Custom attributes: ${names.join(", ")}` : "No custom attributes.";
+      save.disabled = r.errors > 0;
+    } catch (e) {
+      if (mine === asked) findings.replaceChildren(h("li", {}, errorBox(e)));
+    }
+  };
+  text.addEventListener("input", () => {
+    drawGutter();
+    clearTimeout(pending);
+    pending = setTimeout(check, 300);
+  });
+  const form = h(
+    "form",
+    { class: "card editor", "aria-labelledby": "ed-title" },
+    h("h1", { id: "ed-title" }, isNew ? "New plan script" : `Edit ${s.name}`),
+    h(
+      "div",
+      { class: "row" },
+      h("div", { class: "grow" }, h("label", { for: "ps-name" }, "Name"), name),
+      h("div", {}, h("label", { for: "ps-type" }, "Type"), type),
+    ),
+    h("label", { for: "ps-description" }, "Description"),
+    description,
+    h("label", { for: "ps-content" }, "Script (guestfish commands; @Name@ or @Name:default@ for attributes)"),
+    h("div", { class: "code-box" }, gutter, text),
+    findings,
+    attrs,
+    h("p", {}, save, " ", h("a", { href: isNew ? "#/plan-scripts" : `#/plan-scripts/${script.uri.split("/").pop()}` }, "Cancel")),
+    out,
+  );
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    save.disabled = true;
+    out.replaceChildren();
+    const body = { name: name.value, planType: type.value, description: description.value, content: text.value };
+    try {
+      const r = isNew
+        ? await api("POST", "/rest/plan-scripts", body)
+        : await api("PUT", script.uri, { ...body, type: script.type, eTag: script.eTag });
+      location.hash = `#/plan-scripts/${r.uri.split("/").pop()}`;
+    } catch (e) {
+      out.replaceChildren(errorBox(e));
+      save.disabled = false;
+    }
+  });
+  drawGutter();
+  check();
+  return [form];
+}
+
+async function planScripts(id, mode) {
+  if (id === "new") return editor(null);
   if (id) {
     const s = await api("GET", `/rest/plan-scripts/${encodeURIComponent(id)}`);
+    if (mode === "edit") return editor(s);
     return [
       h("p", {}, h("a", { href: "#/plan-scripts" }, "← Plan scripts")),
       h("h1", {}, s.name),
       h("p", { class: "muted" }, `${s.planType || ""} · ${s.description || ""}`),
+      s.hpProvided || s.readOnly
+        ? h("p", { class: "muted" }, "Provided by HPE: read-only.")
+        : h("p", {}, h("a", { href: `#/plan-scripts/${encodeURIComponent(id)}/edit`, class: "button" }, "Edit")),
       highlight(s.content),
     ];
   }
   const list = await api("GET", "/rest/plan-scripts?count=500&sort=name:ascending");
   return [
     h("h1", {}, "Plan scripts"),
+    h("p", {}, h("a", { href: "#/plan-scripts/new", class: "button" }, "New plan script")),
     h(
       "div",
       { class: "table-wrap" },
@@ -437,7 +544,7 @@ let generation = 0;
 async function refresh() {
   const mine = ++generation;
   clearTimeout(state.timer);
-  const [, page = "dashboard", arg] = location.hash.split("/");
+  const [, page = "dashboard", arg, mode] = location.hash.split("/");
   if (!state.token || page === "login") {
     if (page !== "login") location.hash = "#/login";
     else loginPage();
@@ -453,7 +560,7 @@ async function refresh() {
     else a.removeAttribute("aria-current");
   }
   try {
-    const nodes = await route.render(arg ? decodeURIComponent(arg) : undefined);
+    const nodes = await route.render(arg ? decodeURIComponent(arg) : undefined, mode);
     if (mine !== generation) return;
     // Keep the focused control (a filter) focused across live refreshes.
     const focused = document.activeElement && document.activeElement.id;

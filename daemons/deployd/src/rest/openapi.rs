@@ -40,6 +40,7 @@ use crate::domain::plan_scripts::{PlanScriptInput, PlanScripts};
         super::tasks::update_task,
         super::tasks::task_log,
         super::plan_scripts::differences,
+        super::plan_scripts::lint,
         super::plan_scripts::used_by_readonly,
         super::deployment_plans::used_by,
         super::deployment_plans::osdp,

@@ -74,6 +74,7 @@ pub fn routes() -> Router<Arc<AppState>> {
                 .put(crud::update::<PlanScripts>)
                 .delete(crud::remove::<PlanScripts>),
         )
+        .route("/rest/plan-scripts/lint", post(lint))
         .route("/rest/plan-scripts/differences/{id}", post(differences))
         .route(
             "/rest/plan-scripts/{id}/usedby/readonly",
@@ -105,6 +106,44 @@ pub async fn differences(
         &id,
         &given,
     )?))
+}
+
+/// Checks plan-script text without storing it (the web console's editor, `streamerctl
+/// plan-script lint --appliance`): the findings of the appliance's own lint, each at its
+/// 1-based line (0: the whole text), and the custom attributes the text declares. The body is
+/// `{"content": "..."}`, a JSON string, or the raw text.
+#[utoipa::path(post, path = "/rest/plan-scripts/lint", tag = "plan-scripts",
+    request_body = Object,
+    responses((status = 200, description = "findings and customAttributes", body = Object),
+              (status = 400, body = ErrorBody)))]
+pub async fn lint(_ctx: Ctx, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let content = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(o)) => match o.get("content") {
+            Some(Value::String(c)) => c.clone(),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "INVALID_CONTENT",
+                    "The body has no \"content\" string: send {\"content\": \"<script text>\"}.",
+                ));
+            }
+        },
+        Ok(Value::String(c)) => c,
+        _ => String::from_utf8_lossy(&body).into_owned(),
+    };
+    let findings: Vec<Value> = planscript::lint::lint(&content)
+        .into_iter()
+        .map(|f| {
+            serde_json::json!({"line": f.line, "severity": f.severity.to_string(),
+                               "message": f.message})
+        })
+        .collect();
+    let attributes: Value = serde_json::from_str(&plan_scripts::custom_attributes_of(&content))
+        .unwrap_or(Value::Array(Vec::new()));
+    Ok(Json(serde_json::json!({
+        "errors": findings.iter().filter(|f| f["severity"] == "error").count(),
+        "findings": findings,
+        "customAttributes": attributes,
+    })))
 }
 
 /// Build plans using the plan script, and whether it is read-only.
