@@ -43,16 +43,17 @@ class Appliance:
         d = pathlib.Path(self.dir.name)
         self.port = free_port()
         sock = d / "storaged.sock"
+        nbd = f"127.0.0.1:{free_port()}"
         self.log = open(d / "daemons.log", "w+")
         self.storaged = subprocess.Popen(
             [bins / "storaged", "serve", "--data-dir", d / "storaged",
-             "--nbd-listen", f"127.0.0.1:{free_port()}", "--control", sock],
+             "--nbd-listen", nbd, "--control", sock],
             stdout=self.log, stderr=subprocess.STDOUT)
         self._wait(lambda: sock.exists(), "storaged control socket")
         env = dict(os.environ, STREAMER_ADMIN_PASSWORD=PASSWORD)
         self.deployd = subprocess.Popen(
             [bins / "deployd", "--state-dir", d / "deployd",
-             "--listen", f"127.0.0.1:{self.port}", "--storaged", sock],
+             "--listen", f"127.0.0.1:{self.port}", "--storaged", sock, "--nbd", nbd],
             stdout=self.log, stderr=subprocess.STDOUT, env=env)
         self.base = f"https://127.0.0.1:{self.port}"
         self._wait(self._answers, "deployd HTTPS API")

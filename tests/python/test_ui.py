@@ -220,6 +220,66 @@ def test_edit_a_plan_script_and_see_a_lint_error_on_its_line(appliance, browser,
     assert status == 200 and listed["members"][0]["content"].startswith("mount /dev/sda2 /"), listed
 
 
+DEV_PLAN = "HPE - Developer 1.0 - Deployment Test (UEFI) - 2017-03-24"
+
+
+def test_deploy_a_compute_module_from_a_form_made_from_the_plan(appliance, browser, clean_console,
+                                                                 tmp_path):
+    from hpOneView.image_streamer.image_streamer_client import ImageStreamerClient
+    from appliance import BUNDLE
+    status, token = http("POST", appliance.base + "/rest/login-sessions",
+                         {"userName": "Administrator", "password": PASSWORD})
+    i3s = ImageStreamerClient(f"127.0.0.1:{appliance.port}", token["sessionID"], API_VERSION)
+    copy = tmp_path / BUNDLE.name
+    copy.write_bytes(BUNDLE.read_bytes())
+    uploaded = i3s.artifact_bundles.upload_bundle_from_file(str(copy))
+    data = uploaded.data if hasattr(uploaded, "data") else uploaded
+    i3s.artifact_bundles.get_by_name(data["name"]).extract()
+    status, hw = api_call(appliance, "POST", "/rest/server-hardware", {
+        "name": "bay-ui", "macAddresses": ["52:54:00:aa:00:21"], "deploymentIpv4": "10.0.0.21",
+        # Never called: the deploy does not power the module on.
+        "redfish": {"address": "http://127.0.0.1:9", "username": "admin", "password": "unused-pw"}})
+    assert status == 201, hw
+
+    logged_out(browser, appliance)
+    wait(browser, ec.visibility_of_element_located((By.ID, "password"))).send_keys(PASSWORD)
+    browser.find_element(By.CSS_SELECTOR, "form.login button[type=submit]").click()
+    wait(browser, ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Dashboard"))
+    browser.find_element(By.CSS_SELECTOR, "nav a[href='#/deploy']").click()
+    wait(browser, ec.visibility_of_element_located((By.ID, "sp-plan")))
+    browser.find_element(By.ID, "sp-name").send_keys("ui-dev1")
+    Select(browser.find_element(By.ID, "sp-hardware")).select_by_visible_text("bay-ui")
+    Select(browser.find_element(By.ID, "sp-plan")).select_by_visible_text(DEV_PLAN)
+    ip = wait(browser, ec.visibility_of_element_located((By.ID, "attr-ExampleIPv4Address")))
+    values = {"ExampleString1": "from the browser", "ExampleString2": "second",
+              "ExampleNumber1": "42", "ExampleFQDN": "ui.example.com",
+              "ExamplePassword": "pw12345"}
+    for name, value in values.items():
+        field = browser.find_element(By.ID, f"attr-{name}")
+        field.clear()
+        field.send_keys(value)
+    # Checked per type before anything is sent.
+    ip.clear()
+    ip.send_keys("10.1.2.300")
+    assert "IPv4" in browser.find_element(By.ID, "attr-ExampleIPv4Address-hint").text
+    browser.find_element(By.ID, "sp-power").click()  # no power: this module has no Redfish
+    browser.find_element(By.CSS_SELECTOR, "#main form button[type=submit]").click()
+    wait(browser, ec.text_to_be_present_in_element((By.ID, "main"), "Correct 1 field"))
+    status, profiles = api_call(appliance, "GET", "/rest/server-profiles")
+    assert profiles["total"] == 0, "a profile was created from an invalid form"
+    ip.clear()
+    ip.send_keys("10.1.2.3")
+    browser.find_element(By.CSS_SELECTOR, "#main form button[type=submit]").click()
+    wait(browser, ec.visibility_of_element_located((By.ID, "task")))
+    wait(browser, ec.text_to_be_present_in_element((By.ID, "task"), "Completed"), timeout=180)
+    shot(browser, "deploy")
+    status, profiles = api_call(appliance, "GET", "/rest/server-profiles")
+    assert profiles["total"] == 1 and profiles["members"][0]["name"] == "ui-dev1", profiles
+    attrs = {a["name"]: a["value"] for a in
+             profiles["members"][0]["osDeploymentSettings"]["osCustomAttributes"]}
+    assert attrs["ExampleString1"] == "from the browser", attrs
+
+
 def test_a_phone_sized_window_has_no_sideways_scroll(appliance, browser, clean_console):
     browser.set_window_size(390, 844)
     try:

@@ -513,6 +513,204 @@ function simpleList(title, path, columns) {
   };
 }
 
+// ---------- deploy ----------
+
+const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+const HOST_LABEL = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
+
+function parseConstraints(c) {
+  if (!c) return {};
+  if (typeof c === "object") return c;
+  try {
+    return JSON.parse(c) || {};
+  } catch {
+    return {};
+  }
+}
+
+/** Why `value` is not acceptable for attribute `a` (its type and constraints), or "". */
+function attributeProblem(a, value, c) {
+  if (value === "") return "";
+  switch (a.type) {
+    case "number": {
+      const n = Number(value);
+      if (!Number.isFinite(n)) return "must be a number";
+      if (c.minimum !== undefined && n < c.minimum) return `must be at least ${c.minimum}`;
+      if (c.maximum !== undefined && n > c.maximum) return `must be at most ${c.maximum}`;
+      break;
+    }
+    case "ipv4":
+      if (!IPV4.test(value)) return "must be an IPv4 address such as 10.0.0.5";
+      break;
+    case "hostname":
+      if (!HOST_LABEL.test(value)) return "must be a host name: letters, digits and -, up to 63";
+      break;
+    case "fqdn":
+      if (value.length > 253 || !value.split(".").every((l) => HOST_LABEL.test(l)))
+        return "must be a fully qualified domain name such as host.example.com";
+      break;
+    default:
+  }
+  if (c.minlen !== undefined && value.length < c.minlen) return `must have at least ${c.minlen} characters`;
+  if (c.maxlen !== undefined && value.length > c.maxlen) return `must have at most ${c.maxlen} characters`;
+  if (c.regex) {
+    try {
+      if (!new RegExp(`^(?:${c.regex})$`).test(value)) return `must match ${c.regex}`;
+    } catch {
+      /* the appliance checks it */
+    }
+  }
+  return "";
+}
+
+/** The inputs of one custom attribute: [name, input, hint] rows (a NIC has several). */
+function attributeInputs(a) {
+  const c = parseConstraints(a.constraints);
+  const fields = a.type === "nic" ? (c.parameters || ["ipaddress", "netmask"]).map((p) => `${a.name}.${p}`) : [a.name];
+  return fields.map((name) => {
+    const id = `attr-${name.replace(/[^A-Za-z0-9_-]/g, "_")}`;
+    let input;
+    if (a.type === "option" && Array.isArray(c.options)) {
+      input = h("select", { id, name }, c.options.map((o) => h("option", { value: o, selected: o === a.value }, o)));
+    } else {
+      const value = a.type === "nic" ? "" : a.value ?? "";
+      input = h("input", {
+        id,
+        name,
+        type: a.type === "password" ? "password" : "text",
+        value: String(value),
+        autocomplete: "off",
+        "aria-describedby": `${id}-hint`,
+      });
+    }
+    const hint = h("span", { id: `${id}-hint`, class: "hint muted" }, c.helpText || a.description || a.type || "");
+    const check = () => {
+      const problem = a.type === "nic" ? "" : attributeProblem(a, input.value, c);
+      input.setCustomValidity(problem);
+      input.setAttribute("aria-invalid", problem ? "true" : "false");
+      hint.textContent = problem || c.helpText || a.description || a.type || "";
+      hint.className = problem ? "hint error" : "hint muted";
+      return !problem;
+    };
+    input.addEventListener("input", check);
+    return { name, input, check, row: h("div", { class: "field" }, h("label", { for: id }, name), input, hint) };
+  });
+}
+
+/** Follows a task until it ends: its state, progress bar and messages, live. */
+function taskProgress(taskUri) {
+  const box = h("div", { class: "card", id: "task", "aria-live": "polite" });
+  const poll = async () => {
+    try {
+      const t = await api("GET", taskUri);
+      const errors = (t.taskErrors || []).map((e) => h("li", { class: "error" }, e.message, e.recommendedActions?.length ? ` ${e.recommendedActions.join(" ")}` : ""));
+      const steps = (t.progressUpdates || []).slice(-4).map((u) => h("li", {}, u.statusUpdate || ""));
+      const res = t.associatedResource || {};
+      box.replaceChildren(
+        h("h2", {}, `${t.name}: `, h("span", { class: t.taskState === "Completed" ? "ok" : t.taskState === "Running" ? "" : "bad" }, t.taskState)),
+        h("progress", { max: 100, value: t.percentComplete || 0, "aria-label": "Deploy progress" }),
+        h("p", {}, t.taskStatus || ""),
+        steps.length ? h("ul", { class: "muted" }, steps) : null,
+        errors.length ? h("ul", {}, errors) : null,
+        t.taskState !== "Running" && res.resourceUri ? h("p", {}, h("a", { href: "#/server-profiles" }, "Server profiles")) : null,
+      );
+      if (t.taskState === "Running" || t.taskState === "New" || t.taskState === "Pending") setTimeout(poll, 1000);
+    } catch (e) {
+      box.replaceChildren(errorBox(e));
+    }
+  };
+  poll();
+  return box;
+}
+
+async function deployPage() {
+  const [hardware, plans] = await Promise.all([
+    api("GET", "/rest/server-hardware?count=500&sort=name:ascending"),
+    api("GET", "/rest/deployment-plans?count=500&sort=name:ascending"),
+  ]);
+  const name = h("input", { id: "sp-name", required: true });
+  const hw = h(
+    "select",
+    { id: "sp-hardware", required: true },
+    h("option", { value: "" }, "Choose a compute module"),
+    (hardware.members || []).map((m) => h("option", { value: m.uri }, m.name)),
+  );
+  const plan = h(
+    "select",
+    { id: "sp-plan", required: true },
+    h("option", { value: "" }, "Choose a deployment plan"),
+    (plans.members || []).map((p) => h("option", { value: p.uri }, p.name)),
+  );
+  const power = h("input", { id: "sp-power", type: "checkbox", checked: true, class: "inline" });
+  const attrBox = h("fieldset", { id: "sp-attributes" }, h("legend", {}, "Custom attributes"), h("p", { class: "muted" }, "Choose a deployment plan."));
+  const out = h("div", { "aria-live": "assertive" });
+  const submit = h("button", { class: "primary", type: "submit" }, "Deploy");
+  let fields = [];
+  plan.addEventListener("change", async () => {
+    fields = [];
+    if (!plan.value) return;
+    try {
+      const p = await api("GET", plan.value);
+      const visible = (p.customAttributes || []).filter((a) => a.visible !== false);
+      fields = visible.flatMap(attributeInputs);
+      attrBox.replaceChildren(
+        h("legend", {}, "Custom attributes"),
+        ...(fields.length ? fields.map((f) => f.row) : [h("p", { class: "muted" }, "This plan has none.")]),
+      );
+    } catch (e) {
+      attrBox.replaceChildren(h("legend", {}, "Custom attributes"), errorBox(e));
+    }
+  });
+  const form = h(
+    "form",
+    { class: "card", "aria-labelledby": "dp-title", novalidate: true },
+    h("h1", { id: "dp-title" }, "Deploy a compute module"),
+    h("label", { for: "sp-name" }, "Server profile name"),
+    name,
+    h("label", { for: "sp-hardware" }, "Compute module"),
+    hw,
+    h("label", { for: "sp-plan" }, "Deployment plan"),
+    plan,
+    attrBox,
+    h("p", {}, power, h("label", { for: "sp-power", class: "inline" }, " Power on after the deploy")),
+    h("p", {}, submit),
+    out,
+  );
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    out.replaceChildren();
+    const bad = fields.filter((f) => !f.check());
+    const missing = [name, hw, plan].filter((i) => !i.value);
+    if (bad.length || missing.length) {
+      out.replaceChildren(
+        h("p", { class: "error", role: "alert" }, `Correct ${bad.length + missing.length} field(s) before deploying.`),
+      );
+      (missing[0] || bad[0].input).focus();
+      return;
+    }
+    submit.disabled = true;
+    try {
+      const body = {
+        name: name.value,
+        serverHardwareUri: hw.value,
+        powerOnAfterDeploy: power.checked,
+        osDeploymentSettings: {
+          osDeploymentPlanUri: plan.value,
+          osCustomAttributes: fields.filter((f) => f.input.value !== "").map((f) => ({ name: f.name, value: f.input.value })),
+        },
+      };
+      const t = await api("POST", "/rest/server-profiles", body);
+      const progress = taskProgress(t.uri);
+      out.replaceChildren(progress);
+      progress.scrollIntoView({ block: "center" });
+    } catch (e) {
+      out.replaceChildren(errorBox(e));
+      submit.disabled = false;
+    }
+  });
+  return [form];
+}
+
 const ROUTES = {
   dashboard: { render: dashboard, live: true },
   activity: { render: activity, live: true },
@@ -526,6 +724,7 @@ const ROUTES = {
     ]),
     live: true,
   },
+  deploy: { render: deployPage, live: false },
   "server-profiles": {
     render: simpleList("Server profiles", "/rest/server-profiles", [
       ["Name", (r) => r.name],
