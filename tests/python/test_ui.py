@@ -220,6 +220,27 @@ def test_edit_a_plan_script_and_see_a_lint_error_on_its_line(appliance, browser,
     assert status == 200 and listed["members"][0]["content"].startswith("mount /dev/sda2 /"), listed
 
 
+def test_a_read_only_user_sees_no_control_it_cannot_use(appliance, browser, clean_console):
+    status, _ = api_call(appliance, "POST", "/rest/users", {
+        "userName": "reader", "password": "reader-password-1", "fullName": "Reader",
+        "roles": ["Read only"], "enabled": True})
+    assert status in (200, 201), status
+    logged_out(browser, appliance)
+    user = wait(browser, ec.visibility_of_element_located((By.ID, "user")))
+    user.clear()
+    user.send_keys("reader")
+    browser.find_element(By.ID, "password").send_keys("reader-password-1")
+    browser.find_element(By.CSS_SELECTOR, "form.login button[type=submit]").click()
+    wait(browser, ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Dashboard"))
+    assert not browser.find_element(By.CSS_SELECTOR, "nav a[href='#/deploy']").is_displayed()
+    browser.find_element(By.CSS_SELECTOR, "nav a[href='#/plan-scripts']").click()
+    wait(browser, ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Plan scripts"))
+    assert not browser.find_element(By.CSS_SELECTOR, "a[href='#/plan-scripts/new']").is_displayed()
+    shot(browser, "read-only-plan-scripts")
+    browser.get(appliance.base + "/#/deploy")
+    wait(browser, ec.text_to_be_present_in_element((By.ID, "main"), "cannot deploy"))
+
+
 DEV_PLAN = "HPE - Developer 1.0 - Deployment Test (UEFI) - 2017-03-24"
 
 

@@ -10,6 +10,7 @@ const POLL_MS = 2000;
 const state = {
   token: sessionStorage.getItem("streamer.token"),
   user: sessionStorage.getItem("streamer.user"),
+  readOnly: sessionStorage.getItem("streamer.readOnly") === "true",
   timer: null,
 };
 
@@ -107,16 +108,21 @@ function errorBox(e) {
 
 // ---------- session ----------
 
-function setSession(token, user) {
+function setSession(token, user, readOnly = false) {
   state.token = token;
   state.user = user;
+  state.readOnly = Boolean(token) && readOnly;
   if (token) {
     sessionStorage.setItem("streamer.token", token);
     sessionStorage.setItem("streamer.user", user);
+    sessionStorage.setItem("streamer.readOnly", String(state.readOnly));
   } else {
     sessionStorage.removeItem("streamer.token");
     sessionStorage.removeItem("streamer.user");
+    sessionStorage.removeItem("streamer.readOnly");
   }
+  // A read-only user sees no control it cannot use (`.write` elements are hidden).
+  document.body.classList.toggle("read-only", state.readOnly);
   const on = Boolean(token);
   document.getElementById("nav").hidden = !on;
   document.getElementById("logout").hidden = !on;
@@ -166,6 +172,8 @@ function loginPage() {
     try {
       const r = await api("POST", "/rest/login-sessions", { userName: user.value, password: pass.value });
       setSession(r.sessionID, user.value);
+      const me = await api("GET", `/rest/users/${encodeURIComponent(user.value)}`);
+      setSession(r.sessionID, user.value, !(me.roles || []).includes("Infrastructure administrator"));
       location.hash = "#/dashboard";
     } catch (e) {
       out.replaceChildren(errorBox(e));
@@ -448,6 +456,8 @@ function editor(script) {
 }
 
 async function planScripts(id, mode) {
+  if (state.readOnly && (id === "new" || mode === "edit"))
+    return [h("h1", {}, "Plan scripts"), h("p", {}, "Your role (Read only) cannot change plan scripts.")];
   if (id === "new") return editor(null);
   if (id) {
     const s = await api("GET", `/rest/plan-scripts/${encodeURIComponent(id)}`);
@@ -458,14 +468,14 @@ async function planScripts(id, mode) {
       h("p", { class: "muted" }, `${s.planType || ""} · ${s.description || ""}`),
       s.hpProvided || s.readOnly
         ? h("p", { class: "muted" }, "Provided by HPE: read-only.")
-        : h("p", {}, h("a", { href: `#/plan-scripts/${encodeURIComponent(id)}/edit`, class: "button" }, "Edit")),
+        : h("p", { class: "write" }, h("a", { href: `#/plan-scripts/${encodeURIComponent(id)}/edit`, class: "button" }, "Edit")),
       highlight(s.content),
     ];
   }
   const list = await api("GET", "/rest/plan-scripts?count=500&sort=name:ascending");
   return [
     h("h1", {}, "Plan scripts"),
-    h("p", {}, h("a", { href: "#/plan-scripts/new", class: "button" }, "New plan script")),
+    h("p", { class: "write" }, h("a", { href: "#/plan-scripts/new", class: "button" }, "New plan script")),
     h(
       "div",
       { class: "table-wrap" },
@@ -624,6 +634,7 @@ function taskProgress(taskUri) {
 }
 
 async function deployPage() {
+  if (state.readOnly) return [h("h1", {}, "Deploy"), h("p", {}, "Your role (Read only) cannot deploy.")];
   const [hardware, plans] = await Promise.all([
     api("GET", "/rest/server-hardware?count=500&sort=name:ascending"),
     api("GET", "/rest/deployment-plans?count=500&sort=name:ascending"),
@@ -783,5 +794,5 @@ window.addEventListener("hashchange", () => {
   refresh();
   main().focus();
 });
-setSession(state.token, state.user);
+setSession(state.token, state.user, state.readOnly);
 refresh();
