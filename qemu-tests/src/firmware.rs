@@ -215,11 +215,19 @@ impl BootDhcp {
     }
 }
 
-impl Drop for BootDhcp {
-    fn drop(&mut self) {
+impl BootDhcp {
+    /// Stops dnsmasq (again: nothing). The rig calls it when it goes, whoever still holds
+    /// this server (a Redfish double's handler may outlive the rig for a moment).
+    pub fn stop(&self) {
         let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
         // `ip netns exec` execs dnsmasq: the child is dnsmasq itself.
         let _ = child.kill();
         let _ = child.wait();
+    }
+}
+
+impl Drop for BootDhcp {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

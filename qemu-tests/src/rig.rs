@@ -59,6 +59,14 @@ pub struct Rig {
     pub work: PathBuf,
 }
 
+impl Drop for Rig {
+    fn drop(&mut self) {
+        if let Some(dhcp) = &self.boot_dhcp {
+            dhcp.stop();
+        }
+    }
+}
+
 impl Rig {
     /// Boots the appliance on a fresh disk with one compute module registered per entry of
     /// `modules`, booting as it says.
