@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["main", "daemon"],
     &["server"],
-    &["rest"],
+    &["rest", "ui"],
     &["api"],
     &["state"],
     &["domain"],

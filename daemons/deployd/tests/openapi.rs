@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use common::TestServer;
 
-/// `path -> methods` of every `.route("...", get(..).post(..))` in deployd's sources.
+/// `path -> methods` of every `.route("/rest/...", get(..).post(..))` in deployd's sources.
 fn routes_in_source() -> BTreeMap<String, BTreeSet<String>> {
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -32,6 +32,11 @@ fn routes_in_source() -> BTreeMap<String, BTreeSet<String>> {
                 let after = &rest[q + 1..];
                 let end = after.find('"').unwrap();
                 let path = after[..end].to_string();
+                // The web console's files (`ui.rs`: `/`, `/ui/...`) are not the REST API.
+                if !path.starts_with("/rest/") {
+                    rest = &after[end + 1..];
+                    continue;
+                }
                 // The handler expression runs to the matching parenthesis.
                 let expr = &after[end + 1..];
                 let mut depth = 1;
