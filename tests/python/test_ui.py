@@ -12,13 +12,15 @@ import urllib.parse
 import urllib.request
 
 import pytest
+from hpOneView.image_streamer.image_streamer_client import ImageStreamerClient
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from appliance import API_VERSION, INSECURE, PASSWORD, REPO, appliance, http  # noqa: F401
+from appliance import (  # noqa: F401
+    API_VERSION, BUNDLE, INSECURE, PASSWORD, REPO, appliance, http)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -246,8 +248,6 @@ DEV_PLAN = "HPE - Developer 1.0 - Deployment Test (UEFI) - 2017-03-24"
 
 def test_deploy_a_compute_module_from_a_form_made_from_the_plan(appliance, browser, clean_console,
                                                                  tmp_path):
-    from hpOneView.image_streamer.image_streamer_client import ImageStreamerClient
-    from appliance import BUNDLE
     status, token = http("POST", appliance.base + "/rest/login-sessions",
                          {"userName": "Administrator", "password": PASSWORD})
     i3s = ImageStreamerClient(f"127.0.0.1:{appliance.port}", token["sessionID"], API_VERSION)
