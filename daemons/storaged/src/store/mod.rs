@@ -686,10 +686,15 @@ impl Store {
 
     /// Whether volume `id` or one of its ancestors is on the unsent list.
     fn chain_unsent(&self, id: &str) -> bool {
+        // The list read once, before the state lock (it is a file).
+        let unsent = self.unsent.ids();
+        if unsent.is_empty() {
+            return false;
+        }
         let st = self.state.lock();
         let mut next = Some(id.to_string());
         while let Some(cur) = next {
-            if self.unsent.contains(&cur) {
+            if unsent.contains(&cur) {
                 return true;
             }
             next = st.volumes.get(&cur).and_then(|r| r.parent.clone());
