@@ -33,6 +33,7 @@ packages=(
     etcd-server     # etcd: the pair's metadata store, leases and election (clusterd, tests)
     etcd-client     # etcdctl: looks into the test clusters
     protobuf-compiler # protoc: etcd-client's gRPC code is generated at build time
+    libprotobuf-dev # google/protobuf/*.proto, which etcd-client's protos import
     keepalived      # make bench: the named peer of the pair's takeover (VRRP)
     libiscsi-bin    # iscsi-test-cu (the iSCSI conformance suite), iscsi-inq, iscsi-perf
     qemu-block-extra # QEMU's iscsi:// block driver (qemu-img, qemu-io, the VMs)
