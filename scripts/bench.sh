@@ -23,6 +23,11 @@ fi
 # The appliance image in QEMU: boot time, image size, idle memory (needs `make image`).
 "$REPO/target/release/streamer-vm" bench-boot --runs 5 --dir "$REPO/target/bench/boot-vms" \
     --out "$REPO/target/bench/boot.md" --commit "$(git -C "$REPO" rev-parse --short HEAD)"
+if [ "$(id -u)" = 0 ]; then
+    # storaged's iSCSI target beside the kernel's (LIO) inside the appliance VM.
+    "$REPO/target/release/streamer-vm" bench-lio --runs 3 --dir "$REPO/target/bench/lio-vm" \
+        --out "$REPO/target/bench/iscsi-lio.md" --commit "$(git -C "$REPO" rev-parse --short HEAD)"
+fi
 "$REPO/scripts/bench-scenarios.sh"
 {
     echo "# Benchmarks"
@@ -30,7 +35,7 @@ fi
     echo "Every figure is measured by \`make bench\` on this project's machine (2 cores, 24 GiB); each"
     echo "section says when, at which commit, and under what load. Peers named by the issues are"
     echo "measured side by side in the same run."
-    for s in storaged iscsi deployd planscript replication deploy pair boot scenarios; do
+    for s in storaged iscsi iscsi-lio deployd planscript replication deploy pair boot scenarios; do
         f=$REPO/target/bench/$s.md
         if [ -f "$f" ]; then
             echo

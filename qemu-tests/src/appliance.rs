@@ -120,6 +120,9 @@ pub struct ApplianceSpec {
     pub mgmt_tap: Option<std::os::fd::OwnedFd>,
     /// The management NIC's MAC address (VMs on one bridge need distinct ones).
     pub mgmt_mac: Option<String>,
+    /// Raw files attached read-only as further virtio disks, after the appliance's own
+    /// (init looks for its partitions by name, so it leaves them alone).
+    pub extra_disks: Vec<PathBuf>,
 }
 
 impl ApplianceSpec {
@@ -139,6 +142,7 @@ impl ApplianceSpec {
             server_hardware: false,
             mgmt_tap: None,
             mgmt_mac: None,
+            extra_disks: Vec::new(),
         })
     }
 
@@ -166,6 +170,12 @@ impl ApplianceSpec {
             .arg("i6300esb")
             .arg("-action")
             .arg("watchdog=reset");
+        for (i, disk) in self.extra_disks.iter().enumerate() {
+            spec.arg("-drive").arg(format!(
+                "if=virtio,id=extra{i},format=raw,readonly=on,file={}",
+                disk.display()
+            ));
+        }
         let netdev = match self.mgmt_tap.take() {
             Some(tap) => format!("tap,id=mgmt,fd={}", spec.pass_fd(tap)),
             None => format!("user,id=mgmt,hostfwd=tcp:127.0.0.1:{}-:443", self.api_port),

@@ -18,10 +18,12 @@
 //! - [`pair`]: two appliance VMs paired through their API, and the witness.
 //! - [`rig`]: a whole enclosure (network, appliance, registered modules) for a scenario.
 //! - [`bench`]: boot time, image size and idle memory for BENCHMARKS.md.
+//! - [`bench_lio`]: storaged's iSCSI target beside the kernel's (LIO) inside the appliance VM.
 
 pub mod api;
 pub mod appliance;
 pub mod bench;
+pub mod bench_lio;
 pub mod compute;
 pub mod console;
 pub mod debian;

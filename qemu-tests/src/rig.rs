@@ -71,6 +71,15 @@ impl Rig {
     /// Boots the appliance on a fresh disk with one compute module registered per entry of
     /// `modules`, booting as it says.
     pub fn start(work: &Path, modules: &[ModuleBoot]) -> Result<Rig> {
+        Self::start_with(work, modules, |_| {})
+    }
+
+    /// [`Rig::start`], with `adjust` changing the appliance VM's spec before it boots.
+    pub fn start_with(
+        work: &Path,
+        modules: &[ModuleBoot],
+        adjust: impl FnOnce(&mut ApplianceSpec),
+    ) -> Result<Rig> {
         let image = ImageFiles::locate()?;
         let enclosure = Enclosure::new()?;
         enclosure.host_address(&format!("{NET}.1/24"))?;
@@ -79,6 +88,7 @@ impl Rig {
         spec.memory_mib = 3072;
         spec.deploy_tap = Some(enclosure.tap("tapapp")?);
         spec.append = format!("streamer.deploy=static:{APPLIANCE_IP}/24");
+        adjust(&mut spec);
         let mut appliance = spec.start(&image)?;
         let ready = appliance.wait_ready(Duration::from_secs(300))?;
         let password = ready

@@ -42,6 +42,26 @@ enum Cmd {
         #[arg(long, default_value = "unknown")]
         commit: String,
     },
+    /// Measure storaged's iSCSI target beside the kernel's (LIO) inside the appliance VM;
+    /// print the BENCHMARKS.md section. Needs root (the enclosure's namespace).
+    BenchLio {
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// The volume's size in MiB.
+        #[arg(long, default_value_t = 512)]
+        size_mib: u64,
+        #[arg(long, default_value = "target/bench/lio-vm")]
+        dir: PathBuf,
+        /// The image builder's cache holding the image's kernel package (default: the one
+        /// `make image` fills).
+        #[arg(long)]
+        kernel_cache: Option<PathBuf>,
+        /// Written with the section (default: stdout only).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, default_value = "unknown")]
+        commit: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -84,6 +104,24 @@ fn main() -> ExitCode {
             out,
             commit,
         } => bench(runs, &dir, out.as_deref(), &commit),
+        Cmd::BenchLio {
+            runs,
+            size_mib,
+            dir,
+            kernel_cache,
+            out,
+            commit,
+        } => bench_lio(
+            streamer_vm::bench_lio::Options {
+                runs,
+                size_mib,
+                kernel_cache: kernel_cache
+                    .unwrap_or_else(streamer_vm::bench_lio::default_kernel_cache),
+                dir,
+                commit,
+            },
+            out.as_deref(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -107,6 +145,17 @@ fn bench(
         std::fs::write(out, &section)?;
     }
     let _ = std::fs::remove_dir_all(dir);
+    Ok(())
+}
+
+fn bench_lio(opts: streamer_vm::bench_lio::Options, out: Option<&std::path::Path>) -> Result<()> {
+    let result = streamer_vm::bench_lio::report(&opts);
+    let _ = std::fs::remove_dir_all(&opts.dir);
+    let section = result?;
+    print!("{section}");
+    if let Some(out) = out {
+        std::fs::write(out, &section)?;
+    }
     Ok(())
 }
 
