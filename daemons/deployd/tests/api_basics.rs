@@ -258,6 +258,58 @@ fn appliance_shutdown_needs_an_administrator_a_valid_type_and_an_appliance() {
 }
 
 #[test]
+fn users_change_their_own_password_with_the_current_one() {
+    let s = TestServer::start();
+    let admin = s.login(800);
+    admin.post(
+        "/rest/users",
+        &json!({"userName": "viewer", "password": "viewer-pass", "roles": ["Read only"]}),
+    );
+    let viewer = s.login_as("viewer", "viewer-pass", 800);
+    let change = |api: &common::Api, user: &str, current: &str, new: &str| {
+        let body = json!({"userName": user, "currentPassword": current, "newPassword": new});
+        api.put("/rest/users/changePassword", &body)
+    };
+    // A read-only user may change their own password, not anyone else's.
+    let other = change(&viewer, "Administrator", "viewer-pass", "viewer-pass-2");
+    assert_eq!(other.status(), 403);
+    let wrong = change(&viewer, "viewer", "not-it", "viewer-pass-2");
+    assert_eq!(wrong.status(), 400);
+    assert!(wrong.text().unwrap().contains("WRONG_PASSWORD"));
+    // The session survives a wrong current password; a weak new one is refused.
+    assert_eq!(viewer.get("/rest/plan-scripts").status(), 200);
+    assert_eq!(
+        change(&viewer, "viewer", "viewer-pass", "short").status(),
+        400
+    );
+    assert_eq!(
+        change(&viewer, "viewer", "viewer-pass", "viewer-pass-2").status(),
+        200
+    );
+    let login = |password: &str| {
+        s.anonymous()
+            .post(format!("{}/rest/login-sessions", s.base))
+            .json(&json!({"userName": "viewer", "password": password}))
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(login("viewer-pass"), 401);
+    assert_eq!(login("viewer-pass-2"), 200);
+    // Wrong current passwords count towards the login lockout: no way around it.
+    for _ in 0..5 {
+        assert_eq!(
+            change(&viewer, "viewer", "guess", "viewer-pass-3").status(),
+            400
+        );
+    }
+    assert_eq!(
+        change(&viewer, "viewer", "viewer-pass-2", "viewer-pass-3").status(),
+        429
+    );
+}
+
+#[test]
 fn repeated_failed_logins_are_rate_limited() {
     let s = TestServer::start();
     let http = s.anonymous();

@@ -20,6 +20,16 @@ pub struct UserInput {
     pub roles: Option<Vec<Role>>,
 }
 
+/// `PUT /rest/users/changePassword`: a user changes their own password.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PasswordChange {
+    /// The caller's own user name.
+    pub user_name: String,
+    pub current_password: String,
+    pub new_password: String,
+}
+
 fn check_password(p: &str) -> Result<(), DomainError> {
     if p.chars().count() < MIN_PASSWORD_LEN {
         return Err(DomainError::invalid(

@@ -78,6 +78,7 @@ use crate::domain::plan_scripts::{PlanScriptInput, PlanScripts};
         super::users::read,
         super::users::create,
         super::users::update,
+        super::users::change_password,
         super::users::remove,
         get_openapi,
     ),

@@ -3,13 +3,14 @@
 //! Passwords are write-only (argon2id hashes are stored, nothing is ever returned). The last
 //! Infrastructure administrator cannot be deleted or demoted, so the appliance always has one.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
@@ -18,7 +19,7 @@ use crate::api::collection::{ListQuery, envelope};
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::transport::Ctx;
 use crate::auth::User;
-use crate::domain::users::{self, UserInput};
+use crate::domain::users::{self, PasswordChange, UserInput};
 use crate::state::AppState;
 
 fn render(u: &User) -> Value {
@@ -36,6 +37,7 @@ fn render(u: &User) -> Value {
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/rest/users", get(list).post(create))
+        .route("/rest/users/changePassword", put(change_password))
         .route("/rest/users/{name}", get(read).put(update).delete(remove))
 }
 
@@ -92,6 +94,56 @@ pub async fn update(
 ) -> Result<Json<Value>, ApiError> {
     let input: UserInput = parse_body(&body)?;
     let user = users::update(&st.users, &st.services.files, &name, input).await?;
+    Ok(Json(render(&user)))
+}
+
+/// Changes the caller's own password, any role: the current password is checked (wrong ones
+/// count towards the login lockout, so this is no way around it).
+#[utoipa::path(put, path = "/rest/users/changePassword", tag = "users", request_body = PasswordChange,
+    responses((status = 200, body = Object), (status = 400, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn change_password(
+    State(st): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ctx: Ctx,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let input: PasswordChange = parse_body(&body)?;
+    let me = ctx.user().to_owned();
+    if !input.user_name.eq_ignore_ascii_case(&me) {
+        return Err(ApiError::Forbidden(format!(
+            "You are logged in as {me}: only your own password can be changed here (an \
+             administrator sets other users' passwords with PUT /rest/users/{{name}})."
+        )));
+    }
+    let client = peer.ip();
+    if !st.limiter.allowed(client, &me) {
+        return Err(ApiError::TooManyRequests(format!(
+            "Too many failed logins for {me} from {client}."
+        )));
+    }
+    let users = st.users.clone();
+    let (name, current) = (me.clone(), input.current_password.clone());
+    let verified = tokio::task::spawn_blocking(move || users.verify(&name, &current))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    if verified.is_none() {
+        st.limiter.failed(client, &me);
+        // 400, not 401: the session is valid, only the password given is not.
+        return Err(ApiError::bad_request(
+            "WRONG_PASSWORD",
+            "The current password is wrong: type the password you log in with.",
+        ));
+    }
+    st.limiter.succeeded(client, &me);
+    let change = UserInput {
+        user_name: None,
+        full_name: None,
+        password: Some(input.new_password),
+        roles: None,
+    };
+    let user = users::update(&st.users, &st.services.files, &me, change).await?;
     Ok(Json(render(&user)))
 }
 
