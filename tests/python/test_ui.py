@@ -12,7 +12,6 @@ import urllib.parse
 import urllib.request
 
 import pytest
-from hpOneView.image_streamer.image_streamer_client import ImageStreamerClient
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -241,33 +240,103 @@ def test_a_read_only_user_sees_no_control_it_cannot_use(appliance, browser, clea
     shot(browser, "read-only-plan-scripts")
     browser.get(appliance.base + "/#/deploy")
     wait(browser, ec.text_to_be_present_in_element((By.ID, "main"), "cannot deploy"))
+    # No upload, capture or delete controls; no users page.
+    for page, heading in (("golden-images", "Golden images"), ("bundles", "Artifact bundles"),
+                          ("compute-modules", "Compute modules")):
+        browser.get(appliance.base + f"/#/{page}")
+        wait(browser, ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), heading))
+        wait(browser, ec.presence_of_element_located((By.CSS_SELECTOR, ".live table")))
+        shown = [e for e in browser.find_elements(By.CSS_SELECTOR, "form, button.write")
+                 if e.is_displayed()]
+        assert not shown, f"{page}: {[e.text for e in shown]}"
+    assert not browser.find_element(By.CSS_SELECTOR, "nav a[href='#/users']").is_displayed()
+    browser.get(appliance.base + "/#/users")
+    wait(browser, ec.text_to_be_present_in_element((By.ID, "main"), "cannot manage users"))
 
 
 DEV_PLAN = "HPE - Developer 1.0 - Deployment Test (UEFI) - 2017-03-24"
 
 
-def test_deploy_a_compute_module_from_a_form_made_from_the_plan(appliance, browser, clean_console,
-                                                                 tmp_path):
-    status, token = http("POST", appliance.base + "/rest/login-sessions",
-                         {"userName": "Administrator", "password": PASSWORD})
-    i3s = ImageStreamerClient(f"127.0.0.1:{appliance.port}", token["sessionID"], API_VERSION)
-    copy = tmp_path / BUNDLE.name
-    copy.write_bytes(BUNDLE.read_bytes())
-    uploaded = i3s.artifact_bundles.upload_bundle_from_file(str(copy))
-    data = uploaded.data if hasattr(uploaded, "data") else uploaded
-    i3s.artifact_bundles.get_by_name(data["name"]).extract()
-    status, hw = api_call(appliance, "POST", "/rest/server-hardware", {
-        "name": "bay-ui", "macAddresses": ["52:54:00:aa:00:21"], "deploymentIpv4": "10.0.0.21",
-        # Never called: the deploy does not power the module on.
-        "redfish": {"address": "http://127.0.0.1:9", "username": "admin", "password": "unused-pw"}})
-    assert status == 201, hw
+CAPTURE_PLAN = "HPE - Developer 1.0 - example UEFI capture - 2017-03-24"
+DEPLOY_BUILD_PLAN = "HPE - Developer 1.0 - example UEFI deploy - 2017-03-24"
 
+
+def log_in(browser, appliance, user="Administrator", password=PASSWORD):
     logged_out(browser, appliance)
-    wait(browser, ec.visibility_of_element_located((By.ID, "password"))).send_keys(PASSWORD)
+    name = wait(browser, ec.visibility_of_element_located((By.ID, "user")))
+    name.clear()
+    name.send_keys(user)
+    browser.find_element(By.ID, "password").send_keys(password)
     browser.find_element(By.CSS_SELECTOR, "form.login button[type=submit]").click()
     wait(browser, ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Dashboard"))
-    browser.find_element(By.CSS_SELECTOR, "nav a[href='#/deploy']").click()
-    wait(browser, ec.visibility_of_element_located((By.ID, "sp-plan")))
+
+
+def go(browser, page, heading):
+    browser.find_element(By.CSS_SELECTOR, f"nav a[href='#/{page}']").click()
+    wait(browser, ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), heading))
+
+
+def newest_task_completes(browser, name, timeout=120):
+    """The page's newest followed task (first in its outcome area), named `name`, ends
+    Completed (an Error fails at once, with what the page shows)."""
+    def done(b):
+        heads = b.find_elements(By.CSS_SELECTOR, ".outcome .task h2")
+        text = heads[0].text if heads else ""
+        if not text.startswith(name + " "):
+            return False
+        assert "Error" not in text and "Killed" not in text, \
+            b.find_element(By.CSS_SELECTOR, ".outcome").text
+        return "Completed" in text
+    wait(browser, done, timeout)
+
+
+def click_twice(browser, label):
+    """A confirm button: the first click arms it, the second acts."""
+    button = wait(browser, ec.element_to_be_clickable(
+        (By.CSS_SELECTOR, f"button[aria-label='{label}']")))
+    button.click()
+    wait(browser, lambda b: b.find_element(
+        By.CSS_SELECTOR, f"button[aria-label='{label}']").get_attribute("data-armed") is not None)
+    browser.find_element(By.CSS_SELECTOR, f"button[aria-label='{label}']").click()
+
+
+def names(appliance, path):
+    status, listed = api_call(appliance, "GET", path + "?count=500")
+    assert status == 200, listed
+    return [m.get("name") for m in listed["members"]]
+
+
+def test_import_deploy_capture_and_delete_in_the_console(appliance, browser, clean_console):
+    log_in(browser, appliance)
+
+    # Import HPE's Developer bundle: upload (a progress bar, a task), then extract.
+    go(browser, "bundles", "Artifact bundles")
+    browser.find_element(By.ID, "bundle-file").send_keys(str(BUNDLE.resolve()))
+    browser.find_element(
+        By.CSS_SELECTOR, "form[aria-labelledby='bundle-file-title'] button[type=submit]").click()
+    newest_task_completes(browser, "Upload")
+    extract = wait(browser, ec.element_to_be_clickable(
+        (By.CSS_SELECTOR, "button[aria-label^='Extract ']")))
+    extract.click()
+    newest_task_completes(browser, "Extract")
+    assert DEV_PLAN in names(appliance, "/rest/deployment-plans")
+    wait(browser, ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".live table"),
+                                                   "7 plan scripts"))
+    shot(browser, "bundles")
+
+    # Register a compute module (its Redfish is not there: the power column says so).
+    go(browser, "compute-modules", "Compute modules")
+    for field_id, value in (("reg-name", "bay-ui"), ("reg-mac", "52:54:00:aa:00:21"),
+                            ("reg-ip", "10.0.0.21"), ("reg-rf-address", "127.0.0.1:9"),
+                            ("reg-rf-user", "admin"), ("reg-rf-password", "unused-pw")):
+        browser.find_element(By.ID, field_id).send_keys(value)
+    browser.find_element(By.CSS_SELECTOR, "form[aria-labelledby='reg-title'] button").click()
+    wait(browser, ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".live table"), "bay-ui"))
+    assert "bay-ui" in names(appliance, "/rest/server-hardware")
+    shot(browser, "compute-modules")
+
+    # Deploy from a form made from the plan's attributes, checked per type before sending.
+    go(browser, "deploy", "Deploy a compute module")
     browser.find_element(By.ID, "sp-name").send_keys("ui-dev1")
     Select(browser.find_element(By.ID, "sp-hardware")).select_by_visible_text("bay-ui")
     Select(browser.find_element(By.ID, "sp-plan")).select_by_visible_text(DEV_PLAN)
@@ -279,15 +348,13 @@ def test_deploy_a_compute_module_from_a_form_made_from_the_plan(appliance, brows
         field = browser.find_element(By.ID, f"attr-{name}")
         field.clear()
         field.send_keys(value)
-    # Checked per type before anything is sent.
     ip.clear()
     ip.send_keys("10.1.2.300")
     assert "IPv4" in browser.find_element(By.ID, "attr-ExampleIPv4Address-hint").text
     browser.find_element(By.ID, "sp-power").click()  # no power: this module has no Redfish
     browser.find_element(By.CSS_SELECTOR, "#main form button[type=submit]").click()
     wait(browser, ec.text_to_be_present_in_element((By.ID, "main"), "Correct 1 field"))
-    status, profiles = api_call(appliance, "GET", "/rest/server-profiles")
-    assert profiles["total"] == 0, "a profile was created from an invalid form"
+    assert names(appliance, "/rest/server-profiles") == [], "a profile from an invalid form"
     ip.clear()
     ip.send_keys("10.1.2.3")
     browser.find_element(By.CSS_SELECTOR, "#main form button[type=submit]").click()
@@ -299,6 +366,121 @@ def test_deploy_a_compute_module_from_a_form_made_from_the_plan(appliance, brows
     attrs = {a["name"]: a["value"] for a in
              profiles["members"][0]["osDeploymentSettings"]["osCustomAttributes"]}
     assert attrs["ExampleString1"] == "from the browser", attrs
+
+    go(browser, "server-profiles", "Server profiles")
+    wait(browser, ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".live table"), "bay-ui"))
+    shot(browser, "server-profiles")
+
+    # The OS volume it made, with its activity log.
+    go(browser, "os-volumes", "OS volumes")
+    volume = wait(browser, ec.element_to_be_clickable((By.CSS_SELECTOR, ".live table a")))
+    shot(browser, "os-volumes")
+    volume.click()
+    wait(browser, ec.text_to_be_present_in_element((By.ID, "main"), "Activity log"))
+    shot(browser, "os-volume")
+
+    # Capture a golden image from it with the bundle's capture build plan.
+    go(browser, "golden-images", "Golden images")
+    browser.find_element(By.ID, "cap-name").send_keys("ui-captured")
+    Select(browser.find_element(By.ID, "cap-volume")).select_by_index(1)
+    Select(browser.find_element(By.ID, "cap-plan")).select_by_visible_text(CAPTURE_PLAN)
+    browser.find_element(By.CSS_SELECTOR, "form[aria-labelledby='cap-title'] button").click()
+    newest_task_completes(browser, "Add", timeout=180)
+    assert "ui-captured" in names(appliance, "/rest/golden-images")
+    wait(browser, ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".live table"),
+                                                   "ui-captured"))
+    shot(browser, "golden-images")
+
+    # Delete: the captured image, then the profile (its task followed to the end).
+    click_twice(browser, "Delete ui-captured")
+    wait(browser, lambda b: "ui-captured" not in names(appliance, "/rest/golden-images"))
+    wait(browser, lambda b: "ui-captured" not in b.find_element(By.CSS_SELECTOR, ".live").text)
+    go(browser, "server-profiles", "Server profiles")
+    click_twice(browser, "Delete ui-dev1")
+    newest_task_completes(browser, "Delete")
+    assert names(appliance, "/rest/server-profiles") == []
+
+
+def test_build_and_deployment_plans_made_in_the_console(appliance, browser, clean_console):
+    scripts = []
+    for name, content in (("ui step one", "echo one\n"), ("ui step two", "echo @Two:2@\n")):
+        status, s = api_call(appliance, "POST", "/rest/plan-scripts",
+                             {"name": name, "planType": "deploy", "content": content})
+        assert status == 201, s
+        scripts.append(s)
+    log_in(browser, appliance)
+
+    # A build plan of two steps, the second moved first.
+    go(browser, "build-plans", "Build plans")
+    shot(browser, "build-plans")
+    browser.find_element(By.CSS_SELECTOR, "a[href='#/build-plans/new']").click()
+    wait(browser, ec.visibility_of_element_located((By.ID, "bp-name"))).send_keys("ui build")
+    Select(browser.find_element(By.CSS_SELECTOR, ".step-script")).select_by_visible_text(
+        "ui step one")
+    browser.find_element(By.XPATH, "//button[text()='Add a step']").click()
+    Select(browser.find_elements(By.CSS_SELECTOR, ".step-script")[1]).select_by_visible_text(
+        "ui step two")
+    browser.find_element(By.CSS_SELECTOR, "button[aria-label='Move step 2 up']").click()
+    shot(browser, "build-plan-editor")
+    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    wait(browser, ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), "ui build"))
+    wait(browser, ec.text_to_be_present_in_element((By.ID, "main"), "Two"))
+    status, plans = api_call(appliance, "GET",
+                             "/rest/build-plans?filter=" + urllib.parse.quote("name='ui build'"))
+    steps = sorted(plans["members"][0]["buildStep"], key=lambda s: int(s["serialNumber"]))
+    assert [s["planScriptUri"] for s in steps] == [scripts[1]["uri"], scripts[0]["uri"]], steps
+    shot(browser, "build-plan")
+
+    # A deployment plan on it: the attribute's default, hidden at deploy.
+    go(browser, "deployment-plans", "Deployment plans")
+    browser.find_element(By.CSS_SELECTOR, "a[href='#/deployment-plans/new']").click()
+    wait(browser, ec.visibility_of_element_located((By.ID, "dpl-name"))).send_keys("ui plan")
+    Select(browser.find_element(By.ID, "dpl-build")).select_by_visible_text("ui build")
+    default = wait(browser, ec.visibility_of_element_located((By.ID, "dpa-0")))
+    assert default.get_attribute("value") == "2"
+    default.clear()
+    default.send_keys("22")
+    browser.find_element(By.ID, "dpa-v-0").click()
+    shot(browser, "deployment-plan-editor")
+    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    wait(browser, ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), "ui plan"))
+    wait(browser, ec.text_to_be_present_in_element((By.ID, "main"), "hidden"))
+    shot(browser, "deployment-plan")
+    status, plans = api_call(appliance, "GET", "/rest/deployment-plans?filter="
+                             + urllib.parse.quote("name='ui plan'"))
+    attr = plans["members"][0]["customAttributes"][0]
+    assert (attr["name"], attr["value"], attr["visible"]) == ("Two", "22", False), attr
+
+
+def test_users_and_an_own_password_in_the_console(appliance, browser, clean_console):
+    log_in(browser, appliance)
+    browser.get(appliance.base + "/#/users")
+    wait(browser, ec.visibility_of_element_located((By.ID, "nu-name"))).send_keys("operator")
+    browser.find_element(By.ID, "nu-password").send_keys("operator-pass-1")
+    browser.find_element(By.CSS_SELECTOR, "form[aria-labelledby='nu-title'] button").click()
+    wait(browser, ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".live table"), "operator"))
+    shot(browser, "users")
+    status, user = api_call(appliance, "GET", "/rest/users/operator")
+    assert user["roles"] == ["Read only"], user
+
+    # The new user changes their own password from the account page.
+    log_in(browser, appliance, "operator", "operator-pass-1")
+    browser.find_element(By.ID, "who").click()
+    wait(browser, ec.visibility_of_element_located((By.ID, "pw-current")))
+    shot(browser, "account")
+    browser.find_element(By.ID, "pw-current").send_keys("wrong-password")
+    browser.find_element(By.ID, "pw-new").send_keys("operator-pass-2")
+    browser.find_element(By.ID, "pw-again").send_keys("operator-pass-2")
+    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    wait(browser, ec.text_to_be_present_in_element((By.ID, "main"), "current password is wrong"))
+    browser.get_log("browser")  # the refused request's 400 is logged by Chromium: expected
+    browser.find_element(By.ID, "pw-current").clear()
+    browser.find_element(By.ID, "pw-current").send_keys("operator-pass-1")
+    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    wait(browser, ec.text_to_be_present_in_element((By.ID, "main"), "Password changed"))
+    status, _ = http("POST", appliance.base + "/rest/login-sessions",
+                     {"userName": "operator", "password": "operator-pass-2"})
+    assert status == 200
 
 
 def test_a_phone_sized_window_has_no_sideways_scroll(appliance, browser, clean_console):

@@ -4,6 +4,9 @@
 //! can do; it keeps its session token in the tab's `sessionStorage` and sends it in the
 //! `Auth` header, so no cookie exists that another site could make the browser send.
 //!
+//! The script is written as several files by area (`ui/app/`: core helpers and the API
+//! client, then one file per group of pages, then the router) and served as one.
+//!
 //! Assets are named by their content hash (`/ui/app.3f2a....js`) and cached for good; the
 //! page itself (`/`) is never cached, so a new binary's assets are fetched at once. Every
 //! answer carries a strict Content-Security-Policy (scripts and styles from this origin
@@ -32,7 +35,7 @@ const ASSETS: &[Asset] = &[
         stem: "app",
         ext: "js",
         content_type: "text/javascript; charset=utf-8",
-        bytes: include_bytes!("../ui/app.js"),
+        bytes: APP_JS.as_bytes(),
     },
     Asset {
         stem: "app",
@@ -47,6 +50,18 @@ const ASSETS: &[Asset] = &[
         bytes: include_bytes!("../ui/icon.svg"),
     },
 ];
+
+/// The script: `ui/app/*.js` in this order, one ES module (they share its scope; the router
+/// and start-up, in main.js, come last).
+const APP_JS: &str = concat!(
+    include_str!("../ui/app/core.js"),
+    include_str!("../ui/app/dashboard.js"),
+    include_str!("../ui/app/servers.js"),
+    include_str!("../ui/app/images.js"),
+    include_str!("../ui/app/plans.js"),
+    include_str!("../ui/app/users.js"),
+    include_str!("../ui/app/main.js"),
+);
 
 const INDEX: &str = include_str!("../ui/index.html");
 

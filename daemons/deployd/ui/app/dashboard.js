@@ -1,0 +1,107 @@
+// The dashboard and the activity log (tasks), both refreshed live.
+
+async function dashboard() {
+  const [nodes, storage, alerts, tasks, version] = await Promise.all([
+    api("GET", "/rest/appliance/nodes"),
+    api("GET", "/rest/appliance/storage"),
+    api("GET", "/rest/alerts?count=20"),
+    api("GET", "/rest/tasks?count=8&sort=created:descending"),
+    api("GET", "/rest/version"),
+  ]);
+  const kinds = [
+    ["Golden images", "/rest/golden-images"],
+    ["Deployment plans", "/rest/deployment-plans"],
+    ["Build plans", "/rest/build-plans"],
+    ["Plan scripts", "/rest/plan-scripts"],
+    ["OS volumes", "/rest/os-volumes"],
+    ["Server profiles", "/rest/server-profiles"],
+  ];
+  const counts = await Promise.all(kinds.map(([, p]) => count(p)));
+  const members = nodes.members || [];
+  const active = (alerts.members || []).filter((a) => (a.alertState || "Active") !== "Cleared");
+  const health = members.length
+    ? h(
+        "ul",
+        {},
+        members.map((n) =>
+          h(
+            "li",
+            {},
+            h("strong", {}, n.name),
+            ` (${n.kind || "node"}) `,
+            h("span", { class: n.health === "OK" ? "ok" : "bad" }, `${n.role} · ${n.health}`),
+          ),
+        ),
+      )
+    : h("p", {}, "A single appliance (not paired).");
+  return [
+    h("h1", {}, "Dashboard"),
+    h(
+      "div",
+      { class: "grid" },
+      h(
+        "section",
+        { class: "card", "aria-labelledby": "h-health" },
+        h("h2", { id: "h-health" }, "Appliance"),
+        health,
+        h(
+          "p",
+          {},
+          "OS volume storage: ",
+          storage.replicated
+            ? h("span", { class: storage.redundant ? "ok" : "bad" }, storage.redundant ? "redundant" : "not redundant")
+            : "single copy",
+        ),
+        h("p", { class: "muted" }, `API versions ${version.minimumVersion}–${version.currentVersion}`),
+      ),
+      h(
+        "section",
+        { class: "card", "aria-labelledby": "h-alerts" },
+        h("h2", { id: "h-alerts" }, `Active alerts (${active.length})`),
+        active.length
+          ? h(
+              "ul",
+              {},
+              active.map((a) => h("li", { class: a.severity === "Critical" ? "bad" : "warn" }, `${a.severity || ""} ${a.description || ""}`)),
+            )
+          : h("p", { class: "ok" }, "None."),
+      ),
+      h(
+        "section",
+        { class: "card", "aria-labelledby": "h-counts" },
+        h("h2", { id: "h-counts" }, "Artifacts"),
+        h(
+          "div",
+          { class: "counts" },
+          kinds.map(([label], i) => h("div", { class: "count" }, h("b", {}, counts[i]), label)),
+        ),
+      ),
+    ),
+    h("h2", { class: "spaced" }, "Recent tasks"),
+    taskTable(tasks.members || []),
+  ];
+}
+
+const TASK_STATES = ["", "Running", "Completed", "Error", "Warning", "Killed"];
+let activityFilter = "";
+
+async function activity() {
+  const q = activityFilter ? `&filter=${encodeURIComponent(`taskState='${activityFilter}'`)}` : "";
+  const tasks = await api("GET", `/rest/tasks?count=100&sort=created:descending${q}`);
+  const select = h(
+    "select",
+    { id: "state-filter" },
+    TASK_STATES.map((s) => h("option", { value: s, selected: s === activityFilter }, s || "All states")),
+  );
+  select.addEventListener("change", () => {
+    activityFilter = select.value;
+    refresh();
+  });
+  return [
+    h("h1", {}, "Activity"),
+    h("div", { class: "row" }, h("div", {}, h("label", { for: "state-filter" }, "State"), select)),
+    taskTable(tasks.members || []),
+  ];
+}
+
+/** Highlights plan-script text: commands, @attributes@ and comments. */
