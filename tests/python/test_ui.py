@@ -131,6 +131,7 @@ def test_log_in_see_the_dashboard_activity_and_a_plan_script(appliance, browser,
     main = browser.find_element(By.ID, "main").text
     assert "A single appliance" in main, main
     assert "Active alerts (0)" in main, main
+    assert "free of" in main, main  # the data partition's capacity
     shot(browser, "dashboard")
     assert browser.find_element(By.ID, "who").text == "Administrator"
 
@@ -138,6 +139,12 @@ def test_log_in_see_the_dashboard_activity_and_a_plan_script(appliance, browser,
     browser.find_element(By.CSS_SELECTOR, "nav a[href='#/plan-scripts']").click()
     link = wait(browser, ec.element_to_be_clickable((By.LINK_TEXT, "ui hostname")))
     shot(browser, "plan-scripts")
+    # Filtered as you type.
+    browser.find_element(By.ID, "ps-filter").send_keys("no such words")
+    wait(browser, ec.text_to_be_present_in_element((By.TAG_NAME, "caption"), "No plan script matches"))
+    browser.find_element(By.ID, "ps-filter").clear()
+    browser.find_element(By.ID, "ps-filter").send_keys("HOSTNAME")
+    link = wait(browser, ec.element_to_be_clickable((By.LINK_TEXT, "ui hostname")))
     link.click()
     wait(browser, ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), "ui hostname"))
     attr = browser.find_element(By.CSS_SELECTOR, "pre.script .at")
@@ -481,6 +488,45 @@ def test_users_and_an_own_password_in_the_console(appliance, browser, clean_cons
     status, _ = http("POST", appliance.base + "/rest/login-sessions",
                      {"userName": "operator", "password": "operator-pass-2"})
     assert status == 200
+
+
+def test_a_locked_out_user_is_told_so_at_login(appliance, browser, clean_console):
+    status, _ = api_call(appliance, "POST", "/rest/users", {
+        "userName": "clumsy", "password": "clumsy-password-1", "roles": ["Read only"]})
+    assert status == 201
+    logged_out(browser, appliance)
+    name = wait(browser, ec.visibility_of_element_located((By.ID, "user")))
+    name.clear()
+    name.send_keys("clumsy")
+    for attempt in range(6):
+        password = browser.find_element(By.ID, "password")
+        password.clear()
+        password.send_keys(f"wrong-{attempt}")
+        browser.find_element(By.CSS_SELECTOR, "form.login button[type=submit]").click()
+        wait(browser, ec.visibility_of_element_located((By.CSS_SELECTOR, "[role=alert]")))
+        wait(browser, ec.element_to_be_clickable((By.CSS_SELECTOR, "form.login button")))
+    text = browser.find_element(By.CSS_SELECTOR, "[role=alert]").text
+    assert "Too many failed logins" in text, text
+    shot(browser, "login-locked")
+    browser.get_log("browser")  # the refused logins' 401s and 429 are logged: expected
+
+
+def test_the_dark_theme_follows_the_system_setting(appliance, browser, clean_console):
+    light = None
+    try:
+        log_in(browser, appliance)
+        light = browser.execute_script("return getComputedStyle(document.body).backgroundColor")
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {
+            "features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+        dark = browser.execute_script("return getComputedStyle(document.body).backgroundColor")
+        assert dark != light, (dark, light)
+        # Dark: the background's channels are low.
+        channels = [int(c) for c in dark[dark.index("(") + 1:dark.index(")")].split(",")[:3]]
+        assert max(channels) < 60, dark
+        wait(browser, ec.text_to_be_present_in_element((By.ID, "main"), "Recent tasks"))
+        shot(browser, "dashboard-dark")
+    finally:
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
 
 
 def test_a_phone_sized_window_has_no_sideways_scroll(appliance, browser, clean_console):

@@ -63,12 +63,14 @@ pub async fn storage(State(st): State<Arc<AppState>>, _ctx: Ctx) -> Result<Json<
         .pair_status()
         .await
         .map_err(|e| ApiError::from(DomainError::Unavailable(e.to_string())))?;
+    let capacity = data_capacity(&st.config.state_dir);
     let Some(s) = status else {
         return Ok(Json(serde_json::json!({
             "type": "ApplianceStorage",
             "uri": "/rest/appliance/storage",
             "replicated": false,
             "redundant": false,
+            "capacity": capacity,
         })));
     };
     let mut v = serde_json::to_value(&s).unwrap_or_default();
@@ -76,7 +78,26 @@ pub async fn storage(State(st): State<Arc<AppState>>, _ctx: Ctx) -> Result<Json<
     v["uri"] = "/rest/appliance/storage".into();
     v["replicated"] = true.into();
     v["redundant"] = (!s.peer_outdated && s.degraded.is_empty() && s.split_brain.is_empty()).into();
+    v["capacity"] = capacity;
     Ok(Json(v))
+}
+
+/// The size and free space of the filesystem holding deployd's state: on the appliance, the
+/// data partition, which holds storaged's volumes too. `null` if it cannot be read.
+fn data_capacity(dir: &std::path::Path) -> Value {
+    match nix::sys::statvfs::statvfs(dir) {
+        Ok(v) => {
+            let (frag, blocks) = (v.fragment_size(), v.blocks());
+            let total = blocks.saturating_mul(frag);
+            let free = v.blocks_available().saturating_mul(frag);
+            serde_json::json!({
+                "totalBytes": total,
+                "freeBytes": free,
+                "usedBytes": total.saturating_sub(v.blocks_free().saturating_mul(frag)),
+            })
+        }
+        Err(_) => Value::Null,
+    }
 }
 
 /// Alerts, active first.

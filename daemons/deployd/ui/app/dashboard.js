@@ -52,6 +52,7 @@ async function dashboard() {
             ? h("span", { class: storage.redundant ? "ok" : "bad" }, storage.redundant ? "redundant" : "not redundant")
             : "single copy",
         ),
+        capacityLine(storage.capacity),
         h("p", { class: "muted" }, `API versions ${version.minimumVersion}–${version.currentVersion}`),
       ),
       h(
@@ -80,6 +81,20 @@ async function dashboard() {
     h("h2", { class: "spaced" }, "Recent tasks"),
     taskTable(tasks.members || []),
   ];
+}
+
+/** The data partition's use: a meter and free space (red under a tenth free). */
+function capacityLine(c) {
+  if (!c || !c.totalBytes) return null;
+  const usedPart = c.usedBytes / c.totalBytes;
+  return h(
+    "p",
+    {},
+    h("label", { for: "capacity", class: "inline" }, "Data capacity: "),
+    h("meter", { id: "capacity", min: 0, max: 1, low: 0.75, high: 0.9, optimum: 0.2, value: usedPart.toFixed(3) }),
+    " ",
+    h("span", { class: c.freeBytes / c.totalBytes < 0.1 ? "bad" : "" }, `${GiB(c.freeBytes)} free of ${GiB(c.totalBytes)}`),
+  );
 }
 
 const TASK_STATES = ["", "Running", "Completed", "Error", "Warning", "Killed"];

@@ -139,33 +139,36 @@ async function planScripts(id, mode) {
       highlight(s.content),
     ];
   }
-  const list = await api("GET", "/rest/plan-scripts?count=500&sort=name:ascending");
+  // Filtered as you type: by words in the name or description, and by type.
+  const words = h("input", { type: "search", placeholder: "words in the name or description" });
+  const type = h("select", {}, ["", "deploy", "capture", "general"].map((t) => h("option", { value: t }, t || "All types")));
+  const scripts = await all("/rest/plan-scripts");
+  const box = h("div", {});
+  const draw = () => {
+    const want = words.value.toLowerCase().split(/\s+/).filter(Boolean);
+    const shown = scripts.filter(
+      (s) => (!type.value || s.planType === type.value) && want.every((w) => `${s.name} ${s.description || ""}`.toLowerCase().includes(w)),
+    );
+    box.replaceChildren(
+      table(
+        shown,
+        [
+          ["Name", (s) => h("a", { href: `#/plan-scripts/${idOf(s.uri)}` }, s.name)],
+          ["Type", (s) => s.planType || ""],
+          ["Description", (s) => s.description || ""],
+        ],
+        scripts.length ? "No plan script matches." : "No plan scripts yet: import an artifact bundle.",
+      ),
+    );
+  };
+  words.addEventListener("input", draw);
+  type.addEventListener("change", draw);
+  draw();
   return [
     h("h1", {}, "Plan scripts"),
     h("p", { class: "write" }, h("a", { href: "#/plan-scripts/new", class: "button" }, "New plan script")),
-    h(
-      "div",
-      { class: "table-wrap" },
-      h(
-        "table",
-        {},
-        h("caption", { class: "muted" }, (list.members || []).length ? "" : "No plan scripts yet: import an artifact bundle."),
-        h("thead", {}, h("tr", {}, ["Name", "Type", "Description"].map((c) => h("th", { scope: "col" }, c)))),
-        h(
-          "tbody",
-          {},
-          (list.members || []).map((s) =>
-            h(
-              "tr",
-              {},
-              h("td", {}, h("a", { href: `#/plan-scripts/${s.uri.split("/").pop()}` }, s.name)),
-              h("td", {}, s.planType || ""),
-              h("td", {}, s.description || ""),
-            ),
-          ),
-        ),
-      ),
-    ),
+    h("div", { class: "row" }, h("div", { class: "grow" }, ...field("ps-filter", "Filter", words)), h("div", {}, ...field("ps-filter-type", "Type", type))),
+    box,
   ];
 }
 
