@@ -300,17 +300,17 @@ fn section(opts: &Options, r: &BTreeMap<(&str, &str), Vec<f64>>) -> String {
     );
     let _ = writeln!(
         s,
-        "Measured {} at commit {} by `make bench` (`streamer-vm bench-lio`, {} runs interleaved, \
-         each value listed): the appliance image in QEMU (TCG, 2 vCPUs, 3 GiB) on the enclosure \
-         network. In it, a {} MiB volume of incompressible bytes served by storaged's target \
-         (port 3260), and the same bytes as a file on the same data partition served by the \
-         Linux kernel's LIO target (port 3261, `fileio` backstore, buffered: write-back with \
-         flush as fsync, storaged's semantics), LIO's modules loaded from the image's own \
-         kernel package and set up through configfs. Clients on the host in the enclosure's \
-         namespace, over the appliance's tap NIC: `qemu-img bench` (1 MiB requests, 8 in \
-         flight, the whole disk) and libiscsi's `iscsi-perf` (4 KiB random reads, 32 in \
-         flight, 10 s). Under TCG the guest's CPU is the bottleneck, so this compares the \
-         targets' cost per byte, not hardware speeds.\n",
+        "Measured {} at commit {} by `make bench` (`streamer-vm bench-lio`, {} runs\n\
+         interleaved, each value listed): the appliance image in QEMU (TCG, 2 vCPUs, 3 GiB) on\n\
+         the enclosure network. In it, a {} MiB volume of incompressible bytes served by\n\
+         storaged's target (port 3260), and the same bytes as a file on the same data partition\n\
+         served by the Linux kernel's LIO target (port 3261, `fileio` backstore, buffered:\n\
+         write-back with flush as fsync, storaged's semantics), LIO's modules loaded from the\n\
+         image's own kernel package and set up through configfs. Clients on the host in the\n\
+         enclosure's namespace, over the appliance's tap NIC: `qemu-img bench` (1 MiB requests,\n\
+         8 in flight, the whole disk) and libiscsi's `iscsi-perf` (4 KiB random reads, 32 in\n\
+         flight, 10 s). Under TCG the guest's CPUs are the bottleneck, so this compares what\n\
+         each target costs per byte, not hardware speeds.\n",
         chrono_like_now(),
         opts.commit,
         opts.runs,
