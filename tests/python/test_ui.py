@@ -15,6 +15,7 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -509,6 +510,31 @@ def test_a_locked_out_user_is_told_so_at_login(appliance, browser, clean_console
     assert "Too many failed logins" in text, text
     shot(browser, "login-locked")
     browser.get_log("browser")  # the refused logins' 401s and 429 are logged: expected
+
+
+def test_the_keyboard_alone_logs_in_and_moves_between_pages(appliance, browser, clean_console):
+    logged_out(browser, appliance)
+    wait(browser, ec.visibility_of_element_located((By.ID, "user")))
+    # The page puts the focus on the user name; Tab, type, Enter.
+    assert browser.switch_to.active_element.get_attribute("id") == "user"
+    browser.switch_to.active_element.send_keys(Keys.TAB)
+    assert browser.switch_to.active_element.get_attribute("id") == "password"
+    browser.switch_to.active_element.send_keys(PASSWORD, Keys.ENTER)
+    wait(browser, ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Dashboard"))
+    # Tab from the top of the page reaches the sections; Enter opens one.
+    browser.find_element(By.TAG_NAME, "body").click()
+    for _ in range(30):
+        browser.switch_to.active_element.send_keys(Keys.TAB)
+        focused = browser.switch_to.active_element
+        if focused.get_attribute("href") and focused.get_attribute("href").endswith("#/golden-images"):
+            break
+    else:
+        raise AssertionError("Tab never reached the Golden images section")
+    outline = browser.execute_script(
+        "return getComputedStyle(document.activeElement).outlineStyle")
+    assert outline not in ("none", ""), f"no visible focus ({outline})"
+    focused.send_keys(Keys.ENTER)
+    wait(browser, ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Golden images"))
 
 
 def test_the_dark_theme_follows_the_system_setting(appliance, browser, clean_console):
