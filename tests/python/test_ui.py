@@ -71,6 +71,7 @@ def wait(browser, condition, timeout=15):
 def shot(browser, name):
     """Saves a screenshot of the page and checks that it shows something."""
     path = SHOTS / f"{name}.png"
+    browser.execute_script("window.scrollTo(0, 0)")
     assert browser.save_screenshot(str(path)), name
     assert path.stat().st_size > 5000, f"{path} is nearly empty"
     text = browser.find_element(By.TAG_NAME, "main").text.strip()
@@ -164,9 +165,11 @@ def test_log_in_see_the_dashboard_activity_and_a_plan_script(appliance, browser,
     assert status == 202, task
     wait(browser, ec.text_to_be_present_in_element((By.ID, "main"), "Create backup"))
     wait(browser, ec.text_to_be_present_in_element((By.ID, "main"), "Completed"), timeout=60)
+    browser.find_element(By.ID, "task-filter").send_keys("backup")
+    wait(browser, ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".live table"), "Create backup"))
+    shot(browser, "activity")
     Select(browser.find_element(By.ID, "state-filter")).select_by_value("Error")
     wait(browser, ec.text_to_be_present_in_element((By.TAG_NAME, "caption"), "No tasks yet."))
-    shot(browser, "activity")
 
     # Log out: back at the login form; the API no longer knows the session.
     browser.find_element(By.ID, "logout").click()

@@ -98,25 +98,30 @@ function capacityLine(c) {
 }
 
 const TASK_STATES = ["", "Running", "Completed", "Error", "Warning", "Killed"];
-let activityFilter = "";
 
+/** Tasks, newest first, live; filtered by state (by the API) and by words in the task's
+ * name, resource or owner (here, as you type). */
 async function activity() {
-  const q = activityFilter ? `&filter=${encodeURIComponent(`taskState='${activityFilter}'`)}` : "";
-  const tasks = await api("GET", `/rest/tasks?count=100&sort=created:descending${q}`);
-  const select = h(
-    "select",
-    { id: "state-filter" },
-    TASK_STATES.map((s) => h("option", { value: s, selected: s === activityFilter }, s || "All states")),
-  );
-  select.addEventListener("change", () => {
-    activityFilter = select.value;
-    refresh();
+  const byState = h("select", {}, TASK_STATES.map((s) => h("option", { value: s }, s || "All states")));
+  const words = h("input", { type: "search", placeholder: "words in the task, resource or user" });
+  const list = live(async () => {
+    const q = byState.value ? `&filter=${encodeURIComponent(`taskState='${byState.value}'`)}` : "";
+    const tasks = (await api("GET", `/rest/tasks?count=100&sort=created:descending${q}`)).members || [];
+    const want = words.value.toLowerCase().split(/\s+/).filter(Boolean);
+    const text = (t) => `${t.name} ${(t.associatedResource || {}).resourceName || ""} ${t.owner || ""}`.toLowerCase();
+    return taskTable(tasks.filter((t) => want.every((w) => text(t).includes(w))));
   });
+  byState.addEventListener("change", changed);
+  words.addEventListener("input", changed);
   return [
     h("h1", {}, "Activity"),
-    h("div", { class: "row" }, h("div", {}, h("label", { for: "state-filter" }, "State"), select)),
-    taskTable(tasks.members || []),
+    h(
+      "div",
+      { class: "row" },
+      h("div", {}, ...field("state-filter", "State", byState)),
+      h("div", { class: "grow" }, ...field("task-filter", "Filter", words)),
+    ),
+    list,
   ];
 }
-
 /** Highlights plan-script text: commands, @attributes@ and comments. */

@@ -1,9 +1,9 @@
-// The pages by their address (#/page/id/mode), and the router. Pages that redraw as a
-// whole are `live`; others keep their forms and redraw only their `live()` regions.
+// The pages by their address (#/page/id/mode), and the router. The dashboard redraws as a
+// whole (`live`); other pages keep their forms and redraw only their `live()` regions.
 
 const ROUTES = {
   dashboard: { render: dashboard, live: true },
-  activity: { render: activity, live: true },
+  activity: { render: activity },
   deploy: { render: deployPage },
   "server-profiles": { render: serverProfiles },
   "compute-modules": { render: computeModules },
