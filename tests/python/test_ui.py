@@ -412,6 +412,42 @@ def test_import_deploy_capture_and_delete_in_the_console(appliance, browser, cle
     assert names(appliance, "/rest/server-profiles") == []
 
 
+def test_a_golden_image_upload_shows_progress_and_can_be_cancelled(appliance, browser,
+                                                                   clean_console, tmp_path):
+    image = tmp_path / "small.raw"
+    image.write_bytes(os.urandom(3 << 20))
+    log_in(browser, appliance)
+    go(browser, "golden-images", "Golden images")
+    # Slowed to 256 KiB/s, the 3 MiB upload is cancelled half-way: nothing is stored.
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd("Network.emulateNetworkConditions", {
+        "offline": False, "latency": 0, "downloadThroughput": -1,
+        "uploadThroughput": 256 << 10})
+    try:
+        browser.find_element(By.ID, "gi-file").send_keys(str(image))
+        browser.find_element(By.ID, "gi-name").send_keys("ui-cancelled")
+        browser.find_element(By.CSS_SELECTOR, "form[aria-labelledby='gi-file-title'] button[type=submit]").click()
+        bar = wait(browser, ec.visibility_of_element_located(
+            (By.CSS_SELECTOR, "progress[aria-label='Upload a golden image progress']")))
+        wait(browser, lambda b: 0 < int(bar.get_attribute("value")) < 100, timeout=30)
+        shot(browser, "golden-image-upload")
+        browser.find_element(By.XPATH, "//form[@aria-labelledby='gi-file-title']//button[text()='Cancel']").click()
+        wait(browser, ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".outcome"), "Upload cancelled"))
+    finally:
+        browser.execute_cdp_cmd("Network.emulateNetworkConditions", {
+            "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
+    assert "ui-cancelled" not in names(appliance, "/rest/golden-images")
+    # At full speed it completes and is listed (the form kept what was typed, for a retry).
+    assert browser.find_element(By.ID, "gi-name").get_attribute("value") == "ui-cancelled"
+    browser.find_element(By.ID, "gi-name").clear()
+    browser.find_element(By.ID, "gi-name").send_keys("ui-uploaded")
+    browser.find_element(By.CSS_SELECTOR, "form[aria-labelledby='gi-file-title'] button[type=submit]").click()
+    newest_task_completes(browser, "Add")
+    assert "ui-uploaded" in names(appliance, "/rest/golden-images")
+    wait(browser, ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".live table"), "ui-uploaded"))
+    browser.get_log("browser")  # the cancelled request is logged by Chromium: expected
+
+
 def test_build_and_deployment_plans_made_in_the_console(appliance, browser, clean_console):
     scripts = []
     for name, content in (("ui step one", "echo one\n"), ("ui step two", "echo @Two:2@\n")):
