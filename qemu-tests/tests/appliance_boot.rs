@@ -43,6 +43,23 @@ fn version_ok(port_url: &str) {
     assert!(v["currentVersion"].as_u64().unwrap() >= 300, "{body}");
 }
 
+/// The web console's page and its script, from the image's deployd.
+fn console_served(port_url: &str) {
+    let (status, page) = https_get(&format!("{port_url}/")).unwrap();
+    assert_eq!(status, 200, "{page}");
+    let script = page
+        .split("<script type=\"module\" src=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no script in the console's page: {page}"));
+    let (status, js) = https_get(&format!("{port_url}{script}")).unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        js.contains("/rest/login-sessions"),
+        "{script} is not the console's script"
+    );
+}
+
 #[test]
 fn direct_boot_serves_the_api_restarts_daemons_and_keeps_data_across_a_power_cycle() {
     let image = ImageFiles::locate().unwrap();
@@ -63,6 +80,7 @@ fn direct_boot_serves_the_api_restarts_daemons_and_keeps_data_across_a_power_cyc
         "the first-start password is shown"
     );
     version_ok(&a.api_url());
+    console_served(&a.api_url());
 
     // Drivers for the devices present (virtio, q35's SATA controller), none for absent ones;
     // the later modules (watchdog, nbd, loop) are in once the services run.
