@@ -223,6 +223,11 @@ def test_edit_a_plan_script_and_see_a_lint_error_on_its_line(appliance, browser,
     text.send_keys("mount /dev/sda2 /\nwrite /etc/motd \"@Motd:hello@\\n\"\n")
     wait(browser, ec.text_to_be_present_in_element((By.ID, "lint"), "No problems found."))
     wait(browser, ec.text_to_be_present_in_element((By.ID, "ps-attributes"), "Motd"))
+    # Highlighted in the editor itself, as typed: the command and the attribute.
+    layer = browser.find_element(By.CSS_SELECTOR, ".code-stack .layer")
+    assert [k.text for k in layer.find_elements(By.CSS_SELECTOR, ".kw")] == ["mount", "write"]
+    assert layer.find_element(By.CSS_SELECTOR, ".at").text == "@Motd:hello@"
+    shot(browser, "plan-script-editor-fixed")
     wait(browser, ec.element_to_be_clickable((By.CSS_SELECTOR, "form.editor button[type=submit]")))
     browser.find_element(By.CSS_SELECTOR, "form.editor button[type=submit]").click()
     wait(browser, ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), "ui edited"))

@@ -1,24 +1,29 @@
 // Plan scripts (view with highlighting, the editor with lint as you type), build plans and
 // deployment plans.
 
-function highlight(content) {
-  const pre = h("pre", { class: "script", tabindex: "0", "aria-label": "Plan script content" });
+/** Plan-script text as highlighted nodes: commands, @attributes@ and comments. */
+function highlighted(content) {
+  const nodes = [];
   for (const line of String(content || "").split("\n")) {
-    const trimmed = line.trimStart();
-    if (trimmed.startsWith("#")) {
-      pre.append(h("span", { class: "cm" }, line), "\n");
+    if (line.trimStart().startsWith("#")) {
+      nodes.push(h("span", { class: "cm" }, line), "\n");
       continue;
     }
     const m = line.match(/^(\s*)([!<-]*[A-Za-z][\w-]*)(.*)$/);
     const rest = m ? m[3] : line;
-    if (m) pre.append(m[1], h("span", { class: "kw" }, m[2]));
+    if (m) nodes.push(m[1], h("span", { class: "kw" }, m[2]));
     for (const part of rest.split(/(@[^@\s]+@)/)) {
-      if (/^@[^@\s]+@$/.test(part)) pre.append(h("span", { class: "at" }, part));
-      else pre.append(part);
+      if (/^@[^@\s]+@$/.test(part)) nodes.push(h("span", { class: "at" }, part));
+      else if (part) nodes.push(part);
     }
-    pre.append("\n");
+    nodes.push("\n");
   }
-  return pre;
+  return nodes;
+}
+
+/** A plan script, highlighted, to read. */
+function highlight(content) {
+  return h("pre", { class: "script", tabindex: "0", "aria-label": "Plan script content" }, highlighted(content));
 }
 
 /** The plan-script editor: the text, and beside it the appliance's lint findings on their
@@ -35,6 +40,14 @@ function editor(script) {
   const description = h("input", { id: "ps-description", value: s.description || "" });
   const text = h("textarea", { id: "ps-content", rows: 14, spellcheck: "false", class: "code", wrap: "off" });
   text.value = s.content || "";
+  // The text is typed into the textarea (its letters transparent) over a copy of it
+  // highlighted in the same font and place, kept in step as you type and scroll.
+  const layer = h("pre", { class: "layer", "aria-hidden": "true" });
+  const drawLayer = () => {
+    layer.replaceChildren(...highlighted(text.value), " ");
+    layer.scrollTop = text.scrollTop;
+    layer.scrollLeft = text.scrollLeft;
+  };
   // Line numbers beside the text, each line with a finding marked (its message as a title).
   const gutter = h("pre", { class: "gutter", "aria-hidden": "true" });
   let marks = new Map();
@@ -50,6 +63,8 @@ function editor(script) {
   };
   text.addEventListener("scroll", () => {
     gutter.scrollTop = text.scrollTop;
+    layer.scrollTop = text.scrollTop;
+    layer.scrollLeft = text.scrollLeft;
   });
   const findings = h("ol", { id: "lint", class: "findings", "aria-live": "polite" });
   const attrs = h("p", { id: "ps-attributes", class: "muted" });
@@ -80,6 +95,7 @@ function editor(script) {
   };
   text.addEventListener("input", () => {
     drawGutter();
+    drawLayer();
     clearTimeout(pending);
     pending = setTimeout(check, 300);
   });
@@ -96,7 +112,7 @@ function editor(script) {
     h("label", { for: "ps-description" }, "Description"),
     description,
     h("label", { for: "ps-content" }, "Script (guestfish commands; @Name@ or @Name:default@ for attributes)"),
-    h("div", { class: "code-box" }, gutter, text),
+    h("div", { class: "code-box" }, gutter, h("div", { class: "code-stack" }, layer, text)),
     findings,
     attrs,
     h("p", {}, save, " ", h("a", { href: isNew ? "#/plan-scripts" : `#/plan-scripts/${script.uri.split("/").pop()}` }, "Cancel")),
@@ -118,6 +134,7 @@ function editor(script) {
     }
   });
   drawGutter();
+  drawLayer();
   check();
   return [form];
 }
