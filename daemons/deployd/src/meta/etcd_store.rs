@@ -82,6 +82,11 @@ pub fn monotonic_ns() -> u64 {
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
+/// At most this many keys are remembered as absent: a client asking for ever-new missing
+/// names cannot grow the cache without bound (forgetting one only means a read of it during
+/// an outage answers "unavailable" instead of "not found").
+const MAX_ABSENT: usize = 4096;
+
 /// What this node last saw of the store: the fallback of reads while etcd cannot be reached.
 #[derive(Debug, Default)]
 struct LastSeen {
@@ -107,6 +112,9 @@ impl LastSeen {
             }
             None => {
                 self.records.remove(&key);
+                if self.absent.len() >= MAX_ABSENT {
+                    self.absent.clear();
+                }
                 self.absent.insert(key);
             }
         }
@@ -712,6 +720,17 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+
+    #[test]
+    fn the_keys_seen_absent_are_capped() {
+        let mut seen = LastSeen::default();
+        for i in 0..3 * MAX_ABSENT {
+            seen.saw(format!("k/{i}"), None);
+            assert!(seen.absent.len() <= MAX_ABSENT);
+        }
+        // The latest is still known absent.
+        assert!(seen.covered(&format!("k/{}", 3 * MAX_ABSENT - 1)));
+    }
 
     #[test]
     fn prefix_ends() {
