@@ -232,9 +232,17 @@ def test_edit_a_plan_script_and_see_a_lint_error_on_its_line(appliance, browser,
     browser.find_element(By.CSS_SELECTOR, "form.editor button[type=submit]").click()
     wait(browser, ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), "ui edited"))
     assert browser.find_element(By.CSS_SELECTOR, "pre.script .at").text == "@Motd:hello@"
+    # Edited again (a replace): saved, and back on its page.
+    browser.find_element(By.CSS_SELECTOR, "a.button[href$='/edit']").click()
+    text = wait(browser, ec.visibility_of_element_located((By.ID, "ps-content")))
+    text.send_keys("# edited twice\n")
+    wait(browser, ec.text_to_be_present_in_element((By.ID, "lint"), "No problems found."))
+    browser.find_element(By.CSS_SELECTOR, "form.editor button[type=submit]").click()
+    wait(browser, ec.text_to_be_present_in_element((By.CSS_SELECTOR, "pre.script"), "# edited twice"))
     query = urllib.parse.quote("name='ui edited'")
     status, listed = api_call(appliance, "GET", f"/rest/plan-scripts?filter={query}")
     assert status == 200 and listed["members"][0]["content"].startswith("mount /dev/sda2 /"), listed
+    assert "# edited twice" in listed["members"][0]["content"], listed
 
 
 def test_a_read_only_user_sees_no_control_it_cannot_use(appliance, browser, clean_console):
@@ -483,13 +491,30 @@ def test_build_and_deployment_plans_made_in_the_console(appliance, browser, clea
     assert [s["planScriptUri"] for s in steps] == [scripts[1]["uri"], scripts[0]["uri"]], steps
     shot(browser, "build-plan")
 
+    # Its attribute set by hand: a number with a minimum and a default.
+    browser.find_element(By.CSS_SELECTOR, "a.button[href$='/edit']").click()
+    # An existing plan's attributes are kept as stored, editable (not worked out again).
+    assert not wait(browser, ec.element_to_be_clickable((By.ID, "bp-derive"))).is_selected()
+    Select(browser.find_element(By.CSS_SELECTOR, "select[aria-label='Type of Two']")
+           ).select_by_visible_text("number")
+    for label, value in (("Default of Two", "5"), ("Constraints of Two", '{"minimum": 1}')):
+        box = browser.find_element(By.CSS_SELECTOR, f"input[aria-label='{label}']")
+        box.clear()
+        box.send_keys(value)
+    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    wait(browser, ec.text_to_be_present_in_element((By.ID, "main"), "minimum"))
+    status, plans = api_call(appliance, "GET",
+                             "/rest/build-plans?filter=" + urllib.parse.quote("name='ui build'"))
+    attr = plans["members"][0]["customAttributes"][0]
+    assert (attr["name"], attr["type"], attr["value"]) == ("Two", "number", "5"), attr
+
     # A deployment plan on it: the attribute's default, hidden at deploy.
     go(browser, "deployment-plans", "Deployment plans")
     browser.find_element(By.CSS_SELECTOR, "a[href='#/deployment-plans/new']").click()
     wait(browser, ec.visibility_of_element_located((By.ID, "dpl-name"))).send_keys("ui plan")
     Select(browser.find_element(By.ID, "dpl-build")).select_by_visible_text("ui build")
     default = wait(browser, ec.visibility_of_element_located((By.ID, "dpa-0")))
-    assert default.get_attribute("value") == "2"
+    assert default.get_attribute("value") == "5"  # the build plan's default
     default.clear()
     default.send_keys("22")
     browser.find_element(By.ID, "dpa-v-0").click()

@@ -509,6 +509,13 @@ const GiB = (bytes) => (bytes ? `${(bytes / 2 ** 30).toFixed(2)} GiB` : "");
 /** The id at the end of a resource URI. */
 const idOf = (uri) => String(uri || "").split("/").pop();
 
+/** The URI of what a create or replace saved: the answer itself, or the resource of the
+ * task it answered with (a replace answers 202 and its task). */
+function savedUri(r) {
+  if (!r || typeof r !== "object") return null;
+  return r.category === "tasks" ? (r.associatedResource || {}).resourceUri || null : r.uri || null;
+}
+
 /** A name for `uri` from `list` (a collection's members), else the URI. */
 function nameOf(list, uri) {
   const m = (list || []).find((r) => r.uri === uri);

@@ -127,7 +127,7 @@ function editor(script) {
       const r = isNew
         ? await api("POST", "/rest/plan-scripts", body)
         : await api("PUT", script.uri, { ...body, type: script.type, eTag: script.eTag });
-      location.hash = `#/plan-scripts/${r.uri.split("/").pop()}`;
+      location.hash = `#/plan-scripts/${idOf(savedUri(r))}`;
     } catch (e) {
       out.replaceChildren(errorBox(e));
       save.disabled = false;
@@ -191,6 +191,8 @@ async function planScripts(id, mode) {
 
 
 // ---------- build plans ----------
+
+const ATTRIBUTE_TYPES = ["string", "number", "option", "password", "ipv4", "hostname", "fqdn", "nic"];
 
 /** An artifact's page: back link, name, facts, Edit and Delete for what may change. */
 function artifactHeader(listHash, listTitle, a, out, editHash) {
@@ -303,6 +305,70 @@ async function buildPlanEditor(plan) {
   };
   [...(p.buildStep || [])].sort((a, b) => Number(a.serialNumber) - Number(b.serialNumber)).forEach(addStep);
   if (!rows.children.length) addStep();
+  // A deploy plan's custom attributes: from its scripts' @Name@ references (worked out on
+  // save), or set here, each with its type, default, constraints and description.
+  const derive = h("input", { type: "checkbox", class: "inline", checked: !plan || !plan.customAttributes?.length });
+  const attrList = h("div", {});
+  let attrRows = [];
+  const addAttribute = (a) => {
+    const row = { a };
+    const kind = h("select", { "aria-label": `Type of ${a.name}` }, ATTRIBUTE_TYPES.map((t) => h("option", { value: t, selected: t === (a.type || "string") }, t)));
+    const value = h("input", { value: a.type === "nic" || a.value === null ? "" : a.value ?? "", "aria-label": `Default of ${a.name}` });
+    const constraints = h("input", {
+      value: typeof a.constraints === "string" ? a.constraints : JSON.stringify(a.constraints || {}),
+      "aria-label": `Constraints of ${a.name}`,
+      placeholder: '{"minimum": 1} or {"options": ["a", "b"]}',
+    });
+    const description = h("input", { value: a.description || "", "aria-label": `Description of ${a.name}` });
+    row.value = () => ({
+      name: a.name,
+      type: kind.value,
+      value: kind.value === "nic" ? null : value.value,
+      constraints: constraints.value || "{}",
+      description: description.value,
+    });
+    row.el = h(
+      "div",
+      { class: "row attribute" },
+      h("strong", { class: "grow" }, a.name),
+      h("div", {}, kind),
+      h("div", { class: "grow" }, value),
+      h("div", { class: "grow" }, constraints),
+      h("div", { class: "grow" }, description),
+      h("button", { type: "button", "aria-label": `Remove ${a.name}`, onclick: () => ((attrRows = attrRows.filter((r) => r !== row)), row.el.remove()) }, "Remove"),
+    );
+    attrRows.push(row);
+    attrList.append(row.el);
+  };
+  (p.customAttributes || []).forEach(addAttribute);
+  const newName = h("input", { "aria-label": "New attribute's name", placeholder: "name of a new attribute" });
+  const attrEditor = h(
+    "div",
+    {},
+    h("p", { class: "muted" }, "Each: its type, default, constraints (JSON) and description."),
+    attrList,
+    h(
+      "div",
+      { class: "row" },
+      h("div", { class: "grow" }, newName),
+      h("button", { type: "button", onclick: () => newName.value.trim() && (addAttribute({ name: newName.value.trim(), type: "string", value: "" }), (newName.value = "")) }, "Add attribute"),
+    ),
+  );
+  const attrBox = h(
+    "fieldset",
+    {},
+    h("legend", {}, "Custom attributes"),
+    h("p", {}, derive, h("label", { for: "bp-derive", class: "inline" }, " From the plan scripts' @Name@ references (worked out when saved)")),
+    attrEditor,
+  );
+  derive.id = "bp-derive";
+  const drawAttrBox = () => {
+    attrBox.hidden = type.value === "capture";
+    attrEditor.hidden = derive.checked;
+  };
+  derive.addEventListener("change", drawAttrBox);
+  type.addEventListener("change", drawAttrBox);
+  drawAttrBox();
   const form = h(
     "form",
     { class: "card", "aria-labelledby": "bp-title" },
@@ -313,7 +379,7 @@ async function buildPlanEditor(plan) {
     h("h2", { class: "spaced" }, "Steps, in order"),
     rows,
     h("p", {}, h("button", { type: "button", onclick: () => addStep() }, "Add a step")),
-    h("p", { class: "muted" }, "A deploy plan's custom attributes come from its plan scripts' @Name@ references."),
+    attrBox,
     h("p", {}, h("button", { class: "primary", type: "submit" }, plan ? "Save" : "Create"), " ", h("a", { href: plan ? `#/build-plans/${idOf(plan.uri)}` : "#/build-plans" }, "Cancel")),
     out,
   );
@@ -333,12 +399,13 @@ async function buildPlanEditor(plan) {
       description: description.value,
       oeBuildPlanType: type.value,
       buildStep: steps,
-      customAttributes: type.value === "capture" ? p.customAttributes || [] : null,
+      // A capture plan has none; a deploy plan's come from its scripts unless given here.
+      customAttributes: type.value === "capture" || derive.checked ? null : attrRows.map((r) => r.value()),
     };
     const r = await out.run(plan ? "Save" : "Create", () =>
       plan ? api("PUT", plan.uri, { ...body, type: plan.type, eTag: plan.eTag }) : api("POST", "/rest/build-plans", body),
     );
-    if (r && r.uri) location.hash = `#/build-plans/${idOf(r.uri)}`;
+    if (savedUri(r)) location.hash = `#/build-plans/${idOf(savedUri(r))}`;
   });
   return [form];
 }
@@ -465,7 +532,7 @@ async function deploymentPlanEditor(plan) {
     const r = await out.run(plan ? "Save" : "Create", () =>
       plan ? api("PUT", plan.uri, { ...body, type: plan.type, eTag: plan.eTag }) : api("POST", "/rest/deployment-plans", body),
     );
-    if (r && r.uri) location.hash = `#/deployment-plans/${idOf(r.uri)}`;
+    if (savedUri(r)) location.hash = `#/deployment-plans/${idOf(savedUri(r))}`;
   });
   return [form];
 }
