@@ -95,18 +95,32 @@ fn created_uri(r: reqwest::blocking::Response) -> Result<String> {
 }
 
 /// Uploads a raw disk image (gzip-compressed on the way) as golden image `name`.
+///
+/// On a pair, a node refuses writes while it is not sure it is still the active one (its
+/// lease's deadline passed before clusterd's next word, which a TCG stall can cause): the
+/// answer is a 503, and to an upload larger than what the node drains, a cut connection.
+/// Either is retried, as a client of a pair should, a few times.
 pub fn upload_golden_image(api: &Api, name: &str, raw: &Path) -> Result<String> {
     let bytes = std::fs::read(raw).with_context(|| raw.display().to_string())?;
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&bytes)?;
-    let t = api.wait_task(
-        api.upload(
-            &format!("/rest/golden-images?name={name}"),
-            "debian.raw.gz",
-            gz.finish()?,
-        )?,
-        Duration::from_secs(900),
-    )?;
+    let gz = gz.finish()?;
+    let path = format!("/rest/golden-images?name={name}");
+    let mut attempt = 1;
+    let accepted = loop {
+        let why = match api.upload(&path, "debian.raw.gz", gz.clone()) {
+            Ok(r) if r.status() == 503 => format!("503 {}", r.text().unwrap_or_default()),
+            Ok(r) => break r,
+            Err(e) => format!("{e:#}"),
+        };
+        if attempt == 4 {
+            anyhow::bail!("the golden image upload failed {attempt} times, the last: {why}");
+        }
+        eprintln!("golden image upload refused or cut (attempt {attempt}): {why}; retrying");
+        attempt += 1;
+        std::thread::sleep(Duration::from_secs(3));
+    };
+    let t = api.wait_task(accepted, Duration::from_secs(900))?;
     t["associatedResource"]["resourceUri"]
         .as_str()
         .map(str::to_owned)
