@@ -166,8 +166,15 @@ fn wait_whole(enc: &Enclosure, token: &str, back: usize) {
 }
 
 /// Waits (a few seconds: deployd looks every second) until the golden image at `uri` shows
-/// `redundant` as `want`.
-fn wait_image_redundant(enc: &Enclosure, token: &str, uri: &str, want: bool, within: Duration) {
+/// `redundant` as `want`; else fails with the pair's storage status and the daemons' logs.
+fn wait_image_redundant(
+    enc: &Enclosure,
+    token: &str,
+    uri: &str,
+    want: bool,
+    within: Duration,
+    vms: &mut [Option<Appliance>],
+) {
     let end = Instant::now() + within;
     loop {
         let image = call(enc, "GET", url(VIP, uri), Some(token.into()), None)
@@ -176,10 +183,26 @@ fn wait_image_redundant(enc: &Enclosure, token: &str, uri: &str, want: bool, wit
         if image["redundant"] == want {
             return;
         }
-        assert!(
-            Instant::now() < end,
-            "the golden image's redundant is not {want}: {image}"
-        );
+        if Instant::now() >= end {
+            let storage = call(
+                enc,
+                "GET",
+                url(VIP, "/rest/appliance/storage"),
+                Some(token.into()),
+                None,
+            )
+            .map(|(_, v)| v)
+            .unwrap_or(Value::Null);
+            let logs: Vec<String> = vms
+                .iter_mut()
+                .flatten()
+                .map(streamer_vm::pair::daemon_logs)
+                .collect();
+            panic!(
+                "the golden image's redundant is not {want}: {image}\nstorage: {storage}\n{}",
+                logs.join("\n")
+            );
+        }
         std::thread::sleep(Duration::from_secs(1));
     }
 }
@@ -283,7 +306,7 @@ fn failover() {
     // it are sent at the resync, which must end before the power cord is pulled, as an
     // operator would wait for the pair to show redundant).
     let token = login(&enc, VIP, &passwords[0], BOOT);
-    wait_image_redundant(&enc, &token, &gi, true, BOOT);
+    wait_image_redundant(&enc, &token, &gi, true, BOOT, &mut vms);
     for kill in 0..2 {
         module.shell(WORKLOAD, Duration::from_secs(60)).unwrap();
         let before = wait_rounds(&module, 10, Duration::from_secs(300));
@@ -310,7 +333,7 @@ fn failover() {
         // The API answers on the virtual IP; the golden image has no current copy on the
         // killed node.
         let token = login(&enc, VIP, &passwords[0], BOOT);
-        wait_image_redundant(&enc, &token, &gi, false, Duration::from_secs(30));
+        wait_image_redundant(&enc, &token, &gi, false, Duration::from_secs(30), &mut vms);
         // The killed appliance boots again, rejoins and is resynced; its alerts clear.
         let back = owner;
         drop(vms[back].take());
@@ -318,7 +341,7 @@ fn failover() {
         vm.wait_ready(BOOT).unwrap();
         vms[back] = Some(vm);
         wait_whole(&enc, &token, back);
-        wait_image_redundant(&enc, &token, &gi, true, Duration::from_secs(30));
+        wait_image_redundant(&enc, &token, &gi, true, Duration::from_secs(30), &mut vms);
         // The survivor serves the volume now.
         owner = 1 - owner;
     }

@@ -340,8 +340,23 @@ fn an_import_cut_by_the_peer_going_outdated_is_sent_whole_at_the_resync() {
     let mut expected = vec![id.clone(), os.clone(), snap.clone()];
     expected.sort();
     assert_eq!(owed, expected);
-    // The resync sends them, parents first; then the clone's regions.
-    for v in [&id, &snap, &os] {
+    // The resync sends them, parents first; then the clone's regions. While the image is
+    // sent again, the module writes to its OS volume, whose changes the peer does not get
+    // yet (held here): they say nothing of the image's transfer, which must not look cut.
+    let os_volume = Arc::clone(owner.lease(&os).unwrap().volume());
+    fail::cfg_callback("transfer::chunk", move || {
+        os_volume.write_at(&[0x5a; 4096], 6 * MIB, true).unwrap();
+    })
+    .unwrap();
+    let sent = owner.send_missing(&id);
+    fail::remove("transfer::chunk");
+    assert!(sent.unwrap(), "{id} was not missing");
+    assert_eq!(
+        replica.info(&id).unwrap().record.state,
+        storaged::store::VolumeState::Frozen,
+        "the image was sent whole but not frozen on the peer"
+    );
+    for v in [&snap, &os] {
         assert!(owner.send_missing(v).unwrap(), "{v} was not missing");
     }
     owner.resync(&os, &mut |_, _| {}).unwrap();
@@ -361,6 +376,7 @@ fn an_import_cut_by_the_peer_going_outdated_is_sent_whole_at_the_resync() {
         "the clone differs on the peer"
     );
     assert_eq!(read(&replica)[4 * MIB as usize], 0xa5);
+    assert_eq!(read(&replica)[6 * MIB as usize], 0x5a);
     let there = replica.info(&id).unwrap().record;
     assert_eq!(there.state, storaged::store::VolumeState::Frozen);
     assert_eq!(there.checksum, g.record.checksum);

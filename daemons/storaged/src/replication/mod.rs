@@ -188,8 +188,10 @@ pub struct PeerReplica {
     /// When each request waiting for the peer's answer was sent, by a number of its own.
     waiting: Mutex<HashMap<u64, std::time::Instant>>,
     sockets: Sockets,
-    /// Changes not sent (the peer Outdated, the volume degraded), counted.
-    skipped: AtomicU64,
+    /// Changes not sent (the peer Outdated, the volume degraded), counted by volume: a
+    /// transfer of one volume is judged by its own (another volume's degraded writes say
+    /// nothing of it).
+    skipped: Mutex<HashMap<String, u64>>,
 }
 
 /// A request waiting for the peer, counted in [`PeerReplica::stalled_for`] until dropped.
@@ -254,7 +256,7 @@ impl PeerReplica {
             stalled_since: Mutex::new(None),
             waiting: Mutex::new(HashMap::new()),
             sockets: Arc::default(),
-            skipped: AtomicU64::new(0),
+            skipped: Mutex::new(HashMap::new()),
         }
     }
 
@@ -483,7 +485,11 @@ impl PeerReplica {
     fn skips(&self, frame: &Frame<'_>) -> bool {
         let skip = self.peer_outdated() || self.degraded.lock().contains(&frame.volume);
         if skip {
-            self.skipped.fetch_add(1, Ordering::SeqCst);
+            *self
+                .skipped
+                .lock()
+                .entry(frame.volume.to_string())
+                .or_default() += 1;
         }
         skip
     }
@@ -656,8 +662,8 @@ impl Replica for PeerReplica {
         !self.peer_outdated() && !self.degraded.lock().contains(volume)
     }
 
-    fn skipped(&self) -> u64 {
-        self.skipped.load(Ordering::SeqCst)
+    fn skipped(&self, volume: &str) -> u64 {
+        self.skipped.lock().get(volume).copied().unwrap_or(0)
     }
 
     fn resume(&self, volume: &str) {

@@ -107,7 +107,7 @@ impl Store {
         }
         // Changes the replica skipped meanwhile (the peer was marked Outdated half-way):
         // then the copy there is incomplete, and is sent again whole at the resync.
-        let skipped = self.replica.skipped();
+        let skipped = self.replica.skipped(&r.id);
         self.replicate(&CatalogOp::Create {
             id: r.id.clone(),
             name: name.map(str::to_string),
@@ -137,7 +137,7 @@ impl Store {
             "sending volume {} to the replica",
             r.id
         )))?;
-        if self.replica.skipped() != skipped {
+        if self.replica.skipped(&r.id) != skipped {
             tracing::warn!(
                 "volume {}: the peer missed part of it (it was marked Outdated meanwhile): \
                  sent again whole at its resync",

@@ -143,9 +143,9 @@ pub trait Replica: Send + Sync + Debug {
     fn peer_regions_taken(&self, _volume: &str) -> io::Result<()> {
         Ok(())
     }
-    /// How many changes were not sent so far (the peer was Outdated, or a volume degraded):
-    /// a transfer that saw this move did not reach the peer whole.
-    fn skipped(&self) -> u64 {
+    /// How many changes to `volume` were not sent so far (the peer was Outdated, or the
+    /// volume degraded): a transfer of it that saw this move did not reach the peer whole.
+    fn skipped(&self, _volume: &str) -> u64 {
         0
     }
     /// The peer's copy of `volume` is current at `generation` now (a resync ended).
