@@ -96,10 +96,10 @@ fn created_uri(r: reqwest::blocking::Response) -> Result<String> {
 
 /// Uploads a raw disk image (gzip-compressed on the way) as golden image `name`.
 ///
-/// On a pair, a node refuses writes while it is not sure it is still the active one (its
-/// lease's deadline passed before clusterd's next word, which a TCG stall can cause): the
-/// answer is a 503, and to an upload larger than what the node drains, a cut connection.
-/// Either is retried, as a client of a pair should, a few times.
+/// On a pair, right after pairing and under TCG, the active node may lose its role for a
+/// moment (its lease not renewed in time; seen in CI's logs) and take it again: meanwhile it
+/// refuses writes (a 503; to an upload larger than what it drains, a cut connection) and an
+/// upload in flight may be cut. Either is retried, as a client of a pair should, a few times.
 pub fn upload_golden_image(api: &Api, name: &str, raw: &Path) -> Result<String> {
     let bytes = std::fs::read(raw).with_context(|| raw.display().to_string())?;
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
