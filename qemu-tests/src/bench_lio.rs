@@ -311,7 +311,7 @@ fn section(opts: &Options, r: &BTreeMap<(&str, &str), Vec<f64>>) -> String {
          8 in flight, the whole disk) and libiscsi's `iscsi-perf` (4 KiB random reads, 32 in\n\
          flight, 10 s). Under TCG the guest's CPUs are the bottleneck, so this compares what\n\
          each target costs per byte, not hardware speeds.\n",
-        chrono_like_now(),
+        utc_now(),
         opts.commit,
         opts.runs,
         opts.size_mib
@@ -342,7 +342,7 @@ fn section(opts: &Options, r: &BTreeMap<(&str, &str), Vec<f64>>) -> String {
 }
 
 /// The current UTC time as `YYYY-MM-DD HH:MM UTC` (from `date`, as the scripts write it).
-fn chrono_like_now() -> String {
+fn utc_now() -> String {
     Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
         .output()
