@@ -130,6 +130,13 @@ fn assert_no_io_error(m: &ComputeModule) {
     );
 }
 
+/// GET of `path` on the virtual IP: the answer, or null if there was none.
+fn vip_get(enc: &Enclosure, token: &str, path: &str) -> Value {
+    call(enc, "GET", url(VIP, path), Some(token.into()), None)
+        .map(|(_, v)| v)
+        .unwrap_or(Value::Null)
+}
+
 /// Waits until the pair is whole again after `back` rejoined: both nodes listed, its
 /// copies resynced (the storage redundant) and no active alert naming it.
 fn wait_whole(enc: &Enclosure, token: &str, back: usize) {
@@ -143,15 +150,7 @@ fn wait_whole(enc: &Enclosure, token: &str, back: usize) {
         let listed = r
             .iter()
             .any(|(n, role)| n == NAMES[back] && (role == "Standby" || role == "Active"));
-        let storage = call(
-            enc,
-            "GET",
-            url(VIP, "/rest/appliance/storage"),
-            Some(token.into()),
-            None,
-        )
-        .map(|(_, v)| v)
-        .unwrap_or(Value::Null);
+        let storage = vip_get(enc, token, "/rest/appliance/storage");
         let open = open_alerts(enc, token, NAMES[back]).unwrap_or(1);
         if listed && storage["redundant"] == true && open == 0 {
             return;
@@ -177,22 +176,12 @@ fn wait_image_redundant(
 ) {
     let end = Instant::now() + within;
     loop {
-        let image = call(enc, "GET", url(VIP, uri), Some(token.into()), None)
-            .map(|(_, v)| v)
-            .unwrap_or(Value::Null);
+        let image = vip_get(enc, token, uri);
         if image["redundant"] == want {
             return;
         }
         if Instant::now() >= end {
-            let storage = call(
-                enc,
-                "GET",
-                url(VIP, "/rest/appliance/storage"),
-                Some(token.into()),
-                None,
-            )
-            .map(|(_, v)| v)
-            .unwrap_or(Value::Null);
+            let storage = vip_get(enc, token, "/rest/appliance/storage");
             let logs: Vec<String> = vms
                 .iter_mut()
                 .flatten()
