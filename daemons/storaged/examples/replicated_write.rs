@@ -16,8 +16,11 @@
 //! it, everything shares the host's CPUs, and a replicated write's extra copies (the send,
 //! the replica's receive and write) compete with the owner's.
 //!
+//! `--tls` replicates over mutual TLS with a pair's certificates, as the appliances of a pair
+//! do (without it: plain TCP, as the tests on one host do).
+//!
 //! `cargo run --release -p storaged --example replicated_write -- [--count N] [--depth D]
-//! [--second-copy DIR] [--pin]`
+//! [--second-copy DIR] [--pin] [--tls]`
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a measurement: a failure ends it
 
@@ -29,6 +32,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
+use storaged::replication::tls::TlsFiles;
 use storaged::replication::{Hello, PeerReplica, ReplicaServer};
 use storaged::store::Store;
 
@@ -243,6 +247,30 @@ fn qemu_mirror(dir: &Path, second: &Path, size: u64) -> (String, Vec<Killed>) {
     (format!("nbd://127.0.0.1:{eport}/vol"), procs)
 }
 
+/// A CA and two member certificates for 127.0.0.1, as pairing gives the nodes (`--tls`).
+fn pair_certificates(dir: &Path) -> (TlsFiles, TlsFiles) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = p.self_signed(&ca_key).unwrap();
+    let member = |name: &str| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        p.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = p.signed_by(&key, &ca, &ca_key).unwrap();
+        let d = dir.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(d.join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(d.join("key.pem"), key.serialize_pem()).unwrap();
+        TlsFiles::in_dir(&d)
+    };
+    (member("a"), member("b"))
+}
+
 fn main() {
     let count = arg("--count", 512);
     let depth = arg("--depth", 8).to_string();
@@ -264,7 +292,16 @@ fn main() {
     replica.create_as(VOL, None, 2048 * MIB, Some("a")).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = ReplicaServer::new(replica, hello("b"));
+    let tls_dir = tempfile::tempdir().unwrap();
+    let tls = std::env::args()
+        .any(|a| a == "--tls")
+        .then(|| pair_certificates(tls_dir.path()));
+    let server = ReplicaServer::with_tls(
+        replica,
+        hello("b"),
+        tls.as_ref()
+            .map(|(_, b)| storaged::replication::tls::server_config(b).unwrap()),
+    );
     std::thread::spawn(move || {
         // Its connections' threads start from here: CPU 1 with --pin.
         pin_thread(1);
@@ -272,8 +309,17 @@ fn main() {
     });
     // A replicated owner and an unreplicated one.
     let replicated = Arc::new(
-        Store::open_with_replica(dirs[1].path(), Arc::new(PeerReplica::new(addr, hello("a"))))
-            .unwrap(),
+        Store::open_with_replica(
+            dirs[1].path(),
+            Arc::new(PeerReplica::with_tls(
+                addr,
+                hello("a"),
+                tls.as_ref()
+                    .map(|(a, _)| storaged::replication::tls::client_config(a).unwrap()),
+                Arc::new(storaged::ownership::Ownership::node("a", true)),
+            )),
+        )
+        .unwrap(),
     );
     let single = Arc::new(Store::open(dirs[2].path()).unwrap());
     let mut uris = Vec::new();
@@ -303,8 +349,13 @@ fn main() {
     };
     let c = count.to_string();
     let c4k = (count * 4).to_string();
+    let link = if tls.is_some() {
+        "mutual TLS"
+    } else {
+        "plain TCP"
+    };
     println!(
-        "| writes over NBD | storaged unreplicated | storaged replicated | QEMU mirror \
+        "| writes over NBD | storaged unreplicated | storaged replicated ({link}) | QEMU mirror \
          (write-blocking) | replicated / unreplicated | replicated / mirror |"
     );
     println!("|---|---:|---:|---:|---:|---:|");

@@ -44,12 +44,29 @@ impl BufferPool {
         }
     }
 
-    /// Returns a buffer for reuse; dropped instead if the pool is full.
+    /// Returns a buffer for reuse. When the pool is full it takes the place of the smallest
+    /// buffer held, if that one is smaller (the small ones are the cheap ones to allocate:
+    /// a pool full of 16-byte replies must not turn every 1 MiB write's buffer away); it is
+    /// dropped otherwise, or when it would make the pool hold more than its bytes.
     pub fn put(&self, buf: Vec<u8>) {
         let mut free = self.free.lock();
         let held: usize = free.iter().map(Vec::capacity).sum();
-        if free.len() < self.max_buffers && held + buf.capacity() <= self.max_bytes {
-            free.push(buf);
+        if free.len() < self.max_buffers {
+            if held + buf.capacity() <= self.max_bytes {
+                free.push(buf);
+            }
+            return;
+        }
+        let smallest = free
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, b)| b.capacity())
+            .map(|(i, b)| (i, b.capacity()));
+        if let Some((i, cap)) = smallest
+            && cap < buf.capacity()
+            && held - cap + buf.capacity() <= self.max_bytes
+        {
+            free[i] = buf;
         }
     }
 }
@@ -72,6 +89,25 @@ mod tests {
         let again_big = pool.get(5_000);
         assert_eq!(again_big.as_ptr(), big_ptr);
         assert_eq!(again_big.len(), 5_000);
+    }
+
+    #[test]
+    fn a_full_pool_of_small_buffers_still_keeps_a_big_one() {
+        let pool = BufferPool::new(2, 1 << 20);
+        pool.put(vec![0; 16]);
+        pool.put(vec![0; 32]);
+        let big = vec![0u8; 4096];
+        let big_ptr = big.as_ptr();
+        pool.put(big);
+        let caps: Vec<usize> = pool.free.lock().iter().map(Vec::capacity).collect();
+        assert_eq!(caps, [4096, 32], "the smallest made way");
+        let again = pool.get(4096);
+        assert_eq!(again.as_ptr(), big_ptr);
+        pool.put(again);
+        // A small one does not push a bigger one out.
+        pool.put(vec![0; 8]);
+        assert_eq!(pool.free.lock().len(), 2);
+        assert!(pool.free.lock().iter().all(|b| b.capacity() >= 16));
     }
 
     #[test]
