@@ -22,6 +22,9 @@ pub struct Volume {
     pub(crate) replica: Arc<dyn Replica>,
     /// On a pair: the regions that may differ from the peer's copy, on disk.
     pub(crate) activity: Option<Arc<super::ActivityLog>>,
+    /// On a pair: the changes in flight, so that overlapping ones are applied in one order
+    /// on both nodes.
+    pub(crate) in_order: super::overlap::InOrder,
     /// Open connections (export leases) using this volume.
     pub(crate) users: AtomicUsize,
 }
@@ -42,6 +45,7 @@ impl Volume {
             changes: ChangeMap::new(size),
             replica,
             activity: None,
+            in_order: Default::default(),
             users: AtomicUsize::new(0),
         }
     }

@@ -9,6 +9,7 @@ pub mod activity;
 pub mod chain;
 pub mod changes;
 pub mod layer;
+pub mod overlap;
 pub mod presence;
 pub mod write;
 

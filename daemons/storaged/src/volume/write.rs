@@ -26,6 +26,7 @@ impl Volume {
     /// Writes `buf` at `offset`.
     pub fn write(&self, buf: &[u8], offset: u64, fua: bool) -> io::Result<()> {
         self.check_writable()?;
+        let _turn = self.in_order(offset, buf.len() as u64);
         let _in_flight = self.begin(offset, buf.len() as u64)?;
         self.record(offset, WriteOp::Data(buf), fua)
     }
@@ -33,8 +34,18 @@ impl Volume {
     /// Makes `[offset, offset + len)` read as zeroes.
     pub fn zero(&self, offset: u64, len: u64, may_trim: bool, fua: bool) -> io::Result<()> {
         self.check_writable()?;
+        let _turn = self.in_order(offset, len);
         let _in_flight = self.begin(offset, len)?;
         self.record(offset, WriteOp::Zeroes { len, may_trim }, fua)
+    }
+
+    /// On a pair: waits until the changes begun before this one that overlap it have been
+    /// applied on both nodes, so both apply overlapping changes in the same order
+    /// ([`super::overlap`]). A single appliance has nothing to keep in step.
+    fn in_order(&self, offset: u64, len: u64) -> Option<super::overlap::Turn<'_>> {
+        self.replica
+            .mirrors()
+            .then(|| self.in_order.begin(offset, len))
     }
 
     /// Discards the whole blocks inside `[offset, offset + len)`: they read as zeroes and
