@@ -56,6 +56,8 @@ const ANSWER: Duration = Duration::from_secs(5);
 const CATALOG_ANSWER: Duration = Duration::from_secs(3600);
 /// Requests in flight to the peer at most (one connection each).
 const MAX_CONNECTIONS: u64 = 16;
+/// The most a replica's connection keeps of its receive buffer between frames.
+const KEEP_RECEIVE_BUFFER: usize = 4 << 20;
 /// Between attempts while the peer cannot be reached.
 const RETRY: Duration = Duration::from_millis(200);
 
@@ -153,6 +155,12 @@ impl Conn {
 
     fn receive(&mut self) -> Result<Frame<'static>, WireError> {
         read_frame(self.0.get_mut())
+    }
+
+    /// As [`Conn::receive`], the payload read into `buf` (the replica's buffer for its
+    /// connection's writes).
+    fn receive_in<'b>(&mut self, buf: &'b mut Vec<u8>) -> Result<Frame<'b>, WireError> {
+        wire::read_frame_in(self.0.get_mut(), buf)
     }
 
     /// How long the next answers may take (an owner's connection only).
@@ -798,8 +806,14 @@ impl ReplicaServer {
         let mut answer = Frame::new(Kind::Hello, 0);
         answer.payload = serde_json::to_vec(&self.me).unwrap_or_default().into();
         conn.send(&answer)?;
+        // The writes' data is read into this buffer, frame after frame (a few MiB at most are
+        // kept: an occasional bigger write does not hold its memory for the connection's life).
+        let mut buf = Vec::new();
         loop {
-            let f = match conn.receive() {
+            if buf.capacity() > KEEP_RECEIVE_BUFFER {
+                buf = Vec::new();
+            }
+            let f = match conn.receive_in(&mut buf) {
                 Ok(f) => f,
                 Err(WireError::Closed) => return Ok(()),
                 Err(e) => return Err(e.into()),

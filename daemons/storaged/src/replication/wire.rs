@@ -180,6 +180,36 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 
 /// Reads one whole frame, checked.
 pub fn read_frame(r: &mut impl Read) -> Result<Frame<'static>, WireError> {
+    let mut payload = Vec::new();
+    let Frame {
+        kind,
+        seq,
+        epoch,
+        offset,
+        len,
+        flags,
+        volume,
+        ..
+    } = read_frame_in(r, &mut payload)?;
+    Ok(Frame {
+        kind,
+        seq,
+        epoch,
+        offset,
+        len,
+        flags,
+        volume,
+        payload: Cow::Owned(payload),
+    })
+}
+
+/// Reads one whole frame, checked, its payload into `payload` (emptied first; its memory is
+/// kept, so a connection that reads into one buffer does not have fresh pages zeroed for
+/// every write it gets). The frame's payload is borrowed from it.
+pub fn read_frame_in<'b>(
+    r: &mut impl Read,
+    payload: &'b mut Vec<u8>,
+) -> Result<Frame<'b>, WireError> {
     let mut head = [0u8; HEADER];
     match r.read_exact(&mut head) {
         Ok(()) => {}
@@ -206,20 +236,21 @@ pub fn read_frame(r: &mut impl Read) -> Result<Frame<'static>, WireError> {
     // The volume id and the payload are read into buffers of their own (a write's data is
     // neither zeroed first nor copied out of a bigger buffer).
     let mut volume = Vec::with_capacity(vol_len);
-    let mut payload = Vec::with_capacity(body_len as usize - vol_len);
+    payload.clear();
+    payload.reserve(body_len as usize - vol_len);
     let mut sent = [0u8; 4];
     let whole = |e: io::Error| match e.kind() {
         io::ErrorKind::UnexpectedEof => WireError::Closed,
         _ => e.into(),
     };
     read_exactly(r, &mut volume, vol_len).map_err(whole)?;
-    read_exactly(r, &mut payload, body_len as usize - vol_len).map_err(whole)?;
+    read_exactly(r, payload, body_len as usize - vol_len).map_err(whole)?;
     r.read_exact(&mut sent).map_err(whole)?;
     let sent = u32::from_le_bytes(sent);
     let mut h = crc32fast::Hasher::new();
     h.update(&head);
     h.update(&volume);
-    h.update(&payload);
+    h.update(payload);
     let computed = h.finalize();
     if sent != computed {
         return Err(WireError::Checksum { sent, computed });
@@ -233,7 +264,7 @@ pub fn read_frame(r: &mut impl Read) -> Result<Frame<'static>, WireError> {
         len: u64_at(&head, 32),
         flags: u32_at(&head, 40),
         volume,
-        payload: Cow::Owned(payload),
+        payload: Cow::Borrowed(&payload[..]),
     })
 }
 
