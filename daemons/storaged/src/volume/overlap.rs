@@ -13,9 +13,29 @@ use parking_lot::{Condvar, Mutex};
 /// The byte ranges of a volume's changes in flight, in the order they began.
 #[derive(Debug, Default)]
 pub struct InOrder {
-    /// (number, start, end), numbers growing in the order the changes began.
-    ranges: Mutex<(u64, Vec<(u64, u64, u64)>)>,
+    in_flight: Mutex<InFlight>,
     ended: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct InFlight {
+    /// The next change's number: numbers grow in the order the changes begin.
+    next: u64,
+    changes: Vec<Change>,
+}
+
+/// A change in flight: its number, and the bytes `[start, end)` it changes.
+#[derive(Debug, Clone, Copy)]
+struct Change {
+    number: u64,
+    start: u64,
+    end: u64,
+}
+
+impl Change {
+    fn overlaps(&self, other: &Change) -> bool {
+        self.start < other.end && other.start < self.end
+    }
 }
 
 /// A change's place among those in flight; it leaves when dropped.
@@ -29,29 +49,32 @@ impl InOrder {
     /// Waits until no change begun before this one overlaps `[offset, offset + len)`; the
     /// change is in flight until the returned turn is dropped.
     pub fn begin(&self, offset: u64, len: u64) -> Turn<'_> {
-        let end = offset.saturating_add(len.max(1));
-        let mut state = self.ranges.lock();
-        let number = state.0;
-        state.0 += 1;
-        state.1.push((number, offset, end));
+        let mut state = self.in_flight.lock();
+        let this = Change {
+            number: state.next,
+            start: offset,
+            end: offset.saturating_add(len.max(1)),
+        };
+        state.next += 1;
+        state.changes.push(this);
         while state
-            .1
+            .changes
             .iter()
-            .any(|&(n, s, e)| n < number && s < end && offset < e)
+            .any(|c| c.number < this.number && c.overlaps(&this))
         {
             self.ended.wait(&mut state);
         }
         Turn {
             order: self,
-            number,
+            number: this.number,
         }
     }
 }
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        let mut state = self.order.ranges.lock();
-        state.1.retain(|&(n, _, _)| n != self.number);
+        let mut state = self.order.in_flight.lock();
+        state.changes.retain(|c| c.number != self.number);
         drop(state);
         self.order.ended.notify_all();
     }
@@ -87,6 +110,6 @@ mod tests {
         drop(first);
         waiter.join().unwrap();
         assert!(done.load(Ordering::SeqCst));
-        assert!(order.ranges.lock().1.is_empty());
+        assert!(order.in_flight.lock().changes.is_empty());
     }
 }
