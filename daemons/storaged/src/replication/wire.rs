@@ -233,8 +233,8 @@ pub fn read_frame_in<'b>(
     if vol_len > body_len as usize {
         return Err(WireError::Volume);
     }
-    // The volume id and the payload are read into buffers of their own (a write's data is
-    // neither zeroed first nor copied out of a bigger buffer).
+    // The volume id is read into a buffer of its own, the payload into the caller's (a
+    // write's data is neither zeroed first nor copied out of a bigger buffer).
     let mut volume = Vec::with_capacity(vol_len);
     payload.clear();
     payload.reserve(body_len as usize - vol_len);
