@@ -13,6 +13,7 @@ import urllib.request
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -65,7 +66,10 @@ def logged_out(browser, appliance):
 
 
 def wait(browser, condition, timeout=15):
-    return WebDriverWait(browser, timeout).until(condition)
+    # A live page re-renders (a task's progress): an element read just as it is replaced is
+    # stale, and the condition is tried again.
+    return WebDriverWait(browser, timeout,
+                         ignored_exceptions=(StaleElementReferenceException,)).until(condition)
 
 
 def shot(browser, name):
