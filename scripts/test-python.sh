@@ -18,7 +18,7 @@ fi
 export STREAMER_BIN_DIR=${STREAMER_BIN_DIR:-$target/debug}
 run=("$venv/bin/python" -m pytest -p no:cacheprovider -rs -v tests/python "$@")
 status=0
-if [ "$(id -u)" -eq 0 ]; then
+if [ "$(id -u)" -eq 0 ] && unshare --net true 2>/dev/null; then
     # The tests talk over loopback only. As root they run in a network namespace of their own:
     # Chromium aborts requests in flight (net::ERR_NETWORK_CHANGED) whenever the host's
     # interfaces change under it, as they do when the QEMU tests' namespaces and tap devices
