@@ -104,6 +104,14 @@ pub struct Frame<'a> {
 }
 
 impl Frame<'_> {
+    /// The frame with a payload of its own.
+    pub fn into_owned(self) -> Frame<'static> {
+        Frame {
+            payload: Cow::Owned(self.payload.into_owned()),
+            ..self
+        }
+    }
+
     pub fn new(kind: Kind, seq: u64) -> Frame<'static> {
         Frame {
             kind,
@@ -178,29 +186,10 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
-/// Reads one whole frame, checked.
+/// Reads one whole frame, checked (an answer, a hello: the owner's side, whose frames are
+/// small; a replica reads writes with [`read_frame_in`]).
 pub fn read_frame(r: &mut impl Read) -> Result<Frame<'static>, WireError> {
-    let mut payload = Vec::new();
-    let Frame {
-        kind,
-        seq,
-        epoch,
-        offset,
-        len,
-        flags,
-        volume,
-        ..
-    } = read_frame_in(r, &mut payload)?;
-    Ok(Frame {
-        kind,
-        seq,
-        epoch,
-        offset,
-        len,
-        flags,
-        volume,
-        payload: Cow::Owned(payload),
-    })
+    Ok(read_frame_in(r, &mut Vec::new())?.into_owned())
 }
 
 /// Reads one whole frame, checked, its payload into `payload` (emptied first; its memory is
