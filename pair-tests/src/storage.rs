@@ -99,6 +99,49 @@ pub fn finish(child: Child) -> anyhow::Result<Run> {
     })
 }
 
+/// [`finish`], failing if the run has not ended within `limit` (it is killed then: its I/O
+/// hangs).
+pub fn finish_within(child: Child, limit: Duration) -> anyhow::Result<Run> {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(finish(child));
+    });
+    match rx.recv_timeout(limit) {
+        Ok(run) => run,
+        Err(_) => {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            bail!("qemu-io still runs after {limit:?}: its I/O hangs")
+        }
+    }
+}
+
+/// Slows node `n`'s replication traffic (to the other node's port 10810) to `rate` (`tc`'s
+/// notation, "40mbit"), or lets it run free again (`None`); nothing else it sends is slowed.
+pub fn throttle_replication(n: &Node, rate: Option<&str>) -> anyhow::Result<()> {
+    let tc = |args: &[&str]| {
+        let mut all = vec!["ip", "netns", "exec", n.ns.as_str(), "tc"];
+        all.extend_from_slice(args);
+        crate::sh(&all)
+    };
+    let _ = tc(&["qdisc", "del", "dev", "eth0", "root"]);
+    let Some(rate) = rate else { return Ok(()) };
+    tc(&[
+        "qdisc", "add", "dev", "eth0", "root", "handle", "1:", "htb", "default", "20",
+    ])?;
+    tc(&[
+        "class", "add", "dev", "eth0", "parent", "1:", "classid", "1:10", "htb", "rate", rate,
+    ])?;
+    tc(&[
+        "class", "add", "dev", "eth0", "parent", "1:", "classid", "1:20", "htb", "rate", "10gbit",
+    ])?;
+    tc(&[
+        "filter", "add", "dev", "eth0", "parent", "1:", "protocol", "ip", "prio", "1", "u32",
+        "match", "ip", "dport", "10810", "0xffff", "flowid", "1:10",
+    ])?;
+    Ok(())
+}
+
 /// Reads every slot back through `server` and checks it holds the last pattern written.
 pub fn verify(ns: &str, server: &str, export: &str, written: &[(u64, u64)]) -> anyhow::Result<()> {
     let mut last = BTreeMap::new();

@@ -21,7 +21,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pair_harness::storage::{
-    content_hash, finish, in_sync, keep_alive, make_volume, qemu_io, verify, wait_until, workload,
+    content_hash, finish, finish_within, in_sync, keep_alive, make_volume, qemu_io,
+    throttle_replication, verify, wait_until, workload,
 };
 use pair_harness::{Enclosure, Node, STORAGE_IPS, unusable};
 
@@ -161,6 +162,84 @@ fn a_cut_between_the_nodes_leaves_each_serving_its_own() {
         active_storage_alerts(&enc.nodes[0]) == 0
     })
     .unwrap();
+}
+
+#[test]
+fn a_peer_lost_again_during_its_resync_is_outdated_and_writes_go_on() {
+    if let Some(why) = unusable().or_else(|| which("qemu-io")) {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let enc = Enclosure::start_storage(bin()).unwrap();
+    let client = enc.client_ns();
+    keep_alive(&client).unwrap();
+    let (a, b) = (&enc.nodes[0], &enc.nodes[1]);
+    make_volume(a, "os-a", "256M").unwrap();
+    enc.make_etcd_leader(2).unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let cut = |on: bool| {
+        a.cut_from(b, on);
+        b.cut_from(a, on);
+    };
+
+    // While B is away, 160 MiB written on A: all of it is B's resync.
+    cut(true);
+    let fill = qemu_io(
+        &client,
+        STORAGE_IPS[0],
+        "os-a",
+        &["write -P 0x11 0 160M".to_string()],
+    )
+    .unwrap();
+    check_run("filling os-a while B is away", fill);
+    assert_eq!(status(a)["peerOutdated"], true);
+
+    // B is back, its resync slowed to 40 Mbit/s (half a minute), and lost again meanwhile.
+    throttle_replication(a, Some("40mbit")).unwrap();
+    cut(false);
+    wait_until("B's resync starts", Duration::from_secs(30), || {
+        status(a)["resync"]["running"] == true
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    cut(true);
+    // A's writes wait for B a moment, then go on without it (its copies outdated again):
+    // they never hang behind the resync.
+    let (cmds, written) = workload(50, 0);
+    let run = qemu_io(&client, STORAGE_IPS[0], "os-a", &cmds).unwrap();
+    let run = finish_within(run, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("A's writes after B was lost mid-resync: {e}: {}", status(a)));
+    assert!(
+        run.ok && run.errors.is_empty(),
+        "A's writes after B was lost mid-resync: {:?}\n{}",
+        run.errors,
+        run.stderr
+    );
+    eprintln!(
+        "os-a: zero errors with B lost mid-resync; longest request {:.2} s",
+        run.longest
+    );
+    wait_until(
+        "the resync ends, B outdated",
+        Duration::from_secs(60),
+        || {
+            let st = status(a);
+            st["peerOutdated"] == true && st["resync"]["running"] == false
+        },
+    )
+    .unwrap();
+    verify(&client, STORAGE_IPS[0], "os-a", &written).unwrap();
+
+    // Back for good: resynced, identical.
+    throttle_replication(a, None).unwrap();
+    cut(false);
+    wait_until("the resync", Duration::from_secs(90), || in_sync(a)).unwrap();
+    same_content(&enc, "os-a");
+}
+
+/// Node `n`'s storaged pair status (JSON null if it does not answer).
+fn status(n: &Node) -> serde_json::Value {
+    n.pair_status().unwrap_or_default()
 }
 
 fn alerts_of(n: &Node) -> String {

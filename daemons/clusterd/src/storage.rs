@@ -13,8 +13,9 @@
 //!   then the storage address is added and announced (gratuitous ARP).
 //! * **Outdating the peer**: when this node's writes have waited for the peer longer than
 //!   [`OUTDATE_AFTER`], a transaction records the peer's copies of this node's groups as
-//!   outdated, and only then do writes go on without it. Without quorum the transaction
-//!   fails and writes keep waiting: they stall, they never fail.
+//!   outdated, and only then do writes go on without it, a resync running or not (it stops,
+//!   and starts again when the peer is back). Without quorum the transaction fails and
+//!   writes keep waiting: they stall, they never fail.
 //! * **Fencing**: this node serves groups only while its cluster session lives; when it
 //!   ends (its lease could expire) storaged stops serving them and the addresses go, before
 //!   the other node can take them over.
@@ -316,16 +317,28 @@ impl Storage {
             .stalled_ms
             .is_some_and(|ms| ms >= OUTDATE_AFTER.as_millis() as u64);
         if stalled {
+            let mut recorded = !mine.is_empty();
             for (home, g, rev) in &mine {
-                if g.outdated.is_none() {
-                    let mut o = (*g).clone();
-                    o.outdated = Some(peer.clone());
-                    if put_if_unchanged(etcd, home, *rev, &o).await? {
-                        tracing::warn!(
-                            "storage: {peer} does not take group {home}'s writes: marked outdated"
-                        );
-                    }
+                if g.outdated.as_deref() == Some(peer.as_str()) {
+                    continue;
                 }
+                let mut o = (*g).clone();
+                o.outdated = Some(peer.clone());
+                if g.outdated.is_none() && put_if_unchanged(etcd, home, *rev, &o).await? {
+                    tracing::warn!(
+                        "storage: {peer} does not take group {home}'s writes: marked outdated"
+                    );
+                } else {
+                    recorded = false;
+                }
+            }
+            // Recorded: writes go on without the peer now, a resync running or not (it
+            // stops, nothing more reaching the peer, and starts again when the peer is back).
+            if recorded && !st.peer_outdated {
+                c.pair()
+                    .set_peer_outdated(true)
+                    .await
+                    .map_err(storaged_err)?;
             }
         }
         let peer_outdated = mine

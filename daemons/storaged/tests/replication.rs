@@ -725,10 +725,20 @@ fn volumes_made_while_the_peer_was_away_reach_it_at_the_resync() {
     a.delete(&old).unwrap();
     assert!(b.info(&old).is_ok(), "B is away: it still has it");
 
+    // Written after the snapshot: in the clone's own layer.
+    a.lease(&c)
+        .unwrap()
+        .volume()
+        .write(&[0x78; 4096], 3 * MIB, true)
+        .unwrap();
+
     links[0].set_peer_outdated(false);
     let pair =
         storaged::replication::pair::PairLink::new(Arc::clone(a), links[0].clone(), "node-a");
-    pair.resync().unwrap();
+    let report = pair.resync().unwrap();
+    // Of the clone's four regions, two go: the one written before the snapshot (its
+    // activity log kept it) and the one its own layer holds; its parents go whole.
+    assert_eq!(report.regions, 2, "{report:?}");
     for id in [&g, &snap, &c] {
         assert_eq!(
             a.content_checksum(id).unwrap(),

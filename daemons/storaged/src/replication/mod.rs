@@ -50,6 +50,10 @@ const CONNECT: Duration = Duration::from_secs(1);
 /// How long an answer from a connected peer may take before the connection is dropped and
 /// the request sent again on a new one.
 const ANSWER: Duration = Duration::from_secs(5);
+/// The same for a copy's write or flush (an image sent to the peer, a resync's region):
+/// megabytes each, on a peer that may be busy. No client waits on it; a peer found dead by
+/// a client's write meanwhile is marked Outdated, which shuts the socket at once.
+const COPY_ANSWER: Duration = Duration::from_secs(60);
 /// The same for a catalog change or a question about a volume: the replica may be checking
 /// a whole golden image's SHA-256 (minutes for a big one on a slow machine). A dead peer
 /// does not keep it waiting: the pair marks it Outdated, which shuts the socket.
@@ -217,6 +221,34 @@ impl Drop for Waiting<'_> {
 /// How old the oldest unanswered request must be to count as a stall.
 const STALL: Duration = Duration::from_millis(300);
 
+/// Who waits for a request's answer: how long it may take, and whether waiting for it is a
+/// stall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waiter {
+    /// A client's write, zeroing or flush: waiting counts in [`PeerReplica::stalled_for`]
+    /// (the pair marks a peer that stalls Outdated, so that clients go on); answered within
+    /// [`ANSWER`].
+    Client,
+    /// A copy's write or flush (an image sent to the peer, a resync's region): no client
+    /// waits on it, so a peer slow to take megabytes slows the copy only, and is not marked
+    /// Outdated for it (a peer that does not answer at all is: the attempt fails, see
+    /// [`PeerReplica::settle`]); answered within [`COPY_ANSWER`].
+    Copy,
+    /// A catalog change or a question about a volume, answered within [`CATALOG_ANSWER`].
+    Catalog,
+}
+
+impl Waiter {
+    /// How long the answer may take (None: the connection's usual [`ANSWER`]).
+    fn patience(self) -> Option<Duration> {
+        match self {
+            Waiter::Client => None,
+            Waiter::Copy => Some(COPY_ANSWER),
+            Waiter::Catalog => Some(CATALOG_ANSWER),
+        }
+    }
+}
+
 struct ConnBox(Conn);
 impl std::fmt::Debug for ConnBox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -375,14 +407,17 @@ impl PeerReplica {
     }
 
     /// Sends `frame` and waits for its ack, on an idle connection or a new one.
-    fn exchange(&self, frame: &Frame<'_>) -> Result<Frame<'static>, ReplicationError> {
-        // Only a write or a flush the clients wait for counts as a stall: a catalog change
-        // may take long legitimately.
-        let slow = matches!(frame.kind, Kind::Catalog | Kind::Regions);
-        let _waiting = (!slow).then(|| self.wait_for_answer());
+    fn exchange(
+        &self,
+        frame: &Frame<'_>,
+        waiter: Waiter,
+    ) -> Result<Frame<'static>, ReplicationError> {
+        // Only a change a client waits for counts as a stall: a copy or a catalog change may
+        // take long legitimately.
+        let _waiting = (waiter == Waiter::Client).then(|| self.wait_for_answer());
         let mut pending = self.send(frame)?;
-        if slow {
-            pending.conn.answer_within(CATALOG_ANSWER);
+        if let Some(d) = waiter.patience() {
+            pending.conn.answer_within(d);
             pending.slow = true;
         }
         self.answer(pending)
@@ -468,7 +503,7 @@ impl PeerReplica {
     /// Sends `frame` until the peer takes it: a refusal fails the write (this node was
     /// deposed), anything else (no answer, a cut connection) is retried until the peer
     /// answers or is marked Outdated.
-    fn replicate(&self, frame: &Frame<'_>) -> io::Result<()> {
+    fn replicate(&self, frame: &Frame<'_>, waiter: Waiter) -> io::Result<()> {
         let mut warned = false;
         loop {
             // A stalled write ends when the pair gives the volume's group to the other node.
@@ -481,7 +516,7 @@ impl PeerReplica {
             if self.skips(frame) {
                 return Ok(());
             }
-            let outcome = self.exchange(frame).map(drop);
+            let outcome = self.exchange(frame, waiter).map(drop);
             match self.settle(frame, outcome, &mut warned) {
                 Some(done) => return done,
                 None => std::thread::sleep(RETRY),
@@ -555,8 +590,8 @@ impl PeerReplica {
         f.flags = flags;
         f.offset = offset;
         // Once more on a new connection if an idle one had been closed (the peer restarted).
-        let answer = match self.exchange(&f) {
-            Err(ReplicationError::Wire(_)) => self.exchange(&f),
+        let answer = match self.exchange(&f, Waiter::Catalog) {
+            Err(ReplicationError::Wire(_)) => self.exchange(&f, Waiter::Catalog),
             other => other,
         };
         answer.map_err(|e| match e {
@@ -597,6 +632,13 @@ impl PeerReplica {
         f
     }
 
+    fn flush_frame(&self, volume: &str) -> Frame<'static> {
+        let mut f = Frame::new(Kind::Flush, 0);
+        f.volume = volume.to_string();
+        f.epoch = self.epoch(volume);
+        f
+    }
+
     /// Sends `f`, runs `local` (this node's share of the work) while the peer applies it,
     /// then waits for the peer; an attempt that fails is retried as [`Self::replicate`] does.
     /// A change costs the slower of the two nodes, not their sum.
@@ -616,7 +658,7 @@ impl PeerReplica {
         let there = match self.settle(f, outcome, &mut warned) {
             Some(done) => done,
             // Not answered: sent again (a write, a zeroing and a flush are idempotent).
-            None => self.replicate(f),
+            None => self.replicate(f, Waiter::Client),
         };
         here.and(there)
     }
@@ -624,7 +666,7 @@ impl PeerReplica {
 
 impl Replica for PeerReplica {
     fn write(&self, volume: &str, offset: u64, op: WriteOp<'_>) -> io::Result<()> {
-        self.replicate(&self.change_frame(volume, offset, op))
+        self.replicate(&self.change_frame(volume, offset, op), Waiter::Copy)
     }
 
     fn write_while(
@@ -648,7 +690,7 @@ impl Replica for PeerReplica {
     }
 
     fn flush(&self, volume: &str) -> io::Result<()> {
-        self.flush_while(volume, &mut || Ok(()))
+        self.replicate(&self.flush_frame(volume), Waiter::Copy)
     }
 
     /// Sends the flush, syncs here meanwhile, then waits for the peer's sync.
@@ -657,9 +699,7 @@ impl Replica for PeerReplica {
         volume: &str,
         local: &mut dyn FnMut() -> io::Result<()>,
     ) -> io::Result<()> {
-        let mut f = Frame::new(Kind::Flush, 0);
-        f.volume = volume.to_string();
-        f.epoch = self.epoch(volume);
+        let f = self.flush_frame(volume);
         if self.skips(&f) {
             return local();
         }
@@ -717,7 +757,7 @@ impl Replica for PeerReplica {
             None => self.ownership.epoch_of(op.volume()),
         };
         f.payload = serde_json::to_vec(op).map_err(io::Error::other)?.into();
-        self.replicate(&f)
+        self.replicate(&f, Waiter::Catalog)
     }
 }
 

@@ -61,6 +61,9 @@ pub struct PairStatus {
     pub needs_resync: Vec<String>,
 }
 
+/// How many times a resync looks for volumes the peer lacks before it sends regions.
+const MISSING_PASSES: usize = 3;
+
 #[derive(Debug)]
 pub struct PairLink {
     store: Arc<Store>,
@@ -174,30 +177,21 @@ impl PairLink {
     /// new writes go to it meanwhile).
     pub fn resync(&self) -> Result<ResyncReport, StoreError> {
         let _one = self.resyncing.lock();
-        let ownership = self.store.ownership();
         // What was deleted here while the peer was away goes there too.
         if let Err(e) = self.store.send_deletes() {
-            let mut p = self.resync.lock();
-            p.running = false;
-            p.error = Some(e.to_string());
-            return Err(e);
+            return Err(self.failed(e, None));
         }
-        // Volumes made while the peer was away are sent first, parents before children:
-        // frozen ones whole, writable ones created there and marked whole.
-        let mut all = self.store.list();
-        all.sort_by_key(|v| v.parent_chain.len());
-        for v in all {
-            let r = &v.record;
-            if r.state == VolumeState::Writable && !ownership.owns(&r.id) {
-                continue;
-            }
-            if let Err(e) = self.store.send_missing(&r.id) {
-                let mut p = self.resync.lock();
-                p.running = false;
-                p.error = Some(e.to_string());
-                return Err(e);
+        // Volumes made while the peer was away are sent first. Sending a golden image takes
+        // minutes: volumes made meanwhile (a clone deployed from it) are sent by the next
+        // pass.
+        for _ in 0..MISSING_PASSES {
+            match self.send_missing() {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => return Err(self.failed(e, None)),
             }
         }
+        let ownership = self.store.ownership();
         let volumes: Vec<String> = self
             .store
             .list()
@@ -231,13 +225,7 @@ impl PairLink {
                 }
                 // Deleted meanwhile: nothing to send.
                 Err(StoreError::NotFound(_)) => {}
-                Err(e) => {
-                    let mut p = self.resync.lock();
-                    p.running = false;
-                    p.error = Some(e.to_string());
-                    p.elapsed_ms = started.elapsed().as_millis() as u64;
-                    return Err(e);
-                }
+                Err(e) => return Err(self.failed(e, Some(started))),
             }
         }
         let elapsed = started.elapsed();
@@ -255,5 +243,33 @@ impl PairLink {
             );
         }
         Ok(total)
+    }
+
+    /// Sends the volumes the peer lacks, parents before children: frozen ones whole,
+    /// writable ones created there and their regions marked. Returns how many it lacked.
+    fn send_missing(&self) -> Result<usize, StoreError> {
+        let ownership = self.store.ownership();
+        let mut all = self.store.list();
+        all.sort_by_key(|v| v.parent_chain.len());
+        let mut sent = 0;
+        for v in all {
+            let r = &v.record;
+            if r.state == VolumeState::Writable && !ownership.owns(&r.id) {
+                continue;
+            }
+            sent += usize::from(self.store.send_missing(&r.id)?);
+        }
+        Ok(sent)
+    }
+
+    /// Records why the resync stopped (in its progress) and returns the error.
+    fn failed(&self, e: StoreError, started: Option<std::time::Instant>) -> StoreError {
+        let mut p = self.resync.lock();
+        p.running = false;
+        p.error = Some(e.to_string());
+        if let Some(t) = started {
+            p.elapsed_ms = t.elapsed().as_millis() as u64;
+        }
+        e
     }
 }

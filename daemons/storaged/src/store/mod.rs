@@ -968,8 +968,8 @@ impl Store {
 impl Store {
     /// Makes volume `key` on the peer if it has none (it was made while the peer was away):
     /// a frozen one with its whole content, checked (as an import sends it); a writable one
-    /// created there (a clone over the same parent) and all of its regions marked for the
-    /// resync. Returns whether it was missing.
+    /// created there (a clone over the same parent) and the regions its own layer holds
+    /// marked for the resync. Returns whether it was missing.
     pub fn send_missing(&self, key: &str) -> Result<bool, StoreError> {
         let r = self.state.lock().resolve(key)?.clone();
         let unsent = self.unsent.contains(&r.id);
@@ -992,8 +992,10 @@ impl Store {
         Ok(true)
     }
 
-    /// Sends `r` to the peer: whole and checked if frozen, created and marked if writable.
-    /// Returns whether the transfer completed.
+    /// Sends `r` to the peer: whole and checked if frozen; if writable, created there (empty
+    /// over the same parent) and its own layer's regions marked, for the resync to send (a
+    /// clone of a golden image sends what was written to it, not the image again). Returns
+    /// whether the transfer completed.
     fn send_missing_volume(&self, r: &VolumeRecord) -> Result<bool, StoreError> {
         tracing::info!("volume {} is missing on the peer: sending it", r.id);
         if r.state == VolumeState::Frozen {
@@ -1022,8 +1024,12 @@ impl Store {
         }
         let lease = self.lease(&r.id)?;
         if let Some(log) = lease.volume().activity() {
-            log.mark_all().map_err(StoreError::io(format!(
-                "marking volume {} for a full resync",
+            let marked = lease
+                .volume()
+                .own_regions()
+                .and_then(|regions| log.mark_regions(&regions));
+            marked.map_err(StoreError::io(format!(
+                "marking volume {}'s regions for its resync",
                 r.id
             )))?;
         }
@@ -1091,15 +1097,24 @@ impl Store {
         // The regions the peer wrote last, maybe without this node (it owned the volume
         // before a failover, and died with writes in flight): this node's content goes
         // over them too.
-        let theirs = self
-            .replica
-            .peer_regions(&id)
-            .map_err(StoreError::io(format!("asking the peer about volume {id}")))?
-            .ok_or_else(|| {
-                StoreError::Invalid(format!(
-                    "volume {id} is missing on the peer: send it first (Store::send_missing)"
-                ))
-            })?;
+        let ask = || {
+            self.replica
+                .peer_regions(&id)
+                .map_err(StoreError::io(format!("asking the peer about volume {id}")))
+        };
+        let theirs = match ask()? {
+            Some(copy) => copy,
+            // Made here after the resync's pass over missing volumes (a clone deployed
+            // while a golden image was being sent): made there now.
+            None => {
+                self.send_missing(&id)?;
+                ask()?.ok_or_else(|| {
+                    StoreError::Invalid(format!(
+                        "volume {id} is missing on the peer although it was just sent"
+                    ))
+                })?
+            }
+        };
         // A peer copy at neither this copy's generation nor the one it was left at comes
         // from another history: the log does not say what it lacks, every region goes.
         let (mine, left_at) = self.generation(&id)?;
@@ -1148,6 +1163,18 @@ impl Store {
             self.replica
                 .write(&id, offset, op)
                 .map_err(StoreError::io(format!("resyncing volume {id} at {offset}")))?;
+            if !self.replica.in_sync(&id) {
+                // Not sent: the pair marked the peer Outdated meanwhile, or it cannot apply
+                // this volume's writes. The regions stay marked for the next resync.
+                return Err(StoreError::Io {
+                    what: format!("resyncing volume {id} at {offset}"),
+                    source: io::Error::new(
+                        io::ErrorKind::Interrupted,
+                        "the peer no longer takes the volume's writes (marked Outdated, or \
+                         unable to apply them): the next resync sends what is left",
+                    ),
+                });
+            }
             log.sent(r);
             drop(held);
             report.regions += 1;

@@ -132,11 +132,17 @@ impl Store {
                     )))?;
             }
             pos += n as u64;
+            if self.replica.skipped(&r.id) != skipped {
+                // The peer was marked Outdated: the rest would not be sent either.
+                break;
+            }
         }
-        self.replica.flush(&r.id).map_err(StoreError::io(format!(
-            "sending volume {} to the replica",
-            r.id
-        )))?;
+        if self.replica.skipped(&r.id) == skipped {
+            self.replica.flush(&r.id).map_err(StoreError::io(format!(
+                "sending volume {} to the replica",
+                r.id
+            )))?;
+        }
         if self.replica.skipped(&r.id) != skipped {
             tracing::warn!(
                 "volume {}: the peer missed part of it (it was marked Outdated meanwhile): \

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::RwLock;
 
-use super::changes::{ChangeMap, Replica};
+use super::changes::{ChangeMap, REGION_BYTES, Replica};
 use super::layer::Layer;
 use crate::block::{BlockDevice, Extent};
 
@@ -76,6 +76,53 @@ impl Volume {
     /// The regions written since the last call, for resynchronising a peer.
     pub fn take_changed_regions(&self) -> Vec<(u64, u64)> {
         self.changes.take()
+    }
+
+    /// The regions ([`REGION_BYTES`]) in which the volume's own layer (its top) holds
+    /// anything, in order: all the volume differs by from its parent, or from zeroes if it
+    /// has none. What a peer that has only made the volume (over the same parent) lacks.
+    pub fn own_regions(&self) -> io::Result<Vec<u64>> {
+        let top = Arc::clone(&self.chain.read()[0]);
+        let mut regions: Vec<u64> = Vec::new();
+        let mut add = |start: u64, end: u64| {
+            let end = end.min(self.size);
+            if end <= start {
+                return;
+            }
+            for r in start / REGION_BYTES..=(end - 1) / REGION_BYTES {
+                if regions.last() != Some(&r) {
+                    regions.push(r);
+                }
+            }
+        };
+        match top.map() {
+            Some(map) => {
+                let (bs, blocks) = (top.block_size(), map.header().blocks());
+                let mut b = 0;
+                while b < blocks {
+                    let (present, end) = map.run(b, blocks);
+                    if present {
+                        add(b * bs, end * bs);
+                    }
+                    b = end;
+                }
+            }
+            // A base layer: its data file's extents (holes read as zeroes).
+            None => {
+                let mut offset = 0;
+                while offset < self.size {
+                    let (data, end) = top.data_run(offset, self.size)?;
+                    if end <= offset {
+                        break;
+                    }
+                    if data {
+                        add(offset, end);
+                    }
+                    offset = end;
+                }
+            }
+        }
+        Ok(regions)
     }
 }
 

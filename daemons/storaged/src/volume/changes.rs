@@ -94,8 +94,11 @@ impl CatalogOp {
 /// Where acknowledged writes are mirrored. A write is acknowledged to the client only after
 /// the replica accepted it, and a flush only after the replica flushed.
 pub trait Replica: Send + Sync + Debug {
+    /// A copy's write (an image sent to the peer, a resync's region): no client waits on it,
+    /// so a slow replica is not a stalled one.
     fn write(&self, volume: &str, offset: u64, op: WriteOp<'_>) -> io::Result<()>;
-    /// Sends the change while `local` (this node's write of it) runs; both must succeed.
+    /// A client's change: sent while `local` (this node's write of it) runs; both must
+    /// succeed.
     fn write_while(
         &self,
         volume: &str,
@@ -106,8 +109,10 @@ pub trait Replica: Send + Sync + Debug {
         local()?;
         self.write(volume, offset, op)
     }
+    /// A copy's flush (the end of an image sent to the peer).
     fn flush(&self, volume: &str) -> io::Result<()>;
-    /// Flushes the replica while `local` (this node's sync) runs; both must succeed.
+    /// A client's flush: the replica flushes while `local` (this node's sync) runs; both
+    /// must succeed.
     fn flush_while(
         &self,
         volume: &str,
