@@ -6,12 +6,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::MIB;
+use common::pair::{Pair, hello, owner_at, replica_at};
 use storaged::block::BlockDevice;
 use storaged::replication::tls::{self, TlsFiles};
 use storaged::replication::wire::{self, Frame, Kind};
@@ -19,44 +23,16 @@ use storaged::replication::{Hello, PeerReplica, ReplicaServer};
 use storaged::store::Store;
 use storaged::volume::WriteOp;
 
-const MIB: u64 = 1 << 20;
 const VOL: &str = "0b7c7e0e-0000-4000-8000-000000000001";
 
-fn hello(node: &str) -> Hello {
-    Hello {
-        cluster_id: "pair-test".into(),
-        node: node.into(),
-    }
-}
-
-struct Pair {
-    owner: Arc<Store>,
-    replica: Arc<Store>,
-    link: Arc<PeerReplica>,
-    replica_addr: SocketAddr,
-    _dirs: (tempfile::TempDir, tempfile::TempDir),
-}
-
+/// A pair ([`common::pair::pair`]) with volume `VOL` (64 MiB) on both nodes.
 fn pair() -> Pair {
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let replica = Arc::new(Store::open(db.path()).unwrap());
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let replica_addr = listener.local_addr().unwrap();
-    let server = ReplicaServer::new(Arc::clone(&replica), hello("node-b"));
-    std::thread::spawn(move || server.serve(listener));
-    let link = Arc::new(PeerReplica::new(replica_addr, hello("node-a")));
-    let owner = Arc::new(Store::open_with_replica(da.path(), link.clone()).unwrap());
-    for s in [&owner, &replica] {
+    let p = common::pair::pair();
+    for s in [&p.owner, &p.replica] {
         s.create_as(VOL, Some("os1"), 64 * MIB, Some("node-a"))
             .unwrap();
     }
-    Pair {
-        owner,
-        replica,
-        link,
-        replica_addr,
-        _dirs: (da, db),
-    }
+    p
 }
 
 fn contents(s: &Store) -> Vec<u8> {
@@ -546,18 +522,8 @@ fn sha(s: &Store) -> String {
 #[test]
 fn a_resync_copies_only_what_the_peer_missed_even_across_a_restart_and_under_writes() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let replica = Arc::new(Store::open(db.path()).unwrap());
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = ReplicaServer::new(Arc::clone(&replica), hello("node-b"));
-    std::thread::spawn(move || server.serve(listener));
-    let open_owner = || {
-        let link = Arc::new(PeerReplica::new(addr, hello("node-a")));
-        (
-            Arc::new(Store::open_with_replica(da.path(), link.clone()).unwrap()),
-            link,
-        )
-    };
+    let (replica, addr) = replica_at(db.path());
+    let open_owner = || owner_at(da.path(), addr);
     let (owner, link) = open_owner();
     for s in [&owner, &replica] {
         s.create_as(VOL, None, 64 * MIB, Some("node-a")).unwrap();

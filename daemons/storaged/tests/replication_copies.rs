@@ -11,58 +11,29 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::TcpListener;
+mod common;
+
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
+use common::MIB;
+use common::pair::pair;
 use storaged::block::BlockDevice;
+use storaged::replication::PeerReplica;
 use storaged::replication::pair::PairLink;
-use storaged::replication::{Hello, PeerReplica, ReplicaServer};
 use storaged::store::Store;
-
-const MIB: u64 = 1 << 20;
 
 /// The crash points are the process's: one test at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-fn hello(node: &str) -> Hello {
-    Hello {
-        cluster_id: "copies-test".into(),
-        node: node.into(),
-    }
-}
-
-struct Pair {
-    owner: Arc<Store>,
-    replica: Arc<Store>,
-    link: Arc<PeerReplica>,
-    dirs: (tempfile::TempDir, tempfile::TempDir),
-}
-
-/// An owner replicating to a replica over loopback.
-fn pair() -> Pair {
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let replica = Arc::new(Store::open(db.path()).unwrap());
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let peer = listener.local_addr().unwrap();
-    let server = ReplicaServer::new(Arc::clone(&replica), hello("node-b"));
-    std::thread::spawn(move || server.serve(listener));
-    let link = Arc::new(PeerReplica::new(peer, hello("node-a")));
-    let owner = Arc::new(Store::open_with_replica(da.path(), link.clone()).unwrap());
-    Pair {
-        owner,
-        replica,
-        link,
-        dirs: (da, db),
-    }
-}
-
-/// Imports a golden image of `mib` MiB, every byte non-zero (every chunk is sent).
-fn import_golden(p: &Pair, name: &str, mib: u64) -> String {
-    let img = p.dirs.0.path().join(format!("{name}.raw"));
+/// Imports into `store` a golden image of `mib` MiB (a file in `dir`), every byte non-zero
+/// (every chunk is sent).
+fn import_golden(store: &Store, dir: &Path, name: &str, mib: u64) -> String {
+    let img = dir.join(format!("{name}.raw"));
     std::fs::write(&img, vec![0x5a; (mib * MIB) as usize]).unwrap();
-    p.owner
+    store
         .import(
             Some(name),
             std::fs::File::open(&img).unwrap(),
@@ -105,18 +76,7 @@ fn a_peer_slow_to_take_a_copy_is_not_stalled_but_slow_for_a_client_is() {
     let owner = Arc::clone(&p.owner);
     let dir = p.dirs.0.path().to_path_buf();
     let copy = longest_stall_during(&p.link, move || {
-        let img = dir.join("gold.raw");
-        std::fs::write(&img, vec![0x5a; (12 * MIB) as usize]).unwrap();
-        owner
-            .import(
-                Some("gold"),
-                std::fs::File::open(&img).unwrap(),
-                None,
-                false,
-                None,
-                &mut |_, _| {},
-            )
-            .unwrap();
+        import_golden(&owner, &dir, "gold", 12);
     });
 
     // A client's write to a volume of the pair, as slow.
@@ -147,7 +107,7 @@ fn a_resync_sends_a_volume_made_while_it_runs() {
     let p = pair();
     // A golden image imported while the peer is away (its transfer is on the unsent list).
     p.link.set_peer_outdated(true);
-    let gold = import_golden(&p, "gold", 16);
+    let gold = import_golden(&p.owner, p.dirs.0.path(), "gold", 16);
     assert!(p.replica.info(&gold).is_err());
     p.link.set_peer_outdated(false);
 

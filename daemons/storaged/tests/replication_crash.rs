@@ -11,6 +11,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::ExitStatusExt;
@@ -19,11 +21,12 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use common::MIB;
+use common::pair::{hello, owner_at, replica_at, serve_replica};
 use storaged::block::BlockDevice;
-use storaged::replication::{Hello, PeerReplica, ReplicaServer};
+use storaged::replication::{PeerReplica, ReplicaServer};
 use storaged::store::Store;
 
-const MIB: u64 = 1 << 20;
 const SIZE: u64 = 32 * MIB;
 const VOL: &str = "0b7c7e0e-0000-4000-8000-00000000c4a5";
 /// Writes the child makes (fewer if it crashes first).
@@ -41,13 +44,6 @@ const OWNER_POINTS: [&str; 7] = [
     "flush::synced",
     "activity::cleared",
 ];
-
-fn hello(node: &str) -> Hello {
-    Hello {
-        cluster_id: "crash-test".into(),
-        node: node.into(),
-    }
-}
 
 /// Write `i`: 64 KiB of its own bytes, at a place of its own, over 16 regions.
 fn write_of(i: u64) -> (u64, Vec<u8>) {
@@ -70,11 +66,6 @@ fn workload(owner: &Store, mut acked: impl FnMut(u64)) {
             v.sync().unwrap();
         }
     }
-}
-
-fn serve_replica(store: Arc<Store>, listener: TcpListener) {
-    let server = ReplicaServer::new(store, hello("node-b"));
-    std::thread::spawn(move || server.serve(listener));
 }
 
 fn new_volume(dir: &Path) {
@@ -164,10 +155,7 @@ fn owner_crash(point: &str) {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     new_volume(da.path());
     new_volume(db.path());
-    let replica = Arc::new(Store::open(db.path()).unwrap());
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let peer = listener.local_addr().unwrap();
-    serve_replica(Arc::clone(&replica), listener);
+    let (replica, peer) = replica_at(db.path());
 
     let child = spawn_child(point, da.path(), peer);
     let out = child.wait_with_output().unwrap();
@@ -183,9 +171,7 @@ fn owner_crash(point: &str) {
 
     // The owner starts again. Its activity log says which regions may differ; a client's
     // flush now (both nodes in sync) must not clear them before the resync has sent them.
-    let owner =
-        Store::open_with_replica(da.path(), Arc::new(PeerReplica::new(peer, hello("node-a"))))
-            .unwrap();
+    let (owner, _) = owner_at(da.path(), peer);
     assert_has(point, &owner, &acked);
     let marked = owner.dirty_regions(VOL).unwrap();
     assert_eq!(
@@ -232,10 +218,7 @@ fn replica_crash(point: &str) {
     while std::net::TcpStream::connect(peer).is_err() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let owner = Arc::new(
-        Store::open_with_replica(da.path(), Arc::new(PeerReplica::new(peer, hello("node-a"))))
-            .unwrap(),
-    );
+    let (owner, _) = owner_at(da.path(), peer);
     let writer = {
         let owner = Arc::clone(&owner);
         std::thread::spawn(move || {
@@ -280,12 +263,8 @@ fn every_step_of_the_write_protocol_survives_a_crash() {
 #[test]
 fn an_import_cut_by_the_peer_going_outdated_is_sent_whole_at_the_resync() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let replica = Arc::new(Store::open(db.path()).unwrap());
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let peer = listener.local_addr().unwrap();
-    serve_replica(Arc::clone(&replica), listener);
-    let link = Arc::new(PeerReplica::new(peer, hello("node-a")));
-    let owner = Store::open_with_replica(da.path(), link.clone()).unwrap();
+    let (replica, peer) = replica_at(db.path());
+    let (owner, link) = owner_at(da.path(), peer);
     let img = da.path().join("golden.raw");
     let content: Vec<u8> = (0..24 * MIB).map(|i| (i / 4096 % 251) as u8 + 1).collect();
     std::fs::write(&img, &content).unwrap();

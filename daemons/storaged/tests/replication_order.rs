@@ -8,24 +8,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::TcpListener;
+mod common;
+
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
+use common::MIB;
+use common::pair::pair;
 use storaged::block::BlockDevice;
-use storaged::replication::{Hello, PeerReplica, ReplicaServer};
 use storaged::store::Store;
 
-const MIB: u64 = 1 << 20;
 const VOL: &str = "0b7c7e0e-0000-4000-8000-00000000a0de";
-
-fn hello(node: &str) -> Hello {
-    Hello {
-        cluster_id: "order-test".into(),
-        node: node.into(),
-    }
-}
 
 fn bytes(s: &Store) -> Vec<u8> {
     let mut buf = vec![0u8; 256 << 10];
@@ -35,17 +29,9 @@ fn bytes(s: &Store) -> Vec<u8> {
 
 #[test]
 fn overlapping_writes_in_flight_are_applied_in_one_order_on_both_nodes() {
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let replica = Arc::new(Store::open(db.path()).unwrap());
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let peer = listener.local_addr().unwrap();
-    let server = ReplicaServer::new(Arc::clone(&replica), hello("node-b"));
-    std::thread::spawn(move || server.serve(listener));
-    let owner = Arc::new(
-        Store::open_with_replica(da.path(), Arc::new(PeerReplica::new(peer, hello("node-a"))))
-            .unwrap(),
-    );
-    for s in [&*owner, &*replica] {
+    let p = pair();
+    let (owner, replica) = (&p.owner, &p.replica);
+    for s in [owner, replica] {
         s.create_as(VOL, None, 8 * MIB, Some("node-a")).unwrap();
     }
 
@@ -62,7 +48,7 @@ fn overlapping_writes_in_flight_are_applied_in_one_order_on_both_nodes() {
     .unwrap();
 
     let write = |fill: u8, offset: u64, len: usize| {
-        let owner = Arc::clone(&owner);
+        let owner = Arc::clone(owner);
         std::thread::spawn(move || {
             let lease = owner.lease(VOL).unwrap();
             lease
@@ -80,7 +66,7 @@ fn overlapping_writes_in_flight_are_applied_in_one_order_on_both_nodes() {
     // Over it: waits for it.
     let second_done = Arc::new(AtomicBool::new(false));
     let second = {
-        let (owner, done) = (Arc::clone(&owner), Arc::clone(&second_done));
+        let (owner, done) = (Arc::clone(owner), Arc::clone(&second_done));
         std::thread::spawn(move || {
             let lease = owner.lease(VOL).unwrap();
             lease
@@ -97,7 +83,7 @@ fn overlapping_writes_in_flight_are_applied_in_one_order_on_both_nodes() {
     second.join().unwrap();
     fail::remove("replication::sent");
 
-    let (here, there) = (bytes(&owner), bytes(&replica));
+    let (here, there) = (bytes(owner), bytes(replica));
     assert!(
         here[64 << 10] == there[64 << 10],
         "the two copies differ: {:#x} here, {:#x} there",

@@ -5,6 +5,8 @@
 // Each test file uses a different part of this module.
 #![allow(dead_code)]
 
+pub mod pair;
+
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
