@@ -30,6 +30,19 @@ fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_pair-node"))
 }
 
+/// The storage pair running, and the compute module's namespace (TCP keep-alive on); None
+/// after saying why the test is skipped.
+fn storage_pair() -> Option<(Enclosure, String)> {
+    if let Some(why) = unusable().or_else(|| which("qemu-io")) {
+        eprintln!("SKIPPED: {why}");
+        return None;
+    }
+    let enc = Enclosure::start_storage(bin()).unwrap();
+    let client = enc.client_ns();
+    keep_alive(&client).unwrap();
+    Some((enc, client))
+}
+
 /// Waits for a qemu-io run, asserting it saw no error; its longest request (seconds).
 fn check_run(what: &str, child: std::process::Child) -> f64 {
     let run = finish(child).unwrap();
@@ -52,13 +65,9 @@ fn same_content(enc: &Enclosure, name: &str) {
 
 #[test]
 fn the_owner_dies_and_its_compute_module_rides_through() {
-    if let Some(why) = unusable().or_else(|| which("qemu-io")) {
-        eprintln!("SKIPPED: {why}");
+    let Some((mut enc, client)) = storage_pair() else {
         return;
-    }
-    let mut enc = Enclosure::start_storage(bin()).unwrap();
-    let client = enc.client_ns();
-    keep_alive(&client).unwrap();
+    };
     make_volume(&enc.nodes[0], "os-a", "32M").unwrap();
     // Replicated with its export: the other node knows both.
     assert!(
@@ -109,13 +118,9 @@ fn the_owner_dies_and_its_compute_module_rides_through() {
 
 #[test]
 fn a_cut_between_the_nodes_leaves_each_serving_its_own() {
-    if let Some(why) = unusable().or_else(|| which("qemu-io")) {
-        eprintln!("SKIPPED: {why}");
+    let Some((enc, client)) = storage_pair() else {
         return;
-    }
-    let enc = Enclosure::start_storage(bin()).unwrap();
-    let client = enc.client_ns();
-    keep_alive(&client).unwrap();
+    };
     make_volume(&enc.nodes[0], "os-a", "32M").unwrap();
     make_volume(&enc.nodes[1], "os-b", "32M").unwrap();
     let (cmds, written) = workload(200, 15);
@@ -166,13 +171,9 @@ fn a_cut_between_the_nodes_leaves_each_serving_its_own() {
 
 #[test]
 fn a_peer_lost_again_during_its_resync_is_outdated_and_writes_go_on() {
-    if let Some(why) = unusable().or_else(|| which("qemu-io")) {
-        eprintln!("SKIPPED: {why}");
+    let Some((enc, client)) = storage_pair() else {
         return;
-    }
-    let enc = Enclosure::start_storage(bin()).unwrap();
-    let client = enc.client_ns();
-    keep_alive(&client).unwrap();
+    };
     let (a, b) = (&enc.nodes[0], &enc.nodes[1]);
     make_volume(a, "os-a", "256M").unwrap();
     enc.make_etcd_leader(2).unwrap();

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::MIB;
-use common::pair::{Pair, hello, owner_at, replica_at};
+use common::pair::{Pair, hello, import_golden, owner_at, replica_at};
 use storaged::block::BlockDevice;
 use storaged::replication::tls::{self, TlsFiles};
 use storaged::replication::wire::{self, Frame, Kind};
@@ -461,16 +461,7 @@ fn catalog_changes_are_made_on_both_nodes_under_one_id() {
     content[..MIB as usize].fill(0x77);
     content[5 * MIB as usize..].fill(0x99);
     std::fs::write(&img, &content).unwrap();
-    let g = a
-        .import(
-            Some("debian"),
-            std::fs::File::open(&img).unwrap(),
-            None,
-            false,
-            None,
-            &mut |_, _| {},
-        )
-        .unwrap();
+    let g = import_golden(&a, &img, "debian");
     let on_b = b.info(&g.record.id).unwrap();
     assert_eq!(on_b.record.state, g.record.state);
     assert_eq!(on_b.record.checksum, g.record.checksum);
@@ -658,18 +649,7 @@ fn volumes_made_while_the_peer_was_away_reach_it_at_the_resync() {
     let mut content = vec![0u8; 4 * MIB as usize];
     content[..MIB as usize].fill(0x5a);
     std::fs::write(&img, &content).unwrap();
-    let g = a
-        .import(
-            Some("gold"),
-            std::fs::File::open(&img).unwrap(),
-            None,
-            false,
-            None,
-            &mut |_, _| {},
-        )
-        .unwrap()
-        .record
-        .id;
+    let g = import_golden(a, &img, "gold").record.id;
     let c = a.clone_volume(&g, Some("os1")).unwrap().record.id;
     a.lease(&c)
         .unwrap()

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use common::MIB;
-use common::pair::pair;
+use common::pair::{import_golden, pair};
 use storaged::block::BlockDevice;
 use storaged::replication::PeerReplica;
 use storaged::replication::pair::PairLink;
@@ -30,21 +30,10 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// Imports into `store` a golden image of `mib` MiB (a file in `dir`), every byte non-zero
 /// (every chunk is sent).
-fn import_golden(store: &Store, dir: &Path, name: &str, mib: u64) -> String {
+fn golden_of(store: &Store, dir: &Path, name: &str, mib: u64) -> String {
     let img = dir.join(format!("{name}.raw"));
     std::fs::write(&img, vec![0x5a; (mib * MIB) as usize]).unwrap();
-    store
-        .import(
-            Some(name),
-            std::fs::File::open(&img).unwrap(),
-            None,
-            false,
-            None,
-            &mut |_, _| {},
-        )
-        .unwrap()
-        .record
-        .id
+    import_golden(store, &img, name).record.id
 }
 
 /// Runs `work` on a thread while sampling `link.stalled_for()`; returns the longest stall
@@ -76,7 +65,7 @@ fn a_peer_slow_to_take_a_copy_is_not_stalled_but_slow_for_a_client_is() {
     let owner = Arc::clone(&p.owner);
     let dir = p.dirs.0.path().to_path_buf();
     let copy = longest_stall_during(&p.link, move || {
-        import_golden(&owner, &dir, "gold", 12);
+        golden_of(&owner, &dir, "gold", 12);
     });
 
     // A client's write to a volume of the pair, as slow.
@@ -107,7 +96,7 @@ fn a_resync_sends_a_volume_made_while_it_runs() {
     let p = pair();
     // A golden image imported while the peer is away (its transfer is on the unsent list).
     p.link.set_peer_outdated(true);
-    let gold = import_golden(&p.owner, p.dirs.0.path(), "gold", 16);
+    let gold = golden_of(&p.owner, p.dirs.0.path(), "gold", 16);
     assert!(p.replica.info(&gold).is_err());
     p.link.set_peer_outdated(false);
 

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use common::MIB;
-use common::pair::{hello, owner_at, replica_at, serve_replica};
+use common::pair::{hello, import_golden, owner_at, replica_at, serve_replica};
 use storaged::block::BlockDevice;
 use storaged::replication::{PeerReplica, ReplicaServer};
 use storaged::store::Store;
@@ -276,16 +276,7 @@ fn an_import_cut_by_the_peer_going_outdated_is_sent_whole_at_the_resync() {
         }
     })
     .unwrap();
-    let g = owner
-        .import(
-            Some("debian"),
-            std::fs::File::open(&img).unwrap(),
-            None,
-            false,
-            None,
-            &mut |_, _| {},
-        )
-        .unwrap();
+    let g = import_golden(&owner, &img, "debian");
     fail::remove("transfer::chunk");
     let id = g.record.id.clone();
     assert_eq!(owner.unsent(), std::slice::from_ref(&id));

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use storaged::replication::{Hello, PeerReplica, ReplicaServer};
-use storaged::store::Store;
+use storaged::store::{Store, VolumeInfo};
 
 /// Node `node`'s hello in the test pair's cluster.
 pub fn hello(node: &str) -> Hello {
@@ -59,4 +59,19 @@ pub fn pair() -> Pair {
         replica_addr,
         dirs: (da, db),
     }
+}
+
+/// Imports the raw file `file` into `store` as golden image `name` (sent to the replica, if
+/// `store` has one).
+pub fn import_golden(store: &Store, file: &Path, name: &str) -> VolumeInfo {
+    store
+        .import(
+            Some(name),
+            std::fs::File::open(file).unwrap(),
+            None,
+            false,
+            None,
+            &mut |_, _| {},
+        )
+        .unwrap()
 }
