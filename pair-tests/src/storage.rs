@@ -204,6 +204,35 @@ pub fn content_hash(n: &Node, name: &str) -> anyhow::Result<String> {
         .to_string())
 }
 
+/// The MiB (offset, byte on A, byte on B) at which volume `name` differs between the two
+/// nodes (at most `most`), from both nodes' exports.
+pub fn differences(a: &Node, b: &Node, name: &str, most: usize) -> anyhow::Result<Vec<String>> {
+    let export = |n: &Node| -> anyhow::Result<Vec<u8>> {
+        let file = n.dir.join(format!("{name}.diff.raw"));
+        n.storaged(&["volume", "export", name, file.to_str().unwrap_or_default()])?;
+        let data = std::fs::read(&file)?;
+        let _ = std::fs::remove_file(&file);
+        Ok(data)
+    };
+    let (x, y) = (export(a)?, export(b)?);
+    let mut out = Vec::new();
+    for (i, (p, q)) in x.chunks(1 << 20).zip(y.chunks(1 << 20)).enumerate() {
+        if let Some(at) = p.iter().zip(q).position(|(u, v)| u != v) {
+            out.push(format!(
+                "MiB {i} (+{at}): {:#x} on A, {:#x} on B",
+                p[at], q[at]
+            ));
+            if out.len() == most {
+                break;
+            }
+        }
+    }
+    if x.len() != y.len() {
+        out.push(format!("sizes {} and {}", x.len(), y.len()));
+    }
+    Ok(out)
+}
+
 /// Whether `n` has its peer's copies up to date (none outdated, no resync running, no
 /// region the peer may lack).
 pub fn in_sync(n: &Node) -> bool {

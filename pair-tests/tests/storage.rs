@@ -21,7 +21,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pair_harness::storage::{
-    content_hash, finish, finish_within, in_sync, keep_alive, make_volume, qemu_io,
+    content_hash, differences, finish, finish_within, in_sync, keep_alive, make_volume, qemu_io,
     throttle_replication, verify, wait_until, workload,
 };
 use pair_harness::{Enclosure, Node, STORAGE_IPS, unusable};
@@ -56,11 +56,15 @@ fn check_run(what: &str, child: std::process::Child) -> f64 {
 }
 
 fn same_content(enc: &Enclosure, name: &str) {
-    assert_eq!(
-        content_hash(&enc.nodes[0], name).unwrap(),
-        content_hash(&enc.nodes[1], name).unwrap(),
-        "{name}: both copies identical after the resync"
-    );
+    let (a, b) = (&enc.nodes[0], &enc.nodes[1]);
+    if content_hash(a, name).unwrap() != content_hash(b, name).unwrap() {
+        panic!(
+            "{name}: the two copies differ after the resync: {:?}\nA: {}\nB: {}",
+            differences(a, b, name, 10),
+            status(a),
+            status(b)
+        );
+    }
 }
 
 #[test]

@@ -366,13 +366,16 @@ impl Storage {
             conditions.push(Condition::SplitBrain(home.clone()));
         }
         let r = &st.resync;
-        let line = r.running.then(|| {
-            format!(
+        let line = r.running.then(|| match &r.sending {
+            Some(volume) => {
+                format!("resyncing {peer}'s copies: sending those it lacks (at volume {volume})")
+            }
+            None => format!(
                 "resyncing {peer}'s copies: volume {} of {}, {} MiB sent",
                 (r.volumes_done + 1).min(r.volumes),
                 r.volumes,
                 r.bytes >> 20
-            )
+            ),
         });
         self.shared.set_storage_conditions(conditions, line);
         Ok(())

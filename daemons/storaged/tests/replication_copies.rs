@@ -4,7 +4,8 @@
 //!   waiting on it is (the pair marks a stalled peer Outdated; marking it for a copy's sake
 //!   sent the whole image again at the next resync, which under load was slow in turn).
 //! * A resync sends a volume made while it runs (a clone deployed from the golden image it
-//!   is sending) instead of failing on it at the end.
+//!   is sending) instead of failing on it at the end; while it sends the image, the pair's
+//!   status says so.
 //!
 //! A test file of its own: the crash points it uses are one per process, and its tests run
 //! one at a time.
@@ -34,6 +35,23 @@ fn golden_of(store: &Store, dir: &Path, name: &str, mib: u64) -> String {
     let img = dir.join(format!("{name}.raw"));
     std::fs::write(&img, vec![0x5a; (mib * MIB) as usize]).unwrap();
     import_golden(store, &img, name).record.id
+}
+
+/// Holds the first thread to pass crash point `point` there: the receiver hears when one
+/// has come, sending on the sender lets it go on. Later ones pass.
+fn hold_first(point: &str) -> (mpsc::Receiver<()>, mpsc::Sender<()>) {
+    let (reached, at_point) = mpsc::channel::<()>();
+    let (release, held) = mpsc::channel::<()>();
+    let (reached, held) = (Mutex::new(reached), Mutex::new(held));
+    let hits = AtomicU32::new(0);
+    fail::cfg_callback(point, move || {
+        if hits.fetch_add(1, Ordering::SeqCst) == 0 {
+            reached.lock().unwrap().send(()).unwrap();
+            held.lock().unwrap().recv().unwrap();
+        }
+    })
+    .unwrap();
+    (at_point, release)
 }
 
 /// Runs `work` on a thread while sampling `link.stalled_for()`; returns the longest stall
@@ -102,17 +120,7 @@ fn a_resync_sends_a_volume_made_while_it_runs() {
 
     // The resync's transfer of it is held at its first chunk; meanwhile a clone of it is
     // deployed and written (here alone: its parent is not on the peer whole yet).
-    let (reached, at_chunk) = mpsc::channel::<()>();
-    let (release, held) = mpsc::channel::<()>();
-    let (reached, held) = (Mutex::new(reached), Mutex::new(held));
-    let hits = AtomicU32::new(0);
-    fail::cfg_callback("transfer::chunk", move || {
-        if hits.fetch_add(1, Ordering::SeqCst) == 0 {
-            reached.lock().unwrap().send(()).unwrap();
-            held.lock().unwrap().recv().unwrap();
-        }
-    })
-    .unwrap();
+    let (at_chunk, release) = hold_first("transfer::chunk");
     let link = PairLink::new(Arc::clone(&p.owner), Arc::clone(&p.link), "node-a");
     let done = Arc::new(AtomicBool::new(false));
     let resync = {
@@ -124,6 +132,10 @@ fn a_resync_sends_a_volume_made_while_it_runs() {
         })
     };
     at_chunk.recv_timeout(Duration::from_secs(30)).unwrap();
+    // Meanwhile the pair's status says a resync runs, and what it sends.
+    let progress = link.status().resync;
+    assert!(progress.running, "{progress:?}");
+    assert_eq!(progress.sending.as_deref(), Some(gold.as_str()));
     let clone = p.owner.clone_volume(&gold, Some("os1")).unwrap().record.id;
     p.owner
         .lease(&clone)
@@ -136,6 +148,11 @@ fn a_resync_sends_a_volume_made_while_it_runs() {
     fail::remove("transfer::chunk");
 
     let report = report.unwrap_or_else(|e| panic!("the resync failed: {e}"));
+    let progress = link.status().resync;
+    assert!(
+        !progress.running && progress.sending.is_none(),
+        "{progress:?}"
+    );
     for id in [&gold, &clone] {
         assert_eq!(
             p.owner.content_checksum(id).unwrap(),
@@ -155,4 +172,53 @@ fn a_resync_sends_a_volume_made_while_it_runs() {
         .read_at(&mut b, MIB)
         .unwrap();
     assert_eq!(b, [0x77; 4]);
+}
+
+#[test]
+fn a_flush_during_a_resync_keeps_the_regions_it_has_not_sent() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let p = pair();
+    let vol = p.owner.create(Some("os1"), 8 * MIB).unwrap().record.id;
+    let lease = p.owner.lease(&vol).unwrap();
+    let v = Arc::clone(lease.volume());
+    // Written while the peer is away: four regions it lacks.
+    p.link.set_peer_outdated(true);
+    for r in 0..4 {
+        v.write(&[0xa0 + r as u8; 4096], r * 4 * MIB / 2, false)
+            .unwrap();
+    }
+    v.sync().unwrap();
+    let marked = p.owner.dirty_regions(&vol).unwrap();
+    assert!(marked >= 4, "{marked}");
+    p.link.set_peer_outdated(false);
+
+    // The resync's first region is held on the replica; meanwhile the guest flushes twice
+    // (both nodes answer), then the peer is lost again.
+    let (at_first, release) = hold_first("replica::applied");
+    let resync = {
+        let (owner, vol) = (Arc::clone(&p.owner), vol.clone());
+        std::thread::spawn(move || owner.resync(&vol, &mut |_, _| {}))
+    };
+    at_first.recv_timeout(Duration::from_secs(30)).unwrap();
+    v.sync().unwrap();
+    v.sync().unwrap();
+    p.link.set_peer_outdated(true);
+    release.send(()).unwrap();
+    let interrupted = resync.join().unwrap();
+    fail::remove("replica::applied");
+    assert!(interrupted.is_err(), "{interrupted:?}");
+    let left = p.owner.dirty_regions(&vol).unwrap();
+    assert!(
+        left + 1 >= marked,
+        "flushes during the resync cleared regions it had not sent: {left} of {marked} left"
+    );
+
+    // The peer back for good: the next resync makes both copies equal.
+    p.link.set_peer_outdated(false);
+    p.owner.resync(&vol, &mut |_, _| {}).unwrap();
+    assert_eq!(
+        p.owner.content_checksum(&vol).unwrap(),
+        p.replica.content_checksum(&vol).unwrap(),
+        "the copies differ after the resync"
+    );
 }

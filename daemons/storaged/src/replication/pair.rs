@@ -32,6 +32,10 @@ pub struct ResyncProgress {
     /// Volumes sent whole because the peer's copy was from another generation.
     #[serde(default)]
     pub full_volumes: u64,
+    /// While the resync looks for volumes the peer lacks (made while it was away): the one
+    /// it is at, which it sends whole if the peer lacks it (minutes for a golden image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sending: Option<String>,
 }
 
 /// The replication state clusterd and the API read.
@@ -177,9 +181,14 @@ impl PairLink {
     /// new writes go to it meanwhile).
     pub fn resync(&self) -> Result<ResyncReport, StoreError> {
         let _one = self.resyncing.lock();
+        let started = std::time::Instant::now();
+        *self.resync.lock() = ResyncProgress {
+            running: true,
+            ..Default::default()
+        };
         // What was deleted here while the peer was away goes there too.
         if let Err(e) = self.store.send_deletes() {
-            return Err(self.failed(e, None));
+            return Err(self.failed(e, started));
         }
         // Volumes made while the peer was away are sent first. Sending a golden image takes
         // minutes: volumes made meanwhile (a clone deployed from it) are sent by the next
@@ -188,7 +197,7 @@ impl PairLink {
             match self.send_missing() {
                 Ok(0) => break,
                 Ok(_) => {}
-                Err(e) => return Err(self.failed(e, None)),
+                Err(e) => return Err(self.failed(e, started)),
             }
         }
         let ownership = self.store.ownership();
@@ -203,10 +212,10 @@ impl PairLink {
         *self.resync.lock() = ResyncProgress {
             running: true,
             volumes: volumes.len() as u64,
+            elapsed_ms: started.elapsed().as_millis() as u64,
             ..Default::default()
         };
         let mut total = ResyncReport::default();
-        let started = std::time::Instant::now();
         for (n, id) in volumes.iter().enumerate() {
             let r = self.store.resync(id, &mut |done, all| {
                 let mut p = self.resync.lock();
@@ -225,7 +234,7 @@ impl PairLink {
                 }
                 // Deleted meanwhile: nothing to send.
                 Err(StoreError::NotFound(_)) => {}
-                Err(e) => return Err(self.failed(e, Some(started))),
+                Err(e) => return Err(self.failed(e, started)),
             }
         }
         let elapsed = started.elapsed();
@@ -257,19 +266,20 @@ impl PairLink {
             if r.state == VolumeState::Writable && !ownership.owns(&r.id) {
                 continue;
             }
-            sent += usize::from(self.store.send_missing(&r.id)?);
+            self.resync.lock().sending = Some(r.id.clone());
+            let missing = self.store.send_missing(&r.id);
+            self.resync.lock().sending = None;
+            sent += usize::from(missing?);
         }
         Ok(sent)
     }
 
     /// Records why the resync stopped (in its progress) and returns the error.
-    fn failed(&self, e: StoreError, started: Option<std::time::Instant>) -> StoreError {
+    fn failed(&self, e: StoreError, started: std::time::Instant) -> StoreError {
         let mut p = self.resync.lock();
         p.running = false;
         p.error = Some(e.to_string());
-        if let Some(t) = started {
-            p.elapsed_ms = t.elapsed().as_millis() as u64;
-        }
+        p.elapsed_ms = started.elapsed().as_millis() as u64;
         e
     }
 }

@@ -420,9 +420,10 @@ impl Store {
         }
     }
 
-    /// Whether volume `id`'s activity log holds regions from before this start (storaged
-    /// stopped or crashed with writes maybe applied here only): a resync must send them,
-    /// however in sync the peer is. A volume not open now: any region marked on disk.
+    /// Whether volume `id`'s activity log holds unsent regions: from before this start
+    /// (storaged stopped or crashed with writes maybe applied here only), or left by a resync
+    /// that was interrupted. A resync must send them, however in sync the peer is. A volume
+    /// not open now: any region marked on disk.
     pub fn recovering(&self, id: &str) -> Result<bool, StoreError> {
         let open = self.open.lock().get(id).and_then(Weak::upgrade);
         match open.as_ref().and_then(|v| v.activity()) {
@@ -1142,7 +1143,7 @@ impl Store {
                     "telling the peer about volume {id}"
                 )))?;
         }
-        let dirty = log.dirty();
+        let dirty = log.to_resync();
         let total = dirty.len() as u64;
         let region = crate::volume::changes::REGION_BYTES;
         let mut buf = vec![0u8; region as usize];

@@ -32,9 +32,12 @@ use super::changes::REGION_BYTES;
 
 /// Regions marked beyond a write's last one when it has to mark any.
 const AHEAD: u64 = 3;
-/// The write generation of a recovered region (marked when the log was opened): never
-/// "before" a flush, so only [`ActivityLog::sent`] lets it be cleared.
-const RECOVERED: u64 = u64::MAX;
+/// The "write generation" of a region a resync has to send: marked when the log was opened
+/// (writes maybe applied here only), or listed by a resync that has not sent it yet. Never
+/// "before" a flush, and kept by the writes that come meanwhile (a write to part of the
+/// region does not bring the rest of it to the peer), so only [`ActivityLog::sent`] lets
+/// it be cleared.
+const UNSENT: u64 = u64::MAX;
 
 #[derive(Debug)]
 pub struct ActivityLog {
@@ -42,7 +45,7 @@ pub struct ActivityLog {
     /// The bits as on disk (after the sync that set them).
     bits: Mutex<Vec<u64>>,
     inflight: Vec<AtomicU32>,
-    /// Per region: the write generation of the last write begun there.
+    /// Per region: the write generation of the last write begun there, or [`UNSENT`].
     written: Vec<AtomicU64>,
     generation: AtomicU64,
     /// The generation at which the previous completed flush started.
@@ -109,7 +112,7 @@ impl ActivityLog {
         }
         let marked = |r: u64| bits_has(&bits, r);
         let written = (0..regions)
-            .map(|r| AtomicU64::new(if marked(r) { RECOVERED } else { 0 }))
+            .map(|r| AtomicU64::new(if marked(r) { UNSENT } else { 0 }))
             .collect();
         Ok(ActivityLog {
             file,
@@ -157,7 +160,11 @@ impl ActivityLog {
             let g = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
             for r in first..=last {
                 self.inflight[r as usize].fetch_add(1, Ordering::AcqRel);
-                self.written[r as usize].store(g, Ordering::Release);
+                let _ = self.written[r as usize].fetch_update(
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                    |w| (w != UNSENT).then_some(g),
+                );
             }
         }
         let guard = InFlight {
@@ -266,18 +273,31 @@ impl ActivityLog {
         self.file.sync_data()
     }
 
-    /// Whether regions marked when the log was opened are still to be sent by a resync.
+    /// Whether regions are still to be sent by a resync: marked when the log was opened, or
+    /// listed by a resync that did not send them (it was interrupted).
     pub fn recovered(&self) -> bool {
         self.written
             .iter()
-            .any(|w| w.load(Ordering::Acquire) == RECOVERED)
+            .any(|w| w.load(Ordering::Acquire) == UNSENT)
     }
 
-    /// A resync has sent `region`'s content to the peer: the next flush both complete may
-    /// clear it (a recovered region too; one written since keeps its own generation).
+    /// A resync starts: the regions marked now, each held marked until [`Self::sent`] (a
+    /// flush both nodes complete meanwhile must not clear a region the peer lacks part of:
+    /// were the resync interrupted, the next one would not know to send it).
+    pub fn to_resync(&self) -> Vec<u64> {
+        let bits = self.bits.lock();
+        let dirty: Vec<u64> = (0..self.regions).filter(|r| bits_has(&bits, *r)).collect();
+        for r in &dirty {
+            self.written[*r as usize].store(UNSENT, Ordering::Release);
+        }
+        dirty
+    }
+
+    /// A resync has sent `region`'s content to the peer (no write in flight there): the
+    /// next flush both complete may clear it.
     pub fn sent(&self, region: u64) {
         if let Some(w) = self.written.get(region as usize) {
-            let _ = w.compare_exchange(RECOVERED, 0, Ordering::AcqRel, Ordering::Acquire);
+            let _ = w.compare_exchange(UNSENT, 0, Ordering::AcqRel, Ordering::Acquire);
         }
     }
 
